@@ -1,0 +1,1 @@
+"""Benchmarks: the Raft core in memory, real clusters, and etcd side by side."""

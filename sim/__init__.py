@@ -1,0 +1,1 @@
+"""The deterministic simulator: simulated network, disk and clock, scenarios, checkers."""

@@ -1,0 +1,1 @@
+"""Durable member state: RocksDB through rocksdict, and its in-memory twin."""
