@@ -570,3 +570,25 @@ def run_script(path: Path, rewrite: bool) -> tuple[list[str], str]:
                 "actual:\n  " + "\n  ".join(output)
             )
     return mismatches, render_script(blocks, outputs, trailer)
+
+
+def strip_expectations(text: str) -> str:
+    """The script with every expected output removed (to edit commands, then --rewrite)."""
+    blocks, trailer = parse_script(text)
+    lines: list[str] = []
+    for block in blocks:
+        lines.extend(block.preamble)
+        lines.extend([block.command, "----"])
+    lines.extend(trailer)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m tests.raft.harness strip FILE...: drop expectations before editing commands.
+    if len(sys.argv) < 3 or sys.argv[1] != "strip":
+        sys.exit("usage: python -m tests.raft.harness strip FILE...")
+    for name in sys.argv[2:]:
+        script = Path(name)
+        script.write_text(strip_expectations(script.read_text()))
