@@ -163,18 +163,14 @@ class Raft:
 
     # -- sending ---------------------------------------------------------------
 
-    def _send(self, message: Message) -> None:
-        """Queue ``message`` from this node, stamped with our term unless it names one.
+    def _send(self, kind: MessageType, recipient: int, term: int = 0, **fields: Any) -> None:
+        """Queue a message from this node, stamped with our term unless ``term`` is given.
 
         Votes and their responses name their term explicitly (a pre-vote asks
         about a term we are not in yet).
         """
-        assert message.recipient != NO_NODE, message
-        sender = message.sender or self.id
-        term = message.term or self.term
-        if sender != message.sender or term != message.term:
-            message = replace(message, sender=sender, term=term)
-        self.messages.append(message)
+        assert recipient != NO_NODE, (kind, fields)
+        self.messages.append(Message(kind, recipient, self.id, term or self.term, **fields))
 
     # -- time ------------------------------------------------------------------
 
@@ -321,16 +317,9 @@ class Raft:
             self.config.check_quorum or self.config.pre_vote
         ):
             # A stale leader (isolated, then healed) learns our term and steps down.
-            self._send(Message(MessageType.APPEND_RESPONSE, recipient=message.sender))
+            self._send(MessageType.APPEND_RESPONSE, message.sender)
         elif message.type is MessageType.PRE_VOTE:
-            self._send(
-                Message(
-                    MessageType.PRE_VOTE_RESPONSE,
-                    recipient=message.sender,
-                    term=self.term,
-                    reject=True,
-                )
-            )
+            self._send(MessageType.PRE_VOTE_RESPONSE, message.sender, term=self.term, reject=True)
 
     def _handle_vote_request(self, message: Message) -> None:
         response_type = (
@@ -349,14 +338,12 @@ class Raft:
         if can_vote and up_to_date:
             # The response carries the candidate's term: for a pre-vote that
             # term is not ours yet, and it must not look stale to the candidate.
-            self._send(Message(response_type, recipient=message.sender, term=message.term))
+            self._send(response_type, message.sender, term=message.term)
             if message.type is MessageType.VOTE:
                 self.election_elapsed_ticks = 0
                 self.vote = message.sender
         else:
-            self._send(
-                Message(response_type, recipient=message.sender, term=self.term, reject=True)
-            )
+            self._send(response_type, message.sender, term=self.term, reject=True)
 
     # -- elections -----------------------------------------------------------------
 
@@ -394,14 +381,12 @@ class Raft:
             if voter == self.id:
                 continue
             self._send(
-                Message(
-                    vote_type,
-                    recipient=voter,
-                    term=term,
-                    index=self.log.last_index(),
-                    log_term=self.log.last_term(),
-                    context=context,
-                )
+                vote_type,
+                voter,
+                term=term,
+                index=self.log.last_index(),
+                log_term=self.log.last_term(),
+                context=context,
             )
 
     def _won(self, campaign: _Campaign) -> None:
@@ -459,7 +444,7 @@ class Raft:
                 self._handle_snapshot(message)
             case MessageType.TRANSFER_LEADER:
                 if self.leader_id != NO_NODE:
-                    self._send(replace(message, recipient=self.leader_id))
+                    self.messages.append(replace(message, recipient=self.leader_id, term=self.term))
             case MessageType.TIMEOUT_NOW:
                 # The leader asked us to take over: campaign at once, no PreVote.
                 self._hup(_Campaign.TRANSFER)
@@ -483,40 +468,28 @@ class Raft:
             if entry.index != message.index + offset or entry.term > message.term:
                 raise StepRefused(f"malformed append from {message.sender}: entry {entry}")
         if message.index < self.log.committed:
-            self._send(
-                Message(
-                    MessageType.APPEND_RESPONSE, recipient=message.sender, index=self.log.committed
-                )
-            )
+            self._send(MessageType.APPEND_RESPONSE, message.sender, index=self.log.committed)
             return
         last_new_index = self.log.maybe_append(
             message.index, message.log_term, message.commit, message.entries
         )
         if last_new_index is not None:
-            self._send(
-                Message(MessageType.APPEND_RESPONSE, recipient=message.sender, index=last_new_index)
-            )
+            self._send(MessageType.APPEND_RESPONSE, message.sender, index=last_new_index)
             return
         hint_index = min(message.index, self.log.last_index())
         hint_index, hint_term = self.log.find_conflict_by_term(hint_index, message.log_term)
         self._send(
-            Message(
-                MessageType.APPEND_RESPONSE,
-                recipient=message.sender,
-                index=message.index,
-                reject=True,
-                reject_hint=hint_index,
-                log_term=hint_term,
-            )
+            MessageType.APPEND_RESPONSE,
+            message.sender,
+            index=message.index,
+            reject=True,
+            reject_hint=hint_index,
+            log_term=hint_term,
         )
 
     def _handle_heartbeat(self, message: Message) -> None:
         self.log.commit_to(min(message.commit, self.log.last_index()))
-        self._send(
-            Message(
-                MessageType.HEARTBEAT_RESPONSE, recipient=message.sender, context=message.context
-            )
-        )
+        self._send(MessageType.HEARTBEAT_RESPONSE, message.sender, context=message.context)
 
     def _handle_snapshot(self, message: Message) -> None:
         if message.snapshot is None:
@@ -525,7 +498,7 @@ class Raft:
             index = self.log.last_index()
         else:
             index = self.log.committed
-        self._send(Message(MessageType.APPEND_RESPONSE, recipient=message.sender, index=index))
+        self._send(MessageType.APPEND_RESPONSE, message.sender, index=index)
 
     def _restore(self, snapshot: Snapshot) -> bool:
         """Adopt ``snapshot`` unless the log already has it; True when adopted."""
@@ -652,14 +625,12 @@ class Raft:
         if not entries and not send_if_empty:
             return False
         self._send(
-            Message(
-                MessageType.APPEND,
-                recipient=node,
-                index=previous_index,
-                log_term=previous_term,
-                entries=tuple(entries),
-                commit=self.log.committed,
-            )
+            MessageType.APPEND,
+            node,
+            index=previous_index,
+            log_term=previous_term,
+            entries=tuple(entries),
+            commit=self.log.committed,
         )
         last_index = entries[-1].index if entries else 0
         progress.sent_append(last_index, sum(e.payload_size_bytes() for e in entries))
@@ -673,7 +644,7 @@ class Raft:
         except SnapshotTemporarilyUnavailable:
             return False
         assert not snapshot.is_empty(), "compacted log without a snapshot"
-        self._send(Message(MessageType.SNAPSHOT, recipient=node, snapshot=snapshot))
+        self._send(MessageType.SNAPSHOT, node, snapshot=snapshot)
         progress.become_snapshot(snapshot.metadata.index)
         return True
 
@@ -686,12 +657,10 @@ class Raft:
         context = self.read_only.last_pending_context()
         for node, progress in self.tracker.peers(self.id):
             self._send(
-                Message(
-                    MessageType.HEARTBEAT,
-                    recipient=node,
-                    commit=min(progress.match, self.log.committed),
-                    context=context,
-                )
+                MessageType.HEARTBEAT,
+                node,
+                commit=min(progress.match, self.log.committed),
+                context=context,
             )
 
     def _handle_append_response(self, message: Message, progress: Progress) -> None:
@@ -729,7 +698,7 @@ class Raft:
         while self._send_append(message.sender, send_if_empty=False):
             pass
         if message.sender == self.lead_transferee and progress.match == self.log.last_index():
-            self._send(Message(MessageType.TIMEOUT_NOW, recipient=message.sender))
+            self._send(MessageType.TIMEOUT_NOW, message.sender)
 
     def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
         progress.recent_active = True
@@ -806,12 +775,10 @@ class Raft:
             self.read_states.append(ReadState(index, message.context))
         else:
             self._send(
-                Message(
-                    MessageType.READ_INDEX_RESPONSE,
-                    recipient=message.sender,
-                    index=index,
-                    context=message.context,
-                )
+                MessageType.READ_INDEX_RESPONSE,
+                message.sender,
+                index=index,
+                context=message.context,
             )
 
     # -- leader transfer --------------------------------------------------------------
@@ -827,7 +794,7 @@ class Raft:
         self.election_elapsed_ticks = 0
         self.lead_transferee = target
         if progress.match == self.log.last_index():
-            self._send(Message(MessageType.TIMEOUT_NOW, recipient=target))
+            self._send(MessageType.TIMEOUT_NOW, target)
         else:
             self._send_append(target)
 
