@@ -107,6 +107,10 @@ class RaftCluster:
         config_factory: a member's Config from its id and applied index.
         voters / learners: the initial configuration (default: every node votes).
         checker: invariant checks run on every persist, apply and step.
+        snapshot_index: every member starts from a snapshot of the initial
+            configuration at this index (term 1). Members added later learn
+            the configuration only from a snapshot, so adding members needs
+            an index of at least 1; at 0 the configuration is only implied.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class RaftCluster:
         voters: Iterable[int] | None = None,
         learners: Iterable[int] = (),
         checker: InvariantChecker | None = None,
+        snapshot_index: int = 0,
     ) -> None:
         ids = sorted(node_ids)
         self.rng = rng
@@ -129,9 +134,11 @@ class RaftCluster:
         self.members: dict[int, Member] = {}
         self.in_flight: list[Message] = []
         self.blocked_links: set[tuple[int, int]] = set()
+        self.snapshot_index = snapshot_index
+        snapshot_term = 1 if snapshot_index else 0
         for node_id in ids:
-            storage = MemoryStorage(conf_state)
-            app = AppState(conf_state=conf_state)
+            storage = MemoryStorage(conf_state, snapshot_index, snapshot_term)
+            app = AppState(applied_index=snapshot_index, conf_state=conf_state)
             self.members[node_id] = Member(node_id, storage, None, app)
             self._start(self.members[node_id])
 
@@ -147,8 +154,18 @@ class RaftCluster:
         member.outstanding = None
 
     def add_member(self, node_id: int) -> None:
-        """Create a new, empty member (to be added by a conf change)."""
+        """Create a new, empty member (to be added by a conf change).
+
+        Raises:
+            ValueError: the cluster started without a snapshot, so the new
+                member could never learn the initial configuration.
+        """
         assert node_id not in self.members, node_id
+        if self.snapshot_index == 0:
+            raise ValueError(
+                "new members learn the configuration from a snapshot: "
+                "start the cluster with a snapshot index of at least 1 (add-nodes ... index=1)"
+            )
         member = Member(node_id, MemoryStorage(), None, AppState())
         self.members[node_id] = member
         self._start(member)

@@ -20,11 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from random import Random
 
-from actors.raft import Config, PlantedBug, ProposalDropped, Role
+from actors.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    PlantedBug,
+    ProposalDropped,
+)
 from sim.raft_cluster import RaftCluster
 from sim.raft_invariants import InvariantViolation
 
 TRACE_TAIL_LENGTH = 40
+SPARE_MEMBERS = 2
+"""Ids beyond the initial members that membership changes may add."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class FaultKnobs:
     compact: int
     transfer: int
     skew: int
+    membership: int
     append_bytes_max: int
     inflight_messages_max: int
 
@@ -66,6 +75,7 @@ class FaultKnobs:
             compact=knob(3),
             transfer=knob(1),
             skew=knob(4),
+            membership=knob(2),
             append_bytes_max=rng.choice((1, 16, 64, 4096)),
             inflight_messages_max=rng.choice((1, 4, 64)),
         )
@@ -115,8 +125,10 @@ class Fuzzer:
 
         ids = range(1, options.members + 1)
         self.cluster = RaftCluster(
-            ids, Random(self.rng.getrandbits(64)), config_factory=make_config
+            ids, Random(self.rng.getrandbits(64)), config_factory=make_config, snapshot_index=1
         )
+        self.spare_ids = list(range(options.members + 1, options.members + 1 + SPARE_MEMBERS))
+        self.removed_ids: set[int] = set()
         self.trace: list[str] = []
         self.proposals = 0
         self.actions = self._weighted_actions()
@@ -140,6 +152,7 @@ class Fuzzer:
             (knobs.crash * 3, self.restart),
             (knobs.compact, self.compact),
             (knobs.transfer, self.transfer),
+            (knobs.membership, self.change_membership),
         ]
         return [action for weight, action in weights for _ in range(weight)]
 
@@ -262,12 +275,56 @@ class Fuzzer:
         self.note(f"transfer {leader}->{target}")
         self.cluster.node(leader).transfer_leader(target)
 
+    def change_membership(self) -> None:
+        """Propose one random change: add a learner or voter, promote, or remove."""
+        leader = self.cluster.leader()
+        if leader is None:
+            return
+        conf = self.cluster.node(leader).raft.tracker.conf_state
+        members = set(conf.members())
+        candidates = set(self.spare_ids) | set(self.cluster.members)
+        addable = sorted(candidates - members - self.removed_ids)
+        roll = self.rng.random()
+        if conf.learners and roll < 0.3:
+            change = ConfChange(ConfChangeType.ADD_VOTER, self.rng.choice(conf.learners))
+        elif addable and roll < 0.65:
+            kind = self.rng.choice((ConfChangeType.ADD_LEARNER, ConfChangeType.ADD_VOTER))
+            change = ConfChange(kind, self.rng.choice(addable))
+        else:
+            change = ConfChange(ConfChangeType.REMOVE, self.rng.choice(sorted(members)))
+        if change.node_id not in self.cluster.members:
+            self.cluster.add_member(change.node_id)
+        try:
+            self.cluster.node(leader).propose_conf_change(change)
+        except ProposalDropped as dropped:
+            self.note(f"conf-change {change.type.name} {change.node_id} dropped: {dropped}")
+            return
+        if change.type is ConfChangeType.REMOVE:
+            self.removed_ids.add(change.node_id)
+        self.note(f"conf-change {leader} {change.type.name} {change.node_id}")
+
     # -- phases ----------------------------------------------------------------------
 
     def run_faults(self) -> None:
         """The faulty phase: random actions, invariants checked after each."""
         for _ in range(self.options.steps):
             self.rng.choice(self.actions)()
+
+    def _propose_marker(self, leader: int, tick: int) -> tuple[int, int] | None:
+        node = self.cluster.node(leader)
+        try:
+            node.propose(b"final-%d" % tick)
+        except ProposalDropped:
+            return None
+        self.note(f"propose {leader} final-{tick}")
+        return node.raft.log.last_index(), node.raft.term
+
+    def _committed_everywhere(self, leader: int, index: int, term: int) -> bool:
+        """Is the entry at (index, term) committed and applied by every current member?"""
+        if self.cluster.checker.committed_term_by_index.get(index) != term:
+            return False
+        conf = self.cluster.node(leader).raft.tracker.conf_state
+        return all(self.cluster.members[n].app.applied_index >= index for n in conf.members())
 
     def run_recovery(self) -> None:
         """Heal everything; a leader must emerge and commit a proposal everywhere."""
@@ -279,22 +336,17 @@ class Fuzzer:
                 cluster.restart(node_id)
         for node_id in cluster.up_ids():
             cluster.finish_ready(node_id)
-        marker = b""
+        marker: tuple[int, int] | None = None  # (index, term) of the last proposal
         for tick in range(self.options.heal_ticks_max):
             cluster.tick_all()
             cluster.stabilize()
-            if marker and all(marker in m.app.applied_payloads for m in cluster.members.values()):
-                return
             leader = cluster.leader()
-            if leader is None or cluster.node(leader).raft.role is not Role.LEADER:
+            if leader is None:
                 continue
-            if not marker or tick % 20 == 0:
-                marker = b"final-%d" % tick
-                try:
-                    cluster.node(leader).propose(marker)
-                    self.note(f"propose {leader} {marker.decode()}")
-                except ProposalDropped:
-                    marker = b""
+            if marker is not None and self._committed_everywhere(leader, *marker):
+                return
+            if marker is None or tick % 20 == 0:
+                marker = self._propose_marker(leader, tick)
         states = {n: cluster.node(n).status()["role"].value for n in cluster.up_ids()}
         raise InvariantViolation(
             f"liveness: no proposal committed on every member within "

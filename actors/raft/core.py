@@ -254,10 +254,10 @@ class Raft:
         own = self.tracker.progress[self.id]
         own.become_replicate()
         own.recent_active = True
+        self._append_entries([Entry(self.term, 0)])
         # No conf change may be proposed until this term's first entry is
         # applied: that closes the single-server-change hole (Ongaro, 2015).
         self.pending_conf_index = self.log.last_index()
-        self._append_entries([Entry(self.term, 0)])
 
     # -- stepping ----------------------------------------------------------------
 

@@ -41,20 +41,17 @@ from actors.raft import (
     ConfChange,
     ConfChangeType,
     Config,
-    ConfState,
     Entry,
     EntryType,
-    MemoryStorage,
     Message,
     MessageType,
     PlantedBug,
     ProposalDropped,
     RaftError,
-    RawNode,
     ReadOnlyOption,
     Ready,
 )
-from sim.raft_cluster import AppState, Member, RaftCluster
+from sim.raft_cluster import RaftCluster
 
 MESSAGE_NAMES = {
     MessageType.HUP: "MsgHup",
@@ -311,26 +308,22 @@ class ScenarioRunner:
             voters = parse_ids(kw["voters"]) if "voters" in kw else ids
             learners = parse_ids(kw.get("learners", "()"))
             self.cluster = RaftCluster(
-                ids, Random(0), config_factory=self.options.make, voters=voters, learners=learners
+                ids,
+                Random(0),
+                config_factory=self.options.make,
+                voters=voters,
+                learners=learners,
+                snapshot_index=int(kw.get("index", 0)),
             )
-            index = int(kw.get("index", 0))
-            if index:
-                self._start_from_snapshot(index, ConfState(tuple(voters), tuple(learners)))
             return [f"added {', '.join(map(str, ids))}"]
         first = max(self.c.members) + 1
         added = list(range(first, first + count))
         for node_id in added:
-            self.c.add_member(node_id)
+            try:
+                self.c.add_member(node_id)
+            except ValueError as error:
+                return [f"error: {error}"]
         return [f"added {', '.join(map(str, added))}"]
-
-    def _start_from_snapshot(self, index: int, conf_state: ConfState) -> None:
-        """Give every member a log that starts with a snapshot at ``index``, term 1."""
-        for node_id in list(self.c.members):
-            storage = MemoryStorage(conf_state, snapshot_index=index, snapshot_term=1)
-            app = AppState(applied_index=index, conf_state=conf_state)
-            fresh = Member(node_id, storage, None, app)
-            self.c.members[node_id] = fresh
-            fresh.node = RawNode(self.options.make(node_id, index), storage, Random(node_id))
 
     def campaign(self, args: list[str], kw: dict[str, str]) -> list[str]:
         self.c.node(int(args[0])).campaign()
