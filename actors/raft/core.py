@@ -99,6 +99,7 @@ class Raft:
         self.read_only = ReadOnly(PENDING_READS_MAX)
         self.pending_read_requests: list[Message] = []
         self.append_pending = False
+        self.transfer_campaign_pending = False
         self._bugs = config.planted_bugs
 
         hard_state, conf_state = storage.initial_state()
@@ -196,6 +197,8 @@ class Raft:
                 self.step(Message(MessageType.CHECK_QUORUM, sender=self.id))
             if self.role is Role.LEADER and self.lead_transferee != NO_NODE:
                 self._abort_leader_transfer()
+            if self.role is Role.LEADER and not self.tracker.is_voter(self.id):
+                self._hand_off_leadership()  # the last attempt timed out: try again
         if self.role is not Role.LEADER:
             return
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks:
@@ -227,6 +230,7 @@ class Raft:
         self.read_only.clear()
         self.pending_read_requests.clear()
         self.append_pending = False
+        self.transfer_campaign_pending = False
 
     def _become_follower(self, term: int, leader_id: int) -> None:
         self._reset(term)
@@ -361,7 +365,9 @@ class Raft:
             return
         if self._has_unapplied_conf_change():
             # Campaigning with a configuration about to change could count
-            # the wrong voters; wait until the change is applied.
+            # the wrong voters; wait until the change is applied. A leader's
+            # order to take over is kept and carried out then.
+            self.transfer_campaign_pending = campaign is _Campaign.TRANSFER
             return
         self._campaign(campaign)
 
@@ -608,8 +614,14 @@ class Raft:
         self.append_pending = False
 
     def _broadcast_append(self) -> None:
-        for node, _ in self.tracker.peers(self.id):
-            self._send_append(node)
+        """Send each follower what it lacks, as far as flow control allows, or at
+        least the new commit index when it has not been sent yet."""
+        for node, progress in self.tracker.peers(self.id):
+            sent = False
+            while self._send_append(node, send_if_empty=False):
+                sent = True
+            if not sent and progress.sent_commit < self.log.committed:
+                self._send_append(node)
 
     def _send_append(self, node: int, send_if_empty: bool = True) -> bool:
         """Send ``node`` what it lacks, if flow control allows; True if sent."""
@@ -634,6 +646,7 @@ class Raft:
         )
         last_index = entries[-1].index if entries else 0
         progress.sent_append(last_index, sum(e.payload_size_bytes() for e in entries))
+        progress.sent_commit = self.log.committed
         return True
 
     def _send_snapshot(self, node: int, progress: Progress) -> bool:
@@ -698,7 +711,7 @@ class Raft:
         while self._send_append(message.sender, send_if_empty=False):
             pass
         if message.sender == self.lead_transferee and progress.match == self.log.last_index():
-            self._send(MessageType.TIMEOUT_NOW, message.sender)
+            self._send_timeout_now(message.sender)
 
     def _handle_heartbeat_response(self, message: Message, progress: Progress) -> None:
         progress.recent_active = True
@@ -794,9 +807,16 @@ class Raft:
         self.election_elapsed_ticks = 0
         self.lead_transferee = target
         if progress.match == self.log.last_index():
-            self._send(MessageType.TIMEOUT_NOW, target)
+            self._send_timeout_now(target)
         else:
             self._send_append(target)
+
+    def _send_timeout_now(self, target: int) -> None:
+        """``target`` holds our whole log: tell it to campaign now."""
+        self._send(MessageType.TIMEOUT_NOW, target)
+        if not self.tracker.is_voter(self.id):
+            # A removed leader's hand-off is done: the target can win without us.
+            self._become_follower(self.term, NO_NODE)
 
     def _abort_leader_transfer(self) -> None:
         self.lead_transferee = NO_NODE
@@ -828,6 +848,9 @@ class Raft:
             if self.role is Role.LEADER:
                 applied_bytes = sum(entry.payload_size_bytes() for entry in entries)
                 self.uncommitted_bytes = max(0, self.uncommitted_bytes - applied_bytes)
+        if self.transfer_campaign_pending and not self._has_unapplied_conf_change():
+            self.transfer_campaign_pending = False
+            self._hup(_Campaign.TRANSFER)
 
     def apply_conf_change(self, change: ConfChange) -> None:
         """Adopt a committed membership change."""
@@ -839,11 +862,26 @@ class Raft:
         if self.role is not Role.LEADER:
             return
         if not self.tracker.is_voter(self.id):
-            # Removed: step down, and let the remaining members elect a leader.
-            self._become_follower(self.term, NO_NODE)
+            self._hand_off_leadership()
             return
         if self.lead_transferee != NO_NODE and not self.tracker.is_voter(self.lead_transferee):
             self._abort_leader_transfer()
         if self._maybe_commit():
             self._on_commit_advanced()
-        self.append_pending = True
+        for node in added:
+            self._send_append(node)
+
+    def _hand_off_leadership(self) -> None:
+        """We were removed: hand leadership to the most caught-up voter, then step down.
+
+        Stepping down at once can leave the others unable to elect anyone:
+        they may not know yet that the removal is committed, so their
+        configuration still counts us, and our log may be longer than theirs.
+        So a removed leader keeps replicating (counting only the voters) until
+        the best voter holds its whole log, then tells it to campaign at once
+        (TimeoutNow) and steps down when the new leader's term arrives.
+        """
+        voters = self.tracker.voters()
+        target = max(voters, key=lambda node: (self.tracker.progress[node].match, -node))
+        self._abort_leader_transfer()
+        self._handle_transfer_leader(target, self.tracker.progress[target])

@@ -88,6 +88,8 @@ class Progress:
     probe_sent: bool = False
     pending_snapshot: int = 0
     recent_active: bool = False
+    sent_commit: int = 0
+    """The commit index last sent in an append (to skip repeating it)."""
 
     def __repr__(self) -> str:
         flags = []
