@@ -36,10 +36,12 @@ from typing import Any
 from actors.raft.config import Config, PlantedBug, ReadOnlyOption
 from actors.raft.errors import (
     CompactedError,
+    ConfigError,
     DropReason,
     ProposalDropped,
     SnapshotTemporarilyUnavailable,
     StepRefused,
+    StorageError,
 )
 from actors.raft.log import RaftLog
 from actors.raft.messages import (
@@ -109,7 +111,7 @@ class Raft:
             self._load_hard_state(hard_state)
         if config.applied_index:
             if config.applied_index > self.log.committed:
-                raise ValueError(
+                raise ConfigError(
                     f"applied index {config.applied_index} is past commit {self.log.committed}"
                 )
             self.log.applied_to(config.applied_index)
@@ -121,7 +123,7 @@ class Raft:
 
     def _load_hard_state(self, hard_state: HardState) -> None:
         if not self.log.committed <= hard_state.commit <= self.log.last_index():
-            raise ValueError(
+            raise StorageError(
                 f"hard state commit {hard_state.commit} is outside "
                 f"[{self.log.committed}, {self.log.last_index()}]"
             )

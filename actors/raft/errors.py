@@ -28,7 +28,6 @@ class DropReason(enum.Enum):
     INVALID_CONF_CHANGE = "invalid configuration change"
     FORWARDING_DISABLED = "proposal forwarding is disabled"
     EMPTY_PROPOSAL = "a proposal needs at least one entry"
-    LEASE_READ_UNSAFE = "lease reads need check_quorum"
 
 
 class ProposalDropped(RaftError):

@@ -173,6 +173,9 @@ class RawNode:
             message.sender
         ):
             raise StepRefused(f"response from {message.sender}, which is not a member")
+        numbers = (message.term, message.log_term, message.index, message.commit)
+        if min(numbers) < 0 or message.reject_hint < 0 or message.recipient != self.id:
+            raise StepRefused(f"malformed {message.type.name} from {message.sender}")
         self.raft.step(message)
 
     # -- outputs -----------------------------------------------------------------
