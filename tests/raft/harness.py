@@ -329,12 +329,18 @@ class ScenarioRunner:
         self.c.node(int(args[0])).campaign()
         return []
 
-    def propose(self, args: list[str], kw: dict[str, str]) -> list[str]:
+    @staticmethod
+    def _unless_dropped(request: Callable[[], None]) -> list[str]:
+        """Run a request the core may refuse; a refusal is the output."""
         try:
-            self.c.node(int(args[0])).propose(args[1].encode())
+            request()
         except ProposalDropped as dropped:
             return [f"dropped: {dropped}"]
         return []
+
+    def propose(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        node = self.c.node(int(args[0]))
+        return self._unless_dropped(lambda: node.propose(args[1].encode()))
 
     def propose_conf_change(self, args: list[str], kw: dict[str, str]) -> list[str]:
         ((key, value),) = kw.items()
@@ -343,18 +349,12 @@ class ScenarioRunner:
             "add-learner": ConfChangeType.ADD_LEARNER,
             "remove": ConfChangeType.REMOVE,
         }[key]
-        try:
-            self.c.node(int(args[0])).propose_conf_change(ConfChange(kind, int(value)))
-        except ProposalDropped as dropped:
-            return [f"dropped: {dropped}"]
-        return []
+        node = self.c.node(int(args[0]))
+        return self._unless_dropped(lambda: node.propose_conf_change(ConfChange(kind, int(value))))
 
     def read_index(self, args: list[str], kw: dict[str, str]) -> list[str]:
-        try:
-            self.c.node(int(args[0])).read_index(args[1].encode())
-        except ProposalDropped as dropped:
-            return [f"dropped: {dropped}"]
-        return []
+        node = self.c.node(int(args[0]))
+        return self._unless_dropped(lambda: node.read_index(args[1].encode()))
 
     def transfer_leader(self, args: list[str], kw: dict[str, str]) -> list[str]:
         self.c.node(int(args[0])).transfer_leader(int(args[1]))
