@@ -331,7 +331,7 @@ class V2Request:
     def __post_init__(self) -> None:
         _check(self.method in METHODS, "method", self.method)
         for name in ("path", "value", "prev_value"):
-            _check(type(getattr(self, name)) is str, name, getattr(self, name))
+            _check(_is_utf8_text(getattr(self, name)), name, getattr(self, name))
         for name in ("dir", "refresh", "recursive", "sorted"):
             _check(type(getattr(self, name)) is bool, name, getattr(self, name))
         _check(self.prev_exist is None or type(self.prev_exist) is bool, "prev_exist", None)
@@ -386,6 +386,17 @@ class V2Request:
             sorted=fields[11],
             time_ns=fields[12],
         )
+
+
+def _is_utf8_text(value: object) -> bool:
+    """A str that encodes as UTF-8 (no lone surrogates), as keys and values are stored."""
+    if type(value) is not str:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_uint(value: object, maximum: int) -> bool:
