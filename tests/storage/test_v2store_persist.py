@@ -255,3 +255,12 @@ def test_with_the_memory_key_value_store() -> None:
             batch.put(key, value)
     kv.apply(batch)
     assert V2Store.load(kv).snapshot() == store.snapshot()
+
+
+def test_a_store_that_does_not_persist_records_nothing() -> None:
+    store = V2Store(track_changes=False)
+    run(store, random.Random(4), 300, T0)
+    store.restore(store.snapshot())
+    assert store._dirty_paths == {} and store._dirty_records == {}
+    with pytest.raises(AssertionError):
+        store.take_changes()
