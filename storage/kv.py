@@ -1,0 +1,625 @@
+"""An ordered key-value store: one small interface, RocksDB and memory behind it.
+
+Theory of operation
+-------------------
+
+Keys and values are ``bytes``; keys sort bytewise. A write is a ``WriteBatch`` of puts, deletes
+and range deletes, applied in order and atomically: a reader sees all of a batch or none of it.
+Writing has two steps, which the interface keeps apart because durable state built on top
+(``RaftStore``, ``AppliedState``) has to update its in-memory view between them:
+
+- ``apply(batch)`` (synchronous): the batch becomes visible to every later read at once. It is
+  in the engine's write-ahead log but not yet fsynced: a crash of the machine may lose it.
+- ``await sync()``: every batch applied so far is durable when it returns (one fsync). Calls
+  that overlap share an fsync where they can (group commit): a sync that finds its batches
+  already covered by one that finished while it waited returns without another fsync.
+
+``await write(batch, sync=...)`` is the two together, and is all-or-nothing under cancellation:
+it is a cancellation point only before the batch is applied; once applied, it runs to the end
+(the fsync, if asked for, is shielded). So a cancelled ``write`` has no effect at all.
+
+Reads (``get``, ``scan``, ``scan_reverse``) are synchronous and run on the event loop. A scan
+sees the store as it was when ``scan`` was called, whatever is written while it is consumed.
+
+Crashes. A clean ``close()`` loses nothing. A crash of the machine loses the batches applied
+after the last completed ``sync()``; RocksDB recovers a prefix of its write-ahead log
+(point-in-time recovery), so a crash may also keep some of those batches, in order.
+``MemoryKeyValueStore.crash`` models exactly that, for the simulator.
+
+The fsync and the event loop (measured)
+----------------------------------------
+
+Measured on the development VM (2 vCPUs, ext4 on a virtio disk, other work running), 128-byte
+records. A bare rocksdict write with ``sync=True``, inline, 400 writes of one record: p50 0.16
+ms, p99 0.29 ms, max 0.7 ms; without sync 0.004 ms; a plain file's fdatasync p50 0.12-0.17 ms.
+Through this store (``python -m bench.storage_fsync --writes 1000``; ``loop stall`` is how late
+a task sleeping 1 ms at a time wakes while the writes run)::
+
+    fsync   records/write  p50 ms  p99 ms  max ms  writes/s  loop stall max ms
+    thread        1         0.45    0.62    2.8     2210        2.1
+    thread      100         0.55    0.77    2.6     1498        2.3
+    inline        1         0.21    0.89    1.6     4081        1.4
+    inline      100         0.54    1.82    3.9     1412        4.2
+
+(An earlier, busier run: inline with 100 records per write reached p99 16.5 ms, max 30 ms,
+and stalled the loop 32 ms; the thread mode's stalls stayed under 2 ms.) Inline, the loop
+stalls for the whole fsync: about 0.2 ms per synced write on this disk, but the cost is the
+disk's (milliseconds on network block storage, ten on a spinning disk, far more when the
+device is busy), and a stalled loop delays ticks, heartbeats and every client.
+
+So ``RocksKeyValueStore`` applies batches on the loop (cheap: a memtable insert and an
+unsynced log append) and runs only the fsync (``flush_wal(sync=True)``, which releases the
+GIL: a thread spinning in Python kept running throughout a 14 ms fsync, its longest pause
+0.16 ms) in a worker thread through ``trio.to_thread.run_sync``, one fsync at a time. The
+handoff costs 0.1-0.25 ms per fsync here, which group commit spreads over every batch one
+fsync covers. ``fsync_in_thread=False`` does the fsync inline instead (for a fast disk, or
+to compare). RocksDB documents the one difference between a synced write and a write followed
+by ``SyncWAL``: the batch is visible before its fsync completes, which is the contract above.
+
+``MemoryKeyValueStore`` never uses threads (the deterministic simulator runs on it): ``apply``
+changes its maps in place and ``sync`` is a single checkpoint.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, assert_never
+
+import rocksdict
+import trio
+
+from storage.errors import (
+    InvalidWrite,
+    StorageClosed,
+    StorageCorrupted,
+    StorageError,
+    StorageFailed,
+    StorageLocked,
+)
+
+logger = logging.getLogger(__name__)
+
+WRITE_BATCH_BYTES_MAX = 256 * 1024 * 1024
+"""The largest batch ``apply`` accepts, by ``WriteBatch.size_bytes()``."""
+
+OPERATION_OVERHEAD_BYTES = 16
+"""What one operation costs beyond its keys and value, in the size estimate of a batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set ``key`` to ``value``."""
+
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key`` (nothing happens if it is absent)."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Remove every key in ``[start, end)``."""
+
+    start: bytes
+    end: bytes
+
+
+Operation = Put | Delete | DeleteRange
+
+
+def _require_bytes(name: str, value: object) -> None:
+    if type(value) is not bytes:
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+
+
+class WriteBatch:
+    """Puts, deletes and range deletes, applied in the order they were added, atomically.
+
+    A later operation wins over an earlier one on the same key: ``delete_range(a, z)`` then
+    ``put(b"m", v)`` leaves ``m`` set. A batch can be applied more than once.
+    """
+
+    __slots__ = ("_operations", "_size_bytes")
+
+    def __init__(self) -> None:
+        self._operations: list[Operation] = []
+        self._size_bytes = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value``."""
+        _require_bytes("key", key)
+        _require_bytes("value", value)
+        self._add(Put(key, value), len(key) + len(value))
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key``."""
+        _require_bytes("key", key)
+        self._add(Delete(key), len(key))
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        """Remove every key in ``[start, end)``.
+
+        Raises:
+            ValueError: ``start`` sorts after ``end``.
+        """
+        _require_bytes("start", start)
+        _require_bytes("end", end)
+        if start > end:
+            raise ValueError(f"delete_range start {start!r} sorts after end {end!r}")
+        self._add(DeleteRange(start, end), len(start) + len(end))
+
+    def _add(self, operation: Operation, payload_bytes: int) -> None:
+        self._operations.append(operation)
+        self._size_bytes += payload_bytes + OPERATION_OVERHEAD_BYTES
+
+    def __len__(self) -> int:
+        return len(self._operations)
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self._operations)
+
+    def size_bytes(self) -> int:
+        """An estimate of the batch's size: its keys and values plus a small cost per operation."""
+        return self._size_bytes
+
+    def touches(self, start: bytes, end: bytes) -> bool:
+        """Whether any operation writes or deletes a key in ``[start, end)``."""
+        for operation in self._operations:
+            match operation:
+                case Put(key, _) | Delete(key):
+                    if start <= key < end:
+                        return True
+                case DeleteRange(range_start, range_end):
+                    if range_start < range_end and range_start < end and start < range_end:
+                        return True
+                case _:
+                    assert_never(operation)
+        return False
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key that starts with ``prefix``.
+
+    So ``scan(prefix, prefix_end(prefix))`` visits exactly the keys with that prefix.
+
+    Raises:
+        ValueError: the prefix is empty or all ``0xff`` bytes (no such key exists).
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        raise ValueError(f"no key bounds the prefix {prefix!r}")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def check_batch_size(batch: WriteBatch) -> None:
+    """Refuse a batch larger than ``WRITE_BATCH_BYTES_MAX``.
+
+    Raises:
+        InvalidWrite: the batch is too large.
+    """
+    if batch.size_bytes() > WRITE_BATCH_BYTES_MAX:
+        raise InvalidWrite(
+            f"write batch of {batch.size_bytes()} bytes is over the limit of "
+            f"{WRITE_BATCH_BYTES_MAX} bytes"
+        )
+
+
+class KeyValueStore(Protocol):
+    """An ordered byte store with atomic batches and explicit durability (see the module)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None."""
+        ...
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` for every key in ``[start, end)``, in ascending key order, as the
+        store was at the call."""
+        ...
+
+    def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The same pairs as ``scan(start, end)``, in descending key order."""
+        ...
+
+    def apply(self, batch: WriteBatch) -> None:
+        """Apply the batch atomically; visible at once, durable only after ``sync()``.
+
+        Raises:
+            InvalidWrite: the batch is over ``WRITE_BATCH_BYTES_MAX``; nothing was applied.
+            StorageFailed: the engine failed; the store takes no more writes.
+        """
+        ...
+
+    async def sync(self) -> None:
+        """Make every batch applied so far durable (fsync).
+
+        Raises:
+            StorageFailed: the fsync failed; the store takes no more writes.
+        """
+        ...
+
+    async def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        """``apply(batch)``, then ``sync()`` if asked; all or nothing under cancellation."""
+        ...
+
+    def close(self) -> None:
+        """Make everything durable and release the store; later calls raise StorageClosed."""
+        ...
+
+
+async def write_then_sync(store: KeyValueStore, batch: WriteBatch, *, sync: bool) -> None:
+    """The ``write`` of both implementations: cancellable only before the batch is applied."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    store.apply(batch)
+    if sync:
+        with trio.CancelScope(shield=True):
+            await store.sync()
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+# -- RocksDB -----------------------------------------------------------------------------------
+
+
+def _engine_error(error: Exception, action: str, path: Path) -> StorageError:
+    """Our error for an exception raised by rocksdict (which raises plain ``Exception``)."""
+    message = str(error)
+    if message.startswith("Corruption"):
+        return StorageCorrupted(f"{action} {path}: {message}")
+    return StorageFailed(f"{action} {path}: {message}")
+
+
+class RocksKeyValueStore:
+    """A ``KeyValueStore`` on RocksDB (rocksdict, raw bytes mode), in directory ``path``.
+
+    Batches are applied on the event loop; fsyncs run in a worker thread unless
+    ``fsync_in_thread`` is False (see the module docstring for why, and the measurement).
+
+    Raises (from the constructor):
+        StorageLocked: the directory is open already, in this process or another.
+        StorageError: the path cannot be made a directory, or RocksDB cannot open it.
+        StorageCorrupted: RocksDB found corruption while opening.
+    """
+
+    def __init__(self, path: str | Path, *, fsync_in_thread: bool = True) -> None:
+        self._path = Path(path)
+        self._fsync_in_thread = fsync_in_thread
+        try:
+            self._path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"cannot create the store directory {self._path}: {error}"
+            ) from error
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+        try:
+            self._db: rocksdict.Rdict | None = rocksdict.Rdict(str(self._path), options)
+        except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+            if "lock" in str(error).lower():
+                raise StorageLocked(
+                    f"the store {self._path} is already open (in this process or another): {error}"
+                ) from error
+            raise _engine_error(error, "cannot open the store", self._path) from error
+        self._write_options = rocksdict.WriteOptions()
+        self._write_options.sync = False
+        self._sync_lock = trio.Lock()
+        self._fsync_limiter = trio.CapacityLimiter(1)
+        self._applied_batches = 0
+        self._synced_batches = 0
+        self._fsync_in_flight = False
+        self._failed = False
+
+    @property
+    def path(self) -> Path:
+        """The store's directory."""
+        return self._path
+
+    def _open_db(self) -> rocksdict.Rdict:
+        if self._db is None:
+            raise StorageClosed(f"the store {self._path} is closed")
+        return self._db
+
+    def _writable_db(self) -> rocksdict.Rdict:
+        db = self._open_db()
+        if self._failed:
+            raise StorageFailed(f"the store {self._path} failed earlier and takes no writes")
+        return db
+
+    def get(self, key: bytes) -> bytes | None:
+        db = self._open_db()
+        try:
+            value = db.get(key)
+        except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+            raise _engine_error(error, "cannot read from", self._path) from error
+        assert value is None or isinstance(value, bytes), type(value)
+        return value
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        db = self._open_db()
+        if start >= end:
+            return iter(())
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(end)
+        iterator = db.iter(options)  # created now, so the scan sees the store as of now
+        iterator.seek(start)
+        return self._forward(iterator, end)
+
+    def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        db = self._open_db()
+        if start >= end:
+            return iter(())
+        iterator = db.iter()
+        iterator.seek_for_prev(end)
+        return self._backward(iterator, start, end)
+
+    def _forward(self, iterator: rocksdict.RdictIter, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        while iterator.valid():
+            key = iterator.key()
+            if key >= end:
+                break
+            yield key, iterator.value()
+            iterator.next()
+        self._check_iterator(iterator)
+
+    def _backward(
+        self, iterator: rocksdict.RdictIter, start: bytes, end: bytes
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if iterator.valid() and iterator.key() >= end:
+            iterator.prev()
+        while iterator.valid():
+            key = iterator.key()
+            if key < start:
+                break
+            yield key, iterator.value()
+            iterator.prev()
+        self._check_iterator(iterator)
+
+    def _check_iterator(self, iterator: rocksdict.RdictIter) -> None:
+        try:
+            iterator.status()
+        except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+            raise _engine_error(error, "cannot scan", self._path) from error
+
+    def apply(self, batch: WriteBatch) -> None:
+        db = self._writable_db()
+        check_batch_size(batch)
+        if not len(batch):
+            return
+        rocks_batch = rocksdict.WriteBatch(raw_mode=True)
+        for operation in batch:
+            match operation:
+                case Put(key, value):
+                    rocks_batch.put(key, value)
+                case Delete(key):
+                    rocks_batch.delete(key)
+                case DeleteRange(start, end):
+                    if start < end:
+                        rocks_batch.delete_range(start, end)
+                case _:
+                    assert_never(operation)
+        try:
+            db.write(rocks_batch, self._write_options)
+        except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+            self._failed = True
+            raise _engine_error(error, "cannot write to", self._path) from error
+        self._applied_batches += 1
+
+    async def sync(self) -> None:
+        self._writable_db()
+        target = self._applied_batches
+        async with self._sync_lock:
+            db = self._writable_db()
+            if self._synced_batches >= target:
+                return  # an fsync that finished while we waited covered our batches
+            reached = self._applied_batches
+            self._fsync_in_flight = True
+            try:
+                if self._fsync_in_thread:
+                    await trio.to_thread.run_sync(db.flush_wal, True, limiter=self._fsync_limiter)
+                else:
+                    db.flush_wal(True)
+            except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+                self._failed = True
+                raise _engine_error(error, "cannot fsync", self._path) from error
+            finally:
+                self._fsync_in_flight = False
+            self._synced_batches = reached
+
+    async def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        await write_then_sync(self, batch, sync=sync)
+
+    def close(self) -> None:
+        """Fsync what is unsynced, and close RocksDB; closing twice is allowed.
+
+        Raises:
+            StorageError: an fsync is in flight (close from the task that writes, after it).
+        """
+        if self._db is None:
+            return
+        if self._fsync_in_flight:
+            raise StorageError(f"cannot close {self._path} while an fsync is in flight")
+        db, self._db = self._db, None
+        try:
+            if not self._failed:
+                db.flush_wal(True)
+        finally:
+            db.close()
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+_Undo = list[tuple[bytes, bytes | None]]
+"""How to take one applied batch back: (key, value before) in the order they were changed."""
+
+
+class MemoryKeyValueStore:
+    """A ``KeyValueStore`` in memory: a dict and a sorted list of its keys.
+
+    It keeps, for every batch applied since the last ``sync()``, what the batch overwrote, so
+    that ``crash()`` can take those batches back: the machine lost power before they reached
+    the disk. A simulated disk can subclass this to add latency (override ``_wait_for_fsync``)
+    or faults.
+
+    ``close()`` then ``reopen()`` models a clean restart (nothing lost); ``crash()`` a power
+    loss. Both hand the data to a new store and leave this one closed, so that a task of the
+    old incarnation that still holds it cannot write into the new one.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+        self._unsynced: list[_Undo] = []
+        self._closed = False
+        self._handed_on = False
+
+    # -- reads
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        return self._values.get(key)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._range(start, end))
+
+    def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return reversed(self._range(start, end))
+
+    def _range(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+        """Copied now, so that the scan sees the store as of the call."""
+        self._check_open()
+        if start >= end:
+            return []
+        low = bisect.bisect_left(self._keys, start)
+        high = bisect.bisect_left(self._keys, end, lo=low)
+        values = self._values
+        return [(key, values[key]) for key in self._keys[low:high]]
+
+    # -- writes
+
+    def apply(self, batch: WriteBatch) -> None:
+        self._check_open()
+        check_batch_size(batch)
+        if not len(batch):
+            return
+        undo: _Undo = []
+        for operation in batch:
+            match operation:
+                case Put(key, value):
+                    undo.append((key, self._values.get(key)))
+                    self._put(key, value)
+                case Delete(key):
+                    undo.append((key, self._values.get(key)))
+                    self._delete(key)
+                case DeleteRange(start, end):
+                    undo.extend(self._range(start, end))
+                    self._delete_range(start, end)
+                case _:
+                    assert_never(operation)
+        self._unsynced.append(undo)
+
+    def _put(self, key: bytes, value: bytes) -> None:
+        if key not in self._values:
+            bisect.insort(self._keys, key)
+        self._values[key] = value
+
+    def _delete(self, key: bytes) -> None:
+        if self._values.pop(key, None) is not None:
+            del self._keys[bisect.bisect_left(self._keys, key)]
+
+    def _delete_range(self, start: bytes, end: bytes) -> None:
+        if start >= end:
+            return
+        low = bisect.bisect_left(self._keys, start)
+        high = bisect.bisect_left(self._keys, end, lo=low)
+        for key in self._keys[low:high]:
+            del self._values[key]
+        del self._keys[low:high]
+
+    async def sync(self) -> None:
+        """Everything applied before the call is durable when it returns.
+
+        A crash while a sync is in its checkpoint loses what it would have synced: the
+        sync raises StorageClosed.
+        """
+        self._check_open()
+        covered = len(self._unsynced)
+        await self._wait_for_fsync()
+        self._check_open()
+        del self._unsynced[:covered]
+
+    async def _wait_for_fsync(self) -> None:
+        """The time an fsync takes: one checkpoint here; a simulated disk may sleep."""
+        await trio.lowlevel.checkpoint()
+
+    async def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        await write_then_sync(self, batch, sync=sync)
+
+    def close(self) -> None:
+        """A clean close: everything applied is durable; closing twice is allowed."""
+        self._unsynced.clear()
+        self._closed = True
+
+    # -- restarts, for tests and the simulator
+
+    @property
+    def unsynced_batch_count(self) -> int:
+        """How many applied batches a crash now would lose."""
+        return len(self._unsynced)
+
+    def crash(self, *, keep_unsynced_batches: int = 0) -> MemoryKeyValueStore:
+        """Lose power: take back every batch applied since the last sync but the first
+        ``keep_unsynced_batches`` of them (a prefix of the log survives, as in RocksDB's
+        point-in-time recovery), and return the store the machine finds on restart.
+
+        This store is closed afterwards.
+        """
+        self._check_open()
+        if keep_unsynced_batches < 0:
+            raise ValueError(f"keep_unsynced_batches must be >= 0, not {keep_unsynced_batches}")
+        lost = self._unsynced[keep_unsynced_batches:]
+        for undo in reversed(lost):
+            self._take_back(undo)
+        logger.debug("crash: lost %d unsynced batches", len(lost))
+        self._unsynced.clear()
+        self._closed = True
+        return self._hand_on()
+
+    def reopen(self) -> MemoryKeyValueStore:
+        """The store that opening this one again after ``close()`` finds: all of its data.
+
+        Raises:
+            StorageError: the store is still open.
+            StorageClosed: its data was handed on already (reopened or crashed before).
+        """
+        if not self._closed:
+            raise StorageError("reopen() needs a closed store; close() it first")
+        return self._hand_on()
+
+    def _take_back(self, undo: _Undo) -> None:
+        for key, value in reversed(undo):
+            if value is None:
+                self._delete(key)
+            else:
+                self._put(key, value)
+
+    def _hand_on(self) -> MemoryKeyValueStore:
+        if self._handed_on:
+            raise StorageClosed("this store's data was handed on to another store already")
+        store = MemoryKeyValueStore()
+        store._values, store._keys = self._values, self._keys
+        self._values, self._keys = {}, []
+        self._handed_on = True
+        return store
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosed("the store is closed")

@@ -1,0 +1,76 @@
+"""What only the RocksDB store does: its directory, its lock, its engine errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage.errors import StorageError, StorageLocked
+from storage.kv import RocksKeyValueStore, WriteBatch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_opening_creates_missing_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "db"
+    store = RocksKeyValueStore(path)
+    try:
+        assert path.is_dir()
+        assert store.path == path
+    finally:
+        store.close()
+
+
+def test_a_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
+    store = RocksKeyValueStore(tmp_path)
+    try:
+        with pytest.raises(StorageLocked, match="already open"):
+            RocksKeyValueStore(tmp_path)
+    finally:
+        store.close()
+    RocksKeyValueStore(tmp_path).close()  # and allowed once the first is closed
+
+
+def test_an_open_from_another_process_is_refused(tmp_path: Path) -> None:
+    store = RocksKeyValueStore(tmp_path)
+    script = (
+        "import sys\n"
+        "from storage.errors import StorageLocked\n"
+        "from storage.kv import RocksKeyValueStore\n"
+        "try:\n"
+        f"    RocksKeyValueStore({str(tmp_path)!r})\n"
+        "except StorageLocked as error:\n"
+        "    print('locked:', error)\n"
+        "    sys.exit(3)\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+    finally:
+        store.close()
+    assert result.returncode == 3, result.stderr
+    assert "already open" in result.stdout
+
+
+def test_a_file_where_the_directory_should_be_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(b"not a database")
+    with pytest.raises(StorageError, match="cannot create the store directory"):
+        RocksKeyValueStore(path)
+
+
+async def test_unsynced_writes_survive_a_clean_close(tmp_path: Path) -> None:
+    store = RocksKeyValueStore(tmp_path)
+    batch = WriteBatch()
+    batch.put(b"k", b"v")
+    await store.write(batch, sync=False)
+    store.close()
+    store = RocksKeyValueStore(tmp_path)
+    try:
+        assert store.get(b"k") == b"v"
+    finally:
+        store.close()
