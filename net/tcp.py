@@ -1,0 +1,89 @@
+"""The real Network: TCP sockets through Trio.
+
+``connect`` opens a ``trio.SocketStream`` (a half-closeable stream) with ``TCP_NODELAY`` set;
+every error of the dial becomes ``ConnectionRefused``. ``serve`` listens, reports the bound
+``"host:port"`` (the real port when asked for port 0) and runs each connection's handler in
+its own task; a handler that raises is logged and its stream closed, and the server goes on.
+
+When ``serve`` is asked for port 0 on a host that resolves to several addresses (``localhost``
+on a dual-stack machine, or the empty host), it listens on the first one only, so that one
+port can be reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+
+from net.network import ConnectionRefused, StreamHandler, split_address
+
+logger = logging.getLogger(__name__)
+
+
+class TcpNetwork:
+    """The Network of real clusters and benchmarks."""
+
+    async def connect(self, address: str) -> trio.abc.Stream:
+        """Open a TCP stream to ``address`` (``"host:port"``).
+
+        Raises:
+            ConnectionRefused: nothing listens there, the host is unknown or unreachable.
+            ValueError: ``address`` is not ``"host:port"``.
+        """
+        host, port = split_address(address)
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as error:
+            raise ConnectionRefused(f"cannot connect to {address}: {error}") from error
+        _set_no_delay(stream)
+        return stream
+
+    async def serve(
+        self,
+        address: str,
+        handler: StreamHandler,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections on ``address`` until cancelled, each in its own task.
+
+        Raises:
+            OSError: the address cannot be listened on (in use, not local).
+            ValueError: ``address`` is not ``"host:port"``.
+        """
+        host, port = split_address(address)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        if port == 0:
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        bound_port = listeners[0].socket.getsockname()[1]
+        bound = f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
+
+        async def serve_one(stream: trio.SocketStream) -> None:
+            await _serve_one(bound, handler, stream)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, serve_one, listeners)
+            logger.debug("serving %s", bound)
+            task_status.started(bound)
+
+
+async def _serve_one(bound: str, handler: StreamHandler, stream: trio.SocketStream) -> None:
+    """Run one handler; its failure is logged, never passed on to the server."""
+    _set_no_delay(stream)
+    try:
+        await handler(stream)
+    except Exception:
+        # The top of a connection's task: whatever the handler failed with (trio.Cancelled is
+        # a BaseException and passes), the server must go on serving the others.
+        logger.exception("%s: a connection handler failed", bound)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _set_no_delay(stream: trio.SocketStream) -> None:
+    """Frames are written whole; do not let Nagle hold the last segment of one back."""
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
