@@ -80,6 +80,8 @@ PROTOCOL_VERSION: Final = 1
 """The handshake's "troika" field; a member refuses any other."""
 CHANNEL_STREAM: Final = "stream"
 CHANNEL_PIPELINE: Final = "pipeline"
+CHANNEL_INFO: Final = "info"
+"""A one-shot exchange for a member about to join: who is the cluster?"""
 MEMBER_ID_MAX: Final = (1 << 64) - 1
 """Member and cluster ids are unsigned 64-bit, as in etcd."""
 
@@ -260,6 +262,7 @@ class PeerTransport:
         *,
         limits: PeerLimits | None = None,
         on_unreachable: Callable[[int], None] | None = None,
+        cluster_info: Callable[[], Payload] | None = None,
     ) -> None:
         """Create a transport with no peers (see ``set_peers``).
 
@@ -272,6 +275,8 @@ class PeerTransport:
             limits: every bound; the module constants by default.
             on_unreachable: called with a peer's id when a dial to it or a connection with it
                 fails, and when a snapshot to it fails.
+            cluster_info: answers an "info" handshake (see ``fetch_cluster_info``) with what a
+                joining member needs: the cluster id and the member list.
         """
         if not 0 < member_id <= MEMBER_ID_MAX:
             raise ValueError(f"member id {member_id} is not an unsigned 64-bit id above zero")
@@ -284,6 +289,7 @@ class PeerTransport:
         self._random = random
         self._limits = limits if limits is not None else PeerLimits()
         self._on_unreachable = on_unreachable
+        self._cluster_info = cluster_info
         self._peers: dict[int, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         self._inbound_streams: dict[int, trio.CancelScope] = {}
@@ -684,6 +690,9 @@ class PeerTransport:
         try:
             with trio.fail_after(self._limits.handshake_timeout_seconds):
                 hello = await reader.receive()
+            if hello == {"troika": PROTOCOL_VERSION, "channel": CHANNEL_INFO}:
+                await self._answer_info(stream)
+                return
             sender, channel = self._check_hello(hello)
             if (
                 channel == CHANNEL_PIPELINE
@@ -712,6 +721,14 @@ class PeerTransport:
             await self._receive_stream(sender, stream, reader)
         else:
             await self._receive_snapshot(sender, stream, reader)
+
+    async def _answer_info(self, stream: trio.abc.Stream) -> None:
+        """Tell a member about to join who we are (the cluster id and the members)."""
+        if self._cluster_info is None:
+            raise _Refused("this member does not answer info requests")
+        answer = {"ok": True, "cluster": self._cluster_id, "info": self._cluster_info()}
+        with trio.fail_after(REFUSAL_TIMEOUT_SECONDS):
+            await stream.send_all(encode_frame(answer, self._limits.frame_bytes_max))
 
     def _check_hello(self, hello: Payload) -> tuple[int, str]:
         """The sender and channel of a handshake meant for us.
@@ -840,6 +857,34 @@ class PeerTransport:
         blob = b"".join(chunks)
         chunks.clear()
         return decode_payload(blob, items_max=self._limits.frame_items_max)
+
+
+async def fetch_cluster_info(
+    network: Network, address: str, timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS
+) -> tuple[int, Payload]:
+    """Ask the member at ``address`` for the cluster id and its member list.
+
+    A member that is about to join a cluster knows its peers' addresses but not the
+    cluster id the handshake needs; this one exchange tells it (as etcd's new members
+    ask a peer's ``/members``).
+
+    Raises:
+        HandshakeRefused: the member refused or answered nonsense.
+        ConnectionRefused: nothing listens there.
+        trio.TooSlowError: no answer in time.
+    """
+    with trio.fail_after(timeout_seconds):
+        stream = await network.connect(address)
+        async with stream:
+            hello = {"troika": PROTOCOL_VERSION, "channel": CHANNEL_INFO}
+            await stream.send_all(encode_frame(hello, HANDSHAKE_FRAME_BYTES_MAX))
+            answer = await FrameReader(stream, frame_bytes_max=STREAM_FRAME_BYTES_MAX).receive()
+    if answer.get("ok") is not True:
+        _check_answer(answer)
+    cluster, info = answer.get("cluster"), answer.get("info")
+    if type(cluster) is not int or not isinstance(info, dict):
+        raise HandshakeRefused("the info answer has no cluster id or no info")
+    return cluster, info
 
 
 def _check_answer(answer: Payload) -> None:
