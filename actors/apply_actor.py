@@ -1,0 +1,108 @@
+"""The apply actor: committed entries into the state machine, answers out.
+
+For each batch from the storage actor it installs a snapshot if there is
+one, applies the entries in order, writes what changed together with the
+applied index in one batch, then wakes the requests that waited for these
+entries and the reads that waited for this index. Every so often it snapshots
+the state machine and compacts the Raft log behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from actors.membership import Membership
+from actors.state_machine import Applied, StateMachine
+from actors.storage_actor import ApplyWork
+from actors.waiters import Waiters
+from storage.applied_state import AppliedState
+from storage.raft_store import RaftStore, SnapshotRecord
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_ENTRIES = 10_000
+"""Applied entries between two snapshots of the state machine."""
+CATCH_UP_ENTRIES = 5_000
+"""Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot."""
+
+
+class ApplyActor:
+    """Applies what the storage actor forwards, in order."""
+
+    def __init__(
+        self,
+        machine: StateMachine,
+        *,
+        applied: AppliedState,
+        raft_store: RaftStore,
+        inbox: trio.MemoryReceiveChannel[ApplyWork],
+        waiters: Waiters,
+        on_membership: Callable[[Membership], None],
+        snapshot_every_entries: int = SNAPSHOT_EVERY_ENTRIES,
+        catch_up_entries: int = CATCH_UP_ENTRIES,
+    ) -> None:
+        self.machine = machine
+        self.applied = applied
+        self.raft_store = raft_store
+        self.inbox = inbox
+        self.waiters = waiters
+        self.on_membership = on_membership
+        self.snapshot_every_entries = snapshot_every_entries
+        self.catch_up_entries = catch_up_entries
+        self.last_snapshot_index = raft_store.first_index() - 1
+
+    async def run(self) -> None:
+        """Apply every batch until cancelled."""
+        async with self.inbox:
+            async for work in self.inbox:
+                await self.apply(work)
+
+    async def apply(self, work: ApplyWork) -> None:
+        """Apply one batch, persist it, and answer who waited for it."""
+        machine = self.machine
+        if work.snapshot is not None and work.snapshot.metadata.index > machine.applied_index:
+            machine.restore(work.snapshot)
+            self.last_snapshot_index = work.snapshot.metadata.index
+            log.info("installed a snapshot at index %d", machine.applied_index)
+        outcomes: list[Applied] = []
+        for entry in work.committed_entries:
+            if entry.index <= machine.applied_index:
+                continue
+            outcome = machine.apply(entry)
+            if outcome is not None:
+                outcomes.append(outcome)
+        membership_changed = machine.membership_changed
+        await machine.persist(self.applied)
+        for outcome in outcomes:
+            self.waiters.resolve(outcome.request_id, outcome.result)
+        for read_state in work.read_states:
+            self.waiters.read_confirmed(
+                read_state.request_context, read_state.index, machine.applied_index
+            )
+        self.waiters.applied(machine.applied_index)
+        if membership_changed:
+            self.on_membership(machine.membership)
+        await self.maybe_snapshot()
+
+    async def maybe_snapshot(self) -> None:
+        """Snapshot the state machine and compact the log, every so many entries."""
+        index = self.machine.applied_index
+        if index - self.last_snapshot_index < self.snapshot_every_entries:
+            return
+        conf = self.machine.conf_state
+        record = SnapshotRecord(
+            index,
+            self.raft_store.term(index),
+            conf.voters,
+            conf.learners,
+            self.machine.snapshot_data(),
+        )
+        await self.raft_store.create_snapshot(record)
+        self.last_snapshot_index = index
+        compact_index = index - self.catch_up_entries
+        if compact_index >= self.raft_store.first_index():
+            await self.raft_store.compact(compact_index)
+        log.info("snapshot at index %d; log compacted up to %d", index, max(compact_index, 0))

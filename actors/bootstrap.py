@@ -1,0 +1,245 @@
+"""How a member comes to life: its configuration, identity and first state.
+
+A member starts in one of three ways:
+
+- it has state on disk: it resumes (same id, same cluster, applied index);
+- ``initial_cluster_state == "new"``: it is one of the founders; every
+  founder derives the same member ids and cluster id from the initial
+  cluster and the token, and starts from the same snapshot at index 1 that
+  holds the configuration and the member table;
+- ``"existing"``: it was added with a membership change; it starts empty and
+  learns everything (first of all a snapshot) from the leader.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+
+import cbor2
+
+from actors.membership import (
+    Member as MemberRecord,
+)
+from actors.membership import (
+    Membership,
+    cluster_id_for,
+    member_id_for,
+)
+from actors.raft import (
+    Config,
+    ConfState,
+    RawNode,
+    Snapshot,
+    SnapshotMetadata,
+)
+from actors.raft_storage import DurableRaftStorage
+from actors.state_machine import StateMachine
+from net.network import address_from_url
+from storage.applied_state import AppliedState
+from storage.kv import KeyValueStore, WriteBatch
+from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEY = b"member/identity"
+INCARNATION_KEY = b"member/incarnation"
+BOOTSTRAP_INDEX = 1
+"""Founders start from a snapshot at this index (term 1) holding the configuration."""
+
+
+class BootstrapError(Exception):
+    """The member cannot start with this configuration and this data directory."""
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """What ``troika serve`` flags (named as etcd's) configure.
+
+    Attributes:
+        name: this member's name in ``initial_cluster``.
+        initial_cluster: every founding member's name and peer URLs.
+        initial_cluster_state: "new" to found a cluster, "existing" to join one.
+        initial_cluster_token: mixed into the ids, so two clusters never share ids.
+        advertise_peer_urls / advertise_client_urls: how others reach us.
+        listen_peer_addresses / listen_client_addresses: "host:port" to serve on.
+        tick_interval_s: one Raft tick (etcd's --heartbeat-interval, 100 ms).
+        election_ticks: etcd's --election-timeout (1000 ms) in ticks.
+        request_timeout_s: how long a client request may wait for its entry.
+        snapshot_every_entries: applied entries between state-machine snapshots.
+    """
+
+    name: str
+    initial_cluster: dict[str, list[str]]
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    advertise_peer_urls: tuple[str, ...] = ()
+    advertise_client_urls: tuple[str, ...] = ()
+    listen_peer_addresses: tuple[str, ...] = ()
+    listen_client_addresses: tuple[str, ...] = ()
+    tick_interval_s: float = 0.1
+    election_ticks: int = 10
+    request_timeout_s: float = 7.0
+    snapshot_every_entries: int = 10_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.initial_cluster_state not in ("new", "existing"):
+            state = self.initial_cluster_state
+            raise BootstrapError(f"--initial-cluster-state must be new or existing, not {state!r}")
+        if self.name not in self.initial_cluster:
+            raise BootstrapError(f"--initial-cluster has no member named {self.name!r}")
+        if self.tick_interval_s <= 0 or self.election_ticks < 2:
+            raise BootstrapError("the tick interval must be positive and elections >= 2 ticks")
+
+    def founding_members(self) -> list[MemberRecord]:
+        """The founders, with the ids etcd's formula gives them."""
+        token = self.initial_cluster_token
+        return [
+            MemberRecord(member_id_for(urls, token), name, tuple(urls))
+            for name, urls in sorted(self.initial_cluster.items())
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this member is, persisted at its first start."""
+
+    member_id: int
+    cluster_id: int
+
+    def encode(self) -> bytes:
+        """For the key-value store."""
+        return cbor2.dumps([self.member_id, self.cluster_id])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Identity:
+        """Parse what ``encode`` made."""
+        member_id, cluster_id = cbor2.loads(data)
+        return cls(int(member_id), int(cluster_id))
+
+
+@dataclass
+class OpenedState:
+    """Everything a member reads from disk before its actors start."""
+
+    identity: Identity
+    raft_store: RaftStore
+    applied: AppliedState
+    machine: StateMachine
+    incarnation: int
+
+
+async def open_state(
+    config: MemberConfig, kv: KeyValueStore, join_identity: Identity | None = None
+) -> OpenedState:
+    """Read (or create, for a founder) the member's durable state.
+
+    Raises:
+        BootstrapError: the data directory belongs to another member, or a
+            joining member does not know its cluster id.
+    """
+    raft_store = RaftStore.open(kv)
+    applied = AppliedState(kv)
+    identity_data = kv.get(IDENTITY_KEY)
+    if identity_data is None:
+        identity = await _first_start(config, kv, raft_store, applied, join_identity)
+    else:
+        identity = Identity.decode(identity_data)
+    machine = StateMachine.load(kv, applied)
+    snapshot = raft_store.snapshot()
+    if snapshot is not None and snapshot.index > machine.applied_index:
+        # Crashed between persisting a received snapshot and applying it.
+        machine.restore(_snapshot_from_record(snapshot))
+        await machine.persist(applied, sync=True)
+    incarnation = int(cbor2.loads(kv.get(INCARNATION_KEY) or cbor2.dumps(0))) + 1
+    batch = WriteBatch()
+    batch.put(INCARNATION_KEY, cbor2.dumps(incarnation))
+    await kv.write(batch, sync=True)
+    return OpenedState(identity, raft_store, applied, machine, incarnation)
+
+
+async def _first_start(
+    config: MemberConfig,
+    kv: KeyValueStore,
+    raft_store: RaftStore,
+    applied: AppliedState,
+    join_identity: Identity | None,
+) -> Identity:
+    if config.initial_cluster_state == "new":
+        founders = config.founding_members()
+        member_id = {member.name: member for member in founders}[config.name].member_id
+        identity = Identity(member_id, cluster_id_for([member.member_id for member in founders]))
+        await _bootstrap_founder(founders, raft_store, applied)
+    elif join_identity is None:
+        raise BootstrapError("a joining member must learn its identity from its peers first")
+    else:
+        identity = join_identity
+    batch = WriteBatch()
+    batch.put(IDENTITY_KEY, identity.encode())
+    await kv.write(batch, sync=True)
+    log.info(
+        "%x: first start as %s in cluster %x", identity.member_id, config.name, identity.cluster_id
+    )
+    return identity
+
+
+async def _bootstrap_founder(
+    founders: list[MemberRecord], raft_store: RaftStore, applied: AppliedState
+) -> None:
+    """Every founder writes the same snapshot at index 1: the configuration and the members."""
+    voters = tuple(sorted(member.member_id for member in founders))
+    data = StateMachine.bootstrap_snapshot_data(founders)
+    record = SnapshotRecord(BOOTSTRAP_INDEX, 1, voters, (), data)
+    hard_state = HardStateRecord(term=1, vote=0, commit=BOOTSTRAP_INDEX)
+    await raft_store.save(hard_state, [], record, sync=True)
+    machine = StateMachine.empty()
+    machine.restore(_snapshot_from_record(record))
+    await machine.persist(applied, sync=True)
+
+
+def _snapshot_from_record(record: SnapshotRecord) -> Snapshot:
+    conf = ConfState(tuple(record.voters), tuple(record.learners))
+    return Snapshot(SnapshotMetadata(record.index, record.term, conf), record.data)
+
+
+def build_node(config: MemberConfig, state: OpenedState, rng: Random) -> RawNode:
+    """The Raft core for this member, resuming at the persisted applied index."""
+    raft_config = Config(
+        state.identity.member_id,
+        election_timeout_ticks=config.election_ticks,
+        heartbeat_interval_ticks=1,
+        applied_index=state.machine.applied_index,
+        check_quorum=True,
+        pre_vote=True,
+    )
+    storage = DurableRaftStorage(state.raft_store, state.machine.conf_state)
+    return RawNode(raft_config, storage, Random(rng.getrandbits(64)))
+
+
+def peer_addresses(membership: Membership, self_id: int) -> dict[int, str]:
+    """Every other member's peer address (from its first peer URL)."""
+    addresses: dict[int, str] = {}
+    for member in membership.sorted_members():
+        if member.member_id == self_id or not member.peer_urls:
+            continue
+        try:
+            addresses[member.member_id] = address_from_url(member.peer_urls[0])
+        except ValueError:
+            log.warning(
+                "member %x has an unusable peer URL %r", member.member_id, member.peer_urls[0]
+            )
+    return addresses
+
+
+__all__ = [
+    "BootstrapError",
+    "Identity",
+    "MemberConfig",
+    "OpenedState",
+    "build_node",
+    "open_state",
+    "peer_addresses",
+]

@@ -1,0 +1,369 @@
+"""A running troika member: the stage actors of one Trio nursery, wired together.
+
+::
+
+    client ─HTTP─▶ api ─Propose/ReadIndex─▶ raft ─Ready─▶ storage ─ApplyWork─▶ apply
+                    ▲                         ▲  │            │                  │
+                    └──── waiters ◀───────────┼──┼────────────┼──────────────────┘
+                                              │  ▼            ▼
+                                           transport (peer stream + pipeline channels)
+
+Every channel is bounded (the constants in each actor module). The network,
+the key-value store, the wall clock and the random generator are passed in:
+the composition root (``troika``) gives real ones, the simulator virtual ones.
+The request paths here (propose and wait, read at a confirmed index) are
+what the HTTP API calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from random import Random
+
+import cbor2
+import trio
+
+from actors.apply_actor import ApplyActor
+from actors.bootstrap import MemberConfig, OpenedState, build_node, peer_addresses
+from actors.clock import Clock
+from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
+from actors.join import cluster_info
+from actors.membership import Member as MemberRecord
+from actors.membership import Membership, member_id_for
+from actors.raft import ConfChange, ConfChangeType, DropReason, Ready, Role
+from actors.raft_actor import (
+    INBOX_LENGTH_MAX,
+    NotLeader,
+    Propose,
+    ProposeConfChange,
+    RaftActor,
+    RaftInput,
+    RaftStatus,
+    ReadIndex,
+    Tick,
+    TransferLeadership,
+    Unreachable,
+)
+from actors.state_machine import conf_change_context
+from actors.storage_actor import APPLY_QUEUE_LENGTH_MAX, ApplyWork, StorageActor
+from actors.transport_actor import TransportActor
+from actors.waiters import Waiter, Waiters
+from net.network import Network
+from net.peers import PeerTransport
+from storage.kv import KeyValueStore
+from storage.v2store.model import Event, V2Error, V2Request
+
+log = logging.getLogger(__name__)
+
+INBOUND_QUEUE_LENGTH_MAX = 4096
+"""Peer payloads received but not yet decoded."""
+SYNC_INTERVAL_S = 0.5
+"""How often the leader proposes expiring the TTL keys that are due (etcd: 500 ms)."""
+PUBLISH_RETRY_S = 1.0
+"""How often a member retries announcing its client URLs until it is applied."""
+RETRYABLE_DROPS = frozenset({DropReason.NO_LEADER, DropReason.TRANSFER_IN_PROGRESS})
+
+
+class RequestTimeout(Exception):
+    """The request's entry was not applied (or its read not confirmed) in time."""
+
+
+class NoLeader(Exception):
+    """No leader could be found within the request timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    """Where a started member listens (real ports when port 0 was asked for)."""
+
+    peer: tuple[str, ...]
+    client: tuple[str, ...]
+
+
+ClientServer = Callable[["Member", str], Awaitable[None]]
+"""Serves the client API of a member on an address (given by the composition root)."""
+
+
+class Member:
+    """One member: its actors, its request paths, and its published status."""
+
+    def __init__(
+        self,
+        config: MemberConfig,
+        state: OpenedState,
+        *,
+        network: Network,
+        kv: KeyValueStore,
+        clock: Clock,
+        rng: Random,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.network = network
+        self.kv = kv
+        self.clock = clock
+        self.member_id = state.identity.member_id
+        self.cluster_id = state.identity.cluster_id
+        self.waiters = Waiters()
+        self.status = RaftStatus(self.member_id)
+        self.ids = RequestIds(self.member_id, state.incarnation)
+        self.started_at_ns = 0
+        self.raft_send, raft_receive = trio.open_memory_channel[RaftInput](INBOX_LENGTH_MAX)
+        storage_send, storage_receive = trio.open_memory_channel[Ready](1)
+        apply_send, apply_receive = trio.open_memory_channel[ApplyWork](APPLY_QUEUE_LENGTH_MAX)
+        inbound_send, inbound_receive = trio.open_memory_channel[tuple[int, dict[str, object]]](
+            INBOUND_QUEUE_LENGTH_MAX
+        )
+        self.transport = PeerTransport(
+            network,
+            self.member_id,
+            self.cluster_id,
+            inbound_send,
+            Random(rng.getrandbits(64)),
+            on_unreachable=self._on_unreachable,
+            cluster_info=lambda: cluster_info(self.membership),
+        )
+        self.transport_actor = TransportActor(
+            self.member_id, self.transport, inbound_receive, self.raft_send.clone()
+        )
+        self.raft_actor = RaftActor(
+            build_node(config, state, rng),
+            inbox=raft_receive,
+            to_storage=storage_send,
+            send=self.transport_actor.send,
+            waiters=self.waiters,
+            status=self.status,
+        )
+        self.storage_actor = StorageActor(
+            state.raft_store,
+            storage_receive,
+            apply_send,
+            self.raft_send.clone(),
+            self.transport_actor.send,
+        )
+        self.apply_actor = ApplyActor(
+            state.machine,
+            applied=state.applied,
+            raft_store=state.raft_store,
+            inbox=apply_receive,
+            waiters=self.waiters,
+            on_membership=self._on_membership,
+            snapshot_every_entries=config.snapshot_every_entries,
+        )
+        self._on_membership(state.machine.membership)
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def machine(self):  # type: ignore[no-untyped-def]
+        """The state machine (the apply actor's; read it, never write it)."""
+        return self.apply_actor.machine
+
+    @property
+    def membership(self) -> Membership:
+        """The member table as applied here."""
+        return self.apply_actor.machine.membership
+
+    def applied_index(self) -> int:
+        """The last applied index (X-Raft-Index)."""
+        return int(self.apply_actor.machine.applied_index)
+
+    def is_learner(self) -> bool:
+        """Is this member a learner in the applied configuration?"""
+        return self.member_id in self.apply_actor.machine.conf_state.learners
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        serve_client: ClientServer | None = None,
+        *,
+        task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run every actor until cancelled; report the bound addresses once serving."""
+        self.started_at_ns = self.clock.now_ns()
+        try:
+            async with trio.open_nursery() as nursery:
+                peer = []
+                for address in self.config.listen_peer_addresses:
+                    peer.append(
+                        await nursery.start(
+                            self.network.serve, address, self.transport.serve_connection
+                        )
+                    )
+                await nursery.start(self.transport.run)
+                nursery.start_soon(self.transport_actor.run)
+                nursery.start_soon(self.raft_actor.run)
+                nursery.start_soon(self.storage_actor.run)
+                nursery.start_soon(self.apply_actor.run)
+                nursery.start_soon(self._tick)
+                nursery.start_soon(self._expire_ttl_keys)
+                nursery.start_soon(self._publish_client_urls)
+                client = []
+                if serve_client is not None:
+                    for address in self.config.listen_client_addresses:
+                        client.append(await nursery.start(serve_client, self, address))
+                log.info("%x: serving peers on %s, clients on %s", self.member_id, peer, client)
+                task_status.started(BoundAddresses(tuple(peer), tuple(client)))
+        finally:
+            self.waiters.fail_all(RequestTimeout("the member is stopping"))
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(self.config.tick_interval_s)
+            await self.raft_send.send(Tick())
+
+    async def _expire_ttl_keys(self) -> None:
+        """The leader decides expiry: it proposes a SYNC when a TTL is due (as etcd)."""
+        while True:
+            await trio.sleep(SYNC_INTERVAL_S)
+            if not self.status.is_leader():
+                continue
+            now_ns = self.clock.now_ns()
+            due = self.machine.store.next_expiration_ns()
+            if due is None or due > now_ns:
+                continue
+            request = V2Request(method="SYNC", path="/", time_ns=now_ns)
+            try:
+                await self.propose_v2(request)
+            except (RequestTimeout, NoLeader, NotLeader, V2Error) as error:
+                log.debug("%x: expiry proposal failed: %s", self.member_id, error)
+
+    async def _publish_client_urls(self) -> None:
+        """Announce our name and client URLs through the log until they are applied."""
+        wanted = (self.config.name, tuple(self.config.advertise_client_urls))
+        while True:
+            mine = self.membership.members.get(self.member_id)
+            if mine is not None and (mine.name, mine.client_urls) == wanted:
+                return
+            body = cbor2.dumps([wanted[0], list(wanted[1])])
+            try:
+                await self.propose(EnvelopeKind.PUBLISH, body)
+            except (RequestTimeout, NoLeader, NotLeader) as error:
+                log.debug("%x: publishing client URLs failed: %s", self.member_id, error)
+                await trio.sleep(PUBLISH_RETRY_S)
+
+    def _on_membership(self, membership: Membership) -> None:
+        self.transport.set_peers(peer_addresses(membership, self.member_id))
+
+    def _on_unreachable(self, member_id: int) -> None:
+        # A lost report only delays the switch to probing; never block the transport for it.
+        with contextlib.suppress(trio.WouldBlock):
+            self.raft_send.send_nowait(Unreachable(member_id))
+
+    # -- request paths -------------------------------------------------------------------
+
+    async def _await_outcome(self, waiter: Waiter, deadline: float) -> object:
+        with trio.move_on_at(deadline):
+            await waiter.done.wait()
+        if not waiter.done.is_set():
+            raise RequestTimeout("etcdserver: request timed out")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    async def _with_leader_retry(self, attempt: Callable[[float], Awaitable[object]]) -> object:
+        """Run ``attempt`` until it is not refused for want of a leader, or time is up."""
+        deadline = trio.current_time() + self.config.request_timeout_s
+        while True:
+            try:
+                return await attempt(deadline)
+            except NotLeader as refused:
+                if refused.reason not in RETRYABLE_DROPS:
+                    raise
+                if trio.current_time() + self.config.tick_interval_s >= deadline:
+                    raise NoLeader("etcdserver: no leader") from None
+                await trio.sleep(self.config.tick_interval_s)
+
+    async def propose(self, kind: EnvelopeKind, body: bytes) -> object:
+        """Append an entry and wait until it is applied here; its outcome."""
+
+        async def attempt(deadline: float) -> object:
+            request_id = self.ids.next()
+            waiter = self.waiters.register(request_id)
+            try:
+                data = Envelope(kind, request_id, body).encode()
+                await self.raft_send.send(Propose(request_id, data))
+                return await self._await_outcome(waiter, deadline)
+            finally:
+                self.waiters.forget(request_id)
+
+        return await self._with_leader_retry(attempt)
+
+    async def propose_v2(self, request: V2Request) -> Event:
+        """A v2 write: its event, or the V2Error the store answered."""
+        outcome = await self.propose(EnvelopeKind.V2_REQUEST, request.encode())
+        if isinstance(outcome, V2Error):
+            raise outcome
+        assert isinstance(outcome, Event), outcome
+        return outcome
+
+    async def confirm_read(self) -> None:
+        """Wait until a local read is linearizable (ReadIndex, then apply up to it)."""
+
+        async def attempt(deadline: float) -> object:
+            request_id = self.ids.next()
+            context = f"{request_id.member_id:x}/{request_id.sequence:x}".encode()
+            waiter = self.waiters.register_read(context)
+            try:
+                await self.raft_send.send(ReadIndex(context))
+                return await self._await_outcome(waiter, deadline)
+            finally:
+                self.waiters.forget_read(context)
+
+        await self._with_leader_retry(attempt)
+
+    async def change_membership(self, change_type: ConfChangeType, member: MemberRecord) -> None:
+        """Propose a conf change and wait until it is applied here."""
+
+        async def attempt(deadline: float) -> object:
+            request_id = self.ids.next()
+            waiter = self.waiters.register(request_id)
+            try:
+                context = conf_change_context(member, request_id)
+                change = ConfChange(change_type, member.member_id, context)
+                await self.raft_send.send(ProposeConfChange(request_id, change))
+                return await self._await_outcome(waiter, deadline)
+            finally:
+                self.waiters.forget(request_id)
+
+        await self._with_leader_retry(attempt)
+
+    async def add_member(self, peer_urls: list[str], is_learner: bool = False) -> MemberRecord:
+        """Add a member with these peer URLs (it must then be started as "existing")."""
+        added_at_s = self.clock.now_ns() // 1_000_000_000
+        member_id = member_id_for(peer_urls, self.config.initial_cluster_token, added_at_s)
+        record = MemberRecord(member_id, "", tuple(peer_urls), (), is_learner)
+        kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
+        await self.change_membership(kind, record)
+        return record
+
+    async def remove_member(self, member_id: int) -> None:
+        """Remove a member."""
+        await self.change_membership(ConfChangeType.REMOVE, MemberRecord(member_id, "", ()))
+
+    async def promote_member(self, member_id: int) -> None:
+        """Promote a learner to a voter."""
+        await self.change_membership(ConfChangeType.ADD_VOTER, MemberRecord(member_id, "", ()))
+
+    async def update_member(self, member_id: int, peer_urls: list[str]) -> None:
+        """Change a member's peer URLs."""
+        await self.propose(EnvelopeKind.UPDATE_MEMBER, cbor2.dumps([member_id, peer_urls]))
+
+    async def transfer_leadership(self, target: int) -> None:
+        """Ask the leader to hand over to ``target`` (returns at once)."""
+        await self.raft_send.send(TransferLeadership(target))
+
+    def leader_id(self) -> int:
+        """The leader this member knows of, or 0."""
+        return self.status.leader_id
+
+    def is_leader(self) -> bool:
+        """Is this member the leader?"""
+        return self.status.role is Role.LEADER
+
+
+__all__ = ["BoundAddresses", "Member", "NoLeader", "RequestId", "RequestTimeout"]

@@ -1,0 +1,219 @@
+"""The member's state machine: what applying the log builds.
+
+It holds the v2 key tree, the member table, the Raft configuration as of the
+applied index, and the applied index itself. Applying is synchronous and
+deterministic: the same entries give the same state on every member. What
+changed since the last persist is written in one batch together with the
+applied index (``storage.applied_state``), so a restart resumes exactly
+after the last applied entry: nothing is applied twice, nothing skipped.
+
+Snapshots carry all of it (v2 tree and member table; the configuration
+travels in the snapshot metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from actors.envelope import Envelope, EnvelopeKind, RequestId
+from actors.membership import Member, Membership
+from actors.raft import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Snapshot,
+    conf_state_after,
+)
+from storage.applied_state import AppliedState
+from storage.kv import KeyValueStore, WriteBatch
+from storage.v2store.model import Event, V2Error, V2Request
+from storage.v2store.store import V2Store
+
+log = logging.getLogger(__name__)
+
+MEMBERSHIP_BLOB = b"membership"
+CONF_STATE_BLOB = b"conf-state"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of one entry, for the waiter of the member that proposed it."""
+
+    request_id: RequestId
+    result: Event | V2Error | None
+
+
+def encode_conf_state(conf_state: ConfState) -> bytes:
+    """For the applied state."""
+    return cbor2.dumps([list(conf_state.voters), list(conf_state.learners)])
+
+
+def decode_conf_state(data: bytes) -> ConfState:
+    """Parse what ``encode_conf_state`` made."""
+    voters, learners = cbor2.loads(data)
+    return ConfState(tuple(voters), tuple(learners))
+
+
+def conf_change_context(member: Member, request_id: RequestId) -> bytes:
+    """What a conf-change entry carries: who asked, and the member it is about."""
+    return cbor2.dumps([request_id.member_id, request_id.sequence, member.to_plain()])
+
+
+def parse_conf_change_context(context: bytes) -> tuple[RequestId, Member]:
+    """Parse what ``conf_change_context`` made.
+
+    Raises:
+        ValueError: malformed.
+    """
+    try:
+        item: Any = cbor2.loads(context)
+    except (cbor2.CBORDecodeError, ValueError, TypeError) as error:
+        raise ValueError(f"conf change context is not cbor: {error}") from None
+    if not isinstance(item, list) or len(item) != 3:
+        raise ValueError("conf change context must be [member, sequence, record]")
+    member_id, sequence, plain = item
+    if type(member_id) is not int or type(sequence) is not int:
+        raise ValueError("conf change context has a malformed request id")
+    return RequestId(member_id, sequence), Member.from_plain(plain)
+
+
+class StateMachine:
+    """The v2 store, the member table and the configuration, at an applied index."""
+
+    def __init__(
+        self,
+        store: V2Store,
+        membership: Membership,
+        conf_state: ConfState,
+        applied_index: int,
+    ) -> None:
+        self.store = store
+        self.membership = membership
+        self.conf_state = conf_state
+        self.applied_index = applied_index
+        self.membership_changed = True
+
+    # -- starting ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, kv: KeyValueStore, applied: AppliedState) -> StateMachine:
+        """The state a member persisted before it stopped."""
+        membership_data = applied.get_blob(MEMBERSHIP_BLOB)
+        conf_data = applied.get_blob(CONF_STATE_BLOB)
+        membership = Membership.decode(membership_data) if membership_data else Membership()
+        conf_state = decode_conf_state(conf_data) if conf_data else ConfState()
+        return cls(V2Store.load(kv), membership, conf_state, applied.applied_index())
+
+    @classmethod
+    def empty(cls) -> StateMachine:
+        """Nothing applied yet."""
+        return cls(V2Store(), Membership(), ConfState(), 0)
+
+    @staticmethod
+    def bootstrap_snapshot_data(members: list[Member]) -> bytes:
+        """The snapshot every founding member starts from: an empty tree, these members."""
+        return StateMachine(
+            V2Store(), Membership({m.member_id: m for m in members}), ConfState(), 0
+        ).snapshot_data()
+
+    # -- applying ------------------------------------------------------------------
+
+    def apply(self, entry: Entry) -> Applied | None:
+        """Apply one committed entry."""
+        assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
+        self.applied_index = entry.index
+        if entry.type is EntryType.CONF_CHANGE:
+            return self._apply_conf_change(ConfChange.decode(entry.data))
+        if not entry.data:
+            return None  # a new leader's empty entry
+        try:
+            envelope = Envelope.decode(entry.data)
+        except ValueError as error:
+            log.error("entry %d is not an envelope (%s); skipped", entry.index, error)
+            return None
+        return Applied(envelope.request_id, self._apply_envelope(envelope))
+
+    def _apply_envelope(self, envelope: Envelope) -> Event | V2Error | None:
+        if envelope.kind is EnvelopeKind.V2_REQUEST:
+            try:
+                return self.store.apply(V2Request.decode(envelope.body))
+            except V2Error as error:
+                return error
+            except ValueError as error:
+                log.error("malformed v2 request in the log (%s); skipped", error)
+                return None
+        body: Any = cbor2.loads(envelope.body)
+        if envelope.kind is EnvelopeKind.PUBLISH:
+            name, client_urls = body
+            self.membership.publish(envelope.request_id.member_id, name, tuple(client_urls))
+        else:
+            member_id, peer_urls = body
+            self.membership.update_peer_urls(member_id, tuple(peer_urls))
+        self.membership_changed = True
+        return None
+
+    def _apply_conf_change(self, change: ConfChange) -> Applied | None:
+        self.conf_state = conf_state_after(self.conf_state, change)
+        self.membership_changed = True
+        try:
+            request_id, member = parse_conf_change_context(change.context)
+        except ValueError as error:
+            log.error("conf change for %x has a bad context (%s)", change.node_id, error)
+            if change.type is ConfChangeType.REMOVE:
+                self.membership.remove(change.node_id)
+            return None
+        if change.type is ConfChangeType.REMOVE:
+            self.membership.remove(change.node_id)
+        else:
+            learner = change.type is ConfChangeType.ADD_LEARNER
+            existing = self.membership.members.get(change.node_id)
+            base = existing if existing is not None else member
+            self.membership.add(
+                Member(change.node_id, base.name, base.peer_urls, base.client_urls, learner)
+            )
+        return Applied(request_id, None)
+
+    # -- snapshots -----------------------------------------------------------------
+
+    def snapshot_data(self) -> bytes:
+        """Everything but the configuration (the snapshot metadata has it)."""
+        return cbor2.dumps({"v2": self.store.snapshot(), "members": self.membership.encode()})
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace everything with a snapshot's state."""
+        item = cbor2.loads(snapshot.data)
+        self.store.restore(item["v2"])
+        self.membership = Membership.decode(item["members"])
+        self.conf_state = snapshot.metadata.conf_state
+        self.applied_index = snapshot.metadata.index
+        self.membership_changed = True
+
+    # -- persisting ------------------------------------------------------------------
+
+    def changes(self) -> tuple[WriteBatch, dict[bytes, bytes]]:
+        """What changed since the last call: a batch for the v2 store, and the
+        member table and configuration when they changed (``AppliedState.commit``
+        writes both with the applied index, atomically)."""
+        batch = WriteBatch()
+        for key, value in self.store.take_changes():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        blobs: dict[bytes, bytes] = {}
+        if self.membership_changed:
+            blobs[MEMBERSHIP_BLOB] = self.membership.encode()
+            blobs[CONF_STATE_BLOB] = encode_conf_state(self.conf_state)
+            self.membership_changed = False
+        return batch, blobs
+
+    async def persist(self, applied: AppliedState, *, sync: bool = False) -> None:
+        """Write what changed, with the applied index, in one batch."""
+        batch, blobs = self.changes()
+        await applied.commit(batch, self.applied_index, blobs=blobs, sync=sync)

@@ -1,0 +1,70 @@
+"""Three real members in one process: election, writes, linearizable reads, restarts."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from storage.v2store.model import V2Error, V2Request
+from tests.actors.cluster_helpers import put, start_cluster
+
+
+async def test_a_cluster_elects_a_leader_and_replicates_a_write(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        follower = next(m for m in cluster.members.values() if m is not leader)
+        event = await follower.propose_v2(put("/message", "hello"))
+        assert event.to_json()["node"]["value"] == "hello"
+        for member in cluster.members.values():
+            await member.confirm_read()
+            got = member.machine.store.get("/message", recursive=False, sorted=False, now_ns=0)
+            assert got.node.value == "hello"
+        nursery.cancel_scope.cancel()
+
+
+async def test_errors_come_back_to_the_proposer(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        await leader.propose_v2(put("/k", "one"))
+        with pytest.raises(V2Error) as error:
+            await leader.propose_v2(V2Request(method="PUT", path="/k", value="x", prev_exist=False))
+        assert error.value.code == 105
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_restarted_member_keeps_what_it_applied(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        for number in range(20):
+            await leader.propose_v2(put(f"/k{number}", str(number)))
+        name = next(n for n, m in cluster.members.items() if m is not leader)
+        applied_before = cluster.members[name].applied_index()
+        cluster.stop(name)
+        await leader.propose_v2(put("/while-down", "x"))
+        restarted = await cluster.start(name)
+        assert restarted.applied_index() >= applied_before
+        await restarted.confirm_read()
+        got = restarted.machine.store.get("/while-down", recursive=False, sorted=False, now_ns=0)
+        assert got.node.value == "x"
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_cluster_survives_losing_its_leader(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        await leader.propose_v2(put("/before", "1"))
+        old_name = next(n for n, m in cluster.members.items() if m is leader)
+        cluster.stop(old_name)
+        new_leader = await cluster.leader()
+        assert new_leader is not leader
+        await new_leader.propose_v2(put("/after", "2"))
+        await cluster.start(old_name)
+        rejoined = cluster.members[old_name]
+        await rejoined.confirm_read()
+        got = rejoined.machine.store.get("/after", recursive=False, sorted=False, now_ns=0)
+        assert got.node.value == "2"
+        nursery.cancel_scope.cancel()
