@@ -9,7 +9,7 @@ import trio
 
 from actors.bootstrap import MemberConfig, open_state
 from actors.clock import TrioClock
-from actors.member import Member
+from actors.member import BoundAddresses, Member
 from storage.kv import MemoryKeyValueStore
 from storage.v2store.model import V2Request
 from tests.net.memory_network import MemoryNetwork
@@ -53,7 +53,9 @@ class InProcessCluster:
         )
         scope = trio.CancelScope()
 
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def run(
+            task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
             with scope:
                 await member.run(task_status=task_status)
 
