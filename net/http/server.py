@@ -417,6 +417,9 @@ class _Connection:
                 nursery.cancel_scope.cancel()
             if self._client_eof:
                 return False
+            if self._parser.phase is not _Phase.IDLE:
+                # A request read ahead during the stream gets its full deadline from now.
+                self._parser.phase_started = trio.current_time()
             if chunked:
                 await self._send(b"0\r\n\r\n")
             return keep_alive

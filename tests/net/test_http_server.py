@@ -413,3 +413,24 @@ async def test_random_bytes_never_crash_the_server() -> None:
                 assert response.status in (200, 400, 413, 431)
         await trio.testing.wait_all_tasks_blocked()
         assert served.server.connections == 0
+
+
+async def test_a_request_read_ahead_during_a_long_stream_gets_its_deadline_afresh(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = Events()
+    async with serving(events.handler) as served:
+        stream = await served.connect()
+        await stream.send_all(get("/watch"))
+        await stream.receive_some(65536)
+        await stream.send_all(get("/next")[:-2])  # the next request, all but its end
+        await trio.sleep(HEADER_TIMEOUT_SECONDS * 3)
+        await events.send.send(b"event")
+        await events.send.aclose()
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            data += await stream.receive_some(65536)
+        assert data == b"5\r\nevent\r\n0\r\n\r\n"
+        await trio.sleep(1)
+        await stream.send_all(b"\r\n")
+        assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 OK\r\n")
