@@ -47,7 +47,7 @@ from actors.raft_actor import (
     TransferLeadership,
     Unreachable,
 )
-from actors.state_machine import conf_change_context
+from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import APPLY_QUEUE_LENGTH_MAX, ApplyWork, StorageActor
 from actors.transport_actor import TransportActor
 from actors.waiters import Waiter, Waiters
@@ -158,7 +158,7 @@ class Member:
     # -- views -------------------------------------------------------------------------
 
     @property
-    def machine(self):  # type: ignore[no-untyped-def]
+    def machine(self) -> StateMachine:
         """The state machine (the apply actor's; read it, never write it)."""
         return self.apply_actor.machine
 
@@ -228,8 +228,8 @@ class Member:
                 continue
             request = V2Request(method="SYNC", path="/", time_ns=now_ns)
             try:
-                await self.propose_v2(request)
-            except (RequestTimeout, NoLeader, NotLeader, V2Error) as error:
+                await self.propose(EnvelopeKind.V2_REQUEST, request.encode())
+            except (RequestTimeout, NoLeader, NotLeader) as error:
                 log.debug("%x: expiry proposal failed: %s", self.member_id, error)
 
     async def _publish_client_urls(self) -> None:

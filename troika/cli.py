@@ -6,17 +6,23 @@ are `serve` (run one member), `cluster` (a local multi-process cluster, `troika 
 `app.add_typer(...)` when the issue that builds it lands.
 """
 
+import contextlib
+import logging
+import sys
+from pathlib import Path
 from typing import Annotated
 
+import trio
 import typer
 
-from troika import __version__
+from troika import __version__, client_commands
 
 app = typer.Typer(
     name="troika",
     help="troika: an etcd-compatible Raft key-value store on Trio, and its simulator.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -49,6 +55,110 @@ def _root(
 def version_command() -> None:
     """Print the version."""
     typer.echo(_version_line())
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    return tuple(url.strip() for url in text.split(",") if url.strip())
+
+
+@app.command("serve")
+def serve_command(
+    name: Annotated[
+        str, typer.Option("--name", help="Human-readable name for this member.")
+    ] = "default",
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Path to the data directory (default NAME.etcd).")
+    ] = "",
+    listen_client_urls: Annotated[
+        str, typer.Option("--listen-client-urls")
+    ] = "http://localhost:2379",
+    advertise_client_urls: Annotated[
+        str, typer.Option("--advertise-client-urls")
+    ] = "http://localhost:2379",
+    listen_peer_urls: Annotated[str, typer.Option("--listen-peer-urls")] = "http://localhost:2380",
+    initial_advertise_peer_urls: Annotated[
+        str, typer.Option("--initial-advertise-peer-urls")
+    ] = "http://localhost:2380",
+    initial_cluster: Annotated[
+        str, typer.Option("--initial-cluster", help="name=peerURL,... of every founding member.")
+    ] = "",
+    initial_cluster_state: Annotated[
+        str, typer.Option("--initial-cluster-state", help="new or existing.")
+    ] = "new",
+    initial_cluster_token: Annotated[str, typer.Option("--initial-cluster-token")] = "etcd-cluster",
+    heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="ms")] = 100,
+    election_timeout: Annotated[int, typer.Option("--election-timeout", help="ms")] = 1000,
+    snapshot_count: Annotated[int, typer.Option("--snapshot-count")] = 10_000,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run one member (flags as etcd names them)."""
+    from troika.serve import ServeOptions, serve_until_signalled
+
+    _configure_logging(log_level)
+    options = ServeOptions(
+        name=name,
+        data_dir=data_dir,
+        listen_client_urls=_urls(listen_client_urls),
+        advertise_client_urls=_urls(advertise_client_urls),
+        listen_peer_urls=_urls(listen_peer_urls),
+        initial_advertise_peer_urls=_urls(initial_advertise_peer_urls),
+        initial_cluster=initial_cluster,
+        initial_cluster_state=initial_cluster_state,
+        initial_cluster_token=initial_cluster_token,
+        heartbeat_interval_ms=heartbeat_interval,
+        election_timeout_ms=election_timeout,
+        snapshot_count=snapshot_count,
+    )
+    try:
+        options.member_config()
+    except ValueError as error:
+        typer.echo(f"troika serve: {error}", err=True)
+        raise typer.Exit(2) from None
+    trio.run(serve_until_signalled, options)
+
+
+cluster_app = typer.Typer(help="A local cluster of member processes.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    size: Annotated[int, typer.Option("--size", min=1, max=9, help="How many members.")] = 3,
+    base_port: Annotated[
+        int,
+        typer.Option(
+            "--base-port", help="Member i serves clients on BASE+10i, peers on BASE+10i+1."
+        ),
+    ] = 2379,
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Where the members keep their data.")
+    ] = "troika-data",
+    fresh: Annotated[
+        bool, typer.Option("--fresh/--keep", help="Wipe earlier data first, or keep it.")
+    ] = False,
+) -> None:
+    """Start SIZE members on loopback and stop them all on Ctrl-C."""
+    from troika.cluster import ClusterLayout, run_cluster
+
+    layout = ClusterLayout(size=size, base_port=base_port, data_dir=Path(data_dir))
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run_cluster, layout, fresh)
+
+
+member_app = typer.Typer(help="Cluster membership.", no_args_is_help=True)
+endpoint_app = typer.Typer(help="Endpoint health and status.", no_args_is_help=True)
+app.add_typer(member_app, name="member")
+app.add_typer(endpoint_app, name="endpoint")
+client_commands.register(app)
+client_commands.register_cluster_commands(member_app, endpoint_app)
 
 
 def main() -> None:

@@ -68,3 +68,22 @@ async def test_the_cluster_survives_losing_its_leader(autojump_clock: object) ->
         got = rejoined.machine.store.get("/after", recursive=False, sorted=False, now_ns=0)
         assert got.node.value == "2"
         nursery.cancel_scope.cancel()
+
+
+async def test_the_leader_expires_ttl_keys_through_the_log(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        follower = next(m for m in cluster.members.values() if m is not leader)
+        now_ns = follower.clock.now_ns()
+        await follower.propose_v2(put("/short", "v", expiration_ns=now_ns + 2 * 10**9))
+        watcher = follower.machine.store.watch("/short", recursive=False, stream=False)
+        with trio.fail_after(10):
+            event = await watcher.receive()
+        assert event.action == "expire"
+        for member in cluster.members.values():
+            await member.confirm_read()
+            with pytest.raises(V2Error) as error:
+                member.machine.store.get("/short", recursive=False, sorted=False, now_ns=0)
+            assert error.value.code == 100
+        nursery.cancel_scope.cancel()

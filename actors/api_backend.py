@@ -1,0 +1,210 @@
+"""The member as the HTTP APIs see it: ``net.v2api.V2Backend`` over ``actors.member``.
+
+``net`` defines what it needs (values and errors in ``net.backend``); this
+adapter answers from the member: writes go through Raft, linearizable reads
+wait for ReadIndex, local reads and watches go straight to the applied
+store, and the member's errors become the ones etcd clients expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from actors.member import Member, NoLeader, RequestTimeout
+from actors.membership import Member as MemberRecord
+from actors.raft import DropReason
+from actors.raft_actor import NotLeader
+from actors.waiters import TooManyRequests
+from net.backend import (
+    BackendError,
+    BackendTimeout,
+    MemberInfo,
+    MemberNotFound,
+    MemberRemoved,
+    PeerUrlExists,
+)
+from net.backend import NoLeader as BackendNoLeader
+from net.http.server import HttpServer
+from net.v2api import V2Api
+from storage.v2store.model import Event, V2Request, format_rfc3339_nano
+from storage.v2store.watch import Watcher
+
+SERVER_VERSION = "3.4.23"
+"""The etcd version we answer to: clients pick their API by it (etcd3gw uses /v3/ from 3.4)."""
+CLUSTER_VERSION = "3.4.0"
+HEALTH_TIMEOUT_S = 1.0
+"""etcd's /health gives a linearizable read one second."""
+
+
+def _translate(error: Exception) -> Exception:
+    """The member's errors as the API's."""
+    if isinstance(error, RequestTimeout):
+        return BackendTimeout()
+    if isinstance(error, NoLeader):
+        return BackendNoLeader()
+    if isinstance(error, NotLeader):
+        if error.reason is DropReason.UNCOMMITTED_LIMIT:
+            return BackendError("etcdserver: too many requests")
+        return BackendError(f"etcdserver: {error}")
+    if isinstance(error, TooManyRequests):
+        return BackendError("etcdserver: too many requests")
+    return error
+
+
+def member_info(record: MemberRecord) -> MemberInfo:
+    """A member table row as the API shows it."""
+    return MemberInfo(
+        record.member_id, record.name, record.peer_urls, record.client_urls, record.is_learner
+    )
+
+
+class MemberV2Backend:
+    """Implements ``net.v2api.V2Backend`` for one member."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    @property
+    def cluster_id(self) -> int:
+        return self.member.cluster_id
+
+    @property
+    def member_id(self) -> int:
+        return self.member.member_id
+
+    def now_ns(self) -> int:
+        return self.member.clock.now_ns()
+
+    async def propose(self, request: V2Request) -> Event:
+        try:
+            return await self.member.propose_v2(request)
+        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
+            raise _translate(error) from None
+
+    async def read(self, request: V2Request) -> Event:
+        if request.method == "QGET":
+            try:
+                await self.member.confirm_read()
+            except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
+                raise _translate(error) from None
+        return self.member.machine.store.get(
+            request.path, recursive=request.recursive, sorted=request.sorted, now_ns=self.now_ns()
+        )
+
+    def watch(self, path: str, recursive: bool, stream: bool, since_index: int) -> Watcher:
+        return self.member.machine.store.watch(
+            path, recursive=recursive, stream=stream, since_index=since_index
+        )
+
+    def raft_index(self) -> int:
+        return max(self.member.status.commit_index, self.member.applied_index())
+
+    def raft_term(self) -> int:
+        return self.member.status.term
+
+    def members(self) -> list[MemberInfo]:
+        return [member_info(record) for record in self.member.membership.sorted_members()]
+
+    def leader(self) -> MemberInfo | None:
+        record = self.member.membership.members.get(self.member.leader_id())
+        return None if record is None else member_info(record)
+
+    async def add_member(self, peer_urls: tuple[str, ...], is_learner: bool = False) -> MemberInfo:
+        if self.member.membership.peer_url_in_use(list(peer_urls)):
+            raise PeerUrlExists()
+        try:
+            record = await self.member.add_member(list(peer_urls), is_learner)
+        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
+            raise _translate(error) from None
+        return member_info(record)
+
+    async def remove_member(self, member_id: int) -> None:
+        membership = self.member.membership
+        if member_id in membership.removed:
+            raise MemberRemoved()
+        if member_id not in membership.members:
+            raise MemberNotFound()
+        try:
+            await self.member.remove_member(member_id)
+        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
+            raise _translate(error) from None
+
+    async def update_member(self, member_id: int, peer_urls: tuple[str, ...]) -> None:
+        membership = self.member.membership
+        if member_id not in membership.members:
+            raise MemberNotFound()
+        others = [m for m in membership.sorted_members() if m.member_id != member_id]
+        if any(set(peer_urls) & set(m.peer_urls) for m in others):
+            raise PeerUrlExists()
+        try:
+            await self.member.update_member(member_id, list(peer_urls))
+        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
+            raise _translate(error) from None
+
+    def stats_self(self) -> dict[str, Any]:
+        member = self.member
+        started = format_rfc3339_nano(member.started_at_ns)
+        leader = member.leader_id()
+        uptime_s = (member.clock.now_ns() - member.started_at_ns) / 1e9
+        return {
+            "name": member.config.name,
+            "id": f"{member.member_id:x}",
+            "state": "StateLeader" if member.is_leader() else "StateFollower",
+            "startTime": started,
+            "leaderInfo": {
+                "leader": f"{leader:x}" if leader else "",
+                "uptime": f"{uptime_s:.3f}s",
+                "startTime": started,
+            },
+            "recvAppendRequestCnt": 0,
+            "recvPkgRate": 0,
+            "recvBandwidthRate": 0,
+            "sendAppendRequestCnt": 0,
+        }
+
+    def stats_leader(self) -> dict[str, Any] | None:
+        member = self.member
+        if not member.is_leader():
+            return None
+        followers = {
+            f"{record.member_id:x}": {
+                "latency": {
+                    "current": 0,
+                    "average": 0,
+                    "standardDeviation": 0,
+                    "minimum": 0,
+                    "maximum": 0,
+                },
+                "counts": {"fail": 0, "success": 0},
+            }
+            for record in member.membership.sorted_members()
+            if record.member_id != member.member_id
+        }
+        return {"leader": f"{member.member_id:x}", "followers": followers}
+
+    def stats_store(self) -> dict[str, Any]:
+        return dict(self.member.machine.store.stats_json())
+
+    async def health(self) -> bool:
+        if not self.member.leader_id():
+            return False
+        with trio.move_on_after(HEALTH_TIMEOUT_S):
+            try:
+                await self.member.confirm_read()
+            except (RequestTimeout, NoLeader, NotLeader, TooManyRequests):
+                return False
+            return True
+        return False
+
+    def version(self) -> tuple[str, str]:
+        return SERVER_VERSION, CLUSTER_VERSION
+
+
+async def serve_client_api(
+    member: Member, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the member's client APIs (v2 keys, members, stats, /health, /version)."""
+    server = HttpServer(member.network, V2Api(MemberV2Backend(member)))
+    await server.serve(address, task_status=task_status)
