@@ -14,9 +14,8 @@ A member starts in one of three ways:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from random import Random
-from typing import Any
 
 import cbor2
 
@@ -83,7 +82,6 @@ class MemberConfig:
     election_ticks: int = 10
     request_timeout_s: float = 7.0
     snapshot_every_entries: int = 10_000
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.initial_cluster_state not in ("new", "existing"):
