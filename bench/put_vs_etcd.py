@@ -58,6 +58,10 @@ class SystemRun:
     leader_changed: bool
     member_cpu_percent: dict[str, float]
     """Each member's CPU use over the whole run (warm-up included), % of one core."""
+    leader_cpu_ms_per_op: float
+    cluster_cpu_ms_per_op: float
+    """CPU time a put cost the leader, and every member together (less noisy than ops/s
+    on a shared machine: it does not depend on how much CPU the cluster was given)."""
 
 
 def measure_cluster(
@@ -81,20 +85,40 @@ def measure_cluster(
                 for name, pid in pids.items()
             }
             changed = cluster.leader_index() != leader
-            run = SystemRun(cluster.system, load, cluster.names[leader], changed, cpu)
+            name = cluster.names[leader]
+            run = SystemRun(
+                cluster.system,
+                load,
+                name,
+                changed,
+                cpu,
+                cpu_ms_per_op(cpu[name], load.ops_per_s),
+                cpu_ms_per_op(sum(cpu.values()), load.ops_per_s),
+            )
             runs.append(run)
             note = "  LEADER CHANGED DURING THE RUN" if changed else ""
             print(f"  {format_result(load)}{note}", flush=True)
-            print(f"    member cpu % (leader {run.leader}): {cpu}", flush=True)
+            print(
+                f"    member cpu % (leader {name}): {cpu}; cpu ms per put: leader "
+                f"{run.leader_cpu_ms_per_op:.3f}, all members {run.cluster_cpu_ms_per_op:.3f}",
+                flush=True,
+            )
     return runs
+
+
+def cpu_ms_per_op(cpu_percent: float, ops_per_s: float) -> float:
+    """CPU milliseconds per operation from a CPU share (% of one core) and a rate."""
+    return round(10.0 * cpu_percent / ops_per_s, 3) if ops_per_s > 0 else 0.0
 
 
 def format_table(troika: list[SystemRun], etcd: list[SystemRun]) -> str:
     """The side-by-side table."""
     by_connections = {run.load.connections: run for run in etcd}
     lines = [
-        "conns | troika ops/s   p50 ms   p99 ms | etcd ops/s   p50 ms   p99 ms | troika/etcd",
-        "------+--------------------------------+------------------------------+------------",
+        "conns | troika ops/s   p50 ms   p99 ms | etcd ops/s   p50 ms   p99 ms | troika/etcd"
+        " | leader cpu ms/put troika  etcd",
+        "------+--------------------------------+------------------------------+------------"
+        "-+-----------------------------",
     ]
     for run in troika:
         load = run.load
@@ -104,12 +128,13 @@ def format_table(troika: list[SystemRun], etcd: list[SystemRun]) -> str:
         )
         other = by_connections.get(load.connections)
         if other is None:
-            row += f" {'(etcd not run)':>28} |"
+            row += f" {'(etcd not run)':>28} | {'':10} | {run.leader_cpu_ms_per_op:24.3f}"
         else:
             ratio = load.ops_per_s / other.load.ops_per_s if other.load.ops_per_s else 0.0
             row += (
                 f" {other.load.ops_per_s:10.0f} {other.load.latency.p50_ms:8.2f} "
-                f"{other.load.latency.p99_ms:8.2f} | {ratio:10.2f}"
+                f"{other.load.latency.p99_ms:8.2f} | {ratio:10.2f} | "
+                f"{run.leader_cpu_ms_per_op:24.3f} {other.leader_cpu_ms_per_op:5.3f}"
             )
         lines.append(row)
     return "\n".join(lines)
