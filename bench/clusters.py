@@ -28,10 +28,12 @@ and is stopped with SIGTERM, a grace period, then SIGKILL. None is left behind: 
 on leaving the ``with`` block and at interpreter exit, and a member started from the main
 thread on Linux gets SIGKILL from the kernel if this process dies (``PR_SET_PDEATHSIG``).
 
-Readiness. ``start()`` returns once every member answers ``/health`` true and they all name
-the same leader in ``/v2/stats/self``; ``startup_s`` is how long that took. A member that exits
-early, or a cluster not ready in time, raises ``ClusterError`` with each member's last log
-lines. ``python -m bench.clusters`` measures the startup time of both systems.
+Readiness. ``start()`` returns once every member answers ``/health`` true, they all name the
+same leader in ``/v2/stats/self``, and each lists every member with its client URLs in
+``/v2/members`` (etcd serves clients only after publishing them; a troika member may answer
+``/health`` first); ``startup_s`` is how long that took. A member that exits early, or a
+cluster not ready in time, raises ``ClusterError`` with each member's last log lines.
+``python -m bench.clusters`` measures the startup time of both systems.
 """
 
 from __future__ import annotations
@@ -517,8 +519,8 @@ class ProcessCluster:
             time.sleep(POLL_INTERVAL_S)
 
     def wait_ready(self, indexes: Iterable[int], *, timeout_s: float) -> None:
-        """Wait until each member in ``indexes`` answers ``/health`` true and names the same
-        leader as the others.
+        """Wait until each member in ``indexes`` answers ``/health`` true, names the same
+        leader as the others and lists every member's client URLs.
 
         Raises:
             ClusterError: a member exited, or not ready in time (with the last log lines).
@@ -557,9 +559,28 @@ class ProcessCluster:
                 waiting[index] = "no leader in /v2/stats/self"
                 continue
             leaders[index] = leader
+            unpublished = self._unpublished(index)
+            if unpublished:
+                waiting[index] = f"/v2/members has no client URLs for {unpublished}"
         if len(set(leaders.values())) > 1:
             waiting.update({index: f"leader {leader}" for index, leader in leaders.items()})
         return waiting
+
+    def _unpublished(self, index: int) -> list[str]:
+        """Members that member ``index`` lists without client URLs (all of them when it does
+        not answer). etcd serves clients only once its URLs are published through the log;
+        a troika member answers /health before that, so readiness waits for it."""
+        try:
+            listing = http_get_json(self.client_urls[index] + "/v2/members")
+        except OSError:
+            listing = None
+        if not isinstance(listing, dict):
+            return list(self.names)
+        return sorted(
+            str(member.get("name") or member.get("id"))
+            for member in listing.get("members", [])
+            if not member.get("clientURLs")
+        )
 
     def _tails(self, indexes: Iterable[int]) -> str:
         return "".join(
