@@ -1,0 +1,192 @@
+"""Deterministic Trio runs: the one place that reaches into Trio's private scheduler.
+
+Theory of operation
+-------------------
+
+Trio runs the tasks that became runnable together as one *batch*, in an order it randomizes on
+purpose (trio/_core/_run.py, ``unrolled_run``): normally it reverses the batch when
+``_r.random() < 0.5``, ``_r`` being a module-level ``random.Random`` seeded from the OS. When
+the module flag ``_ALLOW_DETERMINISTIC_SCHEDULING`` is true (Trio's Hypothesis plugin sets it),
+it instead sorts the batch by task creation (``Task._counter``) and shuffles it with ``_r``.
+:func:`deterministic_scheduling` sets that flag and seeds ``_r`` with the run's seed, so the
+interleaving of tasks is a function of the seed; :func:`run_deterministic` runs a function that
+way on a fresh ``MockClock`` (virtual time, autojump), so time is virtual too. Both names are
+private, so this module checks Trio's version against the one pyproject.toml pins and fails
+loudly on any other: a new Trio must be read again before it is trusted.
+
+What else we found in Trio 0.35.0's run loop under a MockClock, and what it means:
+
+- The deadline heap breaks ties by ``id(cancel_scope)`` (``Deadlines.add``), an address that
+  differs between runs. Harmless here: all scopes whose deadlines passed are expired in one
+  ``Deadlines.expire`` call before the next batch is formed, and the batch is sorted by task
+  creation before it is shuffled, so the order they were woken in never shows.
+- The comment above the shuffle also names "the non-deterministic ordering of
+  task._notify_queues"; that attribute no longer exists in 0.35.0. What is left of the same
+  kind (cancellation walks sets of tasks and child cancel statuses, ``wait_all_tasks_blocked``
+  keys waiters by ``id(task)``, ``runner.tasks`` and nursery children are sets) only changes
+  the order tasks are rescheduled in, which the sort erases, or removes entries (abort
+  callbacks), where order does not matter.
+- Task ``_counter`` comes from one process-wide ``itertools.count``: a second run starts at a
+  higher number, but only the relative order of tasks is used, which a deterministic run
+  reproduces.
+- ``MockClock`` reads the real clock only when its ``rate`` is not 0 (we never set one);
+  ``SystemClock``'s random offset is not used under a MockClock.
+- Async generators that are garbage collected unfinished are closed by a system task that
+  Trio spawns from the garbage collector's finalizer hook, and any ``__del__`` or weakref
+  callback runs when the collector gets to it. Automatic collection runs when allocation
+  counts cross a threshold, and those counts depend on everything the process allocated before
+  the run: so *when* a cyclic garbage finalizer runs is not a function of the seed. Fixed here
+  from outside: :func:`run_deterministic` collects before the run, freezes what exists
+  (``gc.freeze``: objects from before the run are never collected during it), turns automatic
+  collection off, and collects at fixed points of the run instead (every
+  ``COLLECT_EVERY_ITERATIONS`` passes of the run loop, from a Trio instrument). Everything is
+  restored afterwards.
+- Trio's end-of-run finalization of leftover async generators walks a set (order by
+  address); it runs after the run's result is decided, so it cannot change a trace taken
+  during the run.
+
+What no helper can fix from inside a process: ``str``/``bytes`` hashes are salted per process
+(``PYTHONHASHSEED``), so code that iterates a set of strings behaves the same in two runs of
+one process and differently in another process. Such code must sort; the simulator's
+end-to-end test runs a scenario in processes with different hash seeds to catch it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Final, TypeVar, TypeVarTuple
+
+import trio
+import trio._core._run as trio_run
+import trio.testing
+
+TRIO_VERSION_PINNED: Final = "0.35.0"
+"""The Trio whose private scheduler this module was written against (pinned in pyproject)."""
+COLLECT_EVERY_ITERATIONS: Final = 1000
+"""Run-loop passes between two garbage collections in a deterministic run."""
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class UnsupportedTrioVersion(RuntimeError):
+    """Trio is not the version whose private scheduler this module knows."""
+
+
+def check_trio_version(version: str | None = None) -> None:
+    """Fail unless Trio (or ``version``) is the pinned one and has the private names we use.
+
+    Raises:
+        UnsupportedTrioVersion: another version, or the names are missing.
+    """
+    found = trio.__version__ if version is None else version
+    if found != TRIO_VERSION_PINNED:
+        raise UnsupportedTrioVersion(
+            f"deterministic runs need trio=={TRIO_VERSION_PINNED} (its private scheduler "
+            f"state is patched by sim.determinism), found trio {found}: read trio/_core/_run.py "
+            "again, update sim/determinism.py and the pin in pyproject.toml"
+        )
+    flag = getattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", None)
+    generator = getattr(trio_run, "_r", None)
+    if not isinstance(flag, bool) or not hasattr(generator, "seed"):
+        raise UnsupportedTrioVersion(
+            "trio._core._run no longer has _ALLOW_DETERMINISTIC_SCHEDULING and _r"
+        )
+
+
+@contextlib.contextmanager
+def deterministic_scheduling(seed: int) -> Iterator[None]:
+    """Within the block, Trio runs order each batch of runnable tasks by ``seed`` alone.
+
+    Seeds Trio's scheduler generator when entered; restores the flag and the generator's
+    state when left.
+
+    Raises:
+        UnsupportedTrioVersion: see ``check_trio_version``.
+    """
+    check_trio_version()
+    if not isinstance(seed, int):
+        raise TypeError(f"the seed must be an int, not {type(seed).__name__}")
+    saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    saved_state = trio_run._r.getstate()
+    setattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (a Final name)
+    trio_run._r.seed(seed)
+    try:
+        yield
+    finally:
+        setattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", saved_flag)  # noqa: B010
+        trio_run._r.setstate(saved_state)
+
+
+class _CollectAtFixedPoints(trio.abc.Instrument):
+    """Collects garbage every ``every_iterations`` passes of the run loop."""
+
+    def __init__(self, every_iterations: int) -> None:
+        self._every_iterations = every_iterations
+        self._iterations = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._iterations += 1
+        if self._iterations % self._every_iterations == 0:
+            gc.collect()
+
+
+@contextlib.contextmanager
+def _garbage_collected_at_fixed_points() -> Iterator[None]:
+    """Automatic collection off, what exists frozen; restored when left."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+def run_deterministic(
+    async_fn: Callable[[*Ts], Awaitable[T]],
+    seed: int,
+    *args: *Ts,
+    clock: trio.testing.MockClock | None = None,
+    collect_every_iterations: int = COLLECT_EVERY_ITERATIONS,
+) -> T:
+    """``trio.run(async_fn, *args)`` with the scheduler seeded by ``seed``, in virtual time.
+
+    Args:
+        async_fn, args: what to run.
+        seed: decides every scheduling choice Trio makes.
+        clock: the run's clock; by default a new ``MockClock(autojump_threshold=0)``: time
+            jumps to the next deadline whenever every task is blocked.
+        collect_every_iterations: garbage is collected every this many passes of the run
+            loop (and never otherwise), so that finalizers run at the same points every run.
+
+    Raises:
+        UnsupportedTrioVersion: see ``check_trio_version``.
+        Whatever ``async_fn`` raises.
+    """
+    if collect_every_iterations < 1:
+        raise ValueError("collect_every_iterations must be >= 1")
+    if clock is None:
+        clock = trio.testing.MockClock(autojump_threshold=0)
+    with deterministic_scheduling(seed), _garbage_collected_at_fixed_points():
+        return trio.run(
+            async_fn,
+            *args,
+            clock=clock,
+            instruments=[_CollectAtFixedPoints(collect_every_iterations)],
+        )
+
+
+__all__ = [
+    "COLLECT_EVERY_ITERATIONS",
+    "TRIO_VERSION_PINNED",
+    "UnsupportedTrioVersion",
+    "check_trio_version",
+    "deterministic_scheduling",
+    "run_deterministic",
+]
