@@ -26,6 +26,7 @@ from net.backend import (
     PeerUrlExists,
 )
 from net.backend import NoLeader as BackendNoLeader
+from net.http.messages import Handler, Request, Response, StreamingResponse, plain_text
 from net.http.server import HttpServer
 from net.v2api import V2Api
 from storage.v2store.model import Event, V2Request, format_rfc3339_nano
@@ -148,7 +149,8 @@ class MemberV2Backend:
         started = format_rfc3339_nano(member.started_at_ns)
         leader = member.leader_id()
         uptime_s = (member.clock.now_ns() - member.started_at_ns) / 1e9
-        return {
+        transport = member.transport_actor
+        stats: dict[str, Any] = {
             "name": member.config.name,
             "id": f"{member.member_id:x}",
             "state": "StateLeader" if member.is_leader() else "StateFollower",
@@ -158,11 +160,19 @@ class MemberV2Backend:
                 "uptime": f"{uptime_s:.3f}s",
                 "startTime": started,
             },
-            "recvAppendRequestCnt": 0,
-            "recvPkgRate": 0,
-            "recvBandwidthRate": 0,
-            "sendAppendRequestCnt": 0,
+            "recvAppendRequestCnt": transport.appends_received.count,
+            "sendAppendRequestCnt": transport.appends_sent.count,
         }
+        # etcd leaves rates out when they are zero (omitempty).
+        for prefix, meter in (
+            ("recv", transport.appends_received),
+            ("send", transport.appends_sent),
+        ):
+            packages_per_s, bytes_per_s = meter.rates()
+            if packages_per_s:
+                stats[f"{prefix}PkgRate"] = packages_per_s
+                stats[f"{prefix}BandwidthRate"] = bytes_per_s
+        return stats
 
     def stats_leader(self) -> dict[str, Any] | None:
         member = self.member
@@ -202,9 +212,24 @@ class MemberV2Backend:
         return SERVER_VERSION, CLUSTER_VERSION
 
 
+def gate_until_published(member: Member, handler: Handler) -> Handler:
+    """Hold requests until the member has published its client URLs (as etcd serves
+    clients only once it is ready); answer 503 if that takes longer than a request may."""
+
+    async def gated(request: Request) -> Response | StreamingResponse:
+        if not member.published.is_set():
+            with trio.move_on_after(member.config.request_timeout_s):
+                await member.published.wait()
+            if not member.published.is_set():
+                return plain_text(503, "etcdserver: not ready to serve client requests")
+        return await handler(request)
+
+    return gated
+
+
 async def serve_client_api(
     member: Member, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the member's client APIs (v2 keys, members, stats, /health, /version)."""
-    server = HttpServer(member.network, V2Api(MemberV2Backend(member)))
-    await server.serve(address, task_status=task_status)
+    handler = gate_until_published(member, V2Api(MemberV2Backend(member)))
+    await HttpServer(member.network, handler).serve(address, task_status=task_status)

@@ -62,8 +62,8 @@ INBOUND_QUEUE_LENGTH_MAX = 4096
 """Peer payloads received but not yet decoded."""
 SYNC_INTERVAL_S = 0.5
 """How often the leader proposes expiring the TTL keys that are due (etcd: 500 ms)."""
-PUBLISH_RETRY_S = 1.0
-"""How often a member retries announcing its client URLs until it is applied."""
+PUBLISH_ATTEMPT_TIMEOUT_S = 1.0
+"""How long one attempt to announce the client URLs may take before it is retried."""
 RETRYABLE_DROPS = frozenset({DropReason.NO_LEADER, DropReason.TRANSFER_IN_PROGRESS})
 
 
@@ -111,6 +111,9 @@ class Member:
         self.status = RaftStatus(self.member_id)
         self.ids = RequestIds(self.member_id, state.incarnation)
         self.started_at_ns = 0
+        self.published = trio.Event()
+        """Set once this member's name and client URLs are in the applied member table;
+        the client API waits for it, as etcd serves clients only once it has published."""
         self.raft_send, raft_receive = trio.open_memory_channel[RaftInput](INBOX_LENGTH_MAX)
         storage_send, storage_receive = trio.open_memory_channel[Ready](1)
         apply_send, apply_receive = trio.open_memory_channel[ApplyWork](APPLY_QUEUE_LENGTH_MAX)
@@ -233,18 +236,23 @@ class Member:
                 log.debug("%x: expiry proposal failed: %s", self.member_id, error)
 
     async def _publish_client_urls(self) -> None:
-        """Announce our name and client URLs through the log until they are applied."""
+        """Announce our name and client URLs through the log until they are applied.
+
+        Each attempt gets a short timeout: an attempt lost around the first election
+        must not leave the member listed without client URLs for a whole request timeout.
+        """
         wanted = (self.config.name, tuple(self.config.advertise_client_urls))
+        body = cbor2.dumps([wanted[0], list(wanted[1])])
         while True:
             mine = self.membership.members.get(self.member_id)
             if mine is not None and (mine.name, mine.client_urls) == wanted:
+                self.published.set()
+                log.info("%x: published name %s and client URLs %s", self.member_id, *wanted)
                 return
-            body = cbor2.dumps([wanted[0], list(wanted[1])])
             try:
-                await self.propose(EnvelopeKind.PUBLISH, body)
+                await self.propose(EnvelopeKind.PUBLISH, body, timeout_s=PUBLISH_ATTEMPT_TIMEOUT_S)
             except (RequestTimeout, NoLeader, NotLeader) as error:
                 log.debug("%x: publishing client URLs failed: %s", self.member_id, error)
-                await trio.sleep(PUBLISH_RETRY_S)
 
     def _on_membership(self, membership: Membership) -> None:
         self.transport.set_peers(peer_addresses(membership, self.member_id))
@@ -265,9 +273,11 @@ class Member:
             raise waiter.error
         return waiter.result
 
-    async def _with_leader_retry(self, attempt: Callable[[float], Awaitable[object]]) -> object:
+    async def _with_leader_retry(
+        self, attempt: Callable[[float], Awaitable[object]], timeout_s: float | None = None
+    ) -> object:
         """Run ``attempt`` until it is not refused for want of a leader, or time is up."""
-        deadline = trio.current_time() + self.config.request_timeout_s
+        deadline = trio.current_time() + (timeout_s or self.config.request_timeout_s)
         while True:
             try:
                 return await attempt(deadline)
@@ -278,8 +288,11 @@ class Member:
                     raise NoLeader("etcdserver: no leader") from None
                 await trio.sleep(self.config.tick_interval_s)
 
-    async def propose(self, kind: EnvelopeKind, body: bytes) -> object:
-        """Append an entry and wait until it is applied here; its outcome."""
+    async def propose(
+        self, kind: EnvelopeKind, body: bytes, *, timeout_s: float | None = None
+    ) -> object:
+        """Append an entry and wait until it is applied here (at most ``timeout_s``, the
+        request timeout by default); its outcome."""
 
         async def attempt(deadline: float) -> object:
             request_id = self.ids.next()
@@ -291,7 +304,7 @@ class Member:
             finally:
                 self.waiters.forget(request_id)
 
-        return await self._with_leader_retry(attempt)
+        return await self._with_leader_retry(attempt, timeout_s)
 
     async def propose_v2(self, request: V2Request) -> Event:
         """A v2 write: its event, or the V2Error the store answered."""

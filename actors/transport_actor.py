@@ -17,6 +17,7 @@ import trio
 from actors.codec import WireError, message_from_wire, message_to_wire
 from actors.raft import Message, MessageType
 from actors.raft_actor import FromPeer, RaftInput, SnapshotReport
+from actors.rates import RateMeter
 from net.peers import PeerTransport
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,14 @@ class TransportActor:
             REPORTS_QUEUE_LENGTH_MAX
         )
         self.dropped_messages = 0
+        self.appends_sent = RateMeter()
+        self.appends_received = RateMeter()
 
     def send(self, message: Message) -> None:
         """Queue a message for its recipient (never waits)."""
         wire = message_to_wire(message)
+        if message.type is MessageType.APPEND:
+            self.appends_sent.record(sum(len(entry.data) for entry in message.entries))
         if message.type is MessageType.SNAPSHOT:
             recipient = message.recipient
 
@@ -85,6 +90,8 @@ class TransportActor:
                         message.recipient,
                     )
                     continue
+                if message.type is MessageType.APPEND:
+                    self.appends_received.record(sum(len(e.data) for e in message.entries))
                 await self.to_raft.send(FromPeer(message))
 
     async def _forward_reports(self) -> None:

@@ -647,11 +647,6 @@ def test_stats_self_on_a_follower(troika_cluster: TroikaCluster, etcd_cluster: E
     assert compare_exchanges(troika, etcd, normalize=stats_shape) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="troika's /v2/stats/self has no send rates on the leader and always shows zero "
-    "receive rates and counts (etcd tracks them and omits zero rates); actors/api_backend.py",
-)
 def test_stats_self_on_the_leader(troika_cluster: TroikaCluster, etcd_cluster: EtcdCluster) -> None:
     troika = stats_self(troika_cluster, on_leader=True)
     etcd = stats_self(etcd_cluster, on_leader=True)
