@@ -17,8 +17,8 @@ from pathlib import Path
 from random import Random
 
 import trio
-from actors.api_backend import serve_client_api
 
+from actors.api_backend import serve_client_api
 from actors.bootstrap import IDENTITY_KEY, MemberConfig, open_state
 from actors.clock import TrioClock
 from actors.join import fetch_join_identity
