@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.member import Member, NoLeader, RequestTimeout
 from actors.membership import Member as MemberRecord
 from actors.raft import DropReason
@@ -85,7 +86,8 @@ class MemberV2Backend:
             raise _translate(error) from None
 
     async def read(self, request: V2Request) -> Event:
-        if request.method == "QGET":
+        bugs = self.member.config.planted_bugs
+        if request.method == "QGET" and QUORUM_READ_WITHOUT_READ_INDEX not in bugs:
             try:
                 await self.member.confirm_read()
             except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:

@@ -30,6 +30,7 @@ from actors.membership import (
 from actors.raft import (
     Config,
     ConfState,
+    PlantedBug,
     RawNode,
     Snapshot,
     SnapshotMetadata,
@@ -47,6 +48,11 @@ IDENTITY_KEY = b"member/identity"
 INCARNATION_KEY = b"member/incarnation"
 BOOTSTRAP_INDEX = 1
 """Founders start from a snapshot at this index (term 1) holding the configuration."""
+
+
+QUORUM_READ_WITHOUT_READ_INDEX = "quorum-read-without-read-index"
+"""A member-level planted bug: serve ``quorum=true`` reads locally, without ReadIndex."""
+MEMBER_PLANTED_BUGS = frozenset({QUORUM_READ_WITHOUT_READ_INDEX})
 
 
 class BootstrapError(Exception):
@@ -68,6 +74,9 @@ class MemberConfig:
         election_ticks: etcd's --election-timeout (1000 ms) in ticks.
         request_timeout_s: how long a client request may wait for its entry.
         snapshot_every_entries: applied entries between state-machine snapshots.
+        snapshot_catch_up_entries: entries kept behind a snapshot for slow followers.
+        planted_bugs: test-only switches that break a rule on purpose, so the simulator
+            can prove it notices (the Raft core's names, plus the member's own).
     """
 
     name: str
@@ -82,6 +91,8 @@ class MemberConfig:
     election_ticks: int = 10
     request_timeout_s: float = 7.0
     snapshot_every_entries: int = 10_000
+    snapshot_catch_up_entries: int = 5_000
+    planted_bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.initial_cluster_state not in ("new", "existing"):
@@ -89,6 +100,9 @@ class MemberConfig:
             raise BootstrapError(f"--initial-cluster-state must be new or existing, not {state!r}")
         if self.name not in self.initial_cluster:
             raise BootstrapError(f"--initial-cluster has no member named {self.name!r}")
+        known = MEMBER_PLANTED_BUGS | {bug.value for bug in PlantedBug}
+        if not self.planted_bugs <= known:
+            raise BootstrapError(f"unknown planted bugs: {sorted(self.planted_bugs - known)}")
         if self.tick_interval_s <= 0 or self.election_ticks < 2:
             raise BootstrapError("the tick interval must be positive and elections >= 2 ticks")
 
@@ -212,6 +226,7 @@ def build_node(config: MemberConfig, state: OpenedState, rng: Random) -> RawNode
         applied_index=state.machine.applied_index,
         check_quorum=True,
         pre_vote=True,
+        planted_bugs=frozenset(bug for bug in PlantedBug if bug.value in config.planted_bugs),
     )
     storage = DurableRaftStorage(state.raft_store, state.machine.conf_state)
     return RawNode(raft_config, storage, Random(rng.getrandbits(64)))

@@ -155,6 +155,7 @@ class Member:
             waiters=self.waiters,
             on_membership=self._on_membership,
             snapshot_every_entries=config.snapshot_every_entries,
+            catch_up_entries=config.snapshot_catch_up_entries,
         )
         self._on_membership(state.machine.membership)
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final, TypeVar, TypeVarTuple
 
 import trio
@@ -154,6 +154,7 @@ def run_deterministic(
     *args: *Ts,
     clock: trio.testing.MockClock | None = None,
     collect_every_iterations: int = COLLECT_EVERY_ITERATIONS,
+    instruments: Sequence[trio.abc.Instrument] = (),
 ) -> T:
     """``trio.run(async_fn, *args)`` with the scheduler seeded by ``seed``, in virtual time.
 
@@ -164,6 +165,7 @@ def run_deterministic(
             jumps to the next deadline whenever every task is blocked.
         collect_every_iterations: garbage is collected every this many passes of the run
             loop (and never otherwise), so that finalizers run at the same points every run.
+        instruments: more Trio instruments (a watchdog, say); they must be deterministic.
 
     Raises:
         UnsupportedTrioVersion: see ``check_trio_version``.
@@ -178,7 +180,7 @@ def run_deterministic(
             async_fn,
             *args,
             clock=clock,
-            instruments=[_CollectAtFixedPoints(collect_every_iterations)],
+            instruments=[_CollectAtFixedPoints(collect_every_iterations), *instruments],
         )
 
 

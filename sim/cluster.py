@@ -1,0 +1,296 @@
+"""A simulated cluster: real members on the simulated network, disks and clocks.
+
+Each member is the production ``actors.member.Member`` with the production
+HTTP API, given a host of the ``SimNetwork``, a ``SimDisk`` and a clock with
+its own skew. A crash cancels the member's tasks, resets its connections and
+cuts power to its disk (unsynced writes are lost); a restart opens what the
+disk kept, as a real restart opens its data directory.
+
+The :class:`Monitor` checks the cluster's invariants while it runs: at most
+one leader per term, no two members that applied different entries at an
+index, and no member whose applied index goes back while it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from random import Random
+
+import trio
+
+from actors.api_backend import serve_client_api
+from actors.bootstrap import MemberConfig, open_state
+from actors.clock import TrioClock
+from actors.member import BoundAddresses, Member
+from actors.raft import Role
+from sim.disk import SimDisk
+from sim.network import SimNetwork
+from storage.errors import LogCompacted, LogUnavailable
+
+log = logging.getLogger(__name__)
+
+EPOCH_NS = 1_800_000_000 * 10**9
+"""Virtual wall-clock time zero of every simulation (2027-01-15)."""
+PEER_PORT = 2380
+CLIENT_PORT = 2379
+MONITOR_INTERVAL_S = 0.05
+
+
+class InvariantViolation(AssertionError):
+    """A cluster-level safety property was broken."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """The cluster's shape and its hardware, drawn per seed by the scenario.
+
+    Attributes:
+        size: members m1..mN.
+        latency_s / jitter_s: the network's base one-way delay and its random part.
+        fsync_latency_s / fsync_jitter_s: how long each disk's fsync takes.
+        torn_writes: a crash keeps a seed-chosen prefix of the unsynced batches.
+        clock_skew_s_max: each member's wall clock is off by up to this, either way.
+        snapshot_every_entries: small, so that snapshots and compaction happen in runs.
+        request_timeout_s: how long a member lets a client request wait.
+        planted_bugs: rules broken on purpose (see MemberConfig.planted_bugs).
+    """
+
+    size: int = 5
+    latency_s: float = 0.001
+    jitter_s: float = 0.004
+    fsync_latency_s: float = 0.0005
+    fsync_jitter_s: float = 0.002
+    torn_writes: bool = True
+    clock_skew_s_max: float = 0.2
+    snapshot_every_entries: int = 200
+    snapshot_catch_up_entries: int = 50
+    request_timeout_s: float = 2.0
+    planted_bugs: frozenset[str] = frozenset()
+
+    def names(self) -> list[str]:
+        """m1, m2, ..."""
+        return [f"m{number}" for number in range(1, self.size + 1)]
+
+
+@dataclass
+class SimMember:
+    """One member's slot: its disk survives crashes; its Member does not."""
+
+    name: str
+    disk: SimDisk
+    skew_ns: int
+    member: Member | None = None
+    scope: trio.CancelScope | None = None
+    incarnations: int = 0
+
+    def is_up(self) -> bool:
+        """Running (not crashed)."""
+        return self.member is not None
+
+
+class SimCluster:
+    """Members on one SimNetwork, started and crashed by the scenario."""
+
+    def __init__(self, options: ClusterOptions, rng: Random, nursery: trio.Nursery) -> None:
+        self.options = options
+        self.rng = rng
+        self.nursery = nursery
+        self.network = SimNetwork(
+            Random(rng.getrandbits(64)), latency_s=options.latency_s, jitter_s=options.jitter_s
+        )
+        self.names = options.names()
+        self.slots: dict[str, SimMember] = {}
+        for name in self.names:
+            disk = SimDisk(
+                name,
+                Random(rng.getrandbits(64)),
+                fsync_latency_s=options.fsync_latency_s,
+                fsync_jitter_s=options.fsync_jitter_s,
+                torn_writes=options.torn_writes,
+            )
+            skew_ns = int(rng.uniform(-1, 1) * options.clock_skew_s_max * 1e9)
+            self.slots[name] = SimMember(name, disk, skew_ns)
+        self.events: list[tuple[float, str]] = []
+
+    # -- addresses ---------------------------------------------------------------------
+
+    @staticmethod
+    def client_url(name: str) -> str:
+        """A member's client URL on the simulated network."""
+        return f"http://{name}:{CLIENT_PORT}"
+
+    def config(self, name: str) -> MemberConfig:
+        """The member's configuration (a founder of the cluster)."""
+        return MemberConfig(
+            name=name,
+            initial_cluster={other: [f"http://{other}:{PEER_PORT}"] for other in self.names},
+            advertise_peer_urls=(f"http://{name}:{PEER_PORT}",),
+            advertise_client_urls=(self.client_url(name),),
+            listen_peer_addresses=(f"{name}:{PEER_PORT}",),
+            listen_client_addresses=(f"{name}:{CLIENT_PORT}",),
+            request_timeout_s=self.options.request_timeout_s,
+            snapshot_every_entries=self.options.snapshot_every_entries,
+            snapshot_catch_up_entries=self.options.snapshot_catch_up_entries,
+            planted_bugs=self.options.planted_bugs,
+        )
+
+    def note(self, text: str) -> None:
+        """Record a cluster event for the report."""
+        self.events.append((trio.current_time(), text))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, name: str) -> Member:
+        """Start (or restart) a member from what its disk holds."""
+        slot = self.slots[name]
+        assert slot.member is None, f"{name} is running"
+        self.network.restart_host(name)
+        config = self.config(name)
+        store = slot.disk.store
+        member = Member(
+            config,
+            await open_state(config, store),
+            network=self.network.host(name),
+            kv=store,
+            clock=TrioClock(EPOCH_NS + slot.skew_ns),
+            rng=Random(self.rng.getrandbits(64)),
+        )
+        scope = trio.CancelScope()
+
+        async def run(
+            task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            with scope:
+                await member.run(partial(serve_client_api), task_status=task_status)
+
+        await self.nursery.start(run)
+        slot.member, slot.scope = member, scope
+        slot.incarnations += 1
+        self.note(f"start {name}")
+        return member
+
+    async def start_all(self) -> None:
+        """Start every member."""
+        for name in self.names:
+            await self.start(name)
+
+    def crash(self, name: str) -> None:
+        """Power loss: the member stops at once and its unsynced writes are gone."""
+        slot = self.slots[name]
+        if slot.member is None or slot.scope is None:
+            return
+        slot.scope.cancel()
+        slot.member = slot.scope = None
+        self.network.crash_host(name)
+        slot.disk.crash()
+        self.note(f"crash {name}")
+
+    async def restart(self, name: str) -> None:
+        """Start a crashed member again."""
+        if self.slots[name].member is None:
+            await self.start(name)
+
+    def up(self) -> list[str]:
+        """Running members, in name order."""
+        return [name for name in self.names if self.slots[name].is_up()]
+
+    def member(self, name: str) -> Member:
+        """A running member."""
+        member = self.slots[name].member
+        assert member is not None, f"{name} is down"
+        return member
+
+    def leader(self) -> str | None:
+        """The running leader of the highest term, if any."""
+        best: tuple[int, str] | None = None
+        for name in self.up():
+            status = self.member(name).status
+            if status.role is Role.LEADER and (best is None or status.term > best[0]):
+                best = (status.term, name)
+        return best[1] if best else None
+
+    async def wait_for_leader(self, timeout_s: float) -> str | None:
+        """A leader, or None if none shows up in time."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                leader = self.leader()
+                if leader is not None:
+                    return leader
+                await trio.sleep(MONITOR_INTERVAL_S)
+        return None
+
+    def state_digest(self) -> str:
+        """A hash of every member's applied index, term and role (for trace hashes)."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for name in self.names:
+            slot = self.slots[name]
+            if slot.member is None:
+                hasher.update(f"{name} down\n".encode())
+                continue
+            status = slot.member.status
+            hasher.update(
+                f"{name} {slot.member.applied_index()} {status.term} {status.role.name}\n".encode()
+            )
+        return hasher.hexdigest()
+
+
+@dataclass
+class Monitor:
+    """Checks the cluster's safety properties every few milliseconds of virtual time."""
+
+    cluster: SimCluster
+    leader_by_term: dict[int, str] = field(default_factory=dict)
+    entry_by_index: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    checked_through: dict[str, int] = field(default_factory=dict)
+    applied_seen: dict[tuple[str, int], int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    async def run(self) -> None:
+        """Check until cancelled; violations are collected, the run goes on."""
+        while True:
+            self.check()
+            await trio.sleep(MONITOR_INTERVAL_S)
+
+    def check(self) -> None:
+        """One round over every running member."""
+        for name in self.cluster.up():
+            member = self.cluster.member(name)
+            self._check_leader(name, member)
+            self._check_applied(name, member)
+
+    def _fail(self, text: str) -> None:
+        if text not in self.violations:
+            self.violations.append(text)
+            log.error("invariant violated: %s", text)
+
+    def _check_leader(self, name: str, member: Member) -> None:
+        status = member.status
+        if status.role is Role.LEADER:
+            known = self.leader_by_term.setdefault(status.term, name)
+            if known != name:
+                self._fail(f"election safety: {known} and {name} both led term {status.term}")
+
+    def _check_applied(self, name: str, member: Member) -> None:
+        slot = self.cluster.slots[name]
+        applied = member.applied_index()
+        key = (name, slot.incarnations)
+        if applied < self.applied_seen.get(key, 0):
+            self._fail(f"applied index of {name} went back to {applied}")
+        self.applied_seen[key] = applied
+        store = member.state.raft_store
+        low = max(self.checked_through.get(name, 0) + 1, store.first_index())
+        for index in range(low, applied + 1):
+            try:
+                record = store.entries(index, index + 1, 1 << 30)[0]
+            except (LogCompacted, LogUnavailable):
+                continue
+            digest = hashlib.blake2b(record.data, digest_size=8).digest()
+            known = self.entry_by_index.setdefault(index, (record.term, digest))
+            if known != (record.term, digest):
+                self._fail(
+                    f"state machine safety: {name} applied a different entry at index {index}"
+                )
+        self.checked_through[name] = max(self.checked_through.get(name, 0), applied)

@@ -1,0 +1,339 @@
+"""One simulation run: a seed, a scenario, and everything that follows from them.
+
+The run founds a cluster of real members on the simulated network and disks,
+waits for a leader, then for the scenario's duration lets the workload's
+clients send requests while the scenario's faults fire. Then it heals every
+fault, restarts every crashed member, and demands that the cluster recovers
+(a leader commits a new write and every member applies it) within a bound.
+Throughout, the Monitor checks the cluster's invariants; afterwards the
+clients' history is checked for linearizability.
+
+Everything derives from the seed, Trio's scheduler included
+(``sim.determinism``): the same seed gives the same trace hash, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from functools import partial
+from random import Random
+
+import trio
+
+from net.http.errors import HttpError
+from net.v2client import EtcdError, V2Client
+from sim.cluster import Monitor, SimCluster
+from sim.determinism import run_deterministic
+from sim.history import History
+from sim.linearizability import CheckResult, check_history
+from sim.scenarios import SCENARIOS, Fault
+from sim.workload import WorkloadOptions, run_workload
+
+log = logging.getLogger(__name__)
+
+STARTUP_S_MAX = 15.0
+"""A new cluster must elect a leader within this much virtual time."""
+RECOVERY_S_MAX = 30.0
+"""After healing, a write must commit everywhere within this much virtual time."""
+TASK_STEPS_PER_SIMULATED_S_MAX = 40_000
+"""The watchdog's budget: a healthy run takes about 12,000 task steps per simulated second;
+one that needs more than this (plus a fixed allowance) spins, and is stopped and reported."""
+TASK_STEPS_ALLOWANCE = 1_000_000
+
+
+class Watchdog(trio.abc.Instrument):
+    """Stops a run that spins: counts task steps, a deterministic measure of work (wall time
+    is not: it depends on the machine), and cancels the run past the budget.
+
+    A deadlock needs no watchdog: every member ticks, so virtual time always moves on, and a
+    stuck cluster fails the recovery deadline.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.expired = False
+        self.scope: trio.CancelScope | None = None
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+        if self.steps % 10_000 or self.expired or self.scope is None:
+            return
+        budget = TASK_STEPS_ALLOWANCE + trio.current_time() * TASK_STEPS_PER_SIMULATED_S_MAX
+        if self.steps > budget:
+            self.expired = True
+            self.scope.cancel()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to run.
+
+    Attributes:
+        seed: decides everything else.
+        scenario: a name from ``sim.scenarios.SCENARIOS``.
+        planted_bug: a rule broken on purpose (``MemberConfig.planted_bugs`` names).
+        duration_s: the faulty phase (the scenario's own by default).
+        faults: an explicit schedule instead of the scenario's (replaying a shrunk run).
+        clients / keys: the workload's size.
+        operations_max: stop each client after this many requests (for shrinking).
+    """
+
+    seed: int
+    scenario: str = "swarm"
+    planted_bug: str | None = None
+    duration_s: float | None = None
+    faults: tuple[Fault, ...] | None = None
+    clients: int = 8
+    keys: int = 4
+    operations_max: int | None = None
+
+    def replay_command(self) -> str:
+        """The command that runs this again."""
+        command = f"troika sim run --seed {self.seed} --scenario {self.scenario}"
+        if self.planted_bug:
+            command += f" --bug {self.planted_bug}"
+        if self.duration_s is not None:
+            command += f" --duration {self.duration_s:g}"
+        if self.clients != RunOptions.clients:
+            command += f" --clients {self.clients}"
+        return command
+
+
+@dataclass
+class RunResult:
+    """What a run saw."""
+
+    options: RunOptions
+    faults: tuple[Fault, ...]
+    violations: list[str] = field(default_factory=list)
+    linearizability: str = "unknown"
+    linearizability_detail: str = ""
+    history: History | None = None
+    events: list[tuple[float, str]] = field(default_factory=list)
+    trace_hash: str = ""
+    simulated_s: float = 0.0
+    wall_s: float = 0.0
+    operations: int = 0
+    task_steps: int = 0
+    check: CheckResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        """No invariant broken and the history linearizable (or too big to tell)."""
+        return not self.violations and self.linearizability != "violation"
+
+
+async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nursery) -> None:
+    """Carry out one fault, resolving symbolic targets against the cluster as it is now."""
+    names = _resolve(cluster, fault.targets, rng)
+    network = cluster.network
+    others = [name for name in cluster.names if name not in names]
+    match fault.kind:
+        case "partition" | "isolate":
+            network.partition(names, others)
+        case "cut-one-way":
+            if len(names) == 2:
+                network.cut(names[0], names[1], one_way=True)
+        case "clog":
+            if len(names) == 2:
+                network.clog(names[0], names[1], trio.current_time() + fault.duration_s)
+        case "latency":
+            for name in names:
+                for other in others:
+                    network.set_latency(name, other, fault.value_s, fault.value_s / 2)
+            nursery.start_soon(_restore_latency, cluster, names, others, fault.duration_s)
+        case "crash":
+            for name in names:
+                cluster.crash(name)
+        case "restart":
+            for name in names:
+                await cluster.restart(name)
+        case "restart-all":
+            for name in cluster.names:
+                await cluster.restart(name)
+        case "reset":
+            for name in names:
+                network.reset(name)
+        case "heal":
+            network.heal()
+        case _:
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
+    cluster.note(f"{fault.kind} {' '.join(names)}".rstrip())
+
+
+async def _restore_latency(
+    cluster: SimCluster, names: list[str], others: list[str], after_s: float
+) -> None:
+    await trio.sleep(after_s)
+    options = cluster.options
+    for name in names:
+        for other in others:
+            cluster.network.set_latency(name, other, options.latency_s, options.jitter_s)
+
+
+def _resolve(cluster: SimCluster, targets: tuple[str, ...], rng: Random) -> list[str]:
+    """Symbolic targets (leader, follower, random) as distinct member names."""
+    chosen: list[str] = []
+    for target in targets:
+        candidates = [name for name in cluster.names if name not in chosen]
+        if target == "leader":
+            leader = cluster.leader()
+            pick = leader if leader in candidates else None
+        elif target == "follower":
+            leader = cluster.leader()
+            followers = [name for name in candidates if name != leader and name in cluster.up()]
+            pick = rng.choice(followers) if followers else None
+        elif target == "random":
+            pick = rng.choice(candidates) if candidates else None
+        else:
+            pick = target if target in candidates else None
+        if pick is None and candidates:
+            pick = rng.choice(candidates)
+        if pick is not None:
+            chosen.append(pick)
+    return chosen
+
+
+async def _run_faults(
+    cluster: SimCluster, faults: tuple[Fault, ...], start_s: float, rng: Random
+) -> None:
+    async with trio.open_nursery() as nursery:
+        for fault in faults:
+            await trio.sleep_until(start_s + fault.at_s)
+            await _fire(cluster, fault, rng, nursery)
+
+
+async def _recover(cluster: SimCluster) -> str:
+    """Heal everything; a new write must reach every member. Returns a violation or ""."""
+    cluster.network.heal()
+    for name in cluster.names:
+        await cluster.restart(name)
+    cluster.note("heal everything, restart every member")
+    deadline = trio.current_time() + RECOVERY_S_MAX
+    host = cluster.network.host("recovery")
+    while trio.current_time() < deadline:
+        leader = await cluster.wait_for_leader(deadline - trio.current_time())
+        if leader is None:
+            break
+        client = V2Client(host, cluster.client_url(leader), timeout_s=3.0)
+        try:
+            reply = await client.set("/recovery", f"at {trio.current_time():.3f}")
+        except (EtcdError, HttpError):
+            await trio.sleep(0.2)
+            continue
+        finally:
+            await client.aclose()
+        index = reply.raft_index
+        while trio.current_time() < deadline:
+            if all(cluster.member(name).applied_index() >= index for name in cluster.names):
+                return ""
+            await trio.sleep(0.05)
+    behind = {name: cluster.member(name).applied_index() for name in cluster.up()}
+    return f"liveness: no write committed on every member within {RECOVERY_S_MAX:g}s ({behind})"
+
+
+async def _simulate(
+    options: RunOptions, faults: tuple[Fault, ...], result: RunResult, watchdog: Watchdog
+) -> None:
+    """The run, stopped by the watchdog if it spins."""
+    result.history = History(clock=trio.current_time)
+    with trio.CancelScope() as scope:
+        watchdog.scope = scope
+        await _simulate_cluster(options, faults, result)
+    if watchdog.expired:
+        result.violations.append(
+            f"watchdog: {watchdog.steps} task steps by {trio.current_time():.1f}s simulated: "
+            "the run spins (a livelock) and was stopped"
+        )
+        result.history.finish(note="the watchdog stopped the run")
+        result.simulated_s = trio.current_time()
+
+
+async def _simulate_cluster(
+    options: RunOptions, faults: tuple[Fault, ...], result: RunResult
+) -> None:
+    rng = Random(options.seed)
+    scenario = SCENARIOS[options.scenario]
+    cluster_options = scenario.cluster(Random(rng.getrandbits(64)))
+    if options.planted_bug:
+        cluster_options = replace(cluster_options, planted_bugs=frozenset({options.planted_bug}))
+    duration_s = options.duration_s if options.duration_s is not None else scenario.duration_s
+    history = result.history
+    assert history is not None
+    async with trio.open_nursery() as nursery:
+        cluster = SimCluster(cluster_options, Random(rng.getrandbits(64)), nursery)
+        await cluster.start_all()
+        monitor = Monitor(cluster)
+        nursery.start_soon(monitor.run)
+        if await cluster.wait_for_leader(STARTUP_S_MAX) is None:
+            result.violations.append(f"liveness: no leader within {STARTUP_S_MAX:g}s of starting")
+        start_s = trio.current_time()
+        workload = WorkloadOptions(clients=options.clients, keys=options.keys)
+        workload_rng, fault_rng = Random(rng.getrandbits(64)), Random(rng.getrandbits(64))
+        async with trio.open_nursery() as phase:
+            phase.start_soon(
+                partial(
+                    run_workload,
+                    cluster,
+                    history,
+                    options=workload,
+                    rng=workload_rng,
+                    stop_at_s=start_s + duration_s,
+                    operations_max=options.operations_max,
+                )
+            )
+            phase.start_soon(_run_faults, cluster, faults, start_s, fault_rng)
+            await trio.sleep_until(start_s + duration_s)
+            phase.cancel_scope.cancel()
+        history.finish(note="the faulty phase ended")
+        problem = await _recover(cluster)
+        if problem:
+            result.violations.append(problem)
+        monitor.check()
+        result.violations.extend(monitor.violations)
+        result.events = list(cluster.events)
+        result.simulated_s = trio.current_time()
+        result.trace_hash = _trace_hash(cluster, history)
+        nursery.cancel_scope.cancel()
+
+
+def _trace_hash(cluster: SimCluster, history: History) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(cluster.network.digest().encode())
+    for name in cluster.names:
+        for time_s, event in cluster.slots[name].disk.trace:
+            hasher.update(f"{name} {time_s!r} {event}\n".encode())
+    hasher.update(cluster.state_digest().encode())
+    hasher.update(history.to_json().encode())
+    return hasher.hexdigest()
+
+
+def run(options: RunOptions) -> RunResult:
+    """Run one seed and check it; never raises for a violation, reports it."""
+    if options.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {options.scenario!r}; one of {sorted(SCENARIOS)}")
+    scenario = SCENARIOS[options.scenario]
+    rng = Random(options.seed)
+    rng.getrandbits(64)  # the cluster options' draw, as in _simulate
+    duration_s = options.duration_s if options.duration_s is not None else scenario.duration_s
+    faults = options.faults
+    if faults is None:
+        faults = scenario.schedule(Random(options.seed ^ 0x5CED), duration_s)
+    result = RunResult(options, faults)
+    watchdog = Watchdog()
+    started = time.perf_counter()  # reporting wall time; not inside the simulation
+    run_deterministic(
+        _simulate, options.seed, options, faults, result, watchdog, instruments=[watchdog]
+    )
+    result.task_steps = watchdog.steps
+    if result.history is not None:
+        result.operations = len(result.history)
+        verdict = check_history(result.history)
+        result.linearizability = verdict.verdict.value
+        result.linearizability_detail = verdict.summary()
+        result.check = verdict
+    result.wall_s = time.perf_counter() - started
+    return result

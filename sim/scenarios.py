@@ -1,0 +1,261 @@
+"""Named fault scenarios: each turns a seed into a schedule of faults.
+
+A schedule is plain data (a tuple of :class:`Fault`), so a run can print
+it, a failing run can be replayed from it, and the shrinker can drop faults
+from it. Targets may be symbolic ("leader", "follower", "minority"), and are
+resolved when the fault fires, from the cluster as it is then (which the
+seed decides too).
+
+Scenario names are the CLI's (kebab case). ``swarm`` draws its fault knobs
+per seed and mixes everything, as TigerBeetle's VOPR and swarm testing do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from random import Random
+
+from sim.cluster import ClusterOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault at a virtual time (seconds after the cluster is up).
+
+    ``kind`` is one of: partition (``targets``: the minority side, possibly
+    symbolic; the rest is the other side), isolate, cut (two targets), cut-one-way
+    (from, to), clog (two targets, for ``duration_s``), latency (``duration_s``
+    of ``value_s`` extra delay on a target's links), crash, restart, restart-all,
+    reset, heal.
+    """
+
+    at_s: float
+    kind: str
+    targets: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    value_s: float = 0.0
+
+    def describe(self) -> str:
+        """One line for reports."""
+        text = f"{self.at_s:7.3f}s {self.kind}"
+        if self.targets:
+            text += " " + " ".join(self.targets)
+        if self.duration_s:
+            text += f" for {self.duration_s:.3f}s"
+        if self.value_s:
+            text += f" +{self.value_s * 1000:.0f}ms"
+        return text
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named way to break a cluster."""
+
+    name: str
+    description: str
+    cluster: Callable[[Random], ClusterOptions]
+    schedule: Callable[[Random, float], tuple[Fault, ...]]
+    duration_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class SwarmKnobs:
+    """Per-seed weights of each fault kind for ``swarm``."""
+
+    weights: dict[str, int] = field(default_factory=dict)
+    mean_gap_s: float = 1.0
+
+
+def _default_cluster(rng: Random) -> ClusterOptions:
+    fsync_s = rng.choice((0.0002, 0.001, 0.005, 0.02))
+    return ClusterOptions(
+        size=5,
+        latency_s=rng.choice((0.0005, 0.001, 0.005)),
+        jitter_s=rng.choice((0.0, 0.002, 0.01)),
+        fsync_latency_s=fsync_s,
+        fsync_jitter_s=fsync_s * rng.choice((0.1, 1.0, 3.0)),
+        clock_skew_s_max=rng.choice((0.0, 0.05, 0.3)),
+    )
+
+
+def _three_member_cluster(rng: Random) -> ClusterOptions:
+    return replace(_default_cluster(rng), size=3)
+
+
+def _crash_cluster(rng: Random) -> ClusterOptions:
+    """Three members on slow disks (fsyncs of 5 to 60 ms): crashes often land mid-fsync."""
+    fsync_s = rng.choice((0.005, 0.02))
+    return replace(
+        _default_cluster(rng), size=3, fsync_latency_s=fsync_s, fsync_jitter_s=2 * fsync_s
+    )
+
+
+def _split_brain(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """etcd's split brain: the leader and one follower in a minority, the rest on the
+    other side; the minority must commit nothing and serve no linearizable read."""
+    start = rng.uniform(2.0, 4.0)
+    length = rng.uniform(5.0, 9.0)
+    return (
+        Fault(start, "partition", ("leader", "follower"), duration_s=length),
+        Fault(start + length, "heal"),
+    )
+
+
+def _leader_isolation(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    faults = []
+    at = rng.uniform(1.0, 3.0)
+    while at < duration_s - 2:
+        length = rng.uniform(1.0, 4.0)
+        faults.append(Fault(at, "isolate", ("leader",), duration_s=length))
+        faults.append(Fault(at + length, "heal"))
+        at += length + rng.uniform(1.0, 3.0)
+    return tuple(faults)
+
+
+def _flapping_partitions(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    faults = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        side = rng.choice((("random",), ("random", "random"), ("leader",), ("leader", "random")))
+        length = rng.uniform(0.2, 1.5)
+        faults.append(Fault(at, "partition", side, duration_s=length))
+        faults.append(Fault(at + length, "heal"))
+        at += length + rng.uniform(0.1, 1.0)
+    return tuple(faults)
+
+
+def _one_way_partition(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    faults = []
+    at = rng.uniform(1.0, 3.0)
+    while at < duration_s - 2:
+        pair = rng.choice((("leader", "follower"), ("follower", "leader"), ("random", "random")))
+        length = rng.uniform(1.0, 4.0)
+        faults.append(Fault(at, "cut-one-way", pair, duration_s=length))
+        faults.append(Fault(at + length, "heal"))
+        at += length + rng.uniform(0.5, 2.0)
+    return tuple(faults)
+
+
+def _rolling_restart(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    faults = []
+    at = rng.uniform(1.0, 2.0)
+    for name in ClusterOptions().names():
+        faults.append(Fault(at, "crash", (name,)))
+        at += rng.uniform(0.5, 2.0)
+        faults.append(Fault(at, "restart", (name,)))
+        at += rng.uniform(1.0, 2.5)
+    return tuple(fault for fault in faults if fault.at_s < duration_s)
+
+
+def _crash_during_commit(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    faults = []
+    at = rng.uniform(1.0, 2.0)
+    while at < duration_s - 1:
+        targets = rng.choice((("leader",), ("follower",), ("leader", "follower")))
+        faults.append(Fault(at, "crash", targets))
+        at += rng.uniform(0.05, 1.5)
+        faults.append(Fault(at, "restart-all"))
+        at += rng.uniform(0.5, 2.5)
+    return tuple(faults)
+
+
+def _unsynced_loss(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """Crash a majority at once (power loss): unsynced writes are lost on all of them."""
+    faults = []
+    at = rng.uniform(2.0, 4.0)
+    while at < duration_s - 2:
+        faults.append(Fault(at, "crash", ("leader", "follower", "follower")))
+        at += rng.uniform(0.1, 1.0)
+        faults.append(Fault(at, "restart-all"))
+        at += rng.uniform(2.0, 5.0)
+    return tuple(faults)
+
+
+def _snapshot_catch_up(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """A follower falls far behind (the log is compacted past it) and catches up by snapshot."""
+    start = rng.uniform(1.0, 2.0)
+    length = rng.uniform(8.0, 12.0)
+    kind = rng.choice(("isolate", "crash"))
+    if kind == "crash":
+        return (Fault(start, "crash", ("follower",)), Fault(start + length, "restart-all"))
+    return (
+        Fault(start, "isolate", ("follower",), duration_s=length),
+        Fault(start + length, "heal"),
+    )
+
+
+def _snapshot_cluster(rng: Random) -> ClusterOptions:
+    return replace(_default_cluster(rng), snapshot_every_entries=40, snapshot_catch_up_entries=10)
+
+
+SWARM_KINDS = ("partition", "isolate", "cut-one-way", "clog", "latency", "crash", "reset")
+
+
+def draw_swarm_knobs(rng: Random) -> SwarmKnobs:
+    """Each fault kind is off for some seeds and frequent for others."""
+    weights = {kind: rng.choice((0, 0, 1, 3, 6)) for kind in SWARM_KINDS}
+    if not any(weights.values()):
+        weights[rng.choice(SWARM_KINDS)] = 1
+    return SwarmKnobs(weights, mean_gap_s=rng.choice((0.3, 1.0, 2.5)))
+
+
+def _swarm(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    knobs = draw_swarm_knobs(rng)
+    kinds = [kind for kind, weight in knobs.weights.items() for _ in range(weight)]
+    faults: list[Fault] = []
+    at = rng.uniform(0.5, 2.0)
+    while at < duration_s - 1:
+        kind = rng.choice(kinds)
+        length = rng.uniform(0.3, 4.0)
+        faults.extend(_swarm_fault(rng, kind, at, length))
+        at += rng.expovariate(1 / knobs.mean_gap_s)
+    faults.sort(key=lambda fault: fault.at_s)
+    return tuple(faults)
+
+
+def _swarm_fault(rng: Random, kind: str, at: float, length: float) -> list[Fault]:
+    target = rng.choice(("leader", "follower", "random"))
+    match kind:
+        case "partition":
+            side = rng.choice(((target,), (target, "random")))
+            return [Fault(at, "partition", side, duration_s=length), Fault(at + length, "heal")]
+        case "isolate":
+            return [Fault(at, "isolate", (target,), duration_s=length), Fault(at + length, "heal")]
+        case "cut-one-way":
+            pair = (target, rng.choice(("leader", "follower", "random")))
+            return [Fault(at, "cut-one-way", pair, duration_s=length), Fault(at + length, "heal")]
+        case "clog":
+            return [Fault(at, "clog", (target, "random"), duration_s=length)]
+        case "latency":
+            extra = rng.choice((0.01, 0.05, 0.2))
+            return [Fault(at, "latency", (target,), duration_s=length, value_s=extra)]
+        case "crash":
+            return [Fault(at, "crash", (target,)), Fault(at + length, "restart-all")]
+        case "reset":
+            return [Fault(at, "reset", (target,))]
+    raise AssertionError(kind)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario("split-brain", "leader and one follower cut off in a minority of 5",
+                 _default_cluster, _split_brain),
+        Scenario("leader-isolation", "the leader is cut off from everyone, again and again",
+                 _default_cluster, _leader_isolation),
+        Scenario("flapping-partitions", "short random partitions, one after another",
+                 _default_cluster, _flapping_partitions),
+        Scenario("one-way-partition", "links that carry bytes one way only",
+                 _default_cluster, _one_way_partition),
+        Scenario("rolling-restart", "every member crashes and restarts in turn",
+                 _default_cluster, _rolling_restart),
+        Scenario("crash-during-commit", "the leader, and a follower, crash mid-write",
+                 _crash_cluster, _crash_during_commit),
+        Scenario("unsynced-loss", "a majority loses power at once, losing unsynced writes",
+                 _default_cluster, _unsynced_loss),
+        Scenario("snapshot-catch-up", "a follower falls behind the compacted log",
+                 _snapshot_cluster, _snapshot_catch_up),
+        Scenario("swarm", "every fault kind, knobs drawn per seed", _default_cluster, _swarm),
+    )
+}  # fmt: skip
