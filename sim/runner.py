@@ -90,8 +90,8 @@ class RunOptions:
     keys: int = 4
     operations_max: int | None = None
 
-    def replay_command(self) -> str:
-        """The command that runs this again."""
+    def replay_command(self, faults_file: str | None = None) -> str:
+        """The command that runs this again (with its own fault schedule from a file)."""
         command = f"troika sim run --seed {self.seed} --scenario {self.scenario}"
         if self.planted_bug:
             command += f" --bug {self.planted_bug}"
@@ -99,6 +99,10 @@ class RunOptions:
             command += f" --duration {self.duration_s:g}"
         if self.clients != RunOptions.clients:
             command += f" --clients {self.clients}"
+        if faults_file is not None:
+            command += f" --faults-file {faults_file}"
+        if self.operations_max is not None:
+            command += f" --operations-max {self.operations_max}"
         return command
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import trio
 import typer
 
-from troika import __version__, client_commands
+from troika import __version__, client_commands, sim_commands
 
 app = typer.Typer(
     name="troika",
@@ -152,6 +152,8 @@ def cluster_up(
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(run_cluster, layout, fresh)
 
+
+app.add_typer(sim_commands.sim_app, name="sim")
 
 member_app = typer.Typer(help="Cluster membership.", no_args_is_help=True)
 endpoint_app = typer.Typer(help="Endpoint health and status.", no_args_is_help=True)

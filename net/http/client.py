@@ -268,6 +268,10 @@ async def _receive_into(
         raise parser.error
 
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Requests that may be sent twice: a v2 PUT or DELETE may not (it may be a compare-and-swap)."""
+
+
 class _StaleConnection(Exception):
     """A reused connection turned out closed before any response byte: retry on a new one."""
 
@@ -346,7 +350,9 @@ class HttpClient:
         data = _encode_request(method, target, address, headers, body)
         try:
             with trio.fail_at(_deadline(timeout)):
-                connection, parser = await self._exchange(address, data, method == "HEAD")
+                connection, parser = await self._exchange(
+                    address, data, method == "HEAD", method in IDEMPOTENT_METHODS
+                )
         except trio.TooSlowError as error:
             raise HttpTimeout(f"{method} {url}: no response headers in {timeout} s") from error
         reply = StreamingClientResponse(connection, parser, self._limits)
@@ -378,14 +384,21 @@ class HttpClient:
         return address, target
 
     async def _exchange(
-        self, address: str, data: bytes, head_only: bool
+        self, address: str, data: bytes, head_only: bool, idempotent: bool
     ) -> tuple[_Connection, _ResponseParser]:
-        """Send the request and read up to the end of the response headers."""
+        """Send the request and read up to the end of the response headers.
+
+        A pooled connection may have been closed by the server while idle: a request whose
+        send fails on one is sent again on a fresh connection (the server never got it
+        whole). But when the connection breaks after the request was sent, the server may
+        have applied it: only an idempotent request is sent again; anything else fails,
+        and the caller must treat its outcome as unknown.
+        """
         while True:
             connection = await self._connection_to(address)
             parser = _ResponseParser(self._limits, head_only)
             try:
-                await self._send_and_read_head(connection, parser, data)
+                await self._send_and_read_head(connection, parser, data, idempotent)
             except _StaleConnection:
                 await connection.aclose()
                 continue
@@ -395,7 +408,7 @@ class HttpClient:
             return connection, parser
 
     async def _send_and_read_head(
-        self, connection: _Connection, parser: _ResponseParser, data: bytes
+        self, connection: _Connection, parser: _ResponseParser, data: bytes, idempotent: bool
     ) -> None:
         try:
             await connection.stream.send_all(data)
@@ -407,7 +420,7 @@ class HttpClient:
             try:
                 await _receive_into(connection, parser, self._limits)
             except HttpProtocolError:
-                if connection.reused and not parser.started:
+                if connection.reused and not parser.started and idempotent:
                     raise _StaleConnection from None
                 raise
 

@@ -153,3 +153,61 @@ async def test_a_body_delimited_by_close_is_read() -> None:
         reply = await HttpClient(network).request("GET", "http://old:1/")
         assert (reply.status, reply.body) == (400, b"400 Bad")
         nursery.cancel_scope.cancel()
+
+
+class _ApplyThenBreak:
+    """A server that reads a whole request, counts it as applied, and breaks the connection
+    before answering: the client cannot know whether the request took effect."""
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        self.connections += 1
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+        if self.connections == 1:
+            # The first connection answers normally, so that the client pools it.
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                data += chunk
+        self.applied.append(data.split(b"\r\n", 1)[0])
+        await trio.aclose_forcefully(stream)
+
+
+async def test_a_write_is_never_sent_twice_when_the_connection_breaks() -> None:
+    """Found by the simulator: a PUT whose pooled connection broke after the server got it was
+    sent again, so a compare-and-delete could apply and then report "key not found"."""
+    server = _ApplyThenBreak()
+    network = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.serve, "server:1", server.handle)
+        client = HttpClient(network, "http://server:1")
+        await client.request("GET", "/warm")
+        with pytest.raises(HttpProtocolError):
+            await client.request("DELETE", "/v2/keys/k?prevIndex=32")
+        assert server.applied == [b"DELETE /v2/keys/k?prevIndex=32 HTTP/1.1"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_read_is_sent_again_when_a_pooled_connection_breaks() -> None:
+    server = _ApplyThenBreak()
+    network = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.serve, "server:1", server.handle)
+        client = HttpClient(network, "http://server:1")
+        await client.request("GET", "/warm")
+        with pytest.raises(HttpProtocolError):
+            await client.request("GET", "/v2/keys/k")
+        # Sent twice: once on the pooled connection, once on a fresh one (which broke too).
+        assert server.applied == [b"GET /v2/keys/k HTTP/1.1"] * 2
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,95 @@
+"""What a run reports: a summary a person reads, and files for a failure.
+
+Every report starts with the seed and ends with the trace hash and the
+command that replays the run. A failed run also leaves, in its own
+directory, the history as JSON (to check again or replay), the smallest
+failing history the checker found, and a timeline page (HTML with inline
+SVG) of every client's operations with the faults drawn across it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sim.runner import RunResult
+from sim.scenarios import Fault
+from sim.timeline import FaultEvent, render_timeline
+
+
+def summary_lines(result: RunResult) -> list[str]:
+    """The run in a few lines: seed first, trace hash and replay command last."""
+    options = result.options
+    lines = [f"SEED={options.seed} scenario={options.scenario}"]
+    if options.planted_bug:
+        lines[0] += f" planted-bug={options.planted_bug}"
+    verdict = "PASSED" if result.passed else "FAILED"
+    lines.append(
+        f"{verdict}: {result.operations} operations, {result.simulated_s:.1f}s simulated in "
+        f"{result.wall_s:.1f}s ({result.simulated_s / max(result.wall_s, 1e-9):.1f}x), "
+        f"linearizability {result.linearizability}"
+    )
+    lines.extend(f"  violation: {text}" for text in result.violations)
+    if result.linearizability == "violation":
+        lines.extend("  " + line for line in result.linearizability_detail.splitlines())
+    if not result.passed:
+        lines.append(f"  faults ({len(result.faults)}):")
+        lines.extend(f"    {fault.describe()}" for fault in result.faults)
+    lines.append(f"trace hash {result.trace_hash}")
+    lines.append(f"replay: {options.replay_command()}")
+    return lines
+
+
+def faults_to_json(faults: tuple[Fault, ...]) -> str:
+    """A fault schedule as JSON (``--faults-file`` reads it back)."""
+    return json.dumps(
+        [
+            {"at_s": f.at_s, "kind": f.kind, "targets": list(f.targets),
+             "duration_s": f.duration_s, "value_s": f.value_s}
+            for f in faults
+        ],
+        indent=1,
+    )  # fmt: skip
+
+
+def faults_from_json(text: str) -> tuple[Fault, ...]:
+    """Parse what ``faults_to_json`` wrote.
+
+    Raises:
+        ValueError: not a list of faults.
+    """
+    items = json.loads(text)
+    if not isinstance(items, list):
+        raise ValueError("a fault schedule is a JSON list")
+    return tuple(
+        Fault(
+            float(item["at_s"]),
+            str(item["kind"]),
+            tuple(str(target) for target in item.get("targets", [])),
+            float(item.get("duration_s", 0.0)),
+            float(item.get("value_s", 0.0)),
+        )
+        for item in items
+    )
+
+
+def write_failure(result: RunResult, directory: Path) -> Path:
+    """Write a failed run's files; returns the run's own directory."""
+    options = result.options
+    run_dir = directory / f"seed-{options.seed}-{options.scenario}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.txt").write_text("\n".join(summary_lines(result)) + "\n")
+    (run_dir / "faults.json").write_text(faults_to_json(result.faults) + "\n")
+    if result.history is not None:
+        (run_dir / "history.json").write_text(result.history.to_json())
+        events = [FaultEvent(time_s, text) for time_s, text in result.events]
+        highlight = result.check.failing_op_ids() if result.check is not None else frozenset()
+        page = render_timeline(
+            result.history,
+            faults=events,
+            highlight=highlight,
+            result=result.check,
+            title=f"troika sim: seed {options.seed}, {options.scenario}",
+        )
+        (run_dir / "timeline.html").write_text(page)
+    return run_dir
