@@ -259,8 +259,11 @@ class Member:
         self.transport.set_peers(peer_addresses(membership, self.member_id))
 
     def _on_unreachable(self, member_id: int) -> None:
-        # A lost report only delays the switch to probing; never block the transport for it.
-        with contextlib.suppress(trio.WouldBlock):
+        # A lost report only delays the switch to probing; never block the transport for it,
+        # and never fail it when the member is stopping (the raft actor's inbox is closed).
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
             self.raft_send.send_nowait(Unreachable(member_id))
 
     # -- request paths -------------------------------------------------------------------

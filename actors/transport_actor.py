@@ -62,6 +62,8 @@ class TransportActor:
                     log.error(
                         "%x: snapshot report for %x lost: queue full", self.member_id, recipient
                     )
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the member is stopping; nobody waits for the report
 
             self.transport.send_snapshot(recipient, wire, report)
         elif not self.transport.send(message.recipient, wire):
