@@ -8,7 +8,10 @@ disk kept, as a real restart opens its data directory.
 
 The :class:`Monitor` checks the cluster's invariants while it runs: at most
 one leader per term, no two members that applied different entries at an
-index, and no member whose applied index goes back while it runs.
+index, no member whose applied index goes back while it runs, and no leader
+that believes a follower holds entries the follower does not have (an
+acknowledged append must be durable: a follower that loses it in a crash
+broke that promise).
 """
 
 from __future__ import annotations
@@ -260,6 +263,7 @@ class Monitor:
             member = self.cluster.member(name)
             self._check_leader(name, member)
             self._check_applied(name, member)
+        self._check_acknowledged_entries()
 
     def _fail(self, text: str) -> None:
         if text not in self.violations:
@@ -272,6 +276,30 @@ class Monitor:
             known = self.leader_by_term.setdefault(status.term, name)
             if known != name:
                 self._fail(f"election safety: {known} and {name} both led term {status.term}")
+
+    def _check_acknowledged_entries(self) -> None:
+        """Within its term, a leader's match index for a follower never passes the end of
+        that follower's log: the follower acknowledged only entries it had persisted, and
+        the same leader never makes it truncate them."""
+        leader_name = self.cluster.leader()
+        if leader_name is None:
+            return
+        leader = self.cluster.member(leader_name)
+        raft = leader.raft_actor.node.raft
+        by_id = {self.cluster.member(n).member_id: n for n in self.cluster.up()}
+        for member_id, progress in raft.tracker.peers(raft.id):
+            name = by_id.get(member_id)
+            if name is None:
+                continue
+            follower = self.cluster.member(name)
+            if follower.status.term != raft.term:
+                continue
+            last = follower.state.raft_store.last_index()
+            if progress.match > last:
+                self._fail(
+                    f"durability: leader {leader_name} (term {raft.term}) holds that {name} "
+                    f"acknowledged index {progress.match}, but {name}'s log ends at {last}"
+                )
 
     def _check_applied(self, name: str, member: Member) -> None:
         slot = self.cluster.slots[name]
