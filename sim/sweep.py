@@ -10,6 +10,8 @@ a seed over the limit is reported as a failure, and replaying it shows why.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import json
 import logging
 import multiprocessing
 import signal
@@ -44,6 +46,8 @@ class SeedOutcome:
     wall_s: float
     operations: int
     report_dir: str = ""
+    replay: str = ""
+    """The command that replays the seed: it names every option the run had."""
 
 
 @dataclass
@@ -52,6 +56,8 @@ class SweepSummary:
 
     outcomes: list[SeedOutcome] = field(default_factory=list)
     wall_s: float = 0.0
+    resumed: int = 0
+    """How many of ``outcomes`` came from an earlier sweep's results file."""
 
     @property
     def failures(self) -> list[SeedOutcome]:
@@ -63,14 +69,18 @@ class SweepSummary:
         simulated = sum(o.simulated_s for o in self.outcomes)
         busy = sum(o.wall_s for o in self.outcomes)
         operations = sum(o.operations for o in self.outcomes)
-        per_minute = len(self.outcomes) * 60 / max(self.wall_s, 1e-9)
+        ran_here = len(self.outcomes) - self.resumed
+        per_minute = ran_here * 60 / max(self.wall_s, 1e-9)
         lines = [
             f"{len(self.outcomes)} seeds: {len(self.outcomes) - len(self.failures)} passed, "
             f"{len(self.failures)} failed, {operations} client operations",
             f"{simulated:.0f}s simulated in {busy:.0f}s of worker time "
             f"({simulated / max(busy, 1e-9):.1f} simulated s per wall s per worker); "
-            f"sweep took {self.wall_s:.0f}s ({per_minute:.1f} seeds/minute)",
+            f"this sweep ran {ran_here} seeds in {self.wall_s:.0f}s "
+            f"({per_minute:.1f} seeds/minute)",
         ]
+        if self.resumed:
+            lines.append(f"{self.resumed} seeds were read back from an earlier sweep's results")
         for outcome in self.failures:
             lines.append(f"FAILED seed {outcome.seed} ({outcome.scenario}):")
             lines.extend("  " + line for line in outcome.summary[1:])
@@ -109,7 +119,7 @@ def run_one(
             options.seed, options.scenario, False,
             [f"SEED={options.seed} scenario={options.scenario}", f"FAILED: {error}",
              f"replay: {options.replay_command()}"],
-            0.0, wall_s_max, 0,
+            0.0, wall_s_max, 0, replay=options.replay_command(),
         )  # fmt: skip
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -126,7 +136,44 @@ def run_one(
         result.wall_s,
         result.operations,
         written,
+        options.replay_command(),
     )
+
+
+def load_results(path: Path) -> list[SeedOutcome]:
+    """The outcomes an earlier sweep appended to ``path`` (none if it does not exist).
+
+    A sweep stopped part way (Ctrl-C, a machine needed for something else)
+    keeps every seed it finished, so a 10,000-seed sweep can run in pieces.
+    A last line cut short by the stop is ignored.
+    """
+    if not path.exists():
+        return []
+    outcomes = []
+    for line in path.read_text().splitlines():
+        try:
+            outcomes.append(SeedOutcome(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return outcomes
+
+
+def earlier_outcomes(
+    path: Path, seeds: Iterable[int], make_options: Callable[[int], RunOptions]
+) -> list[SeedOutcome]:
+    """The seeds of ``seeds`` that ``path`` already holds, run with the same options."""
+    wanted = set(seeds)
+    return [
+        outcome
+        for outcome in load_results(path)
+        if outcome.seed in wanted and outcome.replay == make_options(outcome.seed).replay_command()
+    ]
+
+
+def append_result(path: Path, outcome: SeedOutcome) -> None:
+    """Add one finished seed to a sweep's results file (one JSON object per line)."""
+    with path.open("a") as results:
+        results.write(json.dumps(dataclasses.asdict(outcome), sort_keys=True) + "\n")
 
 
 def sweep(
@@ -136,11 +183,31 @@ def sweep(
     workers: int,
     report_dir: str = "",
     on_outcome: Callable[[SeedOutcome], None] | None = None,
+    results_path: Path | None = None,
 ) -> SweepSummary:
-    """Run every seed on ``workers`` processes; ``on_outcome`` sees each as it ends."""
+    """Run every seed on ``workers`` processes; ``on_outcome`` sees each as it ends.
+
+    With ``results_path``, each finished seed is appended there, and seeds
+    already in it (from an earlier, interrupted sweep with the same options)
+    are not run again.
+    """
     summary = SweepSummary()
+    wanted = set(seeds)
+    if results_path is not None:
+        earlier = earlier_outcomes(results_path, wanted, make_options)
+        done = {o.seed for o in earlier}
+        summary.outcomes.extend(earlier)
+        summary.resumed = len(earlier)
+        wanted -= done
+        inner = on_outcome
+
+        def on_outcome(outcome: SeedOutcome) -> None:
+            append_result(results_path, outcome)
+            if inner is not None:
+                inner(outcome)
+
     started = time.perf_counter()  # the harness reports wall time
-    options_list = [make_options(seed) for seed in seeds]
+    options_list = [make_options(seed) for seed in sorted(wanted)]
     if workers <= 1:
         for options in options_list:
             _record(summary, run_one(options, report_dir), on_outcome)
@@ -159,7 +226,7 @@ def sweep(
                         options.seed, options.scenario, False,
                         [f"SEED={options.seed}", f"the worker failed: {error!r}",
                          f"replay: {options.replay_command()}"],
-                        0.0, 0.0, 0,
+                        0.0, 0.0, 0, replay=options.replay_command(),
                     )  # fmt: skip
                 _record(summary, outcome, on_outcome)
     summary.wall_s = time.perf_counter() - started

@@ -90,12 +90,22 @@ def sweep_command(
     bug: Bug = None,
     duration: Duration = None,
     report_dir: ReportDir = "sim-reports",
+    results: Annotated[
+        str | None,
+        typer.Option(
+            "--results",
+            help="Append each finished seed to this JSON-lines file; seeds already in it "
+            "are not run again (an interrupted sweep resumes).",
+        ),
+    ] = None,
 ) -> None:
     """Run many seeds across processes, with a progress bar and a summary."""
+    from pathlib import Path
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sim.runner import RunOptions
-    from sim.sweep import scenario_for, sweep
+    from sim.sweep import earlier_outcomes, scenario_for, sweep
 
     seed_range = _parse_seeds(seeds)
 
@@ -107,8 +117,10 @@ def sweep_command(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("failed: {task.fields[failed]}"))  # fmt: skip
     with Progress(*columns) as progress:
-        task = progress.add_task("sweep", total=len(seed_range), failed=0)
-        failed = 0
+        earlier = earlier_outcomes(Path(results), seed_range, make_options) if results else []
+        failed = sum(1 for o in earlier if not o.passed)
+        already = len(earlier)
+        task = progress.add_task("sweep", total=len(seed_range), completed=already, failed=failed)
 
         def on_outcome(outcome: object) -> None:
             nonlocal failed
@@ -116,7 +128,12 @@ def sweep_command(
             progress.update(task, advance=1, failed=failed)
 
         summary = sweep(
-            seed_range, make_options, workers=workers, report_dir=report_dir, on_outcome=on_outcome
+            seed_range,
+            make_options,
+            workers=workers,
+            report_dir=report_dir,
+            on_outcome=on_outcome,
+            results_path=Path(results) if results else None,
         )
     for line in summary.lines():
         typer.echo(line)
