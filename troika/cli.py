@@ -15,7 +15,7 @@ from typing import Annotated
 import trio
 import typer
 
-from troika import __version__, client_commands, sim_commands
+from troika import __version__, bench_commands, client_commands, sim_commands
 
 app = typer.Typer(
     name="troika",
@@ -154,6 +154,7 @@ def cluster_up(
 
 
 app.add_typer(sim_commands.sim_app, name="sim")
+app.command("bench")(bench_commands.bench_command)
 
 member_app = typer.Typer(help="Cluster membership.", no_args_is_help=True)
 endpoint_app = typer.Typer(help="Endpoint health and status.", no_args_is_help=True)

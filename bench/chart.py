@@ -1,0 +1,64 @@
+"""The benchmark's picture: throughput and p99 latency against connections, troika beside etcd.
+
+One row per workload, two panels per row (ops/s, p99 ms), one line per system; both axes of
+connections are logarithmic, as the counts usually are (1, 16, 64). Drawn with matplotlib's
+Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.suite import BenchReport
+
+COLOURS = {"troika": "#c0392b", "etcd": "#2471a3"}
+PANEL_WIDTH_IN = 5.0
+PANEL_HEIGHT_IN = 3.2
+
+
+def draw(report: BenchReport, path: Path) -> None:
+    """Write the chart of ``report`` to ``path`` (PNG)."""
+    workloads = list(report.plan.workloads)
+    cells = report.cells()
+    figure, axes = plt.subplots(
+        len(workloads),
+        2,
+        figsize=(2 * PANEL_WIDTH_IN, PANEL_HEIGHT_IN * len(workloads)),
+        squeeze=False,
+    )
+    for row, workload in enumerate(workloads):
+        throughput, latency = axes[row]
+        for system, colour in COLOURS.items():
+            mine = sorted(
+                (c for c in cells if c.system == system and c.workload == workload),
+                key=lambda c: c.connections,
+            )
+            if not mine:
+                continue
+            counts = [c.connections for c in mine]
+            throughput.plot(counts, [c.ops_per_s for c in mine], "o-", color=colour, label=system)
+            latency.plot(counts, [c.p99_ms for c in mine], "o-", color=colour, label=system)
+        unit = "watchers" if workload == "watch" else "connections"
+        throughput.set_title(f"{workload}: {'deliveries' if workload == 'watch' else 'ops'}/s")
+        latency.set_title(f"{workload}: p99 latency (ms)")
+        for axis in (throughput, latency):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(list(report.plan.connections))
+            axis.set_xticklabels([str(count) for count in report.plan.connections])
+            axis.set_xlabel(unit)
+            axis.set_ylim(bottom=0)
+            axis.grid(True, alpha=0.3)
+            axis.legend()
+    machine = report.machine
+    figure.suptitle(
+        f"troika vs etcd, {report.plan.cluster_size} members on loopback, "
+        f"{machine.get('cpus')} CPUs, median of {report.plan.runs} runs"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

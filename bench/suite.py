@@ -1,0 +1,471 @@
+"""``troika bench``: troika beside etcd 3.4, the same load, the same run, medians of several.
+
+Theory of operation
+-------------------
+
+Both clusters are started first (members on loopback, data in one scratch directory) and stay
+up for the whole run. Then every measurement is a *pair*: for each workload, connection count
+and repetition, troika is measured and then etcd, back to back, so that whatever else the
+machine does at that moment weighs on both. A figure in the table is the median of the
+repetitions; the troika/etcd ratio is the median of the ratios of each pair (not the ratio of
+the medians). The idle cluster of a pair costs little CPU (heartbeats only): the JSON keeps
+each member's CPU seconds of every sample, so that is visible.
+
+Per sample: ops/s, latency p50/p90/p99/max (``bench.loadgen``), the CPU seconds every member
+used during the sample (from ``/proc``), each member's peak RSS so far (``VmHWM``), the
+leader, and whether it changed. Before the clusters, the load generator's ceiling against a
+trivial server is measured at each connection count, so a result near it is suspect.
+
+The ``watch`` workload is a fan-out (``bench.watch``): its "connections" are watchers, its
+operations are deliveries, its latency runs from a write's send to a watcher's receipt.
+
+The ``sim`` target runs the simulator instead (``sim.runner``, no faults): its figures are in
+simulated time, with the simulation's speed beside them; they show the member code's cost,
+not a machine's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.clusters import EtcdCluster, ProcessCluster, TroikaCluster, etcd_available
+from bench.loadgen import WORKLOADS, CeilingResult, LoadResult, LoadSpec, measure_ceiling, run_load
+from bench.watch import WatchSpec, run_watch
+from sim.runner import RunOptions, run
+from sim.sweep import quiet_member_logs
+
+BENCH_WORKLOADS: tuple[str, ...] = (*WORKLOADS, "watch")
+SYSTEMS: tuple[str, ...] = ("troika", "etcd")
+CEILING_DURATION_S = 2.0
+BUSY_LOAD_AVERAGE = 1.0
+"""A one-minute load average above this before the run is reported: the figures are noisy."""
+KIB_PER_MIB = 1024
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Everything a run measures."""
+
+    workloads: tuple[str, ...] = ("put", "get-linearizable")
+    connections: tuple[int, ...] = (1, 16, 64)
+    runs: int = 3
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    key_size: int = 8
+    value_size: int = 256
+    key_space: int = 100_000
+    sequential_keys: bool = False
+    read_fraction: float = 0.9
+    cluster_size: int = 3
+    systems: tuple[str, ...] = SYSTEMS
+    watch_writes: int = 200
+    ceiling: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.workloads) - set(BENCH_WORKLOADS)
+        if unknown or not self.workloads:
+            raise ValueError(f"workloads are among {', '.join(BENCH_WORKLOADS)}")
+        if not self.connections or min(self.connections) < 1:
+            raise ValueError("connection counts must be at least 1")
+        if self.runs < 1 or self.cluster_size < 1:
+            raise ValueError("runs and cluster size must be at least 1")
+        if not set(self.systems) <= set(SYSTEMS) or not self.systems:
+            raise ValueError(f"systems are among {', '.join(SYSTEMS)}")
+
+    def load_spec(self, workload: str, endpoint: str, connections: int, run: int) -> LoadSpec:
+        """The load generator's spec for one sample (a different seed per repetition)."""
+        return LoadSpec(
+            endpoint=endpoint,
+            workload=workload,  # type: ignore[arg-type]  # checked in __post_init__
+            connections=connections,
+            duration_s=self.duration_s,
+            warmup_s=self.warmup_s,
+            key_size=self.key_size,
+            value_size=self.value_size,
+            key_space=self.key_space,
+            sequential_keys=self.sequential_keys,
+            read_fraction=self.read_fraction,
+            seed=run + 1,
+        )
+
+    def steps(self, systems: Sequence[str]) -> list[tuple[str, int, int, str]]:
+        """Every sample in the order it is taken: workload, connections, repetition, system."""
+        return [
+            (workload, count, run, system)
+            for workload in self.workloads
+            for count in self.connections
+            for run in range(self.runs)
+            for system in systems
+        ]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measurement of one system."""
+
+    system: str
+    workload: str
+    connections: int
+    run: int
+    load: LoadResult
+    leader: str
+    leader_changed: bool
+    member_cpu_s: dict[str, float]
+    """CPU seconds each member used during the sample (warm-up and preload included)."""
+    member_rss_peak_mib: dict[str, float]
+    """Each member's peak resident memory since it started, at the end of the sample."""
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The median of one system's samples at one workload and connection count."""
+
+    system: str
+    workload: str
+    connections: int
+    runs: int
+    ops_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_ms_per_op: float
+    """All members' CPU per operation (median over the repetitions)."""
+    rss_peak_mib: float
+    """The largest member's peak resident memory (the largest over the repetitions)."""
+    errors: int
+    leader_changes: int
+
+
+def cell_of(samples: Sequence[Sample]) -> Cell:
+    """The medians of the repetitions of one system, workload and connection count."""
+    first = samples[0]
+
+    def median(values: Iterator[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    return Cell(
+        system=first.system,
+        workload=first.workload,
+        connections=first.connections,
+        runs=len(samples),
+        ops_per_s=median(s.load.ops_per_s for s in samples),
+        p50_ms=median(s.load.latency.p50_ms for s in samples),
+        p90_ms=median(s.load.latency.p90_ms for s in samples),
+        p99_ms=median(s.load.latency.p99_ms for s in samples),
+        max_ms=median(s.load.latency.max_ms for s in samples),
+        cpu_ms_per_op=median(_cpu_ms_per_op(s) for s in samples),
+        rss_peak_mib=max(max(s.member_rss_peak_mib.values(), default=0.0) for s in samples),
+        errors=sum(s.load.errors for s in samples),
+        leader_changes=sum(s.leader_changed for s in samples),
+    )
+
+
+def _cpu_ms_per_op(sample: Sample) -> float:
+    operations = sample.load.requests * sample.wall_s / max(sample.load.duration_s, 1e-9)
+    return 1000.0 * sum(sample.member_cpu_s.values()) / operations if operations else 0.0
+
+
+def pair_ratio(troika: Sequence[Sample], etcd: Sequence[Sample]) -> float | None:
+    """troika ops/s over etcd ops/s, pair by pair (same repetition), then the median."""
+    by_run = {sample.run: sample for sample in etcd}
+    ratios = [
+        sample.load.ops_per_s / by_run[sample.run].load.ops_per_s
+        for sample in troika
+        if sample.run in by_run and by_run[sample.run].load.ops_per_s > 0
+    ]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+@dataclass
+class BenchReport:
+    """What a run measured, and the notes a reader needs to trust it."""
+
+    plan: BenchPlan
+    machine: dict[str, Any]
+    ceilings: list[CeilingResult] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    simulated: list[dict[str, Any]] = field(default_factory=list)
+
+    def cells(self) -> list[Cell]:
+        """One cell per system, workload and connection count, in the plan's order."""
+        groups: dict[tuple[str, str, int], list[Sample]] = {}
+        for sample in self.samples:
+            groups.setdefault((sample.workload, sample.system, sample.connections), []).append(
+                sample
+            )
+        return [cell_of(group) for group in groups.values()]
+
+    def ratio(self, workload: str, connections: int) -> float | None:
+        """troika/etcd at one workload and connection count (None without etcd)."""
+
+        def of(system: str) -> list[Sample]:
+            return [
+                s
+                for s in self.samples
+                if (s.system, s.workload, s.connections) == (system, workload, connections)
+            ]
+
+        return pair_ratio(of("troika"), of("etcd"))
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, samples included, for a results file."""
+        return {
+            "plan": asdict(self.plan),
+            "machine": self.machine,
+            "notes": self.notes,
+            "ceiling": [asdict(ceiling) for ceiling in self.ceilings],
+            "cells": [asdict(cell) for cell in self.cells()],
+            "ratios": [
+                {"workload": w, "connections": c, "troika_over_etcd": self.ratio(w, c)}
+                for w in self.plan.workloads
+                for c in self.plan.connections
+            ],
+            "samples": [asdict(sample) for sample in self.samples],
+            "simulated": self.simulated,
+        }
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a reader needs to place the figures."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "load_average_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def rss_peak_mib(pid: int | None) -> float:
+    """A process's peak resident memory (``VmHWM``), 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / KIB_PER_MIB, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User plus system CPU seconds of a process so far, 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_sample(
+    plan: BenchPlan, cluster: ProcessCluster, workload: str, connections: int, run: int
+) -> Sample:
+    """One workload at one connection count against ``cluster``'s leader."""
+    leader = cluster.wait_for_leader()
+    pids = {cluster.names[i]: cluster.pid(i) for i in range(cluster.size)}
+    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    began = time.perf_counter()
+    if workload == "watch":
+        spec = WatchSpec(
+            leader=cluster.client_urls[leader],
+            endpoints=cluster.client_urls,
+            watchers=connections,
+            writes=plan.watch_writes,
+            key_size=plan.key_size,
+            value_size=plan.value_size,
+            prefix=f"watch{run}c{connections}",
+        )
+        load = trio.run(run_watch, spec)
+    else:
+        spec_load = plan.load_spec(workload, cluster.client_urls[leader], connections, run)
+        load = trio.run(run_load, spec_load)
+    wall = time.perf_counter() - began
+    return Sample(
+        system=cluster.system,
+        workload=workload,
+        connections=connections,
+        run=run,
+        load=load,
+        leader=cluster.names[leader],
+        leader_changed=cluster.leader_index() != leader,
+        member_cpu_s={
+            name: round(process_cpu_s(pid) - cpu_before[name], 3) for name, pid in pids.items()
+        },
+        member_rss_peak_mib={name: rss_peak_mib(pid) for name, pid in pids.items()},
+        wall_s=round(wall, 3),
+    )
+
+
+def measure_ceilings(plan: BenchPlan) -> list[CeilingResult]:
+    """The load generator against a trivial server, at every connection count."""
+    ceilings = []
+    for count in plan.connections:
+        spec = replace(
+            plan.load_spec("put", "http://127.0.0.1:1", count, 0),
+            duration_s=CEILING_DURATION_S,
+            warmup_s=0.3,
+        )
+        ceilings.append(trio.run(measure_ceiling, spec))
+    return ceilings
+
+
+Progress = Callable[[str], None]
+"""Told, before each sample, what is about to be measured."""
+
+
+def run_bench(
+    plan: BenchPlan, data_root: Path | None = None, progress: Progress = print
+) -> BenchReport:
+    """Start the clusters, take every sample, stop them: the report."""
+    report = BenchReport(plan, machine_facts())
+    if report.machine["load_average_before"] > BUSY_LOAD_AVERAGE:
+        report.notes.append(
+            f"the machine was busy before the run (load average "
+            f"{report.machine['load_average_before']}): other processes shared the CPUs"
+        )
+    systems = list(plan.systems)
+    if "etcd" in systems and not etcd_available():
+        systems.remove("etcd")
+        report.notes.append(
+            "etcd is not installed: troika alone (apt-get install etcd-server for the comparison)"
+        )
+    if plan.ceiling:
+        progress("load generator ceiling")
+        report.ceilings = measure_ceilings(plan)
+    with (
+        tempfile.TemporaryDirectory(prefix="troika-bench-") as scratch,
+        contextlib.ExitStack() as stack,
+    ):
+        root = data_root or Path(scratch)
+        clusters: dict[str, ProcessCluster] = {}
+        for system in systems:
+            progress(f"starting {system}")
+            kind = TroikaCluster if system == "troika" else EtcdCluster
+            clusters[system] = stack.enter_context(kind(plan.cluster_size, root / system))
+        for workload, count, run, system in plan.steps(systems):
+            progress(f"{system} {workload} c={count} run {run + 1}/{plan.runs}")
+            report.samples.append(measure_sample(plan, clusters[system], workload, count, run))
+    _note_problems(report)
+    return report
+
+
+def _note_problems(report: BenchReport) -> None:
+    """Errors, leader changes and loads near the client's ceiling, said out loud."""
+    for cell in report.cells():
+        where = f"{cell.system} {cell.workload} c={cell.connections}"
+        if cell.errors:
+            report.notes.append(f"{where}: {cell.errors} errors (see the samples in the JSON)")
+        if cell.leader_changes:
+            report.notes.append(f"{where}: the leader changed during {cell.leader_changes} runs")
+    ceiling_by_count = {c.load.connections: c.load.ops_per_s for c in report.ceilings}
+    for cell in report.cells():
+        ceiling = ceiling_by_count.get(cell.connections)
+        if ceiling and cell.ops_per_s > 0.5 * ceiling:
+            report.notes.append(
+                f"{cell.system} {cell.workload} c={cell.connections}: {cell.ops_per_s:.0f} ops/s "
+                f"is over half the load generator's ceiling ({ceiling:.0f})"
+            )
+
+
+def format_table(report: BenchReport) -> str:
+    """The side-by-side table a person reads."""
+    cells = {(c.system, c.workload, c.connections): c for c in report.cells()}
+    header = (
+        f"{'workload':<17} {'conns':>5} | {'troika ops/s':>12} {'p50':>7} {'p99':>7} "
+        f"{'cpu/op':>6} {'rss':>5} | {'etcd ops/s':>10} {'p50':>7} {'p99':>7} "
+        f"{'cpu/op':>6} {'rss':>5} | {'ratio':>5}"
+    )
+    lines = [header, "-" * len(header)]
+    for workload in report.plan.workloads:
+        for count in report.plan.connections:
+            row = f"{workload:<17} {count:>5} |"
+            for system in SYSTEMS:
+                cell = cells.get((system, workload, count))
+                width = 12 if system == "troika" else 10
+                if cell is None:
+                    row += f" {'-':>{width}} {'':>7} {'':>7} {'':>6} {'':>5} |"
+                    continue
+                row += (
+                    f" {cell.ops_per_s:>{width}.0f} {cell.p50_ms:>7.2f} {cell.p99_ms:>7.2f} "
+                    f"{cell.cpu_ms_per_op:>6.2f} {cell.rss_peak_mib:>5.0f} |"
+                )
+            ratio = report.ratio(workload, count)
+            row += f" {ratio:>5.2f}" if ratio is not None else f" {'-':>5}"
+            lines.append(row)
+    lines.append(
+        "ops/s and latency (ms) are medians of the runs; cpu/op: CPU ms of all members per "
+        "operation; rss: largest member's peak MiB; ratio: troika/etcd ops/s, median of the "
+        "pairs"
+    )
+    return "\n".join(lines)
+
+
+def run_simulated(plan: BenchPlan, progress: Progress = print) -> BenchReport:
+    """The ``sim`` target: the simulator's own workload, no faults, one run per count and seed.
+
+    The simulated clients (``sim.workload``) send v2 writes, compare-and-swaps, deletes and
+    linearizable reads through the HTTP API over the simulated network, to the members of a
+    simulated cluster; ``connections`` is their number. Figures are per simulated second.
+    """
+    quiet_member_logs()
+    report = BenchReport(plan, machine_facts())
+    report.notes.append(
+        "simulated target: the simulator's mixed workload (writes, CAS, deletes, linearizable "
+        "reads) on a simulated network and disk; ops/s are per simulated second"
+    )
+    for count in plan.connections:
+        for seed in range(plan.runs):
+            progress(f"sim clients={count} seed {seed}")
+            options = RunOptions(
+                seed=seed, scenario="swarm", faults=(), clients=count, duration_s=plan.duration_s
+            )
+            result = run(options)
+            report.simulated.append(
+                {
+                    "clients": count,
+                    "seed": seed,
+                    "operations": result.operations,
+                    "simulated_s": round(result.simulated_s, 3),
+                    "wall_s": round(result.wall_s, 3),
+                    "ops_per_simulated_s": round(result.operations / result.simulated_s, 1)
+                    if result.simulated_s
+                    else 0.0,
+                    "simulated_s_per_wall_s": round(result.simulated_s / result.wall_s, 2)
+                    if result.wall_s
+                    else 0.0,
+                    "passed": result.passed,
+                }
+            )
+    return report
+
+
+def format_simulated(report: BenchReport) -> str:
+    """The sim target's table: medians over the seeds of each client count."""
+    lines = [f"{'clients':>7} | {'ops per simulated s':>19} | {'simulated s per wall s':>22}"]
+    for count in report.plan.connections:
+        mine = [row for row in report.simulated if row["clients"] == count]
+        if not mine:
+            continue
+        rate = statistics.median(row["ops_per_simulated_s"] for row in mine)
+        speed = statistics.median(row["simulated_s_per_wall_s"] for row in mine)
+        failed = sum(not row["passed"] for row in mine)
+        note = f"  ({failed} runs failed their checks)" if failed else ""
+        lines.append(f"{count:>7} | {rate:>19.0f} | {speed:>22.2f}{note}")
+    return "\n".join(lines)
