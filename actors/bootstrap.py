@@ -166,11 +166,36 @@ async def open_state(
         # Crashed between persisting a received snapshot and applying it.
         machine.restore(_snapshot_from_record(snapshot))
         await machine.persist(applied, sync=True)
+    await commit_what_was_applied(raft_store, machine.applied_index)
     incarnation = int(cbor2.loads(kv.get(INCARNATION_KEY) or cbor2.dumps(0))) + 1
     batch = WriteBatch()
     batch.put(INCARNATION_KEY, cbor2.dumps(incarnation))
     await kv.write(batch, sync=True)
     return OpenedState(identity, raft_store, applied, machine, incarnation)
+
+
+async def commit_what_was_applied(raft_store: RaftStore, applied_index: int) -> None:
+    """Raise the persisted commit index to the applied index, if a crash left it behind.
+
+    The storage actor hands already-durable committed entries to the apply
+    actor before the Ready that carries the new commit index is saved, so a
+    crash can leave applied > commit on disk. Those entries were committed
+    by the cluster and are in the durable log, so the commit index may say so.
+
+    Raises:
+        BootstrapError: the applied index is past the durable log: not a
+            state troika writes; the data directory is damaged.
+    """
+    hard_state = raft_store.hard_state()
+    if hard_state is None or applied_index <= hard_state.commit:
+        return
+    if applied_index > raft_store.last_index():
+        raise BootstrapError(
+            f"applied index {applied_index} is past the last log index {raft_store.last_index()}"
+        )
+    log.info("commit index %d raised to the applied index %d", hard_state.commit, applied_index)
+    raised = HardStateRecord(term=hard_state.term, vote=hard_state.vote, commit=applied_index)
+    await raft_store.save(raised, [], None, sync=True)
 
 
 async def _first_start(

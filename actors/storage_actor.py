@@ -2,8 +2,19 @@
 
 One Ready is one RaftStore batch with one fsync (when the Ready needs one).
 Only after it returns do the messages that vouch for it leave (votes,
-append acknowledgements), the committed entries go to the apply actor, and
-the raft actor hears "persisted" so it can advance.
+append acknowledgements) and the raft actor hears "persisted" so it can
+advance.
+
+Committed entries that an earlier Ready already made durable (every one
+below the first entry this Ready appends, which on a leader is all of them:
+a leader commits only what it has persisted) and the ReadIndex answers go
+to the apply actor *before* the fsync, so a write does not wait for the
+next batch's fsync after it commits; etcd overlaps apply and WAL write the
+same way. The rest (entries this Ready itself appends, a snapshot) wait for
+the save. Applying may then run ahead of the persisted commit index; a
+restart raises the commit index to the applied one (see
+``actors.bootstrap``), which is safe because those entries were committed
+and are in the durable log.
 """
 
 from __future__ import annotations
@@ -56,6 +67,9 @@ class StorageActor:
 
     async def persist(self, ready: Ready) -> None:
         """Write ``ready`` durably, then release what depended on it."""
+        durable, after_save = split_committed(ready)
+        if durable or ready.read_states:
+            await self.to_apply.send(ApplyWork(None, durable, ready.read_states))
         if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
             await self.store.save(
                 None if ready.hard_state is None else hard_state_to_record(ready.hard_state),
@@ -65,8 +79,21 @@ class StorageActor:
             )
         for message in ready.messages_after_persist:
             self.send(message)
-        if ready.snapshot is not None or ready.committed_entries or ready.read_states:
-            await self.to_apply.send(
-                ApplyWork(ready.snapshot, ready.committed_entries, ready.read_states)
-            )
+        if ready.snapshot is not None or after_save:
+            await self.to_apply.send(ApplyWork(ready.snapshot, after_save, ()))
         await self.to_raft.send(Persisted(ready))
+
+
+def split_committed(ready: Ready) -> tuple[tuple[Entry, ...], tuple[Entry, ...]]:
+    """``ready``'s committed entries: those already durable, and those its own save persists.
+
+    With a snapshot, everything waits for it (the entries follow it).
+    """
+    committed = ready.committed_entries
+    if ready.snapshot is not None:
+        return (), committed
+    if not ready.entries:
+        return committed, ()
+    first_new = ready.entries[0].index
+    cut = next((i for i, entry in enumerate(committed) if entry.index >= first_new), len(committed))
+    return committed[:cut], committed[cut:]
