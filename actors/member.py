@@ -47,10 +47,11 @@ from actors.raft_actor import (
     TransferLeadership,
     Unreachable,
 )
+from actors.read_batcher import ReadBatcher
 from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import APPLY_QUEUE_LENGTH_MAX, ApplyWork, StorageActor
 from actors.transport_actor import TransportActor
-from actors.waiters import Waiter, Waiters
+from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters
 from net.network import Network
 from net.peers import PeerTransport
 from storage.kv import KeyValueStore
@@ -108,6 +109,11 @@ class Member:
         self.member_id = state.identity.member_id
         self.cluster_id = state.identity.cluster_id
         self.waiters = Waiters()
+        self.read_batcher = ReadBatcher(
+            self._read_index_round,
+            round_timeout_s=config.request_timeout_s,
+            readers_max=PENDING_REQUESTS_MAX,
+        )
         self.status = RaftStatus(self.member_id)
         self.ids = RequestIds(self.member_id, state.incarnation)
         self.started_at_ns = 0
@@ -203,6 +209,7 @@ class Member:
                 nursery.start_soon(self.raft_actor.run)
                 nursery.start_soon(self.storage_actor.run)
                 nursery.start_soon(self.apply_actor.run)
+                nursery.start_soon(self.read_batcher.run)
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._expire_ttl_keys)
                 nursery.start_soon(self._publish_client_urls)
@@ -214,6 +221,7 @@ class Member:
                 task_status.started(BoundAddresses(tuple(peer), tuple(client)))
         finally:
             self.waiters.fail_all(RequestTimeout("the member is stopping"))
+            self.read_batcher.fail_all(RequestTimeout("the member is stopping"))
 
     async def _tick(self) -> None:
         while True:
@@ -319,19 +327,26 @@ class Member:
         return outcome
 
     async def confirm_read(self) -> None:
-        """Wait until a local read is linearizable (ReadIndex, then apply up to it)."""
+        """Wait until a local read is linearizable (ReadIndex, then apply up to it).
+
+        The read joins the next shared ReadIndex round (``ReadBatcher``).
+        """
 
         async def attempt(deadline: float) -> object:
-            request_id = self.ids.next()
-            context = f"{request_id.member_id:x}/{request_id.sequence:x}".encode()
-            waiter = self.waiters.register_read(context)
-            try:
-                await self.raft_send.send(ReadIndex(context))
-                return await self._await_outcome(waiter, deadline)
-            finally:
-                self.waiters.forget_read(context)
+            return await self._await_outcome(self.read_batcher.enqueue(), deadline)
 
         await self._with_leader_retry(attempt)
+
+    async def _read_index_round(self, deadline: float) -> object:
+        """One ReadIndex for a batch of reads: the confirmed index once applied here."""
+        request_id = self.ids.next()
+        context = f"{request_id.member_id:x}/{request_id.sequence:x}".encode()
+        waiter = self.waiters.register_read(context)
+        try:
+            await self.raft_send.send(ReadIndex(context))
+            return await self._await_outcome(waiter, deadline)
+        finally:
+            self.waiters.forget_read(context)
 
     async def change_membership(self, change_type: ConfChangeType, member: MemberRecord) -> None:
         """Propose a conf change and wait until it is applied here."""
