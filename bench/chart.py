@@ -2,11 +2,14 @@
 
 One row per workload, two panels per row (ops/s, p99 ms), one line per system; both axes of
 connections are logarithmic, as the counts usually are (1, 16, 64). Drawn with matplotlib's
-Agg backend, so no display is needed.
+Agg backend, so no display is needed. ``python -m bench.chart bench.json bench.png`` redraws
+a chart from a results file.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,11 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.suite import BenchReport
+from bench.suite import BenchReport, report_from_json
 
 COLOURS = {"troika": "#c0392b", "etcd": "#2471a3"}
 PANEL_WIDTH_IN = 5.0
 PANEL_HEIGHT_IN = 3.2
+TITLE_TOP = 0.97
+"""The panels end here (a fraction of the figure's height), leaving room for the title."""
 
 
 def draw(report: BenchReport, path: Path) -> None:
@@ -59,6 +64,19 @@ def draw(report: BenchReport, path: Path) -> None:
         f"troika vs etcd, {report.plan.cluster_size} members on loopback, "
         f"{machine.get('cpus')} CPUs, median of {report.plan.runs} runs"
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, TITLE_TOP))
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.chart RESULTS.json CHART.png``."""
+    if len(argv) != 2:
+        print("usage: python -m bench.chart RESULTS.json CHART.png", file=sys.stderr)
+        return 2
+    draw(report_from_json(json.loads(Path(argv[0]).read_text())), Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

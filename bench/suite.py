@@ -41,7 +41,15 @@ from typing import Any
 import trio
 
 from bench.clusters import EtcdCluster, ProcessCluster, TroikaCluster, etcd_available
-from bench.loadgen import WORKLOADS, CeilingResult, LoadResult, LoadSpec, measure_ceiling, run_load
+from bench.loadgen import (
+    WORKLOADS,
+    CeilingResult,
+    LatencySummary,
+    LoadResult,
+    LoadSpec,
+    measure_ceiling,
+    run_load,
+)
 from bench.watch import WatchSpec, run_watch
 from sim.runner import RunOptions, run
 from sim.sweep import quiet_member_logs
@@ -238,6 +246,23 @@ class BenchReport:
             "samples": [asdict(sample) for sample in self.samples],
             "simulated": self.simulated,
         }
+
+
+def report_from_json(data: dict[str, Any]) -> BenchReport:
+    """A report back from its results file (to redraw the chart or re-read the table)."""
+    fields: dict[str, Any] = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in data["plan"].items()
+    }
+    plan = BenchPlan(**fields)
+    report = BenchReport(plan, data["machine"], notes=list(data["notes"]))
+    for raw in data["samples"]:
+        load = dict(raw["load"])
+        load["latency"] = LatencySummary(**load["latency"])
+        load["by_kind"] = {k: LatencySummary(**v) for k, v in load["by_kind"].items()}
+        report.samples.append(Sample(**{**raw, "load": LoadResult(**load)}))
+    report.simulated = list(data.get("simulated", []))
+    return report
 
 
 def machine_facts() -> dict[str, Any]:

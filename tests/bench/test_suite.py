@@ -18,6 +18,7 @@ from bench.suite import (
     format_simulated,
     format_table,
     pair_ratio,
+    report_from_json,
     run_bench,
     run_simulated,
 )
@@ -128,3 +129,13 @@ def test_troika_and_etcd_are_measured_in_pairs(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert all(s.load.requests > 0 and s.load.errors == 0 for s in report.samples)
     assert report.ratio("get-linearizable", 1) is not None
+
+
+def test_a_results_file_reads_back_into_the_same_report() -> None:
+    report = BenchReport(BenchPlan(workloads=("put",), connections=(1,), runs=2), {"cpus": 2})
+    report.samples = [sample("troika", 0, 100), sample("etcd", 0, 300), sample("troika", 1, 90)]
+    report.notes.append("a note")
+    again = report_from_json(json.loads(json.dumps(report.to_json())))
+    assert again.cells() == report.cells()
+    assert again.plan == report.plan and again.notes == ["a note"]
+    assert format_table(again) == format_table(report)
