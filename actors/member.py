@@ -65,6 +65,8 @@ SYNC_INTERVAL_S = 0.5
 """How often the leader proposes expiring the TTL keys that are due (etcd: 500 ms)."""
 PUBLISH_ATTEMPT_TIMEOUT_S = 1.0
 """How long one attempt to announce the client URLs may take before it is retried."""
+READ_INDEX_RETRY_S = 0.5
+"""A ReadIndex not answered in this long is asked again (etcd's readIndexRetryTime)."""
 RETRYABLE_DROPS = frozenset({DropReason.NO_LEADER, DropReason.TRANSFER_IN_PROGRESS})
 
 
@@ -338,12 +340,22 @@ class Member:
         await self._with_leader_retry(attempt)
 
     async def _read_index_round(self, deadline: float) -> object:
-        """One ReadIndex for a batch of reads: the confirmed index once applied here."""
+        """One ReadIndex for a batch of reads: the confirmed index once applied here.
+
+        A ReadIndex can be lost (a follower's request forwarded to a leader
+        over a link that breaks), and every read queued behind the round
+        would wait for the request timeout; so it is asked again with the
+        same context every ``READ_INDEX_RETRY_S``, as etcd's read loop does
+        (the leader ignores a context it already has).
+        """
         request_id = self.ids.next()
         context = f"{request_id.member_id:x}/{request_id.sequence:x}".encode()
         waiter = self.waiters.register_read(context)
         try:
-            await self.raft_send.send(ReadIndex(context))
+            while not waiter.done.is_set() and trio.current_time() < deadline:
+                await self.raft_send.send(ReadIndex(context))
+                with trio.move_on_at(min(deadline, trio.current_time() + READ_INDEX_RETRY_S)):
+                    await waiter.done.wait()
             return await self._await_outcome(waiter, deadline)
         finally:
             self.waiters.forget_read(context)

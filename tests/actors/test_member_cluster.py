@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
+from actors.member import READ_INDEX_RETRY_S
+from actors.raft_actor import RaftInput, ReadIndex
 from storage.v2store.model import V2Error, V2Request
 from tests.actors.cluster_helpers import put, start_cluster
 
@@ -86,4 +88,33 @@ async def test_the_leader_expires_ttl_keys_through_the_log(autojump_clock: objec
             with pytest.raises(V2Error) as error:
                 member.machine.store.get("/short", recursive=False, sorted=False, now_ns=0)
             assert error.value.code == 100
+        nursery.cancel_scope.cancel()
+
+
+class _LosesFirstReadIndex:
+    """The raft inbox of a member, except that its first ReadIndex never arrives."""
+
+    def __init__(self, inner: trio.MemorySendChannel[RaftInput]) -> None:
+        self.inner = inner
+        self.lost = 0
+
+    async def send(self, item: RaftInput) -> None:
+        if isinstance(item, ReadIndex) and not self.lost:
+            self.lost += 1
+            return
+        await self.inner.send(item)
+
+
+async def test_a_lost_read_index_is_asked_again_not_waited_out(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        await leader.propose_v2(put("/k", "v"))
+        follower = next(m for m in cluster.members.values() if m is not leader)
+        lossy = _LosesFirstReadIndex(follower.raft_send)
+        follower.raft_send = lossy  # type: ignore[assignment]
+        started = trio.current_time()
+        await follower.confirm_read()
+        assert lossy.lost == 1
+        assert trio.current_time() - started < 2 * READ_INDEX_RETRY_S
         nursery.cancel_scope.cancel()
