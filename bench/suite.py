@@ -183,6 +183,13 @@ def cell_of(samples: Sequence[Sample]) -> Cell:
 
 
 def _cpu_ms_per_op(sample: Sample) -> float:
+    """All members' CPU over the operations of the whole sample.
+
+    The CPU is measured over the sample's whole wall time (warm-up and, for reads, the
+    preload included); the operations are counted only in the measured window, so they are
+    scaled to the wall time at the measured rate. Close for long windows; an overestimate
+    when a preload takes a large share of a short sample.
+    """
     operations = sample.load.requests * sample.wall_s / max(sample.load.duration_s, 1e-9)
     return 1000.0 * sum(sample.member_cpu_s.values()) / operations if operations else 0.0
 
