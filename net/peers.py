@@ -197,7 +197,8 @@ class ExponentialBackoff:
         """The delay before the next retry; the one after will be about twice as long."""
         step = self._step_seconds
         self._step_seconds = min(step * 2, self._max_seconds)
-        return step / 2 + self._random.random() * step / 2
+        jitter = self._random.random()  # nondeterminism-ok: the injected, seeded Random
+        return step / 2 + jitter * step / 2
 
     def reset(self) -> None:
         """After a success: the next delay is short again."""
