@@ -102,39 +102,54 @@ def _split_brain(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     )
 
 
-def _leader_isolation(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+def _fault_then_heal(
+    rng: Random,
+    duration_s: float,
+    *,
+    kind: str,
+    draw_targets: Callable[[Random], tuple[str, ...]],
+    first_s: tuple[float, float],
+    margin_s: float,
+    length_s: tuple[float, float],
+    gap_s: tuple[float, float],
+) -> tuple[Fault, ...]:
+    """One fault, healed after a while, again and again until ``margin_s`` before the end.
+
+    The draws come in a fixed order (the first instant; then per fault its targets, its
+    length, the gap after it), so a seed gives the same schedule every time.
+    """
     faults = []
-    at = rng.uniform(1.0, 3.0)
-    while at < duration_s - 2:
-        length = rng.uniform(1.0, 4.0)
-        faults.append(Fault(at, "isolate", ("leader",), duration_s=length))
+    at = rng.uniform(*first_s)
+    while at < duration_s - margin_s:
+        targets = draw_targets(rng)
+        length = rng.uniform(*length_s)
+        faults.append(Fault(at, kind, targets, duration_s=length))
         faults.append(Fault(at + length, "heal"))
-        at += length + rng.uniform(1.0, 3.0)
+        at += length + rng.uniform(*gap_s)
     return tuple(faults)
+
+
+def _leader_isolation(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    return _fault_then_heal(
+        rng, duration_s, kind="isolate", draw_targets=lambda _: ("leader",),
+        first_s=(1.0, 3.0), margin_s=2, length_s=(1.0, 4.0), gap_s=(1.0, 3.0),
+    )  # fmt: skip
 
 
 def _flapping_partitions(rng: Random, duration_s: float) -> tuple[Fault, ...]:
-    faults = []
-    at = rng.uniform(0.5, 1.5)
-    while at < duration_s - 1:
-        side = rng.choice((("random",), ("random", "random"), ("leader",), ("leader", "random")))
-        length = rng.uniform(0.2, 1.5)
-        faults.append(Fault(at, "partition", side, duration_s=length))
-        faults.append(Fault(at + length, "heal"))
-        at += length + rng.uniform(0.1, 1.0)
-    return tuple(faults)
+    sides = (("random",), ("random", "random"), ("leader",), ("leader", "random"))
+    return _fault_then_heal(
+        rng, duration_s, kind="partition", draw_targets=lambda r: r.choice(sides),
+        first_s=(0.5, 1.5), margin_s=1, length_s=(0.2, 1.5), gap_s=(0.1, 1.0),
+    )  # fmt: skip
 
 
 def _one_way_partition(rng: Random, duration_s: float) -> tuple[Fault, ...]:
-    faults = []
-    at = rng.uniform(1.0, 3.0)
-    while at < duration_s - 2:
-        pair = rng.choice((("leader", "follower"), ("follower", "leader"), ("random", "random")))
-        length = rng.uniform(1.0, 4.0)
-        faults.append(Fault(at, "cut-one-way", pair, duration_s=length))
-        faults.append(Fault(at + length, "heal"))
-        at += length + rng.uniform(0.5, 2.0)
-    return tuple(faults)
+    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"))
+    return _fault_then_heal(
+        rng, duration_s, kind="cut-one-way", draw_targets=lambda r: r.choice(pairs),
+        first_s=(1.0, 3.0), margin_s=2, length_s=(1.0, 4.0), gap_s=(0.5, 2.0),
+    )  # fmt: skip
 
 
 def _rolling_restart(rng: Random, duration_s: float) -> tuple[Fault, ...]:
