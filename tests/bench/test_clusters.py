@@ -49,20 +49,27 @@ class ScriptCluster(ProcessCluster):
 
     system = "script"
 
-    def __init__(self, root: Path, script: str) -> None:
+    def __init__(self, root: Path, script: str, *, first_member_script: str | None = None) -> None:
         super().__init__(2, root, startup_timeout_s=1.0)
         self.script = script
+        self.first_member_script = first_member_script or script
 
     def member_argv(self, index: int) -> list[str]:
-        return [sys.executable, "-c", self.script]
+        return [sys.executable, "-c", self.first_member_script if index == 0 else self.script]
 
 
 def test_a_member_that_exits_early_fails_the_start_with_its_log(tmp_path: Path) -> None:
-    cluster = ScriptCluster(tmp_path, "import sys; print('bad flag --frobnicate'); sys.exit(3)")
+    """Only the first member fails, so which member's log the error names does not depend on
+    which of two failing processes the start notices first; the healthy one is stopped."""
+    cluster = ScriptCluster(
+        tmp_path,
+        "import time; time.sleep(60)",
+        first_member_script="import sys; print('bad flag --frobnicate'); sys.exit(3)",
+    )
     with pytest.raises(ClusterError) as raised:
         cluster.start()
     message = str(raised.value)
-    assert "exited (code 3) before it was ready" in message
+    assert "member m1 exited (code 3) before it was ready" in message
     assert "bad flag --frobnicate" in message
     assert str(cluster.log_path(0)) in message
     assert cluster.running_indexes() == []
