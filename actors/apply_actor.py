@@ -92,6 +92,8 @@ class ApplyActor:
         index = self.machine.applied_index
         if index - self.last_snapshot_index < self.snapshot_every_entries:
             return
+        if self._leader_snapshot_pending(index):
+            return
         conf = self.machine.conf_state
         record = SnapshotRecord(
             index,
@@ -106,3 +108,14 @@ class ApplyActor:
         if compact_index >= self.raft_store.first_index():
             await self.raft_store.compact(compact_index)
         log.info("snapshot at index %d; log compacted up to %d", index, max(compact_index, 0))
+
+    def _leader_snapshot_pending(self, index: int) -> bool:
+        """Whether the log already holds a snapshot at or past ``index``.
+
+        The storage actor saves a snapshot from the leader (compacting the log
+        behind it) before this actor, still applying older batches, gets to
+        restore it; a snapshot of the older state would be out of date and its
+        index may be compacted already.
+        """
+        stored = self.raft_store.snapshot_metadata()
+        return stored is not None and stored.index >= index
