@@ -1,0 +1,140 @@
+"""The in-memory index of the MVCC store: every key's retained versions, keys in order.
+
+Each key has a ``History``: its versions in revision order (``(main, sub)`` ascending),
+including tombstones, which end a generation. A read at revision ``r`` takes the last version
+whose main revision is ``<= r``; a tombstone there means the key does not exist at ``r``.
+The keys themselves are a sorted Python list (``bisect``) beside a dict, chosen by
+measurement (see the ``storage.mvcc`` package docstring): ranges are a bisect and a slice,
+point reads a dict lookup; only the first write of a new key pays an ``insort``.
+
+The versions themselves (values included) are kept here, in memory, so reads never touch the
+disk and see every applied write before it is persisted; compaction bounds the memory.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from storage.mvcc.model import KeyValue
+
+
+class History:
+    """The retained versions of one key, oldest first."""
+
+    __slots__ = ("kvs", "mains", "subs")
+
+    def __init__(self) -> None:
+        self.mains: list[int] = []
+        self.subs: list[int] = []
+        self.kvs: list[KeyValue] = []
+
+    def __len__(self) -> int:
+        return len(self.kvs)
+
+    def append(self, main: int, sub: int, kv: KeyValue) -> None:
+        """Add the newest version; revisions only grow."""
+        assert not self.mains or (main, sub) > (self.mains[-1], self.subs[-1]), (main, sub)
+        assert kv.mod_revision == main, (kv.mod_revision, main)
+        self.mains.append(main)
+        self.subs.append(sub)
+        self.kvs.append(kv)
+
+    def at(self, revision: int) -> KeyValue | None:
+        """The live version at ``revision``, or None (no version yet, or a tombstone)."""
+        position = bisect.bisect_right(self.mains, revision)
+        if position == 0:
+            return None
+        kv = self.kvs[position - 1]
+        return None if kv.is_tombstone else kv
+
+    def retained_from(self, compact_revision: int) -> int:
+        """The position of the first version a compaction at ``compact_revision`` keeps.
+
+        It keeps the last version at or below that revision (unless it is a tombstone) and
+        everything above it.
+        """
+        position = bisect.bisect_right(self.mains, compact_revision)
+        if position == 0:
+            return 0
+        if self.kvs[position - 1].is_tombstone:
+            return position
+        return position - 1
+
+    def drop_before(self, position: int) -> list[tuple[int, int]]:
+        """Forget the versions before ``position``; their revisions ``(main, sub)``."""
+        dropped = list(zip(self.mains[:position], self.subs[:position], strict=True))
+        del self.mains[:position]
+        del self.subs[:position]
+        del self.kvs[:position]
+        return dropped
+
+    def versions(self) -> Iterator[tuple[int, int, KeyValue]]:
+        """``(main, sub, kv)`` for every retained version, oldest first."""
+        return zip(self.mains, self.subs, self.kvs, strict=True)
+
+
+class KeyIndex:
+    """Every key with a retained version, in bytewise order, and its history."""
+
+    __slots__ = ("_histories", "_keys")
+
+    def __init__(self) -> None:
+        self._keys: list[bytes] = []
+        self._histories: dict[bytes, History] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key: bytes) -> History | None:
+        """The history of ``key``, or None."""
+        return self._histories.get(key)
+
+    def history_for_write(self, key: bytes) -> History:
+        """The history of ``key``, made (and the key indexed) if it has none."""
+        history = self._histories.get(key)
+        if history is None:
+            history = History()
+            self._histories[key] = history
+            bisect.insort(self._keys, key)
+        return history
+
+    def keys(self, start: bytes, end: bytes | None) -> list[bytes]:
+        """The keys in ``[start, end)`` in order; ``end`` None is unbounded."""
+        low = bisect.bisect_left(self._keys, start)
+        if end is None:
+            return self._keys[low:]
+        if end <= start:
+            return []
+        high = bisect.bisect_left(self._keys, end, lo=low)
+        return self._keys[low:high]
+
+    def keys_after(self, after: bytes | None, count: int) -> list[bytes]:
+        """Up to ``count`` keys that sort after ``after`` (from the first key if None)."""
+        low = 0 if after is None else bisect.bisect_right(self._keys, after)
+        return self._keys[low : low + count]
+
+    def remove(self, keys: list[bytes]) -> None:
+        """Forget these keys (each must have an empty history); ``keys`` sorted."""
+        if not keys:
+            return
+        for key in keys:
+            history = self._histories.pop(key)
+            assert not len(history), key
+        low = bisect.bisect_left(self._keys, keys[0])
+        high = bisect.bisect_right(self._keys, keys[-1], lo=low)
+        gone = set(keys)
+        self._keys[low:high] = [key for key in self._keys[low:high] if key not in gone]
+
+    def items(self) -> Iterator[tuple[bytes, History]]:
+        """``(key, history)`` in key order (do not change the index while iterating)."""
+        histories = self._histories
+        return ((key, histories[key]) for key in self._keys)
+
+    @classmethod
+    def from_histories(cls, histories: dict[bytes, History]) -> KeyIndex:
+        """An index over these histories (each non-empty), sorting the keys once."""
+        index = cls()
+        index._histories = histories
+        index._keys = sorted(histories)
+        return index
