@@ -8,6 +8,7 @@ are `serve` (run one member), `cluster` (a local multi-process cluster, `troika 
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from typing import Annotated
 import trio
 import typer
 
-from troika import __version__, bench_commands, client_commands, sim_commands
+from troika import __version__, bench_commands, client_commands, sim_commands, v3_commands
 
 app = typer.Typer(
     name="troika",
@@ -38,6 +39,7 @@ def _print_version_and_exit(requested: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -47,8 +49,41 @@ def _root(
             is_eager=True,
         ),
     ] = False,
+    endpoints: Annotated[
+        str,
+        typer.Option(
+            "--endpoints",
+            envvar=["TROIKA_ENDPOINTS", "ETCDCTL_ENDPOINTS"],
+            help="Client commands: endpoints (host:port or URLs, comma separated).",
+        ),
+    ] = v3_commands.DEFAULT_ENDPOINTS,
+    dial_timeout: Annotated[
+        str, typer.Option("--dial-timeout", help="Client commands: dial timeout.")
+    ] = v3_commands.DEFAULT_DIAL_TIMEOUT,
+    command_timeout: Annotated[
+        str, typer.Option("--command-timeout", help="Client commands: request timeout.")
+    ] = v3_commands.DEFAULT_COMMAND_TIMEOUT,
+    write_out: Annotated[
+        str, typer.Option("-w", "--write-out", help="Client commands: simple or json.")
+    ] = "simple",
+    hex_: Annotated[
+        bool, typer.Option("--hex", help="Client commands: print keys and values as hex.")
+    ] = False,
 ) -> None:
-    """troika: an etcd-compatible Raft key-value store on Trio, and its simulator."""
+    """troika: an etcd-compatible Raft key-value store on Trio, and its simulator.
+
+    put/get/del/txn/compaction are etcdctl's v3 commands (ETCDCTL_API=3); `troika v2 ...`
+    (or ETCDCTL_API=2 / TROIKA_API=2) runs the v2 ones. etcdctl's global flags may come
+    before the command or after it.
+    """
+    v3_commands.store_global_options(
+        ctx,
+        endpoints=endpoints,
+        dial_timeout=dial_timeout,
+        command_timeout=command_timeout,
+        write_out=write_out,
+        hex_=hex_,
+    )
 
 
 @app.command("version")
@@ -158,12 +193,23 @@ app.command("bench")(bench_commands.bench_command)
 
 member_app = typer.Typer(help="Cluster membership.", no_args_is_help=True)
 endpoint_app = typer.Typer(help="Endpoint health and status.", no_args_is_help=True)
+v2_app = typer.Typer(
+    help="The v2 keys API's commands (what ETCDCTL_API=2 or TROIKA_API=2 selects).",
+    no_args_is_help=True,
+)
 app.add_typer(member_app, name="member")
 app.add_typer(endpoint_app, name="endpoint")
-client_commands.register(app)
+app.add_typer(v2_app, name="v2")
+v3_commands.register(app)
+client_commands.register(v2_app)
 client_commands.register_cluster_commands(member_app, endpoint_app)
 
 
 def main() -> None:
-    """Entry point of the `troika` console script."""
-    app(prog_name="troika")
+    """Entry point of the `troika` console script (``ETCDCTL_API=2`` picks the v2 commands)."""
+    try:
+        argv = v3_commands.select_api(sys.argv[1:], os.environ)
+    except v3_commands.CtlError as error:
+        typer.echo(error.message, err=True)
+        sys.exit(error.exit_code)
+    app(args=argv, prog_name="troika")
