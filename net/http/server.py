@@ -41,7 +41,7 @@ import contextlib
 import enum
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -85,6 +85,12 @@ CLOSE_ITERATOR_SECONDS = 1.0
 
 CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""How an HTTP/2 connection with prior knowledge (gRPC) opens."""
+
+Http2Handler = Callable[[trio.abc.Stream, bytes], Awaitable[None]]
+"""Serves a connection that opened with :data:`HTTP2_PREFACE`, given the bytes read so far."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
@@ -113,14 +119,22 @@ class HttpServer:
         network: where to listen.
         handler: the application.
         limits: the bounds; the defaults follow etcd.
+        http2: serves connections that open with the HTTP/2 preface (gRPC), as etcd
+            multiplexes both on its client port; without it they are answered 400.
     """
 
     def __init__(
-        self, network: Network, handler: Handler, limits: ServerLimits | None = None
+        self,
+        network: Network,
+        handler: Handler,
+        limits: ServerLimits | None = None,
+        *,
+        http2: Http2Handler | None = None,
     ) -> None:
         self._network = network
         self._handler = handler
         self._limits = limits if limits is not None else ServerLimits()
+        self._http2 = http2
         self._connections = 0
 
     @property
@@ -142,7 +156,7 @@ class HttpServer:
             return
         self._connections += 1
         try:
-            await _Connection(stream, self._handler, self._limits).run()
+            await _Connection(stream, self._handler, self._limits, self._http2).run()
         finally:
             self._connections -= 1
 
@@ -296,10 +310,17 @@ def _split_target(target: str) -> tuple[str, str] | None:
 class _Connection:
     """One client connection: receive, answer in order, close."""
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, limits: ServerLimits) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        limits: ServerLimits,
+        http2: Http2Handler | None = None,
+    ) -> None:
         self._stream = stream
         self._handler = handler
         self._limits = limits
+        self._http2 = http2
         self._parser = _RequestParser(limits)
         self._client_eof = False
         self._linger = False
@@ -307,6 +328,8 @@ class _Connection:
 
     async def run(self) -> None:
         try:
+            if self._http2 is not None and await self._sniffed_http2(self._http2):
+                return
             while True:
                 request = await self._next_request()
                 if request is None:
@@ -320,6 +343,39 @@ class _Connection:
                 await _close_lingering(self._stream)
             else:
                 await trio.aclose_forcefully(self._stream)
+
+    async def _sniffed_http2(self, http2: Http2Handler) -> bool:
+        """Read the first bytes; hand the connection to ``http2`` if they are its preface.
+
+        An HTTP/1.1 request differs from the preface within its first bytes ("GET", "PUT",
+        "POST" all do), so it is fed to the parser at once; only a client that sent a part
+        of the preface is waited for, within the header deadline (then answered 408 as a slow
+        HTTP/1.1 request). Returns whether the connection is done with.
+        """
+        data = await self._receive()
+        if data is None:
+            return True
+        received = bytes(data)
+        started = trio.current_time()
+        while len(received) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(received):
+            with trio.move_on_at(started + self._limits.header_timeout_seconds):
+                try:
+                    more = await self._stream.receive_some(self._limits.receive_bytes_max)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    more = b""
+                if not more:
+                    self._client_eof = True
+                    return True
+                received += more
+                continue
+            break
+        if received.startswith(HTTP2_PREFACE):
+            await http2(self._stream, received)
+            return True
+        self._parser.feed(received)
+        if self._parser.phase is not _Phase.IDLE:
+            self._parser.phase_started = started
+        return False
 
     async def _next_request(self) -> Request | None:
         """The next request to answer, or None when the connection should close."""
