@@ -20,7 +20,7 @@ import base64
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -208,6 +208,8 @@ def parse_go_duration(text: str) -> float:
             break
         total += float(match.group(1)) * _DURATION_UNITS_SECONDS[match.group(2)]
         position = match.end()
+    if body and position == 0 and body.replace(".", "").isdigit():
+        raise CtlError(EXIT_ERROR, f"time: missing unit in duration {go_quote(text)}")
     if not body or position != len(body):
         raise CtlError(EXIT_ERROR, f"time: invalid duration {go_quote(text)}")
     return -total if text.startswith("-") else total
@@ -650,24 +652,29 @@ def read_txn(readline: Callable[[], str], prompt: Callable[[str], None]) -> rpc_
         CtlError: ``EOF`` when the input ends before a section's blank line, or a bad line
             (exit code 3, as etcdctl).
     """
-    sections: list[list[str]] = []
-    for title in TXN_PROMPTS:
-        prompt(title)
-        lines: list[str] = []
-        while True:
-            line = readline()
-            if not line.endswith("\n"):
-                raise CtlError(EXIT_INVALID_INPUT, "EOF")
-            if not line.strip():
-                break
-            lines.append(line.strip())
-        sections.append(lines)
-    compares, success, failure = sections
-    return rpc_pb2.TxnRequest(
-        compare=[parse_compare(line) for line in compares],
-        success=[parse_request_op(line) for line in success],
-        failure=[parse_request_op(line) for line in failure],
-    )
+    prompt(TXN_PROMPTS[0])
+    compares = [parse_compare(line) for line in _section(readline)]
+    prompt(TXN_PROMPTS[1])
+    success = [parse_request_op(line) for line in _section(readline)]
+    prompt(TXN_PROMPTS[2])
+    failure = [parse_request_op(line) for line in _section(readline)]
+    return rpc_pb2.TxnRequest(compare=compares, success=success, failure=failure)
+
+
+def _section(readline: Callable[[], str]) -> Iterator[str]:
+    """A section's lines up to its blank line, each stripped, as they are read (so a bad line
+    fails before the input runs out, as in etcdctl).
+
+    Raises:
+        CtlError: ``EOF`` when the input ends first.
+    """
+    while True:
+        line = readline()
+        if not line.endswith("\n"):
+            raise CtlError(EXIT_INVALID_INPUT, "EOF")
+        if not line.strip():
+            return
+        yield line.strip()
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -1104,6 +1111,7 @@ def register(app: typer.Typer) -> None:
     @app.command("txn")
     def txn(  # noqa: PLR0917 (Typer takes every flag as a parameter)
         ctx: typer.Context,
+        args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
         interactive: Annotated[
             bool,
             typer.Option("-i", "--interactive", help="Input transaction in interactive mode"),
@@ -1134,6 +1142,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(title)
 
         try:
+            if args:
+                raise CtlError(EXIT_BAD_ARGS, "txn command does not accept argument")
             request = read_txn(_stdin_readline, prompt)
             response = _call(options, lambda client: client.txn(request))
             _emit(render(response, Display(options.write_out, options.hex)))
