@@ -5,8 +5,9 @@ runs one script of commands with real ``etcdctl`` against the reference and with
 ``troika`` against the subject, and wants the same stdout, the same ``Error:`` line and
 the same exit code at every step. Both servers see the same history, so revisions line up
 and ``-w json`` output compares exactly once the cluster and member ids (which differ
-between any two clusters) are mapped. To check troika's own v3 server, point
-``SUBJECT_ENDPOINT`` at a troika member instead of the second etcd.
+between any two clusters) are mapped. To check troika's own v3 server, set
+``TROIKA_CLI_V3_SUBJECT`` to a fresh troika member's ``host:port``: troika's commands then
+run against it instead of the second etcd.
 
 The unit half checks the txn parser, request building and output formatting directly.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -27,6 +29,8 @@ import pytest
 from typer.testing import CliRunner
 
 from net.etcdpb import kv_pb2, rpc_pb2
+from net.v3.client import endpoint_url, rpc_error_from_body
+from net.v3.errors import RpcError, StatusCode
 from troika.cli import app
 from troika.v3_commands import (
     CtlError,
@@ -167,8 +171,27 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Etcd, E
     reference.stop()
 
 
-def _ids(endpoint: str) -> tuple[int, int]:
-    header = json.loads(etcdctl(endpoint, ["get", "x", "-w", "json"]).stdout)["header"]
+def test_gateway_error_bodies_become_rpc_errors() -> None:
+    body = b'{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}'
+    assert rpc_error_from_body(503, body) == RpcError(
+        StatusCode.UNAVAILABLE, "etcdserver: no leader"
+    )
+    assert rpc_error_from_body(404, b"404 page not found\n") == RpcError(
+        StatusCode.UNKNOWN, "HTTP 404: 404 page not found"
+    )
+    assert endpoint_url("127.0.0.1:2379") == "http://127.0.0.1:2379"
+    assert endpoint_url("http://h:1/") == "http://h:1"
+    with pytest.raises(ValueError, match="not host:port"):
+        endpoint_url("unix://socket")
+
+
+SUBJECT_VARIABLE = "TROIKA_CLI_V3_SUBJECT"
+"""host:port of a fresh server to run troika's commands against instead of a second etcd."""
+
+
+def _ids(outcome: Outcome) -> tuple[int, int]:
+    """The cluster and member ids in the header of a ``get -w json``."""
+    header = json.loads(outcome.stdout)["header"]
     return header["cluster_id"], header["member_id"]
 
 
@@ -266,12 +289,14 @@ SCRIPT: list[tuple[list[str], bytes]] = [
 
 
 def test_troika_prints_what_etcdctl_prints(clusters: tuple[Etcd, Etcd]) -> None:
-    reference, subject = clusters
-    theirs, ours = _ids(reference.endpoint), _ids(subject.endpoint)
+    reference, second = clusters
+    subject = os.environ.get(SUBJECT_VARIABLE) or second.endpoint
+    theirs = _ids(etcdctl(reference.endpoint, ["get", "x", "-w", "json"]))
+    ours = _ids(troika(subject, ["get", "x", "-w", "json"]))
     differences = []
     for args, stdin in SCRIPT:
         expected = etcdctl(reference.endpoint, args, stdin)
-        got = troika(subject.endpoint, args, stdin)
+        got = troika(subject, args, stdin)
         got = Outcome(_same_ids(got.stdout, ours, theirs), got.error, got.exit_code)
         if got != expected:
             differences.append(f"{args} stdin={stdin!r}:\n  etcdctl {expected}\n  troika  {got}")
@@ -576,6 +601,7 @@ def test_select_api_routes_v2_commands_when_asked() -> None:
     assert select_api(["member", "list"], {"ETCDCTL_API": "2"}) == ["member", "list"]
     with pytest.raises(CtlError, match="unsupported API version 4"):
         select_api(["get", "k"], {"ETCDCTL_API": "4"})
+    assert select_api(["serve", "--name", "m1"], {"ETCDCTL_API": "4"}) == ["serve", "--name", "m1"]
 
 
 def test_v2_commands_live_under_v2() -> None:

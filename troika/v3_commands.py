@@ -51,6 +51,7 @@ DEADLINE_EXCEEDED = "context deadline exceeded"
 
 V2_COMMANDS = frozenset({"put", "get", "del", "ls", "watch"})
 """The commands ``ETCDCTL_API=2`` (or ``TROIKA_API=2``) sends to ``troika v2``."""
+V3_COMMANDS = frozenset({"put", "get", "del", "txn", "compaction"})
 ROOT_OPTIONS_WITH_VALUES = frozenset(
     {"--endpoints", "--dial-timeout", "--command-timeout", "-w", "--write-out"}
 )
@@ -820,19 +821,23 @@ def select_api(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     """The arguments to run: with ``TROIKA_API=2`` (or else ``ETCDCTL_API=2``), a v2 command
     (``put``, ``get``, ``del``, ``ls``, ``watch``) named first is run from ``troika v2``.
 
+    Only the key commands consult the variables, so ``troika serve`` or ``troika sim`` run
+    whatever an environment set up for etcdctl says.
+
     Raises:
-        CtlError: an API version other than 2 or 3 (etcdctl's ``unsupported API version``).
+        CtlError: a key command with an API version other than 2 or 3 (etcdctl's
+            ``unsupported API version``).
     """
-    version = environ.get("TROIKA_API") or environ.get("ETCDCTL_API") or "3"
-    if version == "3":
-        return list(argv)
-    if version != "2":
-        raise CtlError(EXIT_ERROR, f"unsupported API version {version}")
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         takes_value = argv[index] in ROOT_OPTIONS_WITH_VALUES
         index += 2 if takes_value else 1
-    if index < len(argv) and argv[index] in V2_COMMANDS:
+    if index >= len(argv) or argv[index] not in V2_COMMANDS | V3_COMMANDS:
+        return list(argv)
+    version = environ.get("TROIKA_API") or environ.get("ETCDCTL_API") or "3"
+    if version not in ("2", "3"):
+        raise CtlError(EXIT_ERROR, f"unsupported API version {version}")
+    if version == "2" and argv[index] in V2_COMMANDS:
         return [*argv[:index], "v2", *argv[index:]]
     return list(argv)
 
