@@ -31,6 +31,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import trio
 import trio.lowlevel
 from google.protobuf.message import DecodeError, Message
@@ -70,7 +71,16 @@ class _ClientConnection:
     def __init__(self, stream: trio.abc.Stream, limits: GrpcLimits) -> None:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.engine = h2.connection.H2Connection(config)
-        self.engine.local_settings.initial_window_size = limits.stream_window_bytes
+        # Given as initial values: set one by one, h2 would send the old value and apply
+        # the new one when acknowledged, and the two ends would disagree on the window.
+        self.engine.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window_bytes,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_bytes_max,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
         self.shell = H2Shell(stream, self.engine, limits)
         self.closed = False
         self.going_away = False
@@ -217,6 +227,10 @@ class CallStream(Generic[ResponseT]):
             payload = await self._connection.shell.next_message(inbound)
         except StreamClosed:
             self.finished = True
+            if inbound.headers is not None:
+                status = self._status()
+                if status is not None:
+                    raise status from None
             raise RpcError(StatusCode.CANCELLED, "stream reset by the server") from None
         except RpcError:
             self.finished = True
@@ -298,7 +312,9 @@ class GrpcChannel:
     ) -> bool | None:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
-        return await self._exit_stack.__aexit__(exc_type, exc, traceback)
+        # The body's own exception goes on as it is, not wrapped in the nursery's group.
+        await self._exit_stack.__aexit__(None, None, None)
+        return None
 
     async def unary(
         self,

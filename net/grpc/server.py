@@ -172,6 +172,7 @@ class _ServerConnection:
                 for event in events:
                     self._on_event(event)
                 self._shell.pull()
+            self._idle_scope = trio.CancelScope(deadline=self._idle_scope.deadline)
             with self._idle_scope:
                 data = await self._shell.receive()
                 if data is None:

@@ -244,12 +244,12 @@ class H2Shell:
         while not inbound.messages:
             if inbound.failure is not None:
                 raise inbound.failure
-            if inbound.reset:
-                raise StreamClosed(f"stream {inbound.stream_id} reset")
             if inbound.ended:
                 if inbound.decoder.in_message:
                     raise RpcError(StatusCode.INTERNAL, "grpc: stream ended inside a message")
                 return None
+            if inbound.reset:
+                raise StreamClosed(f"stream {inbound.stream_id} reset")
             await inbound.lot.park()
         message = inbound.messages.popleft()
         inbound.queued_bytes -= len(message)
