@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -612,3 +613,25 @@ def test_v2_commands_live_under_v2() -> None:
     top = runner.invoke(app, ["--help"])
     for command in ("txn", "compaction", "member", "endpoint", "v2"):
         assert command in top.stdout
+
+
+def _troika_process(args: list[str], api: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "troika", *args],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS_MAX,
+        env={**os.environ, "ETCDCTL_API": api, "TROIKA_API": ""},
+        check=False,
+    )
+
+
+def test_etcdctl_api_picks_the_commands_of_the_console_script() -> None:
+    v2 = _troika_process(["get", "--help"], "2")
+    assert v2.returncode == 0
+    assert "Print a key's value" in v2.stdout
+    v3 = _troika_process(["get", "--help"], "3")
+    assert v3.returncode == 0
+    assert "Gets the key or a range of keys" in v3.stdout
+    unsupported = _troika_process(["get", "k"], "9")
+    assert (unsupported.returncode, unsupported.stderr) == (1, "unsupported API version 9\n")
