@@ -210,13 +210,21 @@ class MvccStore:
             raise Compacted(at, self._compact_revision)
         kvs: list[KeyValue] = []
         count = 0
+        limited = limit > 0 and not count_only
         for history in self._histories(key, range_end):
-            kv = history.at(at)
+            # the common case: nothing written after ``at`` (no bisect)
+            if history.mains[-1] <= at:
+                kv: KeyValue | None = history.kvs[-1]
+                if kv is not None and kv.version == 0:
+                    kv = None
+            else:
+                kv = history.at(at)
             if kv is None:
                 continue
             count += 1
-            if not count_only and (limit <= 0 or len(kvs) < limit):
-                kvs.append(kv)
+            if count_only or (limited and len(kvs) >= limit):
+                continue
+            kvs.append(kv)
         return RangeResult(tuple(kvs), count, current)
 
     def _histories(self, key: bytes, range_end: bytes) -> Iterator[History]:
@@ -226,11 +234,7 @@ class MvccStore:
                 yield history
             return
         end = None if range_end == GTE_RANGE_END else range_end
-        get = self._index.get
-        for each in self._index.keys(key, end):
-            history = get(each)
-            assert history is not None
-            yield history
+        yield from self._index.histories(key, end)
 
     # -- writes ---------------------------------------------------------------------------
 
