@@ -342,12 +342,16 @@ class MvccStore:
             StorageCorrupted: a record fails validation, or the records are inconsistent.
         """
         store = cls(prefix=prefix, track_events=track_events)
-        store._install(kv.scan(prefix, prefix_end(prefix)))
-        store._revision_persisted = store._revision if len(store._index) else None
+        if store._install(kv.scan(prefix, prefix_end(prefix))):
+            store._revision_persisted = store._revision
         return store
 
-    def _install(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """Replace the in-memory state with records (validated before anything changes)."""
+    def _install(self, items: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Replace the in-memory state with records (validated before anything changes).
+
+        Returns:
+            Whether the records held the current revision (a store persisted before).
+        """
         prefix = self._prefix
         versions: dict[bytes, list[tuple[int, int, KeyValue]]] = {}
         meta: dict[bytes, int] = {}
@@ -391,6 +395,7 @@ class MvccStore:
         self._compact_revision = scheduled
         self._compact_finished = finished
         self._compaction_cursor = None
+        return META_REVISION in meta
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -427,7 +432,9 @@ class MvccStore:
         """Replace the whole state with ``snapshot_items()`` of another store.
 
         The next ``take_changes()`` deletes every record of the old state and writes the new
-        ones. Untaken events of the old state stay; no events are made for the restore.
+        ones (so memory holds both states' encoded records until then: a restore is not
+        bounded by less than the state's size). Untaken events of the old state stay; no
+        events are made for the restore (the watch service must resynchronise its watchers).
 
         Raises:
             StorageCorrupted: an item fails validation; the store is unchanged.
@@ -482,7 +489,12 @@ class MvccStore:
 
 
 class WriteTxn:
-    """The store's one open write transaction (from ``MvccStore.write()``)."""
+    """The store's one open write transaction (from ``MvccStore.write()``).
+
+    There is no rollback (as in etcd): a write is in the index at once, and ``end()`` (or
+    leaving a ``with`` block, even by an exception) commits what was written. Callers check
+    everything that can fail before the first write.
+    """
 
     __slots__ = ("_events", "_main", "_store")
 

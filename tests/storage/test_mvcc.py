@@ -474,3 +474,15 @@ def test_restore_of_bad_items_leaves_the_store_alone() -> None:
     with pytest.raises(StorageCorrupted):
         store.restore([(b"mvcc/zzz", b"?")])
     assert keys(store, b"a") == [b"a"]
+
+
+def test_a_loaded_store_has_nothing_to_write_until_it_changes() -> None:
+    kv = MemoryKeyValueStore()
+    store = MvccStore()
+    _busy(store)
+    persist(store, kv)
+    loaded = MvccStore.load(kv)
+    assert loaded.take_changes() == []
+    put(loaded, b"k9", b"v")
+    written = dict(loaded.take_changes())
+    assert set(written) == {b"mvcc/m/revision", record_key(b"mvcc/", loaded.current_revision, 0)}
