@@ -53,12 +53,42 @@ class ApplyActor:
         self.snapshot_every_entries = snapshot_every_entries
         self.catch_up_entries = catch_up_entries
         self.last_snapshot_index = raft_store.first_index() - 1
+        self._compaction_lot = trio.lowlevel.ParkingLot()
 
     async def run(self) -> None:
-        """Apply every batch until cancelled."""
+        """Apply every batch until cancelled; between batches, finish any MVCC compaction
+        a bounded step at a time (so a large compaction never holds up the next batch)."""
         async with self.inbox:
-            async for work in self.inbox:
-                await self.apply(work)
+            while True:
+                try:
+                    work = await self._next_work()
+                except trio.EndOfChannel:
+                    return
+                if work is None:
+                    await self.compaction_step()
+                else:
+                    await self.apply(work)
+
+    async def _next_work(self) -> ApplyWork | None:
+        """The next batch; None when there is none yet and a compaction step is due."""
+        if not self.machine.mvcc.compaction_pending:
+            return await self.inbox.receive()
+        try:
+            return self.inbox.receive_nowait()
+        except trio.WouldBlock:
+            return None
+
+    async def compaction_step(self) -> None:
+        """Remove one bounded batch of compacted revisions and persist it."""
+        finished = self.machine.mvcc.compaction_step()
+        await self.machine.persist(self.applied)
+        if finished:
+            self._compaction_lot.unpark_all()
+
+    async def wait_compaction_finished(self) -> None:
+        """Return once no compaction is pending (a physical Compact waits for this)."""
+        while self.machine.mvcc.compaction_pending:
+            await self._compaction_lot.park()
 
     async def apply(self, work: ApplyWork) -> None:
         """Apply one batch, persist it, and answer who waited for it."""

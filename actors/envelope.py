@@ -27,6 +27,8 @@ class EnvelopeKind(enum.IntEnum):
     """A member announcing its name and client URLs after it starts."""
     UPDATE_MEMBER = 3
     """New peer URLs for a member (no configuration change)."""
+    V3_REQUEST = 4
+    """A v3 write: etcd's ``InternalRaftRequest`` protobuf (``net.etcdpb.raft_internal_pb2``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from random import Random
 
 import cbor2
 import trio
+from google.protobuf.message import Message as ProtoMessage
 
 from actors.apply_actor import ApplyActor
 from actors.bootstrap import MemberConfig, OpenedState, build_node, peer_addresses
@@ -52,8 +53,10 @@ from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import APPLY_QUEUE_LENGTH_MAX, ApplyWork, StorageActor
 from actors.transport_actor import TransportActor
 from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters
+from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.network import Network
 from net.peers import PeerTransport
+from net.v3.errors import RpcError
 from storage.kv import KeyValueStore
 from storage.v2store.model import Event, V2Error, V2Request
 
@@ -326,6 +329,14 @@ class Member:
         if isinstance(outcome, V2Error):
             raise outcome
         assert isinstance(outcome, Event), outcome
+        return outcome
+
+    async def propose_v3(self, request: InternalRaftRequest) -> ProtoMessage:
+        """A v3 write: its response (header revision only), or the RpcError it applied to."""
+        outcome = await self.propose(EnvelopeKind.V3_REQUEST, request.SerializeToString())
+        if isinstance(outcome, RpcError):
+            raise outcome
+        assert isinstance(outcome, ProtoMessage), outcome
         return outcome
 
     async def confirm_read(self) -> None:

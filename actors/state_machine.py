@@ -1,25 +1,32 @@
 """The member's state machine: what applying the log builds.
 
-It holds the v2 key tree, the member table, the Raft configuration as of the
-applied index, and the applied index itself. Applying is synchronous and
-deterministic: the same entries give the same state on every member. What
-changed since the last persist is written in one batch together with the
-applied index (``storage.applied_state``), so a restart resumes exactly
-after the last applied entry: nothing is applied twice, nothing skipped.
+It is a set of sub-machines chosen by the kind of each entry's envelope, as
+in etcd 3.4 where one log feeds both stores: the v2 key tree
+(``V2_REQUEST``), the v3 MVCC store (``V3_REQUEST``, applied by
+``KvApplier``), and the member table (``PUBLISH``, ``UPDATE_MEMBER`` and
+conf-change entries), plus the Raft configuration as of the applied index,
+and the applied index itself. Applying is synchronous and deterministic: the
+same entries give the same state on every member. What changed since the last
+persist (in either store) is written in one batch together with the applied
+index (``storage.applied_state``), so a restart resumes exactly after the last
+applied entry: nothing is applied twice, nothing skipped.
 
-Snapshots carry all of it (v2 tree and member table; the configuration
-travels in the snapshot metadata).
+Snapshots carry all of it (v2 tree, MVCC records and member table; the
+configuration travels in the snapshot metadata).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import cbor2
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 
 from actors.envelope import Envelope, EnvelopeKind, RequestId
+from actors.kv_applier import KvApplier
 from actors.membership import Member, Membership
 from actors.raft import (
     ConfChange,
@@ -30,8 +37,11 @@ from actors.raft import (
     Snapshot,
     conf_state_after,
 )
+from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
+from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore, WriteBatch
+from storage.mvcc import MvccStore
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import V2Store
 
@@ -41,12 +51,17 @@ MEMBERSHIP_BLOB = b"membership"
 CONF_STATE_BLOB = b"conf-state"
 
 
+Outcome = Event | V2Error | ProtoMessage | RpcError | None
+"""What applying one entry gives its proposer: a v2 event or error, a v3 response or error,
+or nothing (membership entries)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The outcome of one entry, for the waiter of the member that proposed it."""
 
     request_id: RequestId
-    result: Event | V2Error | None
+    result: Outcome
 
 
 def encode_conf_state(conf_state: ConfState) -> bytes:
@@ -84,16 +99,20 @@ def parse_conf_change_context(context: bytes) -> tuple[RequestId, Member]:
 
 
 class StateMachine:
-    """The v2 store, the member table and the configuration, at an applied index."""
+    """The v2 store, the MVCC store, the member table and the configuration, at an applied
+    index."""
 
     def __init__(
         self,
         store: V2Store,
+        mvcc: MvccStore,
         membership: Membership,
         conf_state: ConfState,
         applied_index: int,
     ) -> None:
         self.store = store
+        self.mvcc = mvcc
+        self.kv = KvApplier(mvcc)
         self.membership = membership
         self.conf_state = conf_state
         self.applied_index = applied_index
@@ -108,18 +127,20 @@ class StateMachine:
         conf_data = applied.get_blob(CONF_STATE_BLOB)
         membership = Membership.decode(membership_data) if membership_data else Membership()
         conf_state = decode_conf_state(conf_data) if conf_data else ConfState()
-        return cls(V2Store.load(kv), membership, conf_state, applied.applied_index())
+        return cls(
+            V2Store.load(kv), _load_mvcc(kv), membership, conf_state, applied.applied_index()
+        )
 
     @classmethod
     def empty(cls) -> StateMachine:
         """Nothing applied yet."""
-        return cls(V2Store(), Membership(), ConfState(), 0)
+        return cls(V2Store(), _new_mvcc(), Membership(), ConfState(), 0)
 
     @staticmethod
     def bootstrap_snapshot_data(members: list[Member]) -> bytes:
         """The snapshot every founding member starts from: an empty tree, these members."""
         return StateMachine(
-            V2Store(), Membership({m.member_id: m for m in members}), ConfState(), 0
+            V2Store(), _new_mvcc(), Membership({m.member_id: m for m in members}), ConfState(), 0
         ).snapshot_data()
 
     # -- applying ------------------------------------------------------------------
@@ -139,24 +160,40 @@ class StateMachine:
             return None
         return Applied(envelope.request_id, self._apply_envelope(envelope))
 
-    def _apply_envelope(self, envelope: Envelope) -> Event | V2Error | None:
-        if envelope.kind is EnvelopeKind.V2_REQUEST:
-            try:
-                return self.store.apply(V2Request.decode(envelope.body))
-            except V2Error as error:
-                return error
-            except ValueError as error:
-                log.error("malformed v2 request in the log (%s); skipped", error)
-                return None
-        body: Any = cbor2.loads(envelope.body)
-        if envelope.kind is EnvelopeKind.PUBLISH:
-            name, client_urls = body
-            self.membership.publish(envelope.request_id.member_id, name, tuple(client_urls))
-        else:
-            member_id, peer_urls = body
-            self.membership.update_peer_urls(member_id, tuple(peer_urls))
+    def _apply_envelope(self, envelope: Envelope) -> Outcome:
+        match envelope.kind:
+            case EnvelopeKind.V2_REQUEST:
+                return self._apply_v2(envelope.body)
+            case EnvelopeKind.V3_REQUEST:
+                return self._apply_v3(envelope.body)
+            case EnvelopeKind.PUBLISH:
+                name, client_urls = cbor2.loads(envelope.body)
+                self.membership.publish(envelope.request_id.member_id, name, tuple(client_urls))
+            case EnvelopeKind.UPDATE_MEMBER:
+                member_id, peer_urls = cbor2.loads(envelope.body)
+                self.membership.update_peer_urls(member_id, tuple(peer_urls))
+            case _:
+                assert_never(envelope.kind)
         self.membership_changed = True
         return None
+
+    def _apply_v2(self, body: bytes) -> Outcome:
+        try:
+            return self.store.apply(V2Request.decode(body))
+        except V2Error as error:
+            return error
+        except ValueError as error:
+            log.error("malformed v2 request in the log (%s); skipped", error)
+            return None
+
+    def _apply_v3(self, body: bytes) -> Outcome:
+        request = InternalRaftRequest()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as error:
+            log.error("malformed v3 request in the log (%s); skipped", error)
+            return None
+        return self.kv.apply(request)
 
     def _apply_conf_change(self, change: ConfChange) -> Applied | None:
         self.conf_state = conf_state_after(self.conf_state, change)
@@ -183,12 +220,19 @@ class StateMachine:
 
     def snapshot_data(self) -> bytes:
         """Everything but the configuration (the snapshot metadata has it)."""
-        return cbor2.dumps({"v2": self.store.snapshot(), "members": self.membership.encode()})
+        return cbor2.dumps(
+            {
+                "v2": self.store.snapshot(),
+                "mvcc": [[key, value] for key, value in self.mvcc.snapshot_items()],
+                "members": self.membership.encode(),
+            }
+        )
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace everything with a snapshot's state."""
         item = cbor2.loads(snapshot.data)
         self.store.restore(item["v2"])
+        self.mvcc.restore((key, value) for key, value in item.get("mvcc", ()))
         self.membership = Membership.decode(item["members"])
         self.conf_state = snapshot.metadata.conf_state
         self.applied_index = snapshot.metadata.index
@@ -201,7 +245,7 @@ class StateMachine:
         member table and configuration when they changed (``AppliedState.commit``
         writes both with the applied index, atomically)."""
         batch = WriteBatch()
-        for key, value in self.store.take_changes():
+        for key, value in [*self.store.take_changes(), *self.mvcc.take_changes()]:
             if value is None:
                 batch.delete(key)
             else:
@@ -217,3 +261,12 @@ class StateMachine:
         """Write what changed, with the applied index, in one batch."""
         batch, blobs = self.changes()
         await applied.commit(batch, self.applied_index, blobs=blobs, sync=sync)
+
+
+def _new_mvcc() -> MvccStore:
+    # No watch service consumes the store's events yet, so it keeps none.
+    return MvccStore(track_events=False)
+
+
+def _load_mvcc(kv: KeyValueStore) -> MvccStore:
+    return MvccStore.load(kv, track_events=False)

@@ -254,6 +254,11 @@ class KeyValueStore(Protocol):
         """Make everything durable and release the store; later calls raise StorageClosed."""
         ...
 
+    def size_bytes(self) -> tuple[int, int]:
+        """(the store's size, the part of it holding live data), in bytes: estimates, for
+        status reports (etcd's ``dbSize`` and ``dbSizeInUse``)."""
+        ...
+
 
 async def write_then_sync(store: KeyValueStore, batch: WriteBatch, *, sync: bool) -> None:
     """The ``write`` of both implementations: cancellable only before the batch is applied."""
@@ -322,6 +327,13 @@ class RocksKeyValueStore:
     def path(self) -> Path:
         """The store's directory."""
         return self._path
+
+    def size_bytes(self) -> tuple[int, int]:
+        db = self._open_db()
+        memtables = db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        files = db.property_int_value("rocksdb.total-sst-files-size") or 0
+        live = db.property_int_value("rocksdb.estimate-live-data-size") or 0
+        return files + memtables, min(files, live) + memtables
 
     def _open_db(self) -> rocksdict.Rdict:
         if self._db is None:
@@ -492,6 +504,11 @@ class MemoryKeyValueStore:
 
     def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return reversed(self._range(start, end))
+
+    def size_bytes(self) -> tuple[int, int]:
+        self._check_open()
+        total = sum(len(key) + len(value) for key, value in self._values.items())
+        return total, total
 
     def _range(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
         """Copied now, so that the scan sees the store as of the call."""

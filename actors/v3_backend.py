@@ -1,0 +1,159 @@
+"""The member as the v3 service sees it: ``net.v3.service.V3Backend`` over ``actors.member``.
+
+Writes become ``InternalRaftRequest`` entries (etcd's own log format for v3)
+and are answered with what applying them gave on this member. Ranges are
+linearizable by default: they join a shared ReadIndex round and then read
+the local MVCC store once it has applied up to that index; a serializable
+range reads the local store at once. A txn without writes is a read and
+takes the same path as a range (as etcd serves read-only txns), so it costs
+no log entry and no revision. Reads go through ``KvReader``, the read-only
+side of the state machine, never the apply actor's write paths.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from actors.api_backend import CLUSTER_VERSION, SERVER_VERSION, member_info
+from actors.member import Member, NoLeader, RequestTimeout
+from actors.raft import DropReason
+from actors.raft_actor import NotLeader
+from actors.waiters import TooManyRequests
+from net.backend import BackendError, BackendTimeout, MemberInfo
+from net.backend import NoLeader as BackendNoLeader
+from net.etcdpb import raft_internal_pb2, rpc_pb2
+from net.v3 import errors
+
+
+class KvReader(Protocol):
+    """What reads may do with the state machine's MVCC store."""
+
+    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse: ...
+
+    def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse: ...
+
+
+MemberErrors = (RequestTimeout, NoLeader, NotLeader, TooManyRequests)
+
+
+def _translate(error: Exception) -> Exception:
+    """The member's errors as the v3 service's (it maps these to etcd's gRPC errors)."""
+    if isinstance(error, RequestTimeout):
+        return BackendTimeout()
+    if isinstance(error, NoLeader):
+        return BackendNoLeader()
+    if isinstance(error, NotLeader) and error.reason is DropReason.UNCOMMITTED_LIMIT:
+        return errors.too_many_requests()
+    if isinstance(error, TooManyRequests):
+        return errors.too_many_requests()
+    return BackendError(f"etcdserver: {error}")
+
+
+def txn_has_writes(request: rpc_pb2.TxnRequest) -> bool:
+    """Whether any branch of the txn (nested ones too) puts or deletes."""
+    for operation in (*request.success, *request.failure):
+        kind = operation.WhichOneof("request")
+        if kind in ("request_put", "request_delete_range"):
+            return True
+        if kind == "request_txn" and txn_has_writes(operation.request_txn):
+            return True
+    return False
+
+
+class MemberV3Backend:
+    """Implements ``net.v3.service.V3Backend`` for one member."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> int:
+        return self.member.cluster_id
+
+    @property
+    def member_id(self) -> int:
+        return self.member.member_id
+
+    def raft_term(self) -> int:
+        return self.member.status.term
+
+    def raft_index(self) -> int:
+        return max(self.member.status.commit_index, self.member.applied_index())
+
+    def raft_applied_index(self) -> int:
+        return self.member.applied_index()
+
+    def revision(self) -> int:
+        return self.member.machine.mvcc.current_revision
+
+    def members(self) -> list[MemberInfo]:
+        return [member_info(record) for record in self.member.membership.sorted_members()]
+
+    def leader(self) -> MemberInfo | None:
+        record = self.member.membership.members.get(self.member.leader_id())
+        return None if record is None else member_info(record)
+
+    def is_learner(self) -> bool:
+        return self.member.is_learner()
+
+    def version(self) -> tuple[str, str]:
+        return SERVER_VERSION, CLUSTER_VERSION
+
+    def db_size_bytes(self) -> tuple[int, int]:
+        return self.member.kv.size_bytes()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> KvReader:
+        return self.member.machine.kv
+
+    async def _confirm_read(self) -> None:
+        try:
+            await self.member.confirm_read()
+        except MemberErrors as error:
+            raise _translate(error) from None
+
+    async def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        if not request.serializable:
+            await self._confirm_read()
+        return self.reader.range(request)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _propose(self, request: raft_internal_pb2.InternalRaftRequest) -> object:
+        try:
+            return await self.member.propose_v3(request)
+        except MemberErrors as error:
+            raise _translate(error) from None
+
+    async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        response = await self._propose(raft_internal_pb2.InternalRaftRequest(put=request))
+        assert isinstance(response, rpc_pb2.PutResponse), response
+        return response
+
+    async def delete_range(
+        self, request: rpc_pb2.DeleteRangeRequest
+    ) -> rpc_pb2.DeleteRangeResponse:
+        entry = raft_internal_pb2.InternalRaftRequest(delete_range=request)
+        response = await self._propose(entry)
+        assert isinstance(response, rpc_pb2.DeleteRangeResponse), response
+        return response
+
+    async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        if not txn_has_writes(request):
+            await self._confirm_read()
+            return self.reader.txn(request)
+        response = await self._propose(raft_internal_pb2.InternalRaftRequest(txn=request))
+        assert isinstance(response, rpc_pb2.TxnResponse), response
+        return response
+
+    async def compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        entry = raft_internal_pb2.InternalRaftRequest(compaction=request)
+        response = await self._propose(entry)
+        assert isinstance(response, rpc_pb2.CompactionResponse), response
+        if request.physical:
+            await self.member.apply_actor.wait_compaction_finished()
+        return response
