@@ -81,6 +81,7 @@ class _ClientConnection:
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             },
         )
+        self.engine.decoder.max_header_list_size = limits.header_list_bytes_max
         self.shell = H2Shell(stream, self.engine, limits)
         self.closed = False
         self.going_away = False

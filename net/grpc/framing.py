@@ -16,6 +16,7 @@ PREFIX_BYTES = 5
 _PREFIX = struct.Struct(">BI")
 
 CONTENT_TYPE = b"application/grpc"
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TIMEOUT_DIGITS_MAX = 8
 """A grpc-timeout value has at most 8 digits (the gRPC HTTP/2 spec)."""
 
@@ -108,6 +109,70 @@ class MessageDecoder:
             raise RpcError(StatusCode.INTERNAL, f"grpc: received unexpected payload format {flag}")
         if length > self._message_bytes_max:
             raise too_large_to_receive(length, self._message_bytes_max)
+
+
+_FRAME_HEADER_BYTES = 9
+_HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
+_END_HEADERS = 0x4
+
+
+class FrameGuard:
+    """Checks the lengths of incoming HTTP/2 frames before ``h2`` buffers them.
+
+    ``h2`` keeps a frame's bytes until the whole frame has arrived, however long its header
+    says it is (up to 16 MiB), and only then checks it against SETTINGS_MAX_FRAME_SIZE; a
+    header block split over CONTINUATION frames it gathers without a bound. This scanner
+    walks the frame headers of the byte stream (skipping payloads) and says no at the first
+    frame over ``frame_bytes_max`` or header block over ``header_block_bytes_max``.
+
+    Args:
+        skip_bytes: bytes before the first frame (the client preface, on a server).
+        frame_bytes_max: our SETTINGS_MAX_FRAME_SIZE.
+        header_block_bytes_max: the encoded header fields of one request.
+    """
+
+    def __init__(self, skip_bytes: int, frame_bytes_max: int, header_block_bytes_max: int) -> None:
+        self._skip = skip_bytes
+        self._frame_bytes_max = frame_bytes_max
+        self._header_block_bytes_max = header_block_bytes_max
+        self._header = bytearray()
+        self._header_block_bytes: int | None = None
+
+    def feed(self, data: bytes) -> str | None:
+        """Scan ``data``; None if all is well, else why the peer must be refused."""
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                view = view[taken:]
+                continue
+            needed = _FRAME_HEADER_BYTES - len(self._header)
+            self._header += view[:needed]
+            view = view[needed:]
+            if len(self._header) < _FRAME_HEADER_BYTES:
+                break
+            problem = self._check(bytes(self._header))
+            self._header.clear()
+            if problem is not None:
+                return problem
+        return None
+
+    def _check(self, header: bytes) -> str | None:
+        length = int.from_bytes(header[:3], "big")
+        kind, flags = header[3], header[4]
+        if length > self._frame_bytes_max:
+            return f"frame of {length} bytes over the {self._frame_bytes_max} allowed"
+        if kind in (_HEADERS, _PUSH_PROMISE) and not flags & _END_HEADERS:
+            self._header_block_bytes = length
+        elif kind == _CONTINUATION and self._header_block_bytes is not None:
+            self._header_block_bytes += length
+            if self._header_block_bytes > self._header_block_bytes_max:
+                return f"header block over {self._header_block_bytes_max} bytes"
+            if flags & _END_HEADERS:
+                self._header_block_bytes = None
+        self._skip = length
+        return None
 
 
 def parse_timeout(text: str) -> float | None:

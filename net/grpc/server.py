@@ -41,6 +41,8 @@ from google.protobuf.message import DecodeError, Message
 
 from net.grpc.framing import (
     CONTENT_TYPE,
+    HTTP2_PREFACE,
+    FrameGuard,
     encode_status_message,
     parse_timeout,
     too_large_to_send,
@@ -130,7 +132,13 @@ class _ServerConnection:
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window_bytes,
             },
         )
+        # Set by hand: h2 applies it only when the setting changes, and it was given as an
+        # initial value.
+        engine.decoder.max_header_list_size = limits.header_list_bytes_max
         self._engine = engine
+        self._guard = FrameGuard(
+            len(HTTP2_PREFACE), engine.max_inbound_frame_size, limits.header_list_bytes_max
+        )
         self._shell = H2Shell(stream, engine, limits)
         self._server = server
         self._limits = limits
@@ -164,6 +172,12 @@ class _ServerConnection:
         self._set_idle_deadline()
         while True:
             if data:
+                problem = self._guard.feed(data)
+                if problem is not None:
+                    logger.info("closing an HTTP/2 connection: %s", problem)
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self._engine.close_connection(h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+                    return
                 try:
                     events = self._engine.receive_data(data)
                 except h2.exceptions.ProtocolError as error:
