@@ -89,6 +89,8 @@ class H2Shell:
         self._drained_lot = trio.lowlevel.ParkingLot()
         self._window_lot = trio.lowlevel.ParkingLot()
         self._held_bytes = 0
+        self._withheld: dict[int, Inbound] = {}
+        """Streams whose acknowledgement waits for the connection to hold less."""
         self._gone_scope: trio.CancelScope | None = None
 
     # -- sending ---------------------------------------------------------------------------
@@ -255,14 +257,16 @@ class H2Shell:
         inbound.queued_bytes -= len(message)
         self._held_bytes -= len(message)
         self._release(inbound)
-        if self._held_bytes < self.limits.connection_buffer_bytes_max:
-            for other in list(self.inbound.values()):
-                if other.unacknowledged_bytes:
-                    self._release(other)
+        if self._withheld and self._held_bytes < self.limits.connection_buffer_bytes_max:
+            withheld = list(self._withheld.values())
+            self._withheld.clear()
+            for other in withheld:
+                self._release(other)
         return message
 
     def forget(self, inbound: Inbound) -> None:
         """The stream is done: drop what it holds and give its window back."""
+        self._withheld.pop(inbound.stream_id, None)
         if self.inbound.pop(inbound.stream_id, None) is None:
             return
         self._held_bytes -= inbound.held_bytes
@@ -279,6 +283,7 @@ class H2Shell:
         if inbound.queued_bytes >= self.limits.stream_buffer_bytes_max:
             return
         if self._held_bytes >= self.limits.connection_buffer_bytes_max:
+            self._withheld[inbound.stream_id] = inbound
             return
         self._acknowledge(inbound.stream_id, inbound.unacknowledged_bytes)
         inbound.unacknowledged_bytes = 0

@@ -358,3 +358,30 @@ async def test_a_stalled_partial_preface_is_a_slow_http1_request(
                 received += chunk
         assert received.startswith(b"HTTP/1.1 408 ")
         assert served.grpc_server.connections == 0
+
+
+async def test_messages_a_handler_does_not_take_are_bounded_by_withheld_acknowledgements(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = GrpcLimits(stream_window_bytes=65_535, stream_buffer_bytes_max=10_000)
+    async with peer_of(limits) as (peer, served):
+        await peer.read_until(
+            lambda: any(isinstance(e, h2.events.SettingsAcknowledged) for e in peer.events)
+        )
+        stream_id = peer.call(RANGE, range_message(b"sleep"), end=False)
+        await peer.flush()
+        await served.toy.started_event.wait()
+        chunk = range_message(b"x" * 1000)
+        sent = 0
+        for _ in range(50):
+            while peer.engine.local_flow_control_window(stream_id) >= len(chunk):
+                peer.engine.send_data(stream_id, chunk)
+                sent += len(chunk)
+            await peer.flush()
+            with trio.move_on_after(1):
+                await peer.read_until(lambda: False)
+        # The handler took one message and waits; the server stopped acknowledging at its
+        # buffer bound, so the peer could send no more than that and one window.
+        assert 10_000 <= sent <= 10_000 + 65_535 + len(chunk)
+        assert peer.engine.local_flow_control_window(stream_id) < len(chunk)
+        assert served.toy.cancelled == []
