@@ -25,6 +25,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
+from storage.v2store.store import clean_path
+
 UINT64_MAX = 2**64 - 1
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -139,35 +141,13 @@ def parse_query(query: str, into: dict[str, list[str]] | None = None) -> dict[st
     return values
 
 
-def clean_path(path: str) -> str:
-    """Go's ``path.Clean``."""
-    if path == "":
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(segment)
-    cleaned = "/".join(parts)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
-
-
 def mux_clean_path(path: str) -> str:
     """``net/http``'s cleanPath: rooted, cleaned, a trailing slash kept."""
     if path == "":
         return "/"
     if not path.startswith("/"):
         path = "/" + path
-    cleaned = clean_path(path)
+    cleaned = clean_path(path)  # rooted, so Go's path.Clean(path.Join("/", path)) is the same
     if path.endswith("/") and cleaned != "/":
         cleaned += "/"
     return cleaned

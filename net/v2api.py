@@ -55,10 +55,8 @@ from net.gocompat import (
     parse_uint64,
     unescape_path,
 )
-from net.gocompat import (
-    clean_path as go_clean_path,
-)
 from net.http.messages import Request, Response, StreamingResponse, plain_text, reason_phrase
+from storage.v2store import clean_path
 from storage.v2store.model import INT64_MAX, NS_PER_SECOND, Action, Event, V2Error, V2Request
 from storage.v2store.watch import Watcher
 
@@ -432,7 +430,7 @@ class V2Api:
             form = request_form(request)
         except FormError as error:
             return _key_error(V2Error(210, str(error), 0), cluster)
-        key = go_clean_path("/" + path[len(KEYS_PREFIX) :])
+        key = clean_path(path[len(KEYS_PREFIX) :])
         try:
             parsed = parse_key_request(request.method, key, form, backend.now_ns())
         except V2Error as error:

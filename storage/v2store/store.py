@@ -48,6 +48,7 @@ from typing import Any, Final, Protocol
 
 import cbor2
 
+from storage.kv import prefix_end
 from storage.v2store.model import (
     INT64_MAX,
     UINT64_MAX,
@@ -911,7 +912,7 @@ class V2Store:
         index = 0
         nodes: list[tuple[str, _Node]] = []
         events: list[Event] = []
-        for key, value in kv.scan(KV_PREFIX, _prefix_end(KV_PREFIX)):
+        for key, value in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX)):
             if key == KV_META_KEY:
                 meta = _loads(value)
                 ok = type(meta) is list and len(meta) == 2 and meta[0] == SNAPSHOT_FORMAT
@@ -951,10 +952,6 @@ def _node_key(path: str) -> bytes:
 
 def _history_key(index: int) -> bytes:
     return KV_HISTORY_PREFIX + struct.pack(">Q", index)
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _node_record(node: _Node, *, with_path: bool = False) -> list[Any]:

@@ -6,7 +6,6 @@ import pytest
 
 from net.gocompat import (
     FormError,
-    clean_path,
     encode_json,
     escape_path,
     go_float,
@@ -16,6 +15,7 @@ from net.gocompat import (
     parse_uint64,
     unescape_path,
 )
+from storage.v2store import clean_path
 
 
 @pytest.mark.parametrize("text", ["", "yes", "on", "tRue", " true", "2", "-1"])
@@ -71,8 +71,8 @@ def test_paths() -> None:
     with pytest.raises(FormError):
         unescape_path("/%ff")
     assert clean_path("/1/../../x") == "/x"
-    assert clean_path("a/./b/../../..") == ".."
-    assert clean_path("") == "."
+    assert clean_path("a/./b/../../..") == "/"
+    assert clean_path("") == "/"
     assert mux_clean_path("") == "/"
     assert mux_clean_path("/a//b/./c/") == "/a/b/c/"
     assert mux_clean_path("/a/..") == "/"
