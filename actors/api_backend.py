@@ -28,9 +28,8 @@ from net.backend import (
 )
 from net.backend import NoLeader as BackendNoLeader
 from net.http.messages import Handler, Request, Response, StreamingResponse, plain_text
-from net.http.server import HttpServer
-from net.v2api import V2Api
-from storage.v2store.model import Event, V2Request, format_rfc3339_nano
+from net.v2json import format_rfc3339_nano
+from storage.v2store.model import Event, V2Request
 from storage.v2store.watch import Watcher
 
 SERVER_VERSION = "3.4.23"
@@ -227,11 +226,3 @@ def gate_until_published(member: Member, handler: Handler) -> Handler:
         return await handler(request)
 
     return gated
-
-
-async def serve_client_api(
-    member: Member, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Serve the member's client APIs (v2 keys, members, stats, /health, /version)."""
-    handler = gate_until_published(member, V2Api(MemberV2Backend(member)))
-    await HttpServer(member.network, handler).serve(address, task_status=task_status)

@@ -56,6 +56,7 @@ from net.gocompat import (
     unescape_path,
 )
 from net.http.messages import Request, Response, StreamingResponse, plain_text, reason_phrase
+from net.v2json import error_json, error_status, event_json
 from storage.v2store import clean_path
 from storage.v2store.model import INT64_MAX, NS_PER_SECOND, Action, Event, V2Error, V2Request
 from storage.v2store.watch import Watcher
@@ -455,7 +456,7 @@ class V2Api:
         if no_value_on_success and event.action in NO_VALUE_ACTIONS:
             body: dict[str, Any] = {"action": event.action.value}
         else:
-            body = event.to_json()
+            body = event_json(event)
         headers = (
             JSON,
             cluster,
@@ -601,7 +602,7 @@ class V2Api:
 async def _watch_events(watcher: Watcher, stream: bool) -> AsyncIterator[bytes]:
     """The body of a watch: each event as one JSON line; a plain watch ends after one."""
     async for event in watcher:
-        yield encode_json(event.to_json(), newline=True)
+        yield encode_json(event_json(event), newline=True)
         if not stream:
             return
 
@@ -609,7 +610,7 @@ async def _watch_events(watcher: Watcher, stream: bool) -> AsyncIterator[bytes]:
 def _key_error(error: V2Error, cluster: tuple[str, str]) -> Response:
     """etcd's ``v2error.Error.WriteTo``: the error JSON and ``X-Etcd-Index``, no Raft headers."""
     headers = (cluster, JSON, ("X-Etcd-Index", str(error.index)))
-    return Response(error.http_status, headers, encode_json(error.to_json(), newline=True))
+    return Response(error_status(error), headers, encode_json(error_json(error), newline=True))
 
 
 def _member_id(text: str, cluster: tuple[str, str]) -> int | Response:

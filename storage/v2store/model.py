@@ -2,9 +2,7 @@
 
 These mirror etcd 3.4's ``v2error.Error``, ``v2store.NodeExtern``, ``v2store.Event`` and the v2
 ``etcdserverpb.Request``. Each value renders itself as the JSON object etcd writes
-(``to_json`` returns a ``dict`` whose insertion order is etcd's field order, so
-``json.dumps(value, separators=(",", ":"))`` gives etcd's bytes; the HTTP layer adds the
-trailing newline).
+(rendered as etcd's JSON by ``net.v2json``: storage holds data, net holds wire formats).
 
 Time is never read here: a node keeps its absolute expiration time and the remaining ``ttl`` is
 computed from the ``now_ns`` the caller passes (integer nanoseconds since the Unix epoch).
@@ -12,7 +10,6 @@ computed from the ``now_ns`` the caller passes (integer nanoseconds since the Un
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Final
@@ -100,17 +97,6 @@ ERROR_MESSAGES: Final[dict[int, str]] = {
     500: "Client Internal Error",
 }
 
-_ERROR_STATUS: Final[dict[int, int]] = {
-    100: 404,
-    101: 412,
-    105: 412,
-    102: 403,
-    108: 403,
-    110: 401,
-    300: 500,
-    301: 500,
-}
-
 
 class V2Error(Exception):
     """An etcd v2 error: ``{"errorCode", "message", "cause"?, "index"}``.
@@ -129,19 +115,6 @@ class V2Error(Exception):
         self.index = index
         super().__init__(f"{self.code}: {self.message} ({cause}) [{index}]")
 
-    @property
-    def http_status(self) -> int:
-        """The HTTP status etcd answers with (``errorStatus``; everything else is 400)."""
-        return _ERROR_STATUS.get(self.code, 400)
-
-    def to_json(self) -> dict[str, Any]:
-        """The error as etcd renders it, in etcd's field order."""
-        out: dict[str, Any] = {"errorCode": self.code, "message": self.message}
-        if self.cause:
-            out["cause"] = self.cause
-        out["index"] = self.index
-        return out
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, V2Error):
             return NotImplemented
@@ -152,20 +125,6 @@ class V2Error(Exception):
 
     def __repr__(self) -> str:
         return f"V2Error({self.code}, {self.cause!r}, index={self.index})"
-
-
-def format_rfc3339_nano(time_ns: int) -> str:
-    """Format a Unix time in nanoseconds as Go's ``time.RFC3339Nano`` in UTC.
-
-    The fraction drops its trailing zeros, and disappears when it is zero:
-    ``2026-11-20T22:55:16.45954Z``, ``2026-11-20T22:55:16Z``.
-    """
-    seconds, fraction_ns = divmod(time_ns, NS_PER_SECOND)
-    stamp = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
-    if fraction_ns:
-        text += "." + f"{fraction_ns:09d}".rstrip("0")
-    return text + "Z"
 
 
 def ttl_seconds(expiration_ns: int, now_ns: int) -> int:
@@ -207,28 +166,6 @@ class NodeView:
         if self.expiration_ns is None:
             return 0
         return ttl_seconds(self.expiration_ns, now_ns)
-
-    def to_json(self, now_ns: int) -> dict[str, Any]:
-        """The node as etcd renders it at ``now_ns``, with etcd's ``omitempty`` rules."""
-        out: dict[str, Any] = {}
-        if self.key and self.key != "/":
-            out["key"] = self.key
-        if self.value is not None:
-            out["value"] = self.value
-        if self.dir:
-            out["dir"] = True
-        if self.expiration_ns is not None:
-            out["expiration"] = format_rfc3339_nano(self.expiration_ns)
-            ttl = ttl_seconds(self.expiration_ns, now_ns)
-            if ttl:
-                out["ttl"] = ttl
-        if self.nodes:
-            out["nodes"] = [child.to_json(now_ns) for child in self.nodes]
-        if self.modified_index:
-            out["modifiedIndex"] = self.modified_index
-        if self.created_index:
-            out["createdIndex"] = self.created_index
-        return out
 
 
 class Action(StrEnum):
@@ -277,15 +214,6 @@ class Event:
         if self.action is Action.CREATE:
             return True
         return self.action is Action.SET and self.prev_node is None
-
-    def to_json(self, now_ns: int | None = None) -> dict[str, Any]:
-        """The event as etcd renders it; ``ttl`` is computed at ``now_ns`` (default: the
-        event's own time, which is what etcd shows)."""
-        at_ns = self.time_ns if now_ns is None else now_ns
-        out: dict[str, Any] = {"action": self.action.value, "node": self.node.to_json(at_ns)}
-        if self.prev_node is not None:
-            out["prevNode"] = self.prev_node.to_json(at_ns)
-        return out
 
 
 METHODS: Final = frozenset({"PUT", "POST", "DELETE", "QGET", "GET", "SYNC"})

@@ -17,7 +17,7 @@ async def test_a_cluster_elects_a_leader_and_replicates_a_write(autojump_clock: 
         leader = await cluster.leader()
         follower = next(m for m in cluster.members.values() if m is not leader)
         event = await follower.propose_v2(put("/message", "hello"))
-        assert event.to_json()["node"]["value"] == "hello"
+        assert event.node.value == "hello"
         for member in cluster.members.values():
             await member.confirm_read()
             got = member.machine.store.get("/message", recursive=False, sorted=False, now_ns=0)

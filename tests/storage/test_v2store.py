@@ -16,6 +16,7 @@ import time
 import cbor2
 import pytest
 
+from net.v2json import error_json, error_status, event_json
 from storage.v2store.model import Action, Event, V2Error, V2Request
 from storage.v2store.store import PATH_DEPTH_MAX, V2Store, clean_path
 
@@ -29,11 +30,11 @@ def utc_ns(text: str, fraction_ns: int) -> int:
 
 def js(event: Event | None, now_ns: int | None = None) -> str:
     assert event is not None
-    return json.dumps(event.to_json(now_ns), separators=(",", ":"))
+    return json.dumps(event_json(event, now_ns), separators=(",", ":"))
 
 
 def err(error: pytest.ExceptionInfo[V2Error]) -> str:
-    return json.dumps(error.value.to_json(), separators=(",", ":"))
+    return json.dumps(error_json(error.value), separators=(",", ":"))
 
 
 def store_at(index: int) -> V2Store:
@@ -86,7 +87,7 @@ def test_recorded_session_keys_ttl_and_compare() -> None:
     with pytest.raises(V2Error) as error:
         get(store, "/missing")
     assert err(error) == '{"errorCode":100,"message":"Key not found","cause":"/missing","index":5}'
-    assert error.value.http_status == 404
+    assert error_status(error.value) == 404
 
     # PUT ?ttl=20 value=bar: the HTTP layer turns the ttl into proposer time + 20 s
     expiration = utc_ns("2026-11-20T22:55:16", 459540957)
@@ -129,14 +130,14 @@ def test_recorded_session_keys_ttl_and_compare() -> None:
     with pytest.raises(V2Error) as error:
         put(store, "/foo", "three", prev_exist=False)
     assert err(error) == '{"errorCode":105,"message":"Key already exists","cause":"/foo","index":9}'
-    assert error.value.http_status == 412
+    assert error_status(error.value) == 412
 
     with pytest.raises(V2Error) as error:
         put(store, "/foo", "three", prev_value="two")
     assert err(error) == (
         '{"errorCode":101,"message":"Compare failed","cause":"[two != bar]","index":9}'
     )
-    assert error.value.http_status == 412
+    assert error_status(error.value) == 412
 
     event = put(store, "/foo", "three", prev_value="bar")
     assert js(event) == (
@@ -153,7 +154,7 @@ def test_recorded_session_keys_ttl_and_compare() -> None:
 
     with pytest.raises(V2Error) as error:
         put(store, "/newkey", "x", prev_exist=True)
-    assert error.value.code == 100 and error.value.http_status == 404
+    assert error.value.code == 100 and error_status(error.value) == 404
 
     event = delete(store, "/foo", prev_index=10)
     assert js(event) == (
@@ -176,7 +177,7 @@ def test_recorded_session_directories() -> None:
     with pytest.raises(V2Error) as error:
         put(store, "/dir", dir=True, expiration_ns=expiration)
     assert err(error) == '{"errorCode":102,"message":"Not a file","cause":"/dir","index":12}'
-    assert error.value.http_status == 403
+    assert error_status(error.value) == 403
 
     event = put(store, "/dir", dir=True, expiration_ns=expiration, prev_exist=True)
     assert js(event) == (
@@ -194,7 +195,7 @@ def test_recorded_session_directories() -> None:
     assert err(error) == (
         '{"errorCode":108,"message":"Directory not empty","cause":"/dir","index":14}'
     )
-    assert error.value.http_status == 403
+    assert error_status(error.value) == 403
 
     event = delete(store, "/dir", recursive=True)
     assert js(event) == (
@@ -209,12 +210,12 @@ def test_recorded_session_directories() -> None:
     assert err(error) == (
         '{"errorCode":104,"message":"Not a directory","cause":"/newkey","index":16}'
     )
-    assert error.value.http_status == 400
+    assert error_status(error.value) == 400
 
     with pytest.raises(V2Error) as error:
         put(store, "/", "1")
     assert err(error) == ('{"errorCode":107,"message":"Root is read only","cause":"/","index":16}')
-    assert error.value.http_status == 400
+    assert error_status(error.value) == 400
 
 
 def test_recorded_session_in_order_keys() -> None:
@@ -503,7 +504,7 @@ def test_paths_too_deep_are_refused() -> None:
         post(store, deep, "no")
     tree = get(store, "/", recursive=True)
     assert tree is not None
-    json.dumps(tree.to_json())
+    json.dumps(event_json(tree))
 
 
 # -- set, create, update, delete details -------------------------------------------------------
@@ -605,12 +606,12 @@ def test_ttl_counts_down_with_the_read_time() -> None:
     put(store, "/t", "v", expiration_ns=T0 + 10 * SECOND)
     assert get(store, "/t", time_ns=T0 + SECOND // 2) is not None
     event = get(store, "/t", time_ns=T0 + 3 * SECOND + 1)
-    assert event is not None and event.to_json()["node"]["ttl"] == 7
+    assert event is not None and event_json(event)["node"]["ttl"] == 7
     # past its expiration but before a SYNC: still there, no ttl, then a negative one
     event = get(store, "/t", time_ns=T0 + 10 * SECOND + SECOND // 2)
-    assert event is not None and "ttl" not in event.to_json()["node"]
+    assert event is not None and "ttl" not in event_json(event)["node"]
     event = get(store, "/t", time_ns=T0 + 12 * SECOND)
-    assert event is not None and event.to_json()["node"]["ttl"] == -2
+    assert event is not None and event_json(event)["node"]["ttl"] == -2
 
 
 def test_delete_expired_order_and_cutoff() -> None:

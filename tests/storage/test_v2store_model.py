@@ -10,6 +10,7 @@ import time
 import cbor2
 import pytest
 
+from net.v2json import error_json, error_status, event_json, format_rfc3339_nano, node_json
 from storage.v2store.model import (
     ERROR_MESSAGES,
     Action,
@@ -18,7 +19,6 @@ from storage.v2store.model import (
     NodeView,
     V2Error,
     V2Request,
-    format_rfc3339_nano,
     ttl_seconds,
 )
 
@@ -88,36 +88,36 @@ def test_error_messages_are_etcds_table() -> None:
     ],
 )
 def test_error_http_status(code: int, status: int) -> None:
-    assert V2Error(code).http_status == status
+    assert error_status(V2Error(code)) == status
 
 
 def test_error_json_shapes_from_etcd() -> None:
     # [live] rows of 1.4 and 1.5
     assert (
-        compact(V2Error(100, "/missing", 5).to_json())
+        compact(error_json(V2Error(100, "/missing", 5)))
         == '{"errorCode":100,"message":"Key not found","cause":"/missing","index":5}'
     )
     assert (
-        compact(V2Error(101, "[two != bar]", 9).to_json())
+        compact(error_json(V2Error(101, "[two != bar]", 9)))
         == '{"errorCode":101,"message":"Compare failed","cause":"[two != bar]","index":9}'
     )
     assert (
-        compact(V2Error(202, 'invalid value for "ttl"').to_json())
+        compact(error_json(V2Error(202, 'invalid value for "ttl"')))
         == '{"errorCode":202,"message":"The given TTL in POST form is not a number",'
         '"cause":"invalid value for \\"ttl\\"","index":0}'
     )
     assert (
-        compact(V2Error(212, "No TTL value set").to_json())
+        compact(error_json(V2Error(212, "No TTL value set")))
         == '{"errorCode":212,"message":"A TTL must be provided on refresh",'
         '"cause":"No TTL value set","index":0}'
     )
     cleared = "the requested history has been cleared [128/5]"
-    assert compact(V2Error(401, cleared, 1127).to_json()) == (
+    assert compact(error_json(V2Error(401, cleared, 1127))) == (
         '{"errorCode":401,"message":"The event in requested index is outdated and cleared",'
         '"cause":"the requested history has been cleared [128/5]","index":1127}'
     )
     # [live] a compare-and-delete of the root: no cause at all
-    assert compact(V2Error(102, "", 19).to_json()) == (
+    assert compact(error_json(V2Error(102, "", 19))) == (
         '{"errorCode":102,"message":"Not a file","index":19}'
     )
 
@@ -153,17 +153,19 @@ def test_ttl_rounds_up_then_truncates_past_expiry() -> None:
 def test_node_json_field_order_and_omissions() -> None:
     expiration = utc_ns("2026-11-20T22:55:16", 459540957)
     node = NodeView("/foo", "bar", False, expiration, 6, 6)
-    assert compact(node.to_json(expiration - 20 * SECOND)) == (
+    assert compact(node_json(node, expiration - 20 * SECOND)) == (
         '{"key":"/foo","value":"bar","expiration":"2026-11-20T22:55:16.459540957Z","ttl":20,'
         '"modifiedIndex":6,"createdIndex":6}'
     )
     # at the expiration the ttl is 0 and omitted; the expiration stays
-    assert "ttl" not in node.to_json(expiration)
+    assert "ttl" not in node_json(node, expiration)
     empty = NodeView("/e", "", False, None, 3, 2)
-    assert compact(empty.to_json(0)) == '{"key":"/e","value":"","modifiedIndex":3,"createdIndex":2}'
+    assert (
+        compact(node_json(empty, 0)) == '{"key":"/e","value":"","modifiedIndex":3,"createdIndex":2}'
+    )
     directory = NodeView("/d", None, True, None, 4, 4, nodes=())
     assert (
-        compact(directory.to_json(0))
+        compact(node_json(directory, 0))
         == '{"key":"/d","dir":true,"modifiedIndex":4,"createdIndex":4}'
     )
 
@@ -171,7 +173,7 @@ def test_node_json_field_order_and_omissions() -> None:
 def test_root_has_no_key_and_no_indexes() -> None:
     child = NodeView("/a", "1", False, None, 4, 4)
     root = NodeView("/", None, True, None, 0, 0, nodes=(child,))
-    assert compact(root.to_json(0)) == (
+    assert compact(node_json(root, 0)) == (
         '{"dir":true,"nodes":[{"key":"/a","value":"1","modifiedIndex":4,"createdIndex":4}]}'
     )
 
@@ -180,7 +182,7 @@ def test_event_json_and_created() -> None:
     new = NodeView("/message", "Hello etcd", False, None, 5, 5)
     old = NodeView("/message", "Hello world", False, None, 4, 4)
     replaced = Event(Action.SET, new, old, etcd_index=5, time_ns=0)
-    assert compact(replaced.to_json()) == (
+    assert compact(event_json(replaced)) == (
         '{"action":"set","node":{"key":"/message","value":"Hello etcd","modifiedIndex":5,'
         '"createdIndex":5},"prevNode":{"key":"/message","value":"Hello world",'
         '"modifiedIndex":4,"createdIndex":4}}'
@@ -196,8 +198,8 @@ def test_event_json_and_created() -> None:
 def test_event_ttl_defaults_to_the_event_time() -> None:
     node = NodeView("/t", "v", False, 100 * SECOND, 2, 2)
     event = Event(Action.SET, node, None, etcd_index=2, time_ns=70 * SECOND)
-    assert event.to_json()["node"]["ttl"] == 30
-    assert event.to_json(90 * SECOND)["node"]["ttl"] == 10
+    assert event_json(event)["node"]["ttl"] == 30
+    assert event_json(event, 90 * SECOND)["node"]["ttl"] == 10
 
 
 # -- the Raft command --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import cbor2
 import pytest
 
+from net.v2json import event_json
 from storage.v2store.model import V2Error, V2Request
 from storage.v2store.store import KV_PREFIX, V2Store
 
@@ -81,7 +82,7 @@ def run(store: V2Store, rng: random.Random, steps: int, start_ns: int) -> int:
 
 def tree_json(store: V2Store, now_ns: int) -> object:
     event = store.get("/", recursive=True, now_ns=now_ns)
-    return event.to_json()
+    return event_json(event)
 
 
 # -- snapshot / restore ------------------------------------------------------------------------

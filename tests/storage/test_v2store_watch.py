@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from net.v2json import error_json, error_status, event_json
 from storage.v2store.model import Action, Event, V2Error
 from storage.v2store.store import V2Store
 from storage.v2store.watch import HISTORY_EVENTS_MAX, WATCHER_BUFFER_EVENTS, Watcher
@@ -83,11 +84,11 @@ def test_history_is_1000_events_then_401() -> None:
     oldest = 1127 - 1000 + 1
     with pytest.raises(V2Error) as error:
         store.watch("/k", since_index=5)
-    assert json.dumps(error.value.to_json(), separators=(",", ":")) == (
+    assert json.dumps(error_json(error.value), separators=(",", ":")) == (
         '{"errorCode":401,"message":"The event in requested index is outdated and cleared",'
         f'"cause":"the requested history has been cleared [{oldest}/5]","index":1127}}'
     )
-    assert error.value.http_status == 400
+    assert error_status(error.value) == 400
     assert keys(drain(store.watch("/k", since_index=oldest))) == [("set", "/k", oldest), None]
 
 
@@ -169,7 +170,7 @@ def test_expiry_notifies_and_refresh_does_not() -> None:
     assert store.index == 4
     (expired,) = store.delete_expired(T0 + 7 * SECOND)
     assert drain(watcher) == [expired]
-    assert json.dumps(expired.to_json(), separators=(",", ":")) == (
+    assert json.dumps(event_json(expired), separators=(",", ":")) == (
         '{"action":"expire","node":{"key":"/k","modifiedIndex":5,"createdIndex":3},'
         '"prevNode":{"key":"/k","value":"v","expiration":"2026-11-20T22:55:03Z",'
         '"modifiedIndex":4,"createdIndex":3}}'
