@@ -1,4 +1,5 @@
-"""Client histories of the v2 keys API: what each client asked, when, and what it was told.
+"""Client histories of the v2 keys API and the v3 KV API: what each client asked, when, and
+what it was told.
 
 A workload client records every request twice: when it sends it (``History.invoke``) and when
 it learns how it ended (``History.ok``, ``History.fail`` or ``History.indeterminate``). The
@@ -30,6 +31,20 @@ Theory of operation:
 - A read that finds no key is ``failed`` with error code 100, exactly as etcd answers it (404).
 - Reads are linearizable (quorum) reads. Serializable reads are not linearizable and must not be
   recorded as ``read``.
+
+v3 operations (``sim.workload_v3``) are recorded in their own kinds, as the client saw them:
+
+- ``put``, ``range`` (linearizable), ``range-serializable``, ``delete-range`` (of one key) and
+  ``txn``: compare the key's value (``prev_value``) or its ``mod_revision`` (``prev_index``,
+  where 0 means "absent", as in etcd) and put ``value`` if it holds, else range the key.
+- A v3 request that the key model answers "no" is still ``ok``: a range of an absent key
+  (``output_value`` ``None``), a delete that deleted nothing (``succeeded=False``), a txn whose
+  compare failed (``succeeded=False``; ``output_value``/``index`` are what its failure branch
+  read, ``None`` for an absent key). ``index`` is a revision: the write's own (its response
+  header's revision) or the ``mod_revision`` read.
+- ``failed`` is a definite gRPC error (the request was refused before it could take effect);
+  ``indeterminate`` is a timeout, ``UNAVAILABLE``, a reset: anything that may have committed.
+- A history holds one API: v2 indexes and v3 revisions are different counters.
 
 The JSON form (``History.to_json``) is one object with a format tag and one operation per line;
 ``History.from_json`` reads it back into equal records.
@@ -73,13 +88,35 @@ class OpKind(StrEnum):
     """``DELETE``."""
     CAD = "cad"
     """``DELETE prevValue=..&/|prevIndex=..``: compare-and-delete."""
+    PUT = "put"
+    """v3 ``Put``: always succeeds."""
+    RANGE = "range"
+    """v3 linearizable ``Range`` of one key: ok with its value, or ok and absent."""
+    SERIAL_RANGE = "range-serializable"
+    """v3 serializable ``Range``: a member's local state, not linearizable; checked only as
+    "a value that was written"."""
+    DELETE_RANGE = "delete-range"
+    """v3 ``DeleteRange`` of one key: ok, ``succeeded`` when it deleted the key."""
+    TXN = "txn"
+    """v3 ``Txn``: if value (``prev_value``) or mod_revision (``prev_index``, 0: absent)
+    matches, put ``value``, else range the key."""
 
 
+V3_KINDS: Final = frozenset(
+    {OpKind.PUT, OpKind.RANGE, OpKind.SERIAL_RANGE, OpKind.DELETE_RANGE, OpKind.TXN}
+)
 WRITE_KINDS: Final = frozenset(
     {OpKind.SET, OpKind.CREATE, OpKind.UPDATE, OpKind.CAS, OpKind.DELETE, OpKind.CAD}
+    | {OpKind.PUT, OpKind.DELETE_RANGE, OpKind.TXN}
 )
-KINDS_WITH_VALUE: Final = frozenset({OpKind.SET, OpKind.CREATE, OpKind.UPDATE, OpKind.CAS})
-KINDS_WITH_COMPARE: Final = frozenset({OpKind.CAS, OpKind.CAD})
+KINDS_WITH_VALUE: Final = frozenset(
+    {OpKind.SET, OpKind.CREATE, OpKind.UPDATE, OpKind.CAS, OpKind.PUT, OpKind.TXN}
+)
+KINDS_WITH_COMPARE: Final = frozenset({OpKind.CAS, OpKind.CAD, OpKind.TXN})
+KINDS_WITH_OUTPUT: Final = frozenset({OpKind.READ, OpKind.RANGE, OpKind.SERIAL_RANGE, OpKind.TXN})
+"""Kinds that may return a value read (a txn: from its failure branch)."""
+KINDS_WITH_SUCCEEDED: Final = frozenset({OpKind.DELETE_RANGE, OpKind.TXN})
+"""v3 kinds whose ok response says whether their conditional part took effect."""
 
 
 class Outcome(StrEnum):
@@ -116,6 +153,8 @@ class Operation:
             index of the value read. ``None`` when unknown or not ok.
         error_code: etcd's ``errorCode`` of a failed request, if it had one.
         note: free text for reports (for example why the client gave up).
+        succeeded: v3 only, for an ok txn (the compare held) or delete-range (a key was
+            deleted); else ``None``.
     """
 
     op_id: int
@@ -132,6 +171,7 @@ class Operation:
     index: int | None = None
     error_code: int | None = None
     note: str = ""
+    succeeded: bool | None = None
 
     def __post_init__(self) -> None:
         problem = _operation_problem(self)
@@ -175,9 +215,14 @@ class Operation:
         return " ".join(parts)
 
     def result_text(self) -> str:
-        """The outcome: ``ok``, ``ok v3@12``, ``failed 101``, ``indeterminate``."""
+        """The outcome: ``ok``, ``ok v3@12``, ``ok else v3@12``, ``failed 101``,
+        ``indeterminate``."""
         if self.outcome is Outcome.OK:
             shown = "ok"
+            if self.succeeded is False:
+                shown += " else" if self.kind is OpKind.TXN else " none"
+            if self.kind in (OpKind.RANGE, OpKind.SERIAL_RANGE) and self.output_value is None:
+                shown += " absent"
             if self.output_value is not None:
                 shown += f" {self.output_value}"
             if self.index is not None:
@@ -210,6 +255,7 @@ class Operation:
             "output_value": self.output_value,
             "index": self.index,
             "error_code": self.error_code,
+            "succeeded": self.succeeded,
         }
         record.update((name, item) for name, item in optional.items() if item is not None)
         if self.note:
@@ -239,6 +285,7 @@ class Operation:
                 index=_optional_integer(record.get("index")),
                 error_code=_optional_integer(record.get("error_code")),
                 note=_text(record.get("note", "")),
+                succeeded=_optional_boolean(record.get("succeeded")),
             )
         except (KeyError, ValueError, TypeError) as error:
             if isinstance(error, HistoryError):
@@ -264,15 +311,44 @@ def _operation_problem(op: Operation) -> str:
         return f"a {op.kind} {what} prev_index"
     if op.outcome is not Outcome.OK and (op.output_value is not None or op.index is not None):
         return "only an ok operation has an output value or index"
-    if op.output_value is not None and op.kind is not OpKind.READ:
+    if op.output_value is not None and op.kind not in KINDS_WITH_OUTPUT:
         return "only a read has an output value"
     if op.kind is OpKind.READ and op.outcome is Outcome.OK and op.output_value is None:
         return "an ok read returns a value (a read of an absent key fails with 100)"
     if op.error_code is not None and op.outcome is not Outcome.FAILED:
         return "only a failed operation has an error code"
+    if op.kind in V3_KINDS:
+        return _v3_problem(op)
     if (op.prev_index is not None and op.prev_index < 1) or (op.index is not None and op.index < 1):
         return "etcd indexes are positive (prevIndex=0 means no compare)"
+    if op.succeeded is not None:
+        return "only an ok v3 txn or delete-range has a succeeded flag"
     return ""
+
+
+def _v3_problem(op: Operation) -> str:
+    """Why the v3 record ``op`` is not valid, or ``""`` (the rules shared with v2 hold)."""
+    if op.succeeded is not None and not (op.ok and op.kind in KINDS_WITH_SUCCEEDED):
+        return "only an ok v3 txn or delete-range has a succeeded flag"
+    if op.ok and op.kind in KINDS_WITH_SUCCEEDED and op.succeeded is None:
+        return f"an ok {op.kind} says whether it succeeded"
+    if op.kind is OpKind.TXN:
+        if (op.prev_value is None) == (op.prev_index is None):
+            return "a txn compares either the value or the mod_revision"
+        if op.succeeded and op.output_value is not None:
+            return "a txn whose compare held reads nothing"
+    reads_absent = op.kind in (OpKind.RANGE, OpKind.SERIAL_RANGE) or op.succeeded is False
+    if reads_absent and op.output_value is None and op.index is not None:
+        return "an absent key has no mod_revision"
+    if (op.prev_index is not None and op.prev_index < 0) or (op.index is not None and op.index < 1):
+        return "revisions are positive (a mod_revision compare with 0 means absent)"
+    return ""
+
+
+def _optional_boolean(item: Any) -> bool | None:
+    if item is None or isinstance(item, bool):
+        return item
+    raise HistoryError(f"expected a boolean, got {item!r}")
 
 
 def _integer(item: Any) -> int:
@@ -396,11 +472,15 @@ class History:
         *,
         output_value: str | None = None,
         index: int | None = None,
+        succeeded: bool | None = None,
         time_s: float | None = None,
     ) -> Operation:
         """The request succeeded: a read returned ``output_value``; ``index`` is the node's
-        ``modifiedIndex`` in the response, when the client saw it."""
-        return self._complete(op_id, Outcome.OK, time_s, output_value=output_value, index=index)
+        ``modifiedIndex`` (v3: the revision) in the response, when the client saw it;
+        ``succeeded`` is a v3 txn's or delete-range's flag."""
+        return self._complete(
+            op_id, Outcome.OK, time_s, output_value=output_value, index=index, succeeded=succeeded
+        )
 
     def fail(
         self, op_id: int, *, error_code: int | None, note: str = "", time_s: float | None = None
@@ -516,6 +596,7 @@ class History:
         index: int | None = None,
         error_code: int | None = None,
         note: str = "",
+        succeeded: bool | None = None,
     ) -> Operation:
         pending = self._pending.get(op_id)
         if pending is None:
@@ -528,6 +609,7 @@ class History:
             index=index,
             error_code=error_code,
             note=note,
+            succeeded=succeeded,
         )
         del self._pending[op_id]
         del self._pending_by_client[pending.client_id]
@@ -543,6 +625,7 @@ class History:
         index: int | None = None,
         error_code: int | None = None,
         note: str = "",
+        succeeded: bool | None = None,
     ) -> Operation:
         operation = Operation(
             op_id=pending.op_id,
@@ -559,6 +642,7 @@ class History:
             index=index,
             error_code=error_code,
             note=note,
+            succeeded=succeeded,
         )
         self._operations[operation.op_id] = operation
         return operation
@@ -577,4 +661,5 @@ def relaxed(operation: Operation) -> Operation:
         output_value=None,
         index=None,
         error_code=None,
+        succeeded=None,
     )

@@ -1,4 +1,5 @@
-"""Is a history of v2 keys requests linearizable? A Wing-Gong-Lowe search, as Porcupine does it.
+"""Is a history of v2 keys or v3 KV requests linearizable? A Wing-Gong-Lowe search, as Porcupine
+does it.
 
 Theory of operation
 ===================
@@ -89,6 +90,36 @@ never called a violation):
 
 An error response's ``index`` (the store's index, not the key's) is not used.
 
+v3 histories
+============
+
+A v3 key is the same object: absent, or present with a value and a ``mod_revision``; the
+revision is global as the v2 index is (every write that changes something takes the next one,
+on any key), so the rules above hold for revisions unchanged. Each v3 record is therefore
+checked as the v2 operation that has exactly its semantics on one key (``model_view``; the
+witness shows the original records):
+
+==============================================  ================================================
+v3 record                                       checked as
+==============================================  ================================================
+put → rev                                       set ok @rev
+range: value v, mod_revision r / absent         read ok v@r / read failed 100
+delete-range: deleted (rev) / deleted nothing   delete ok @rev / delete failed 100
+txn value == p then put: succeeded (rev)        cas if =p ok @rev
+txn mod_revision == r > 0 then put: succeeded   cas if @r ok @rev
+txn mod_revision == 0 then put: succeeded       create ok @rev (etcd: an absent key's
+                                                mod_revision is 0; a value compare fails)
+txn, compare failed, else-range saw v@r/absent  read ok v@r / read failed 100 (the compare and
+                                                the range see one state; that the compare does
+                                                fail on what the range saw is checked apart)
+indeterminate or failed (gRPC error)            the same kind, indeterminate
+==============================================  ================================================
+
+Serializable ranges are served from one member's state and are not linearizable; they are
+left out of the search and only required to return a value that some put or txn on the key had
+begun to write before the range completed, with the revision that write returned
+(``check_local``), and an absent key is always accepted.
+
 The failing sub-history
 =======================
 
@@ -123,7 +154,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, TypeAlias
 
@@ -132,6 +163,7 @@ from sim.history import (
     KEY_EXISTS,
     KEY_NOT_FOUND,
     MODEL_ERROR_CODES,
+    V3_KINDS,
     History,
     Operation,
     OpKind,
@@ -359,6 +391,15 @@ class KeyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalViolation:
+    """A v3 record that is wrong whatever the order: a serializable range of a value never
+    written, or a txn whose failure branch read a state its compare holds on."""
+
+    op: Operation
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class IndexOrderViolation:
     """Two successful writes whose returned indexes contradict real time or each other."""
 
@@ -376,6 +417,8 @@ class CheckResult:
     keys: tuple[KeyResult, ...]
     index_order: IndexOrderViolation | None = None
     elapsed_s: float = field(default=0.0, compare=False)
+    local: tuple[LocalViolation, ...] = ()
+    """v3 records wrong on their own (``check_local``)."""
 
     @property
     def violations(self) -> tuple[KeyResult, ...]:
@@ -392,6 +435,7 @@ class CheckResult:
         ids = {op.op_id for result in self.violations for op in result.witness}
         if self.index_order is not None:
             ids.update((self.index_order.earlier.op_id, self.index_order.later.op_id))
+        ids.update(item.op.op_id for item in self.local)
         return frozenset(ids)
 
     def summary(self) -> str:
@@ -404,6 +448,8 @@ class CheckResult:
             lines.append(f"  index order: {self.index_order.reason}")
             lines.append(f"    {self.index_order.earlier.describe()}")
             lines.append(f"    {self.index_order.later.describe()}")
+        for item in self.local:
+            lines.append(f"  {item.reason}: {item.op.describe()}")
         for result in self.violations:
             lines.append(f"  key {result.key}: not linearizable: {result.reason}; witness:")
             lines.extend(f"    {op.describe()}" for op in result.witness)
@@ -849,6 +895,123 @@ def _comes_after(later: _Prepared, earlier: _Prepared) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# v3 records in the model's vocabulary
+
+
+def model_view(op: Operation) -> Operation | None:
+    """``op`` as the key model checks it (the table in the module docstring): v2 records as
+    they are, v3 records as the v2 operation with their semantics, with the same id and times;
+    ``None`` for a serializable range, which is not linearizable (``check_local`` checks it)."""
+    if op.kind not in V3_KINDS:
+        return op
+    observed = op.outcome is Outcome.OK
+
+    def absent(kind: OpKind) -> Operation:
+        return replace(op, kind=kind, outcome=Outcome.FAILED, error_code=KEY_NOT_FOUND,
+                       value=None, prev_value=None, prev_index=None, output_value=None,
+                       index=None, succeeded=None)  # fmt: skip
+
+    match op.kind:
+        case OpKind.SERIAL_RANGE:
+            return None
+        case OpKind.PUT:
+            return replace(op, kind=OpKind.SET)
+        case OpKind.RANGE:
+            if observed and op.output_value is None:
+                return absent(OpKind.READ)
+            return replace(op, kind=OpKind.READ)
+        case OpKind.DELETE_RANGE:
+            if observed and not op.succeeded:
+                return absent(OpKind.DELETE)
+            return replace(op, kind=OpKind.DELETE, succeeded=None)
+        case OpKind.TXN:
+            if observed and not op.succeeded:
+                if op.output_value is None:
+                    return absent(OpKind.READ)
+                return replace(op, kind=OpKind.READ, value=None, prev_value=None,
+                               prev_index=None, succeeded=None)  # fmt: skip
+            if op.prev_index == 0:
+                return replace(op, kind=OpKind.CREATE, prev_index=None, succeeded=None)
+            return replace(op, kind=OpKind.CAS, succeeded=None)
+    raise AssertionError(op.kind)
+
+
+def check_local(operations: Sequence[Operation]) -> tuple[LocalViolation, ...]:
+    """What is wrong with v3 records on their own (see the module docstring)."""
+    writers: dict[tuple[str, str], list[Operation]] = {}
+    for op in operations:
+        if op.kind in (OpKind.PUT, OpKind.TXN) and op.value is not None:
+            writers.setdefault((op.key, op.value), []).append(op)
+    found = []
+    for op in sorted(operations, key=lambda op: op.op_id):
+        if op.outcome is not Outcome.OK:
+            continue
+        if op.kind is OpKind.SERIAL_RANGE and op.output_value is not None:
+            reason = _unexplained_read(op, writers.get((op.key, op.output_value), []))
+            if reason:
+                found.append(LocalViolation(op, reason))
+        if op.kind is OpKind.TXN and op.succeeded is False and _compare_holds_on_observed(op):
+            found.append(
+                LocalViolation(op, "the txn's compare failed on the state its else-range read")
+            )
+    return tuple(found)
+
+
+def _unexplained_read(read: Operation, writers: Sequence[Operation]) -> str:
+    """Why no write in ``writers`` explains the serializable ``read``, or ``""``."""
+    assert read.complete_s is not None
+    possible = [
+        writer
+        for writer in writers
+        if writer.invoke_s <= read.complete_s
+        and not (writer.outcome is Outcome.OK and writer.succeeded is False)
+    ]
+    if not possible:
+        return "a serializable range returned a value no put or txn had begun to write"
+    if read.index is None:
+        return ""
+    for writer in possible:
+        if writer.outcome is not Outcome.OK or writer.index is None or writer.index == read.index:
+            return ""
+    return "a serializable range returned a value with another revision than its write's"
+
+
+def _compare_holds_on_observed(op: Operation) -> bool:
+    """Whether a failed txn's compare holds on the state its failure branch read."""
+    if op.prev_value is not None:
+        return op.output_value == op.prev_value
+    if op.output_value is None:
+        return op.prev_index == 0
+    return op.index is not None and op.index == op.prev_index
+
+
+def _recorded(op: Operation, by_id: dict[int, Operation]) -> Operation:
+    """The recorded op behind a model op (relaxed as the model op was)."""
+    original = by_id.get(op.op_id)
+    if original is None or original.kind not in V3_KINDS:
+        return op
+    if op.outcome is Outcome.INDETERMINATE and original.outcome is not Outcome.INDETERMINATE:
+        return relaxed(original)
+    return original
+
+
+def _as_recorded(result: KeyResult, originals: Sequence[Operation]) -> KeyResult:
+    if not result.witness:
+        return result
+    by_id = {op.op_id: op for op in originals}
+    return replace(result, witness=tuple(_recorded(op, by_id) for op in result.witness))
+
+
+def _index_order_as_recorded(
+    found: IndexOrderViolation, originals: Sequence[Operation]
+) -> IndexOrderViolation:
+    by_id = {op.op_id: op for op in originals}
+    return replace(
+        found, earlier=_recorded(found.earlier, by_id), later=_recorded(found.later, by_id)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -929,23 +1092,28 @@ def check_operations(
         minimize: shrink each violation's witness (costs extra searches on violated keys only).
     """
     started_s = time.perf_counter()  # nondeterminism-ok: reporting wall time only
-    listed = list(operations)
+    originals = list(operations)
+    local = check_local(originals)
+    listed = [view for view in map(model_view, originals) if view is not None]
     by_key: dict[str, list[Operation]] = {}
     for op in listed:
         by_key.setdefault(op.key, []).append(op)
     results = tuple(
-        check_key(key, by_key[key], budget=budget, minimize=minimize) for key in sorted(by_key)
+        _as_recorded(check_key(key, by_key[key], budget=budget, minimize=minimize), originals)
+        for key in sorted(by_key)
     )
     index_order = check_index_order(listed)
+    if index_order is not None:
+        index_order = _index_order_as_recorded(index_order, originals)
     verdicts = {result.verdict for result in results}
-    if Verdict.VIOLATION in verdicts or index_order is not None:
+    if Verdict.VIOLATION in verdicts or index_order is not None or local:
         verdict = Verdict.VIOLATION
     elif Verdict.UNKNOWN in verdicts:
         verdict = Verdict.UNKNOWN
     else:
         verdict = Verdict.OK
     elapsed_s = time.perf_counter() - started_s  # nondeterminism-ok
-    return CheckResult(verdict, results, index_order, elapsed_s)
+    return CheckResult(verdict, results, index_order, elapsed_s, local)
 
 
 def check_history(

@@ -23,6 +23,7 @@ from sim.history import (
     COMPARE_FAILED,
     KEY_EXISTS,
     KEY_NOT_FOUND,
+    V3_KINDS,
     History,
     HistoryError,
     Operation,
@@ -824,7 +825,7 @@ def _brute_force(operations: list[Operation]) -> Verdict:
 
 
 def _random_operation(rng: Random, op_id: int) -> Operation:
-    kind = rng.choice(list(OpKind))
+    kind = rng.choice([kind for kind in OpKind if kind not in V3_KINDS])
     values = ["a", "b", "c"]
     start = rng.uniform(0, 10)
     fields: dict[str, object] = {}
