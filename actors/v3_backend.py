@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from actors.api_backend import CLUSTER_VERSION, SERVER_VERSION, member_info
+from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.member import Member, NoLeader, RequestTimeout
 from actors.raft import DropReason
 from actors.raft_actor import NotLeader
@@ -117,7 +118,8 @@ class MemberV3Backend:
             raise _translate(error) from None
 
     async def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        if not request.serializable:
+        bugs = self.member.config.planted_bugs
+        if not request.serializable and QUORUM_READ_WITHOUT_READ_INDEX not in bugs:
             await self._confirm_read()
         return self.reader.range(request)
 

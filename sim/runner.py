@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from random import Random
 
 import trio
@@ -29,8 +29,10 @@ from sim.cluster import Monitor, SimCluster
 from sim.determinism import run_deterministic
 from sim.history import History
 from sim.linearizability import CheckResult, check_history
+from sim.mvcc_agreement import check_mvcc_agreement
 from sim.scenarios import SCENARIOS, Fault
 from sim.workload import WorkloadOptions, run_workload
+from sim.workload_v3 import V3WorkloadOptions, run_v3_workload
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ TASK_STEPS_PER_SIMULATED_S_MAX = 40_000
 """The watchdog's budget: a healthy run takes about 12,000 task steps per simulated second;
 one that needs more than this (plus a fixed allowance) spins, and is stopped and reported."""
 TASK_STEPS_ALLOWANCE = 1_000_000
+APIS = ("v2", "v3")
+"""The client APIs a run's workload can speak."""
 
 
 class Watchdog(trio.abc.Instrument):
@@ -79,6 +83,8 @@ class RunOptions:
         faults: an explicit schedule instead of the scenario's (replaying a shrunk run).
         clients / keys: the workload's size.
         operations_max: stop each client after this many requests (for shrinking).
+        api: which API the clients speak: ``v2`` (``sim.workload``, HTTP keys API) or ``v3``
+            (``sim.workload_v3``, the KV API over gRPC).
     """
 
     seed: int
@@ -89,6 +95,11 @@ class RunOptions:
     clients: int = 8
     keys: int = 4
     operations_max: int | None = None
+    api: str = "v2"
+
+    def __post_init__(self) -> None:
+        if self.api not in APIS:
+            raise ValueError(f"unknown api {self.api!r}; one of {', '.join(APIS)}")
 
     def replay_command(self, faults_file: str | None = None) -> str:
         """The command that runs this again (with its own fault schedule from a file)."""
@@ -103,6 +114,8 @@ class RunOptions:
             command += f" --faults-file {faults_file}"
         if self.operations_max is not None:
             command += f" --operations-max {self.operations_max}"
+        if self.api != RunOptions.api:
+            command += f" --api {self.api}"
         return command
 
 
@@ -275,19 +288,14 @@ async def _simulate_cluster(
         if await cluster.wait_for_leader(STARTUP_S_MAX) is None:
             result.violations.append(f"liveness: no leader within {STARTUP_S_MAX:g}s of starting")
         start_s = trio.current_time()
-        workload = WorkloadOptions(clients=options.clients, keys=options.keys)
         workload_rng, fault_rng = Random(rng.getrandbits(64)), Random(rng.getrandbits(64))
         async with trio.open_nursery() as phase:
             phase.start_soon(
-                partial(
-                    run_workload,
-                    cluster,
-                    history,
-                    options=workload,
-                    rng=workload_rng,
-                    stop_at_s=start_s + duration_s,
-                    operations_max=options.operations_max,
-                )
+                _workload(options),
+                cluster,
+                history,
+                workload_rng,
+                start_s + duration_s,
             )
             phase.start_soon(_run_faults, cluster, faults, start_s, fault_rng)
             await trio.sleep_until(start_s + duration_s)
@@ -296,12 +304,34 @@ async def _simulate_cluster(
         problem = await _recover(cluster)
         if problem:
             result.violations.append(problem)
+        else:
+            problem = await check_mvcc_agreement(cluster)
+            if problem:
+                result.violations.append(problem)
         monitor.check()
         result.violations.extend(monitor.violations)
         result.events = list(cluster.events)
         result.simulated_s = trio.current_time()
         result.trace_hash = _trace_hash(cluster, history)
         nursery.cancel_scope.cancel()
+
+
+def _workload(
+    options: RunOptions,
+) -> Callable[[SimCluster, History, Random, float], Awaitable[object]]:
+    """The run's client workload, as one call: cluster, history, rng, stop time."""
+
+    async def v2(cluster: SimCluster, history: History, rng: Random, stop_at_s: float) -> None:
+        workload = WorkloadOptions(clients=options.clients, keys=options.keys)
+        await run_workload(cluster, history, options=workload, rng=rng, stop_at_s=stop_at_s,
+                           operations_max=options.operations_max)  # fmt: skip
+
+    async def v3(cluster: SimCluster, history: History, rng: Random, stop_at_s: float) -> None:
+        workload = V3WorkloadOptions(clients=options.clients, keys=options.keys)
+        await run_v3_workload(cluster, history, options=workload, rng=rng, stop_at_s=stop_at_s,
+                              operations_max=options.operations_max)  # fmt: skip
+
+    return v3 if options.api == "v3" else v2
 
 
 def _trace_hash(cluster: SimCluster, history: History) -> str:

@@ -29,6 +29,11 @@ Bug = Annotated[
 Duration = Annotated[
     float | None, typer.Option("--duration", help="Seconds of faults (the scenario's default).")
 ]
+Api = Annotated[
+    str,
+    typer.Option("--api", "--workload",
+                 help="What the simulated clients speak: v2 (HTTP keys API) or v3 (KV over gRPC)."),
+]  # fmt: skip
 ReportDir = Annotated[
     str, typer.Option("--report-dir", help="Where failed runs write their report files.")
 ]
@@ -63,6 +68,7 @@ def run_command(
     ] = None,
     operations_max: Annotated[int | None, typer.Option("--operations-max")] = None,
     report_dir: ReportDir = "sim-reports",
+    api: Api = "v2",
 ) -> None:
     """Run one seed; print its seed first and its trace hash last."""
     from sim.report import faults_from_json, summary_lines, write_failure
@@ -71,7 +77,7 @@ def run_command(
     faults = faults_from_json(Path(faults_file).read_text()) if faults_file else None
     options = RunOptions(
         seed=seed, scenario=scenario, planted_bug=bug, duration_s=duration, faults=faults,
-        clients=clients, operations_max=operations_max,
+        clients=clients, operations_max=operations_max, api=api,
     )  # fmt: skip
     typer.echo(f"SEED={seed}")
     result = run(options)
@@ -98,6 +104,7 @@ def sweep_command(
             "are not run again (an interrupted sweep resumes).",
         ),
     ] = None,
+    api: Api = "v2",
 ) -> None:
     """Run many seeds across processes, with a progress bar and a summary."""
     from pathlib import Path
@@ -111,8 +118,9 @@ def sweep_command(
 
     def make_options(seed: int) -> RunOptions:
         return RunOptions(
-            seed=seed, scenario=scenario_for(seed, scenario), planted_bug=bug, duration_s=duration
-        )
+            seed=seed, scenario=scenario_for(seed, scenario), planted_bug=bug,
+            duration_s=duration, api=api,
+        )  # fmt: skip
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("failed: {task.fields[failed]}"))  # fmt: skip
@@ -149,13 +157,16 @@ def shrink_command(
     duration: Duration = None,
     trials: Annotated[int, typer.Option("--trials", help="Runs to spend at most.")] = 60,
     report_dir: ReportDir = "sim-reports",
+    api: Api = "v2",
 ) -> None:
     """Find a shorter fault schedule and fewer operations that still fail, and print them."""
     from sim.report import faults_to_json, summary_lines, write_failure
     from sim.runner import RunOptions, RunResult
     from sim.shrink import shrink
 
-    options = RunOptions(seed=seed, scenario=scenario, planted_bug=bug, duration_s=duration)
+    options = RunOptions(
+        seed=seed, scenario=scenario, planted_bug=bug, duration_s=duration, api=api
+    )
 
     def on_trial(result: RunResult) -> None:
         verdict = "fails" if not result.passed else "passes"

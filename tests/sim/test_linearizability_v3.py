@@ -90,7 +90,7 @@ def test_a_serializable_range_must_return_a_value_that_was_written(
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.TXN, 0, 1, value="refused", prev_value="x", succeeded=False)
     b.op(1, OpKind.PUT, 9, 10, value="late", index=3)
-    b.op(2, OpKind.SERIAL_RANGE, 4, 5, **read)
+    b.op(2, OpKind.SERIAL_RANGE, 4, 5, OK, **read)
     result = check_operations(b.ops)
     assert result.verdict is Verdict.VIOLATION
     (local,) = result.local
