@@ -61,8 +61,20 @@ from urllib.parse import urlsplit
 
 import trio
 
-Workload = Literal["put", "get-linearizable", "get-serializable", "cas", "mixed"]
-WORKLOADS: tuple[Workload, ...] = ("put", "get-linearizable", "get-serializable", "cas", "mixed")
+Workload = Literal[
+    "put", "get-linearizable", "get-serializable", "cas", "mixed",
+    "v3-put", "v3-range", "v3-range-serializable", "v3-txn",
+    "v3-put-gw", "v3-range-gw", "v3-range-serializable-gw", "v3-txn-gw",
+]  # fmt: skip
+V2_WORKLOADS: tuple[Workload, ...] = (
+    "put", "get-linearizable", "get-serializable", "cas", "mixed"
+)  # fmt: skip
+V3_OPERATIONS: tuple[Workload, ...] = ("v3-put", "v3-range", "v3-range-serializable", "v3-txn")
+"""The v3 workloads over gRPC (``bench.loadgen_v3``); ``-gw`` names the same over the gateway."""
+V3_WORKLOADS: tuple[Workload, ...] = (
+    *V3_OPERATIONS, "v3-put-gw", "v3-range-gw", "v3-range-serializable-gw", "v3-txn-gw"
+)  # fmt: skip
+WORKLOADS: tuple[Workload, ...] = (*V2_WORKLOADS, *V3_WORKLOADS)
 
 RECEIVE_BYTES_MAX = 65536
 RESPONSE_HEADER_BYTES_MAX = 64 << 10
@@ -499,7 +511,14 @@ async def preload(spec: LoadSpec, requests: Requests) -> None:
 
 
 async def run_load(spec: LoadSpec) -> LoadResult:
-    """Run ``spec``: preload if it reads, warm up, measure; the result of the window."""
+    """Run ``spec``: preload if it reads, warm up, measure; the result of the window.
+
+    The v3 workloads run in ``bench.loadgen_v3`` (imported here: it builds on this module).
+    """
+    if spec.workload in V3_WORKLOADS:
+        from bench.loadgen_v3 import run_v3_load  # noqa: PLC0415  # it imports this module
+
+        return await run_v3_load(spec)
     requests = Requests(spec)
     host, port = split_endpoint(spec.endpoint)
     if spec.workload in ("get-linearizable", "get-serializable", "mixed"):

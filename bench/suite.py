@@ -42,7 +42,8 @@ import trio
 
 from bench.clusters import EtcdCluster, ProcessCluster, TroikaCluster, etcd_available
 from bench.loadgen import (
-    WORKLOADS,
+    V2_WORKLOADS,
+    V3_WORKLOADS,
     CeilingResult,
     LatencySummary,
     LoadResult,
@@ -54,7 +55,13 @@ from bench.watch import WatchSpec, run_watch
 from sim.runner import RunOptions, run
 from sim.sweep import quiet_member_logs
 
-BENCH_WORKLOADS: tuple[str, ...] = (*WORKLOADS, "watch")
+V2_BENCH_WORKLOADS: tuple[str, ...] = (*V2_WORKLOADS, "watch")
+"""The v2 keys API's workloads: what ``troika bench`` runs by default."""
+BENCH_WORKLOADS: tuple[str, ...] = (*V2_BENCH_WORKLOADS, *V3_WORKLOADS)
+"""Every workload; the v3 ones (``bench.loadgen_v3``) over gRPC, and with ``-gw`` over the
+gateway."""
+CLIENT_BUSY_PERCENT = 90.0
+"""A sample whose load generator used more of a core than this was limited by the client."""
 SYSTEMS: tuple[str, ...] = ("troika", "etcd")
 CEILING_DURATION_S = 2.0
 BUSY_LOAD_AVERAGE = 1.0
@@ -406,6 +413,13 @@ def _note_problems(report: BenchReport) -> None:
             report.notes.append(f"{where}: {cell.errors} errors (see the samples in the JSON)")
         if cell.leader_changes:
             report.notes.append(f"{where}: the leader changed during {cell.leader_changes} runs")
+    for sample in report.samples:
+        if sample.load.client_cpu_percent >= CLIENT_BUSY_PERCENT:
+            report.notes.append(
+                f"{sample.system} {sample.workload} c={sample.connections} run {sample.run + 1}: "
+                f"the load generator used {sample.load.client_cpu_percent:.0f} % of a core "
+                "(the client may be the limit)"
+            )
     ceiling_by_count = {c.load.connections: c.load.ops_per_s for c in report.ceilings}
     for cell in report.cells():
         ceiling = ceiling_by_count.get(cell.connections)
@@ -420,14 +434,14 @@ def format_table(report: BenchReport) -> str:
     """The side-by-side table a person reads."""
     cells = {(c.system, c.workload, c.connections): c for c in report.cells()}
     header = (
-        f"{'workload':<17} {'conns':>5} | {'troika ops/s':>12} {'p50':>7} {'p99':>7} "
+        f"{'workload':<24} {'conns':>5} | {'troika ops/s':>12} {'p50':>7} {'p99':>7} "
         f"{'cpu/op':>6} {'rss':>5} | {'etcd ops/s':>10} {'p50':>7} {'p99':>7} "
         f"{'cpu/op':>6} {'rss':>5} | {'ratio':>5}"
     )
     lines = [header, "-" * len(header)]
     for workload in report.plan.workloads:
         for count in report.plan.connections:
-            row = f"{workload:<17} {count:>5} |"
+            row = f"{workload:<24} {count:>5} |"
             for system in SYSTEMS:
                 cell = cells.get((system, workload, count))
                 width = 12 if system == "troika" else 10

@@ -14,6 +14,27 @@ if TYPE_CHECKING:
     from bench.suite import BenchPlan
 
 ALL = "all"
+ALL_V3 = "all-v3"
+EVERYTHING = "everything"
+
+
+def expand_workloads(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The workloads named, with ``all`` (the v2 ones and watch), ``all-v3`` and
+    ``everything`` expanded, each once, in order."""
+    from bench.loadgen import V3_WORKLOADS
+    from bench.suite import V2_BENCH_WORKLOADS
+
+    groups = {
+        ALL: V2_BENCH_WORKLOADS,
+        ALL_V3: V3_WORKLOADS,
+        EVERYTHING: (*V2_BENCH_WORKLOADS, *V3_WORKLOADS),
+    }
+    expanded: list[str] = []
+    for name in names:
+        for item in groups.get(name, (name,)):
+            if item not in expanded:
+                expanded.append(item)
+    return tuple(expanded)
 
 
 def bench_command(
@@ -22,7 +43,9 @@ def bench_command(
         typer.Option(
             "--workload",
             "-w",
-            help="put, get-linearizable, get-serializable, cas, mixed, watch, or all "
+            help="put, get-linearizable, get-serializable, cas, mixed, watch (the v2 API); "
+            "v3-put, v3-range, v3-range-serializable, v3-txn (v3 over gRPC), the same with -gw "
+            "(over the JSON gateway); all (the v2 ones), all-v3, or everything "
             "(repeat the option for several; default: all).",
         ),
     ] = None,
@@ -59,11 +82,9 @@ def bench_command(
     ] = None,
 ) -> None:
     """Measure troika and etcd 3.4 side by side: a table, a JSON file and a chart."""
-    from bench.suite import BENCH_WORKLOADS, SYSTEMS, BenchPlan
+    from bench.suite import SYSTEMS, BenchPlan
 
-    workloads = tuple(workload or (ALL,))
-    if ALL in workloads:
-        workloads = BENCH_WORKLOADS
+    workloads = expand_workloads(tuple(workload or (ALL,)))
     try:
         plan = BenchPlan(
             workloads=workloads,
