@@ -17,7 +17,7 @@ from net.http import HttpServer
 from net.http.messages import Headers, Request, Response, StreamingResponse
 from net.tcp import TcpNetwork
 from net.v3.errors import RpcError, StatusCode
-from net.v3.gateway import JsonGateway, go_base64, route_v3
+from net.v3.gateway import InputError, JsonGateway, go_base64, route_v3
 from net.v3.methods import CallContext, Methods, SendMessage, StreamMethod, UnaryMethod
 from net.v3.service import v3_methods
 from tests.net.test_v3_service import OTHER, FakeV3Backend
@@ -471,6 +471,15 @@ async def test_stream_handler_is_cancelled_when_the_client_leaves() -> None:
 )
 def test_go_base64_decodes(text: str, data: bytes) -> None:
     assert go_base64(text) == data
+
+
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [("YQ==YQ==", 4), ("Zm9v\u00e9", 4), ("Y", 0), ("YQ=\n", 4), ("Y\nQ=x", 4), ("=", 0)],
+)
+def test_go_base64_error_offsets(text: str, offset: int) -> None:
+    with pytest.raises(InputError, match=f"^illegal base64 data at input byte {offset}$"):
+        go_base64(text)
 
 
 # -- etcd3gw over TCP ---------------------------------------------------------------------------
