@@ -24,8 +24,8 @@ from random import Random
 
 import trio
 
-from actors.api_backend import serve_client_api
 from actors.bootstrap import MemberConfig, open_state
+from actors.client_api import serve_client_api
 from actors.clock import TrioClock
 from actors.member import BoundAddresses, Member
 from actors.raft import Role

@@ -18,8 +18,8 @@ from random import Random
 
 import trio
 
-from actors.api_backend import serve_client_api
 from actors.bootstrap import IDENTITY_KEY, MemberConfig, open_state
+from actors.client_api import serve_client_api
 from actors.clock import TrioClock
 from actors.join import fetch_join_identity
 from actors.member import BoundAddresses, Member

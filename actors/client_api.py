@@ -1,0 +1,87 @@
+"""The member's client port: the v2 HTTP API, the v3 JSON gateway and v3 gRPC on one listener.
+
+etcd serves all three on each client URL: a connection that opens with the
+HTTP/2 preface is gRPC, anything else is HTTP/1.1, where ``/v3/`` and
+``/v3beta/`` paths go to the gateway and the rest to the v2 API. Both v3
+transports serve the one method table built over ``MemberV3Backend``.
+Nothing is served before the member has published its client URLs, as etcd
+serves clients only once it is ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import trio
+from google.protobuf.message import Message
+
+from actors.api_backend import MemberV2Backend, gate_until_published
+from actors.member import Member
+from actors.v3_backend import MemberV3Backend
+from net.grpc.server import GrpcServer
+from net.http.server import REQUEST_BODY_BYTES_MAX, HttpServer, ServerLimits
+from net.v2api import V2Api
+from net.v3.gateway import JsonGateway, route_v3
+from net.v3.methods import (
+    CallContext,
+    Method,
+    Methods,
+    SendMessage,
+    StreamMethod,
+    UnaryMethod,
+)
+from net.v3.service import v3_methods
+
+
+def gate_methods(member: Member, methods: Methods) -> Methods:
+    """The same methods, each waiting (at most a request timeout) for the member to publish."""
+
+    async def ready() -> None:
+        if not member.published.is_set():
+            with trio.move_on_after(member.config.request_timeout_s):
+                await member.published.wait()
+
+    def gated(method: Method) -> Method:
+        if isinstance(method, UnaryMethod):
+            unary = method.handler
+
+            async def call(request: Message, context: CallContext) -> Message:
+                await ready()
+                return await unary(request, context)
+
+            return UnaryMethod(method.request_type, call)
+        stream = method.handler
+
+        async def call_stream(
+            requests: AsyncIterator[Message], send: SendMessage, context: CallContext
+        ) -> None:
+            await ready()
+            await stream(requests, send, context)
+
+        return StreamMethod(method.request_type, call_stream)
+
+    return {path: gated(method) for path, method in methods.items()}
+
+
+GATEWAY_BODY_BYTES_MAX = -(-4 * (REQUEST_BODY_BYTES_MAX + 512 * 1024) // 3) + 64 * 1024
+"""The client port's body bound: a request as large as gRPC takes (``--max-request-bytes``
+plus gRPC's 512 KiB), base64-encoded in gateway JSON, with room for the JSON around it. The
+v3 service still refuses a proposal over ``--max-request-bytes`` ("request is too large")."""
+
+
+async def serve_client_api(
+    member: Member, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the member's client APIs on ``address`` until cancelled."""
+    methods = gate_methods(member, v3_methods(MemberV3Backend(member)))
+    async with trio.open_nursery() as streams:
+        gateway = JsonGateway(methods, streams)
+        http = route_v3(gateway, V2Api(MemberV2Backend(member)))
+        server = HttpServer(
+            member.network,
+            gate_until_published(member, http),
+            ServerLimits(request_body_bytes_max=GATEWAY_BODY_BYTES_MAX),
+            http2=GrpcServer(methods).serve_connection,
+        )
+        await server.serve(address, task_status=task_status)
+        streams.cancel_scope.cancel()
