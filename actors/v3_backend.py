@@ -24,6 +24,7 @@ from net.backend import BackendError, BackendTimeout, MemberInfo
 from net.backend import NoLeader as BackendNoLeader
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
+from storage.mvcc.errors import Compacted, FutureRevision
 
 
 class KvReader(Protocol):
@@ -104,6 +105,15 @@ class MemberV3Backend:
 
     def db_size_bytes(self) -> tuple[int, int]:
         return self.member.kv.size_bytes()
+
+    def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        try:
+            result = self.member.machine.mvcc.hash_kv(revision)
+        except Compacted:
+            raise errors.compacted() from None
+        except FutureRevision:
+            raise errors.future_revision() from None
+        return result.hash, result.compact_revision, result.revision
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ plumbing; MVCC semantics are tested with the real store elsewhere.
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from net.backend import BackendError, BackendTimeout, MemberInfo, NoLeader
@@ -84,6 +86,11 @@ class FakeV3Backend:
 
     def db_size_bytes(self) -> tuple[int, int]:
         return (20480, 16384)
+
+    def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        if revision > self.rev:
+            raise errors.future_revision()
+        return (zlib.crc32(repr(sorted(self.kvs.items())).encode()), -1, self.rev)
 
     def _begin(self, request: object) -> None:
         self.requests.append(request)
@@ -470,7 +477,11 @@ async def test_methods_table() -> None:
     methods = v3_methods(backend)
     assert set(methods) == {
         grpc_path("KV", name) for name in ("Range", "Put", "DeleteRange", "Txn", "Compact")
-    } | {grpc_path("Cluster", "MemberList"), grpc_path("Maintenance", "Status")}
+    } | {
+        grpc_path("Cluster", "MemberList"),
+        grpc_path("Maintenance", "Status"),
+        grpc_path("Maintenance", "HashKV"),
+    }
     put = methods["/etcdserverpb.KV/Put"]
     assert isinstance(put, UnaryMethod)
     assert put.request_type is rpc_pb2.PutRequest
@@ -479,3 +490,14 @@ async def test_methods_table() -> None:
     assert reply.header.revision == 2
     with pytest.raises(AssertionError):
         await put.handler(rpc_pb2.RangeRequest(key=b"k"), NO_CONTEXT)
+
+
+async def test_hash_kv_fills_the_header_and_refuses_a_future_revision() -> None:
+    backend = FakeV3Backend()
+    service = V3Service(backend)
+    await service.put(rpc_pb2.PutRequest(key=b"k", value=b"v"), NO_CONTEXT)
+    reply = await service.hash_kv(rpc_pb2.HashKVRequest(), NO_CONTEXT)
+    assert reply.header.revision == 2 and reply.header.member_id == backend.member_id
+    assert reply.hash == backend.hash_kv(0)[0] and reply.compact_revision == -1
+    error = await _refused(service.hash_kv(rpc_pb2.HashKVRequest(revision=9), NO_CONTEXT))
+    assert error == errors.future_revision()
