@@ -54,6 +54,16 @@ def three(prefix: str = "{p}/a/") -> tuple[Call, ...]:
 A = {"key": "{p}/a/", "range_end": "{p}/a0"}
 """The prefix range of :func:`three`."""
 
+GATEWAY_BODY_LIMIT = (
+    "troika bug: the client port's HTTP server refuses a body over 1.5 MiB "
+    "(net/http/server.py REQUEST_BODY_BYTES_MAX) with 413 text/plain 'request body too "
+    "large' before the gateway sees it; etcd decodes it and answers 400 {code 3, "
+    "'etcdserver: request is too large'} for a put of 1.5 MiB + 10 bytes (a 2 MiB JSON "
+    "body), and 429 {code 8, 'grpc: received message larger than max (N vs. 2097152)'} "
+    "past gRPC's 2 MiB receive limit. Fix: give the gateway's HttpServer a larger "
+    "request_body_bytes_max (actors/client_api.py)"
+)
+
 PUT_CASES = [
     Case("put a new key", (PUT("{p}/k", "v"), RANGE("{p}/k"))),
     Case("put prev_kv on a new key", (PUT("{p}/k", "v", prev_kv=True),)),
@@ -77,7 +87,16 @@ PUT_CASES = [
     Case("put with an unknown lease", (PUT("{p}/k", "v", lease="123456789"), RANGE("{p}/k"))),
     Case("put an empty key", (PUT("", "v"),)),
     Case("put lease 0 is no lease", (PUT("{p}/k", "v", lease="0"), RANGE("{p}/k"))),
-    Case("put a request too large", (PUT("{p}/k", "x" * (1536 * 1024 + 10)),)),
+    Case(
+        "put a request too large",
+        (PUT("{p}/k", "x" * (1536 * 1024 + 10)),),
+        xfail={"gateway": GATEWAY_BODY_LIMIT},
+    ),
+    Case(
+        "put beyond the gRPC message limit",
+        (PUT("{p}/k", "x" * (2560 * 1024)),),
+        xfail={"gateway": GATEWAY_BODY_LIMIT},
+    ),
     Case(
         "put a value just under the limit",
         (PUT("{p}/k", "x" * (1024 * 1024)), RANGE("{p}/k", keys_only=True)),
@@ -430,10 +449,30 @@ VALIDATION_CASES = [
         "put with unknown fields ignored",
         (Call("KV/Put", {"key": K, "value": "v", "nonsense": 1}), RANGE(K)),
     ),
+    Case(
+        "range with lowerCamel field names",
+        (*three(), Call("KV/Range", {"key": "{p}/a/", "rangeEnd": "{p}/a0", "keysOnly": True})),
+    ),
+    Case(
+        "range with both spellings of a field",
+        (*three(), Call("KV/Range", {**A, "keys_only": False, "keysOnly": True})),
+    ),
+    Case("range with null fields", (*three(), Call("KV/Range", {**A, "limit": None}))),
+    Case("range with a limit beyond 2^53", (*three(), Call("KV/Range", {**A, "limit": 2**60}))),
     Case("put with the lease as a JSON number", (PUT(K, "v", lease=7539485351332125422),)),
 ]
 
-BAD_INPUT_CASES = [
+BAD_INGATEWAY_BODY_LIMIT = (
+    "troika bug: the client port's HTTP server refuses a body over 1.5 MiB "
+    "(net/http/server.py REQUEST_BODY_BYTES_MAX) with 413 text/plain 'request body too "
+    "large' before the gateway sees it; etcd decodes it and answers 400 {code 3, "
+    "'etcdserver: request is too large'} for a put of 1.5 MiB + 10 bytes (a 2 MiB JSON "
+    "body), and 429 {code 8, 'grpc: received message larger than max (N vs. 2097152)'} "
+    "past gRPC's 2 MiB receive limit. Fix: give the gateway's HttpServer a larger "
+    "request_body_bytes_max (actors/client_api.py)"
+)
+
+PUT_CASES = [
     Case(
         "gateway malformed JSON",
         (
