@@ -64,6 +64,16 @@ GATEWAY_BODY_LIMIT = (
     "request_body_bytes_max (actors/client_api.py)"
 )
 
+GATEWAY_BODY_LIMIT = (
+    "troika bug: the client port's HTTP server refuses a body over 1.5 MiB "
+    "(net/http/server.py REQUEST_BODY_BYTES_MAX) with 413 text/plain 'request body too "
+    "large' before the gateway sees it; etcd decodes it and answers 400 {code 3, "
+    "'etcdserver: request is too large'} for a put of 1.5 MiB + 10 bytes (a 2 MiB JSON "
+    "body), and 429 {code 8, 'grpc: received message larger than max (N vs. 2097152)'} "
+    "past gRPC's 2 MiB receive limit. Fix: give the gateway's HttpServer a larger "
+    "request_body_bytes_max (actors/client_api.py)"
+)
+
 PUT_CASES = [
     Case("put a new key", (PUT("{p}/k", "v"), RANGE("{p}/k"))),
     Case("put prev_kv on a new key", (PUT("{p}/k", "v", prev_kv=True),)),
@@ -462,17 +472,7 @@ VALIDATION_CASES = [
     Case("put with the lease as a JSON number", (PUT(K, "v", lease=7539485351332125422),)),
 ]
 
-BAD_INGATEWAY_BODY_LIMIT = (
-    "troika bug: the client port's HTTP server refuses a body over 1.5 MiB "
-    "(net/http/server.py REQUEST_BODY_BYTES_MAX) with 413 text/plain 'request body too "
-    "large' before the gateway sees it; etcd decodes it and answers 400 {code 3, "
-    "'etcdserver: request is too large'} for a put of 1.5 MiB + 10 bytes (a 2 MiB JSON "
-    "body), and 429 {code 8, 'grpc: received message larger than max (N vs. 2097152)'} "
-    "past gRPC's 2 MiB receive limit. Fix: give the gateway's HttpServer a larger "
-    "request_body_bytes_max (actors/client_api.py)"
-)
-
-PUT_CASES = [
+BAD_INPUT_CASES = [
     Case(
         "gateway malformed JSON",
         (
