@@ -27,6 +27,8 @@ class InProcessCluster:
     stores: dict[str, MemoryKeyValueStore] = field(default_factory=dict)
     scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
     initial: dict[str, list[str]] = field(default_factory=dict)
+    snapshot_every_entries: int = 10_000
+    snapshot_catch_up_entries: int = 5_000
 
     def config(self, name: str, state: str = "new") -> MemberConfig:
         peer_url = self.initial[name][0]
@@ -38,6 +40,8 @@ class InProcessCluster:
             advertise_client_urls=(peer_url.replace(":23", ":24"),),
             listen_peer_addresses=(peer_url.removeprefix("http://"),),
             request_timeout_s=5.0,
+            snapshot_every_entries=self.snapshot_every_entries,
+            snapshot_catch_up_entries=self.snapshot_catch_up_entries,
         )
 
     async def start(self, name: str, state: str = "new") -> Member:
@@ -78,9 +82,9 @@ class InProcessCluster:
                 await trio.sleep(0.05)
 
 
-async def start_cluster(nursery: trio.Nursery, size: int = 3) -> InProcessCluster:
-    """Found a cluster of ``size`` members named m1..mN."""
-    cluster = InProcessCluster(MemoryNetwork(), nursery)
+async def start_cluster(nursery: trio.Nursery, size: int = 3, **options: int) -> InProcessCluster:
+    """Found a cluster of ``size`` members named m1..mN (``options``: snapshot settings)."""
+    cluster = InProcessCluster(MemoryNetwork(), nursery, **options)  # type: ignore[arg-type]
     cluster.initial = {f"m{i}": [f"http://127.0.0.1:{2380 + i}"] for i in range(1, size + 1)}
     for name in cluster.initial:
         await cluster.start(name)
