@@ -41,6 +41,19 @@ def free_port() -> int:
         return port
 
 
+def bootstrapped(client: str) -> bool:
+    """etcd answers and its own first writes are in (its member's attributes, the cluster
+    version), so the index a test reads first stays put; /v2/keys answers before they are."""
+    try:
+        with urllib.request.urlopen(client + "/version", timeout=1) as answer:
+            cluster_version = json.load(answer)["etcdcluster"]
+        with urllib.request.urlopen(client + "/v2/members", timeout=1) as answer:
+            members = json.load(answer)["members"]
+    except OSError:
+        return False
+    return cluster_version != "not_decided" and all(member["clientURLs"] for member in members)
+
+
 @pytest.fixture
 def etcd_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     if "slow" not in request.config.getoption("markexpr", ""):
@@ -65,14 +78,10 @@ def etcd_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     )
     try:
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(client + "/v2/keys/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        while not bootstrapped(client):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd at {client} did not finish its first writes in 20 s")
+            time.sleep(0.1)
         yield client
     finally:
         process.terminate()
