@@ -19,6 +19,8 @@ from sim.raft_fuzz import Fuzzer, FuzzOptions, format_failure, run_seed
 SEEDS_PER_CHUNK = 50
 FIVE_MEMBER_CHUNKS = 40  # 2,000 seeds
 THREE_MEMBER_CHUNKS = 10  # 500 seeds
+FAST_FIVE_MEMBER_CHUNKS = 4  # the default run's share (200 seeds); the other chunks are slow
+FAST_THREE_MEMBER_CHUNKS = 2  # 100 seeds
 PLANTED_BUG_SEEDS = 200
 SAFETY_PROPERTIES = (
     "election safety",
@@ -39,13 +41,25 @@ def sweep(first_seed: int, count: int, options: FuzzOptions) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("chunk", range(FIVE_MEMBER_CHUNKS))
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        pytest.param(chunk, marks=() if chunk < FAST_FIVE_MEMBER_CHUNKS else pytest.mark.slow)
+        for chunk in range(FIVE_MEMBER_CHUNKS)
+    ],
+)
 def test_five_members_every_fault(chunk: int) -> None:
     failures = sweep(chunk * SEEDS_PER_CHUNK, SEEDS_PER_CHUNK, FuzzOptions(members=5))
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.parametrize("chunk", range(THREE_MEMBER_CHUNKS))
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        pytest.param(chunk, marks=() if chunk < FAST_THREE_MEMBER_CHUNKS else pytest.mark.slow)
+        for chunk in range(THREE_MEMBER_CHUNKS)
+    ],
+)
 def test_three_members_every_fault(chunk: int) -> None:
     first = 100_000 + chunk * SEEDS_PER_CHUNK
     failures = sweep(first, SEEDS_PER_CHUNK, FuzzOptions(members=3))

@@ -23,6 +23,7 @@ from sim.sweep import scenario_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_CHUNKS = 30
+FAST_SWEEP_CHUNKS = 1  # the default run's share: seeds 0-9, every scenario once; the rest is slow
 SEEDS_PER_CHUNK = 10
 SWEEP_DURATION_S = 6.0
 PLANTED_BUG_SEEDS_MAX = 200
@@ -58,7 +59,7 @@ def test_the_trace_does_not_depend_on_the_hash_seed_of_the_process() -> None:
     [
         ("quorum-read-without-read-index", "split-brain", 12.0),
         ("ack-before-sync", "crash-during-commit", 8.0),
-        ("skip-election-restriction", "swarm", 10.0),
+        pytest.param("skip-election-restriction", "swarm", 10.0, marks=pytest.mark.slow),
     ],
 )
 def test_a_planted_bug_is_caught_within_200_seeds(
@@ -105,7 +106,13 @@ def test_a_failure_leaves_a_report_a_history_and_a_timeline(tmp_path: Path) -> N
     assert history.operations == result.history.operations
 
 
-@pytest.mark.parametrize("chunk", range(SWEEP_CHUNKS))
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        pytest.param(chunk, marks=() if chunk < FAST_SWEEP_CHUNKS else pytest.mark.slow)
+        for chunk in range(SWEEP_CHUNKS)
+    ],
+)
 def test_sweep_every_scenario(chunk: int) -> None:
     failures = []
     for seed in range(chunk * SEEDS_PER_CHUNK, (chunk + 1) * SEEDS_PER_CHUNK):
