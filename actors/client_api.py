@@ -19,7 +19,7 @@ from actors.api_backend import MemberV2Backend, gate_until_published
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
 from net.grpc.server import GrpcServer
-from net.http.server import REQUEST_BODY_BYTES_MAX, HttpServer, ServerLimits
+from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
 from net.v3.gateway import JsonGateway, route_v3
 from net.v3.methods import (
@@ -63,10 +63,12 @@ def gate_methods(member: Member, methods: Methods) -> Methods:
     return {path: gated(method) for path, method in methods.items()}
 
 
-GATEWAY_BODY_BYTES_MAX = -(-4 * (REQUEST_BODY_BYTES_MAX + 512 * 1024) // 3) + 64 * 1024
-"""The client port's body bound: a request as large as gRPC takes (``--max-request-bytes``
-plus gRPC's 512 KiB), base64-encoded in gateway JSON, with room for the JSON around it. The
-v3 service still refuses a proposal over ``--max-request-bytes`` ("request is too large")."""
+GATEWAY_BODY_BYTES_MAX = 4 << 20
+"""The client port's body bound (v2 and gateway requests). etcd reads any body; a gateway
+request is then refused by its own gRPC limit (``--max-request-bytes`` plus 512 KiB of
+protobuf: "received message larger than max") and a proposal over ``--max-request-bytes``
+by the v3 service ("request is too large"). 4 MiB holds a base64-encoded request well past
+both, so troika gives the same answers; a larger body is refused with 413."""
 
 
 async def serve_client_api(

@@ -52,6 +52,8 @@ from google.protobuf.message import Message
 
 from net.etcdpb.routes import GATEWAY_ROUTES, grpc_path
 from net.gocompat import encode_json
+from net.grpc.framing import too_large_to_receive
+from net.grpc.limits import RECEIVE_MESSAGE_BYTES_MAX
 from net.http.messages import Handler, Request, Response, StreamingResponse, reason_phrase
 from net.v2api import CORS_HEADERS
 from net.v3.errors import RpcError, StatusCode, http_status
@@ -467,8 +469,20 @@ def _scalar(value: Any, field: FD) -> Any:
     if field.type == FD.TYPE_BYTES:
         if isinstance(value, _JsonText):
             return go_base64(str(value))
+        if isinstance(value, list):
+            return _byte_array(value)
         raise _type_error(_kind(value), "[]uint8")
     raise InputError(f"unsupported field type {field.type}")
+
+
+def _byte_array(items: list[Any]) -> bytes:
+    """A JSON array of numbers as bytes: Go's encoding/json takes ``[]byte`` this way too."""
+    out = bytearray()
+    for item in items:
+        if not isinstance(item, _JsonNumber):
+            raise _type_error(_kind(item), "uint8")
+        out.append(_parse_integer(item, "uint8", 0, 255))
+    return bytes(out)
 
 
 def _fill(message: Message, value: Any) -> None:
@@ -673,6 +687,10 @@ class JsonGateway:
             message = decode_message(method.request_type, body)
         except InputError as error:
             return input_error_response(RpcError(StatusCode.INVALID_ARGUMENT, str(error)))
+        size_bytes = message.ByteSize()
+        if size_bytes > RECEIVE_MESSAGE_BYTES_MAX:
+            # etcd's gateway hands the message to its own gRPC server, which refuses it.
+            return rpc_error_response(too_large_to_receive(size_bytes, RECEIVE_MESSAGE_BYTES_MAX))
         try:
             reply = await method.handler(message, context)
         except RpcError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from net.http import HttpServer
 from net.http.messages import Headers, Request, Response, StreamingResponse
 from net.tcp import TcpNetwork
 from net.v3.errors import RpcError, StatusCode
-from net.v3.gateway import InputError, JsonGateway, go_base64, route_v3
+from net.v3.gateway import InputError, JsonGateway, decode_message, go_base64, route_v3
 from net.v3.methods import CallContext, Methods, SendMessage, StreamMethod, UnaryMethod
 from net.v3.service import v3_methods
 from tests.net.test_v3_service import OTHER, FakeV3Backend
@@ -536,3 +537,34 @@ async def test_etcd3gw_against_the_gateway_on_tcp(backend: FakeV3Backend) -> Non
         ["", "n1"],
         "3.4.23",
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"key":[97,98,99]}', None),
+        (b'{"key":[97,300]}', "json: cannot unmarshal number 300 into Go value of type uint8"),
+        (b'{"key":["YQ=="]}', "json: cannot unmarshal string into Go value of type uint8"),
+    ],
+)
+def test_bytes_fields_take_arrays_of_numbers_as_go_does(raw: bytes, expected: str | None) -> None:
+    if expected is None:
+        assert decode_message(rpc_pb2.RangeRequest, raw) == rpc_pb2.RangeRequest(key=b"abc")
+    else:
+        with pytest.raises(InputError, match=expected):
+            decode_message(rpc_pb2.RangeRequest, raw)
+
+
+async def test_a_message_over_grpcs_limit_is_refused_as_etcds_grpc_server_does(
+    backend: FakeV3Backend,
+) -> None:
+    value = base64.b64encode(b"x" * (2560 * 1024)).decode()
+    # the protobuf: key "k" (3 bytes) + value tag, 4-byte length and 2,621,440 bytes
+    status, text = await exchange(backend, "/v3/kv/put", f'{{"key":"aw==","value":"{value}"}}')
+    assert status == 429
+    assert json.loads(text) == {
+        "error": "grpc: received message larger than max (2621448 vs. 2097152)",
+        "message": "grpc: received message larger than max (2621448 vs. 2097152)",
+        "code": 8,
+    }
+    assert backend.requests == []

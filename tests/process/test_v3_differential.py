@@ -54,33 +54,6 @@ def three(prefix: str = "{p}/a/") -> tuple[Call, ...]:
 A = {"key": "{p}/a/", "range_end": "{p}/a0"}
 """The prefix range of :func:`three`."""
 
-GATEWAY_BODY_LIMIT = (
-    "troika differs: a gateway body over the client port's bound (GATEWAY_BODY_BYTES_MAX in "
-    "actors/client_api.py, about 2.8 MiB) is refused by the HTTP server with 413 text/plain "
-    "'413 Request Entity Too Large: request body too large' (Content-Length, no CORS); etcd "
-    "decodes it and answers 429 application/json (chunked, Trailer) {code 8, 'grpc: received "
-    "message larger than max (2621491 vs. 2097152)'} (a put of a 2.5 MiB value)"
-)
-
-GATEWAY_BODY_LIMIT = (
-    "troika bug: the client port's HTTP server refuses a body over 1.5 MiB "
-    "(net/http/server.py REQUEST_BODY_BYTES_MAX) with 413 text/plain 'request body too "
-    "large' before the gateway sees it; etcd decodes it and answers 400 {code 3, "
-    "'etcdserver: request is too large'} for a put of 1.5 MiB + 10 bytes (a 2 MiB JSON "
-    "body), and 429 {code 8, 'grpc: received message larger than max (N vs. 2097152)'} "
-    "past gRPC's 2 MiB receive limit. Fix: give the gateway's HttpServer a larger "
-    "request_body_bytes_max (actors/client_api.py)"
-)
-
-BYTES_AS_ARRAY = (
-    "troika differs (net/v3/gateway.py, bytes fields): etcd's gateway (Go encoding/json) also "
-    "takes a bytes field as a JSON array of numbers 0-255: {'key':[97,98,99],'value':[100]} "
-    "puts 'abc'='d' (200), [97,300] is 400 'json: cannot unmarshal number 300 into Go value "
-    "of type uint8', ['YQ=='] is 400 'json: cannot unmarshal string into Go value of type "
-    "uint8'; troika refuses every array with 400 'json: cannot unmarshal array into Go value "
-    "of type []uint8'"
-)
-
 PUT_CASES = [
     Case("put a new key", (PUT("{p}/k", "v"), RANGE("{p}/k"))),
     Case("put prev_kv on a new key", (PUT("{p}/k", "v", prev_kv=True),)),
@@ -108,7 +81,6 @@ PUT_CASES = [
     Case(
         "put beyond the gRPC message limit",
         (PUT("{p}/k", "x" * (2560 * 1024)),),
-        xfail={"gateway": GATEWAY_BODY_LIMIT},
     ),
     Case(
         "put a value just under the limit",
@@ -597,13 +569,11 @@ BAD_INPUT_CASES = [
             Call("KV/Range", raw=b'{"key":[97,300]}'),
         ),
         transports=("gateway",),
-        xfail={"gateway": BYTES_AS_ARRAY},
     ),
     Case(
         "gateway key as an array",
         (Call("KV/Range", raw=b'{"key":["YQ=="]}'),),
         transports=("gateway",),
-        xfail={"gateway": BYTES_AS_ARRAY},
     ),
     Case(
         "gateway url-safe base64",
