@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from actors.api_backend import MemberV2Backend, gate_until_published
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
+from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
@@ -30,7 +31,7 @@ from net.v3.methods import (
     StreamMethod,
     UnaryMethod,
 )
-from net.v3.service import v3_methods
+from net.v3.service import ServiceLimits, v3_methods
 
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
@@ -63,27 +64,54 @@ def gate_methods(member: Member, methods: Methods) -> Methods:
     return {path: gated(method) for path, method in methods.items()}
 
 
-GATEWAY_BODY_BYTES_MAX = 4 << 20
-"""The client port's body bound (v2 and gateway requests). etcd reads any body; a gateway
-request is then refused by its own gRPC limit (``--max-request-bytes`` plus 512 KiB of
-protobuf: "received message larger than max") and a proposal over ``--max-request-bytes``
-by the v3 service ("request is too large"). 4 MiB holds a base64-encoded request well past
-both, so troika gives the same answers; a larger body is refused with 413."""
+REQUEST_BODY_BYTES_MIN = 4 << 20
+"""The least the client port reads of a body (v2 and gateway requests). etcd reads any body;
+a gateway request is then refused by its own gRPC limit (``--max-request-bytes`` plus 512 KiB
+of protobuf: "received message larger than max") and a proposal over ``--max-request-bytes``
+by the v3 service ("request is too large"). A base64-encoded request past both fits, so troika
+gives the same answers; a larger body is refused with 413."""
+
+MAX_REQUEST_BYTES_MAX = 7 << 20
+"""The largest ``--max-request-bytes`` taken: a proposal must fit in one log entry
+(``actors.envelope.ENVELOPE_BYTES_MAX``, 8 MiB) with its envelope."""
+
+
+def body_bytes_max(limits: ServiceLimits) -> int:
+    """The client port's body bound for these limits: a base64-encoded largest gRPC message."""
+    base64_bytes = -(-4 * (limits.max_request_bytes + GRPC_OVERHEAD_BYTES) // 3)
+    return max(REQUEST_BODY_BYTES_MIN, base64_bytes + 64 * 1024)
 
 
 async def serve_client_api(
-    member: Member, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    member: Member,
+    address: str,
+    *,
+    limits: ServiceLimits | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the member's client APIs on ``address`` until cancelled."""
-    methods = gate_methods(member, v3_methods(MemberV3Backend(member)))
+    """Serve the member's client APIs on ``address`` until cancelled.
+
+    Args:
+        member: the member.
+        address: where to listen.
+        limits: ``--max-txn-ops`` and ``--max-request-bytes`` (etcd's defaults if None).
+        task_status: told the bound address once listening.
+    """
+    limits = limits if limits is not None else ServiceLimits()
+    if limits.max_request_bytes > MAX_REQUEST_BYTES_MAX:
+        raise ValueError(f"--max-request-bytes must be at most {MAX_REQUEST_BYTES_MAX}")
+    receive_bytes_max = limits.max_request_bytes + GRPC_OVERHEAD_BYTES
+    methods = gate_methods(member, v3_methods(MemberV3Backend(member), limits))
     async with trio.open_nursery() as streams:
-        gateway = JsonGateway(methods, streams)
+        gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
         http = route_v3(gateway, V2Api(MemberV2Backend(member)))
         server = HttpServer(
             member.network,
             gate_until_published(member, http),
-            ServerLimits(request_body_bytes_max=GATEWAY_BODY_BYTES_MAX),
-            http2=GrpcServer(methods).serve_connection,
+            ServerLimits(request_body_bytes_max=body_bytes_max(limits)),
+            http2=GrpcServer(
+                methods, GrpcLimits(receive_message_bytes_max=receive_bytes_max)
+            ).serve_connection,
         )
         await server.serve(address, task_status=task_status)
         streams.cancel_scope.cancel()

@@ -620,12 +620,28 @@ def _leader_id(stats: dict[str, Any] | None) -> str:
 
 
 class TroikaCluster(ProcessCluster):
-    """troika members: ``python -m troika serve`` with etcd's flag names."""
+    """troika members: ``python -m troika serve`` with etcd's flag names.
+
+    Args:
+        extra_flags: more ``troika serve`` flags for every member.
+    """
 
     system = "troika"
 
+    def __init__(
+        self,
+        size: int,
+        data_root: Path | str,
+        *,
+        base_port: int | None = None,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        extra_flags: Sequence[str] = (),
+    ) -> None:
+        super().__init__(size, data_root, base_port=base_port, startup_timeout_s=startup_timeout_s)
+        self.extra_flags = tuple(extra_flags)
+
     def member_argv(self, index: int) -> list[str]:
-        return self.layout.serve_argv(index)
+        return [*self.layout.serve_argv(index), *self.extra_flags]
 
 
 class EtcdCluster(ProcessCluster):

@@ -132,6 +132,12 @@ def serve_command(
     heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="ms")] = 100,
     election_timeout: Annotated[int, typer.Option("--election-timeout", help="ms")] = 1000,
     snapshot_count: Annotated[int, typer.Option("--snapshot-count")] = 10_000,
+    max_txn_ops: Annotated[
+        int, typer.Option("--max-txn-ops", help="Most operations in one v3 txn.")
+    ] = 128,
+    max_request_bytes: Annotated[
+        int, typer.Option("--max-request-bytes", help="Largest v3 request proposed, in bytes.")
+    ] = 1_572_864,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run one member (flags as etcd names them)."""
@@ -151,9 +157,12 @@ def serve_command(
         heartbeat_interval_ms=heartbeat_interval,
         election_timeout_ms=election_timeout,
         snapshot_count=snapshot_count,
+        max_txn_ops=max_txn_ops,
+        max_request_bytes=max_request_bytes,
     )
     try:
         options.member_config()
+        options.service_limits()
     except ValueError as error:
         typer.echo(f"troika serve: {error}", err=True)
         raise typer.Exit(2) from None

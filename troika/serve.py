@@ -13,19 +13,21 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from random import Random
 
 import trio
 
 from actors.bootstrap import IDENTITY_KEY, MemberConfig, open_state
-from actors.client_api import serve_client_api
+from actors.client_api import MAX_REQUEST_BYTES_MAX, serve_client_api
 from actors.clock import TrioClock
 from actors.join import fetch_join_identity
 from actors.member import BoundAddresses, Member
 from actors.membership import parse_initial_cluster
 from net.network import address_from_url
 from net.tcp import TcpNetwork
+from net.v3.service import MAX_REQUEST_BYTES_DEFAULT, MAX_TXN_OPS_DEFAULT, ServiceLimits
 from storage.kv import RocksKeyValueStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,18 @@ class ServeOptions:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 10_000
+    max_txn_ops: int = MAX_TXN_OPS_DEFAULT
+    max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
+
+    def service_limits(self) -> ServiceLimits:
+        """``--max-txn-ops`` and ``--max-request-bytes``.
+
+        Raises:
+            ValueError: a limit out of range.
+        """
+        if self.max_request_bytes > MAX_REQUEST_BYTES_MAX:
+            raise ValueError(f"--max-request-bytes must be at most {MAX_REQUEST_BYTES_MAX}")
+        return ServiceLimits(self.max_txn_ops, self.max_request_bytes)
 
     def member_config(self) -> MemberConfig:
         """The member's configuration from the flags.
@@ -91,7 +105,8 @@ async def serve(
         clock = TrioClock(time.time_ns())
         rng = Random(secrets.randbits(64))
         member = Member(config, state, network=network, kv=kv, clock=clock, rng=rng)
-        await member.run(serve_client_api, task_status=task_status)
+        client_api = partial(serve_client_api, limits=options.service_limits())
+        await member.run(client_api, task_status=task_status)
     finally:
         kv.close()
 

@@ -654,9 +654,16 @@ class JsonGateway:
     task cancelled.
     """
 
-    def __init__(self, methods: Methods, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        methods: Methods,
+        nursery: trio.Nursery,
+        *,
+        receive_message_bytes_max: int = RECEIVE_MESSAGE_BYTES_MAX,
+    ) -> None:
         self._methods = methods
         self._nursery = nursery
+        self._receive_message_bytes_max = receive_message_bytes_max
 
     async def __call__(self, request: Request) -> Response | StreamingResponse:
         path = request.path
@@ -687,10 +694,10 @@ class JsonGateway:
             message = decode_message(method.request_type, body)
         except InputError as error:
             return input_error_response(RpcError(StatusCode.INVALID_ARGUMENT, str(error)))
-        size_bytes = message.ByteSize()
-        if size_bytes > RECEIVE_MESSAGE_BYTES_MAX:
+        size_bytes, limit = message.ByteSize(), self._receive_message_bytes_max
+        if size_bytes > limit:
             # etcd's gateway hands the message to its own gRPC server, which refuses it.
-            return rpc_error_response(too_large_to_receive(size_bytes, RECEIVE_MESSAGE_BYTES_MAX))
+            return rpc_error_response(too_large_to_receive(size_bytes, limit))
         try:
             reply = await method.handler(message, context)
         except RpcError as error:
