@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench.clusters import TroikaCluster
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.v3.client import endpoint_url, rpc_error_from_body
 from net.v3.errors import RpcError, StatusCode
@@ -55,8 +56,6 @@ from troika.v3_commands import (
     scan_go_quoted,
     select_api,
 )
-
-pytestmark = pytest.mark.process
 
 STARTUP_SECONDS_MAX = 20.0
 COMMAND_SECONDS_MAX = 20.0
@@ -289,9 +288,31 @@ SCRIPT: list[tuple[list[str], bytes]] = [
 ]
 
 
-def test_troika_prints_what_etcdctl_prints(clusters: tuple[Etcd, Etcd]) -> None:
-    reference, second = clusters
-    subject = os.environ.get(SUBJECT_VARIABLE) or second.endpoint
+@pytest.fixture
+def troika_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Etcd, str]]:
+    """A fresh etcd and a fresh one-member troika cluster (both empty, so their revisions
+    line up)."""
+    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
+        pytest.skip("etcd and etcdctl (3.4) are not on PATH")
+    reference = Etcd(tmp_path_factory.mktemp("etcd-v3-cli-reference"), "reference")
+    try:
+        with TroikaCluster(1, tmp_path_factory.mktemp("troika-v3-cli")) as cluster:
+            yield reference, cluster.client_urls[0].removeprefix("http://")
+    finally:
+        reference.stop()
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("server", ["etcd", "troika"])
+def test_troika_prints_what_etcdctl_prints(server: str, request: pytest.FixtureRequest) -> None:
+    """The script through etcdctl against a reference etcd and through troika's commands
+    against a second etcd, then against a troika member: the same output, step by step."""
+    if server == "etcd":
+        reference, second = request.getfixturevalue("clusters")
+        subject = second.endpoint
+    else:
+        reference, subject = request.getfixturevalue("troika_pair")
+    subject = os.environ.get(SUBJECT_VARIABLE) or subject
     theirs = _ids(etcdctl(reference.endpoint, ["get", "x", "-w", "json"]))
     ours = _ids(troika(subject, ["get", "x", "-w", "json"]))
     differences = []
@@ -304,6 +325,7 @@ def test_troika_prints_what_etcdctl_prints(clusters: tuple[Etcd, Etcd]) -> None:
     assert not differences, "\n".join(differences)
 
 
+@pytest.mark.process
 def test_count_only_counts_what_etcdctl_finds(clusters: tuple[Etcd, Etcd]) -> None:
     """``--count-only`` is not in etcdctl 3.4; its count is the one etcdctl's json shows."""
     reference, _ = clusters
@@ -327,6 +349,7 @@ def test_unreachable_endpoints_fail_as_etcdctl_does() -> None:
     assert (result.exit_code, result.stderr) == (1, "Error: context deadline exceeded\n")
 
 
+@pytest.mark.process
 def test_failover_to_the_next_endpoint(clusters: tuple[Etcd, Etcd]) -> None:
     reference, _ = clusters
     dead = f"127.0.0.1:{_free_port()}"
