@@ -19,6 +19,7 @@ from actors.raft import DropReason
 from actors.raft_actor import NotLeader
 from actors.waiters import TooManyRequests
 from net.backend import (
+    BackendBusy,
     BackendError,
     BackendTimeout,
     MemberInfo,
@@ -39,18 +40,22 @@ HEALTH_TIMEOUT_S = 1.0
 """etcd's /health gives a linearizable read one second."""
 
 
-def _translate(error: Exception) -> Exception:
-    """The member's errors as the API's."""
+MemberErrors = (RequestTimeout, NoLeader, NotLeader, TooManyRequests)
+"""What the member's request paths raise when it cannot serve a request now."""
+
+
+def translate(error: Exception) -> Exception:
+    """The member's errors as the APIs' (``net.backend``), for both v2 and v3."""
     if isinstance(error, RequestTimeout):
         return BackendTimeout()
     if isinstance(error, NoLeader):
         return BackendNoLeader()
     if isinstance(error, NotLeader):
         if error.reason is DropReason.UNCOMMITTED_LIMIT:
-            return BackendError("etcdserver: too many requests")
+            return BackendBusy()
         return BackendError(f"etcdserver: {error}")
     if isinstance(error, TooManyRequests):
-        return BackendError("etcdserver: too many requests")
+        return BackendBusy()
     return error
 
 
@@ -81,16 +86,16 @@ class MemberV2Backend:
     async def propose(self, request: V2Request) -> Event:
         try:
             return await self.member.propose_v2(request)
-        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
-            raise _translate(error) from None
+        except MemberErrors as error:
+            raise translate(error) from None
 
     async def read(self, request: V2Request) -> Event:
         bugs = self.member.config.planted_bugs
         if request.method == "QGET" and QUORUM_READ_WITHOUT_READ_INDEX not in bugs:
             try:
                 await self.member.confirm_read()
-            except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
-                raise _translate(error) from None
+            except MemberErrors as error:
+                raise translate(error) from None
         return self.member.machine.store.get(
             request.path, recursive=request.recursive, sorted=request.sorted, now_ns=self.now_ns()
         )
@@ -118,8 +123,8 @@ class MemberV2Backend:
             raise PeerUrlExists()
         try:
             record = await self.member.add_member(list(peer_urls), is_learner)
-        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
-            raise _translate(error) from None
+        except MemberErrors as error:
+            raise translate(error) from None
         return member_info(record)
 
     async def remove_member(self, member_id: int) -> None:
@@ -130,8 +135,8 @@ class MemberV2Backend:
             raise MemberNotFound()
         try:
             await self.member.remove_member(member_id)
-        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
-            raise _translate(error) from None
+        except MemberErrors as error:
+            raise translate(error) from None
 
     async def update_member(self, member_id: int, peer_urls: tuple[str, ...]) -> None:
         membership = self.member.membership
@@ -142,8 +147,8 @@ class MemberV2Backend:
             raise PeerUrlExists()
         try:
             await self.member.update_member(member_id, list(peer_urls))
-        except (RequestTimeout, NoLeader, NotLeader, TooManyRequests) as error:
-            raise _translate(error) from None
+        except MemberErrors as error:
+            raise translate(error) from None
 
     def stats_self(self) -> dict[str, Any]:
         member = self.member
@@ -204,7 +209,7 @@ class MemberV2Backend:
         with trio.move_on_after(HEALTH_TIMEOUT_S):
             try:
                 await self.member.confirm_read()
-            except (RequestTimeout, NoLeader, NotLeader, TooManyRequests):
+            except MemberErrors:
                 return False
             return True
         return False

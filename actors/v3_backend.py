@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from actors.api_backend import CLUSTER_VERSION, SERVER_VERSION, member_info
+from actors.api_backend import (
+    CLUSTER_VERSION,
+    SERVER_VERSION,
+    MemberErrors,
+    member_info,
+    translate,
+)
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
-from actors.member import Member, NoLeader, RequestTimeout
-from actors.raft import DropReason
-from actors.raft_actor import NotLeader
-from actors.waiters import TooManyRequests
-from net.backend import BackendError, BackendTimeout, MemberInfo
-from net.backend import NoLeader as BackendNoLeader
+from actors.member import Member
+from net.backend import MemberInfo
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from storage.mvcc.errors import Compacted, FutureRevision
@@ -33,22 +35,6 @@ class KvReader(Protocol):
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse: ...
 
     def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse: ...
-
-
-MemberErrors = (RequestTimeout, NoLeader, NotLeader, TooManyRequests)
-
-
-def _translate(error: Exception) -> Exception:
-    """The member's errors as the v3 service's (it maps these to etcd's gRPC errors)."""
-    if isinstance(error, RequestTimeout):
-        return BackendTimeout()
-    if isinstance(error, NoLeader):
-        return BackendNoLeader()
-    if isinstance(error, NotLeader) and error.reason is DropReason.UNCOMMITTED_LIMIT:
-        return errors.too_many_requests()
-    if isinstance(error, TooManyRequests):
-        return errors.too_many_requests()
-    return BackendError(f"etcdserver: {error}")
 
 
 def txn_has_writes(request: rpc_pb2.TxnRequest) -> bool:
@@ -125,7 +111,7 @@ class MemberV3Backend:
         try:
             await self.member.confirm_read()
         except MemberErrors as error:
-            raise _translate(error) from None
+            raise translate(error) from None
 
     async def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         bugs = self.member.config.planted_bugs
@@ -139,7 +125,7 @@ class MemberV3Backend:
         try:
             return await self.member.propose_v3(request)
         except MemberErrors as error:
-            raise _translate(error) from None
+            raise translate(error) from None
 
     async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         response = await self._propose(raft_internal_pb2.InternalRaftRequest(put=request))

@@ -62,6 +62,13 @@ class NoLeader(BackendError):
         super().__init__(message)
 
 
+class BackendBusy(BackendError):
+    """Too many requests are waiting, or too much of the log is uncommitted."""
+
+    def __init__(self, message: str = "etcdserver: too many requests") -> None:
+        super().__init__(message)
+
+
 class MembershipError(Exception):
     """A membership change the cluster refuses; ``str()`` is etcd's message."""
 

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from net.backend import BackendError, BackendTimeout, MemberInfo, NoLeader
+from net.backend import BackendBusy, BackendError, BackendTimeout, MemberInfo, NoLeader
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.etcdpb.routes import grpc_path
 from net.v3 import errors
@@ -311,6 +311,8 @@ def backend_error(error: BackendError) -> RpcError:
         return errors.request_timed_out()
     if isinstance(error, NoLeader):
         return errors.no_leader()
+    if isinstance(error, BackendBusy):
+        return errors.too_many_requests()
     return RpcError(StatusCode.UNKNOWN, str(error))
 
 

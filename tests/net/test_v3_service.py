@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from net.backend import BackendError, BackendTimeout, MemberInfo, NoLeader
+from net.backend import BackendBusy, BackendError, BackendTimeout, MemberInfo, NoLeader
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.etcdpb.routes import grpc_path
 from net.v3 import errors
@@ -463,6 +463,7 @@ async def test_hasleader_metadata_refuses_while_leaderless() -> None:
             RpcError(StatusCode.UNKNOWN, "etcdserver: server stopped"),
         ),
         (errors.no_space(), errors.no_space()),
+        (BackendBusy(), errors.too_many_requests()),
     ],
 )
 async def test_backend_failures_become_rpc_errors(failure: Exception, expected: RpcError) -> None:
