@@ -17,6 +17,7 @@ from actors.member import Member, NoLeader, RequestTimeout
 from actors.membership import Member as MemberRecord
 from actors.raft import DropReason
 from actors.raft_actor import NotLeader
+from actors.state_machine import V2Reader
 from actors.waiters import TooManyRequests
 from net.backend import (
     BackendBusy,
@@ -73,6 +74,11 @@ class MemberV2Backend:
         self.member = member
 
     @property
+    def reader(self) -> V2Reader:
+        """The state machine's v2 store, read-only."""
+        return self.member.machine.v2_reader()
+
+    @property
     def cluster_id(self) -> int:
         return self.member.cluster_id
 
@@ -96,14 +102,12 @@ class MemberV2Backend:
                 await self.member.confirm_read()
             except MemberErrors as error:
                 raise translate(error) from None
-        return self.member.machine.store.get(
+        return self.reader.get(
             request.path, recursive=request.recursive, sorted=request.sorted, now_ns=self.now_ns()
         )
 
     def watch(self, path: str, recursive: bool, stream: bool, since_index: int) -> Watcher:
-        return self.member.machine.store.watch(
-            path, recursive=recursive, stream=stream, since_index=since_index
-        )
+        return self.reader.watch(path, recursive=recursive, stream=stream, since_index=since_index)
 
     def raft_index(self) -> int:
         return max(self.member.status.commit_index, self.member.applied_index())
@@ -201,7 +205,7 @@ class MemberV2Backend:
         return {"leader": f"{member.member_id:x}", "followers": followers}
 
     def stats_store(self) -> dict[str, Any]:
-        return dict(self.member.machine.store.stats_json())
+        return dict(self.reader.stats_json())
 
     async def health(self) -> bool:
         if not self.member.leader_id():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 import cbor2
 from google.protobuf.message import DecodeError
@@ -38,17 +38,61 @@ from actors.raft import (
     conf_state_after,
 )
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
+from net.etcdpb.rpc_pb2 import RangeRequest, RangeResponse, TxnRequest, TxnResponse
 from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore, WriteBatch
 from storage.mvcc import MvccStore
+from storage.mvcc.model import HashResult
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import V2Store
+from storage.v2store.watch import Watcher
 
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_BLOB = b"membership"
 CONF_STATE_BLOB = b"conf-state"
+
+
+class V2Reader(Protocol):
+    """What the v2 API may do with the v2 store: read it and watch it, never write."""
+
+    def get(
+        self, path: str, *, recursive: bool = False, sorted: bool = False, now_ns: int
+    ) -> Event:
+        """A node, or V2Error 100."""
+        ...
+
+    def watch(
+        self, path: str, *, recursive: bool = False, stream: bool = False, since_index: int = 0
+    ) -> Watcher:
+        """A watcher of ``path``."""
+        ...
+
+    def stats_json(self) -> dict[str, int]:
+        """``/v2/stats/store``."""
+        ...
+
+
+class KvReader(Protocol):
+    """What the v3 API may do with the MVCC store: ranges, read-only txns, its revision and
+    hash, never a write."""
+
+    def range(self, request: RangeRequest) -> RangeResponse:
+        """A Range on the local store."""
+        ...
+
+    def txn(self, request: TxnRequest) -> TxnResponse:
+        """A txn with no writes (anything else is proposed)."""
+        ...
+
+    def revision(self) -> int:
+        """The current revision."""
+        ...
+
+    def hash_kv(self, revision: int) -> HashResult:
+        """HashKV up to ``revision`` (0: the current one)."""
+        ...
 
 
 Outcome = Event | V2Error | ProtoMessage | RpcError | None
@@ -117,6 +161,16 @@ class StateMachine:
         self.conf_state = conf_state
         self.applied_index = applied_index
         self.membership_changed = True
+
+    # -- read-only views, for the APIs -------------------------------------------------------
+
+    def v2_reader(self) -> V2Reader:
+        """The v2 store, for reads and watches."""
+        return self.store
+
+    def kv_reader(self) -> KvReader:
+        """The MVCC store, for reads."""
+        return _KvView(self.kv, self.mvcc)
 
     # -- starting ------------------------------------------------------------------
 
@@ -270,3 +324,23 @@ def _new_mvcc() -> MvccStore:
 
 def _load_mvcc(kv: KeyValueStore) -> MvccStore:
     return MvccStore.load(kv, track_events=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _KvView:
+    """``KvReader`` over the applier and its store."""
+
+    applier: KvApplier
+    store: MvccStore
+
+    def range(self, request: RangeRequest) -> RangeResponse:
+        return self.applier.range(request)
+
+    def txn(self, request: TxnRequest) -> TxnResponse:
+        return self.applier.txn(request)
+
+    def revision(self) -> int:
+        return self.store.current_revision
+
+    def hash_kv(self, revision: int) -> HashResult:
+        return self.store.hash_kv(revision)

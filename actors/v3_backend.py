@@ -12,8 +12,6 @@ side of the state machine, never the apply actor's write paths.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from actors.api_backend import (
     CLUSTER_VERSION,
     SERVER_VERSION,
@@ -23,18 +21,11 @@ from actors.api_backend import (
 )
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.member import Member
+from actors.state_machine import KvReader
 from net.backend import MemberInfo
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from storage.mvcc.errors import Compacted, FutureRevision
-
-
-class KvReader(Protocol):
-    """What reads may do with the state machine's MVCC store."""
-
-    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse: ...
-
-    def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse: ...
 
 
 def txn_has_writes(request: rpc_pb2.TxnRequest) -> bool:
@@ -74,7 +65,7 @@ class MemberV3Backend:
         return self.member.applied_index()
 
     def revision(self) -> int:
-        return self.member.machine.mvcc.current_revision
+        return self.reader.revision()
 
     def members(self) -> list[MemberInfo]:
         return [member_info(record) for record in self.member.membership.sorted_members()]
@@ -94,7 +85,7 @@ class MemberV3Backend:
 
     def hash_kv(self, revision: int) -> tuple[int, int, int]:
         try:
-            result = self.member.machine.mvcc.hash_kv(revision)
+            result = self.reader.hash_kv(revision)
         except Compacted:
             raise errors.compacted() from None
         except FutureRevision:
@@ -105,7 +96,8 @@ class MemberV3Backend:
 
     @property
     def reader(self) -> KvReader:
-        return self.member.machine.kv
+        """The state machine's MVCC store, read-only."""
+        return self.member.machine.kv_reader()
 
     async def _confirm_read(self) -> None:
         try:
