@@ -114,9 +114,50 @@ def encode_conf_state(conf_state: ConfState) -> bytes:
 
 
 def decode_conf_state(data: bytes) -> ConfState:
-    """Parse what ``encode_conf_state`` made."""
-    voters, learners = cbor2.loads(data)
+    """Parse what ``encode_conf_state`` made.
+
+    Raises:
+        ValueError: malformed.
+    """
+    item = _loads(data, "conf state")
+    if not isinstance(item, list) or len(item) != 2 or not all(_is_id_list(ids) for ids in item):
+        raise ValueError("conf state must be [voters, learners], two lists of member ids")
+    voters, learners = item
+    if set(voters) & set(learners):
+        raise ValueError("conf state lists a member as voter and learner")
     return ConfState(tuple(voters), tuple(learners))
+
+
+def _is_id_list(value: object) -> bool:
+    """A sorted list of distinct member ids (as ``ConfState`` holds them)."""
+    if not isinstance(value, list):
+        return False
+    if not all(type(member_id) is int and 0 < member_id < 1 << 64 for member_id in value):
+        return False
+    return value == sorted(set(value))
+
+
+def _loads(data: bytes, what: str) -> Any:
+    """``cbor2.loads`` with every decoding failure a ValueError."""
+    try:
+        return cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as error:
+        raise ValueError(f"{what} is not cbor: {error}") from None
+
+
+def _decode_urls_body(body: bytes, what: str) -> tuple[object, tuple[str, ...]]:
+    """The ``[first, urls]`` body of a PUBLISH or UPDATE_MEMBER entry.
+
+    Raises:
+        ValueError: malformed.
+    """
+    item = _loads(body, what)
+    if not isinstance(item, list) or len(item) != 2:
+        raise ValueError(f"{what} must be a 2-item list")
+    first, urls = item
+    if not isinstance(urls, list) or not all(type(url) is str for url in urls):
+        raise ValueError(f"{what} must carry a list of URLs")
+    return first, tuple(urls)
 
 
 def conf_change_context(member: Member, request_id: RequestId) -> bytes:
@@ -204,7 +245,12 @@ class StateMachine:
         assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
         self.applied_index = entry.index
         if entry.type is EntryType.CONF_CHANGE:
-            return self._apply_conf_change(ConfChange.decode(entry.data))
+            try:
+                change = ConfChange.decode(entry.data)
+            except ValueError as error:
+                log.error("entry %d is not a conf change (%s); skipped", entry.index, error)
+                return None
+            return self._apply_conf_change(change)
         if not entry.data:
             return None  # a new leader's empty entry
         try:
@@ -221,11 +267,23 @@ class StateMachine:
             case EnvelopeKind.V3_REQUEST:
                 return self._apply_v3(envelope.body)
             case EnvelopeKind.PUBLISH:
-                name, client_urls = cbor2.loads(envelope.body)
-                self.membership.publish(envelope.request_id.member_id, name, tuple(client_urls))
+                try:
+                    name, client_urls = _decode_urls_body(envelope.body, "publish")
+                    if type(name) is not str:
+                        raise ValueError("publish must carry a name")
+                except ValueError as error:
+                    log.error("malformed publish in the log (%s); skipped", error)
+                    return None
+                self.membership.publish(envelope.request_id.member_id, name, client_urls)
             case EnvelopeKind.UPDATE_MEMBER:
-                member_id, peer_urls = cbor2.loads(envelope.body)
-                self.membership.update_peer_urls(member_id, tuple(peer_urls))
+                try:
+                    member_id, peer_urls = _decode_urls_body(envelope.body, "member update")
+                    if type(member_id) is not int:
+                        raise ValueError("member update must carry a member id")
+                except ValueError as error:
+                    log.error("malformed member update in the log (%s); skipped", error)
+                    return None
+                self.membership.update_peer_urls(member_id, peer_urls)
             case _:
                 assert_never(envelope.kind)
         self.membership_changed = True
