@@ -77,7 +77,7 @@ def test_frame_bodies_decode_to_plain_values_or_are_malformed(body: bytes) -> No
     assert type(payload) is dict
     assert all(type(key) is str for key in payload)
     assert _is_plain(payload)
-    assert cbor2.loads(body) == payload
+    assert repr(cbor2.loads(body)) == repr(payload)  # (repr: NaN is not equal to itself)
 
 
 @fuzz_settings(fast=50, ci=3000)
