@@ -1,10 +1,12 @@
 """The apply actor: committed entries into the state machine, answers out.
 
-For each batch from the storage actor it installs a snapshot if there is
-one, applies the entries in order, writes what changed together with the
-applied index in one batch, then wakes the requests that waited for these
-entries and the reads that waited for this index. Every so often it snapshots
-the state machine and compacts the Raft log behind it.
+For each batch from the raft actor (committed entries that are durable in the
+local log, and perhaps a snapshot from the leader that is too) it installs the
+snapshot if there is one, applies the entries in order, writes what changed
+together with the applied index in one batch, tells the raft actor "applied up
+to" that index, then wakes the requests that waited for these entries and the
+reads that waited for this index. Every so often it snapshots the state
+machine and compacts the Raft log behind it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Callable
 import trio
 
 from actors.membership import Membership
-from actors.state_machine import Applied, StateMachine
-from actors.storage_actor import ApplyWork
+from actors.raft_actor import Applied, ApplyWork, RaftInput
+from actors.state_machine import Applied as Outcome
+from actors.state_machine import StateMachine
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.raft_store import RaftStore, SnapshotRecord
@@ -30,7 +33,7 @@ CATCH_UP_ENTRIES = 5_000
 
 
 class ApplyActor:
-    """Applies what the storage actor forwards, in order."""
+    """Applies what the raft actor hands out, in order, and says how far it got."""
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class ApplyActor:
         applied: AppliedState,
         raft_store: RaftStore,
         inbox: trio.MemoryReceiveChannel[ApplyWork],
+        to_raft: trio.MemorySendChannel[RaftInput],
         waiters: Waiters,
         on_membership: Callable[[Membership], None],
         snapshot_every_entries: int = SNAPSHOT_EVERY_ENTRIES,
@@ -48,6 +52,7 @@ class ApplyActor:
         self.applied = applied
         self.raft_store = raft_store
         self.inbox = inbox
+        self.to_raft = to_raft
         self.waiters = waiters
         self.on_membership = on_membership
         self.snapshot_every_entries = snapshot_every_entries
@@ -58,7 +63,7 @@ class ApplyActor:
     async def run(self) -> None:
         """Apply every batch until cancelled; between batches, finish any MVCC compaction
         a bounded step at a time (so a large compaction never holds up the next batch)."""
-        async with self.inbox:
+        async with self.inbox, self.to_raft:
             while True:
                 try:
                     work = await self._next_work()
@@ -97,7 +102,7 @@ class ApplyActor:
             machine.restore(work.snapshot)
             self.last_snapshot_index = work.snapshot.metadata.index
             log.info("installed a snapshot at index %d", machine.applied_index)
-        outcomes: list[Applied] = []
+        outcomes: list[Outcome] = []
         for entry in work.committed_entries:
             if entry.index <= machine.applied_index:
                 continue
@@ -106,6 +111,11 @@ class ApplyActor:
                 outcomes.append(outcome)
         membership_changed = machine.membership_changed
         await machine.persist(self.applied)
+        if work.last_index:
+            assert machine.applied_index >= work.last_index, (machine.applied_index, work)
+            # Before anyone hears of the outcome: a client that proposes again
+            # (a second conf change, say) finds the core already knowing.
+            await self.to_raft.send(Applied(machine.applied_index))
         for outcome in outcomes:
             self.waiters.resolve(outcome.request_id, outcome.result)
         for read_state in work.read_states:

@@ -177,10 +177,12 @@ async def open_state(
 async def commit_what_was_applied(raft_store: RaftStore, applied_index: int) -> None:
     """Raise the persisted commit index to the applied index, if a crash left it behind.
 
-    The storage actor hands already-durable committed entries to the apply
-    actor before the Ready that carries the new commit index is saved, so a
-    crash can leave applied > commit on disk. Those entries were committed
-    by the cluster and are in the durable log, so the commit index may say so.
+    The raft actor hands committed entries to the apply actor as soon as they
+    are committed and durable in the local log, without waiting for the
+    append that carries the new commit index to be saved, so a crash can
+    leave applied > commit on disk. Those entries were committed by the
+    cluster and are in the durable log (nothing is applied before the storage
+    actor has said so), so the commit index may say so.
 
     Raises:
         BootstrapError: the applied index is past the durable log: not a
@@ -249,6 +251,7 @@ def build_node(config: MemberConfig, state: OpenedState, rng: Random) -> RawNode
         election_timeout_ticks=config.election_ticks,
         heartbeat_interval_ticks=1,
         applied_index=state.machine.applied_index,
+        async_storage_writes=True,
         check_quorum=True,
         pre_vote=True,
         planted_bugs=frozenset(bug for bug in PlantedBug if bug.value in config.planted_bugs),

@@ -2,11 +2,16 @@
 
 ::
 
-    client ─HTTP─▶ api ─Propose/ReadIndex─▶ raft ─Ready─▶ storage ─ApplyWork─▶ apply
-                    ▲                         ▲  │            │                  │
-                    └──── waiters ◀───────────┼──┼────────────┼──────────────────┘
-                                              │  ▼            ▼
-                                           transport (peer stream + pipeline channels)
+    client ─HTTP─▶ api ─Propose/ReadIndex─▶ raft ──StorageAppend──▶ storage ──votes, acks──▶
+                    ▲                        │▲ ◀─────Persisted─────────┘           transport
+                    │                        │└──────Applied───────────┐
+                    │                        └──ApplyWork──────────▶ apply
+                    └────────────── waiters ◀──────────────────────────┘
+
+The raft actor sends the messages that need no persist to the transport
+itself, the storage actor only persists (and then releases what vouches for
+it), and committed entries go from the raft actor straight to the apply
+actor; each stage acknowledges what it did (docs/member.md).
 
 Every channel is bounded (the constants in each actor module). The network,
 the key-value store, the wall clock and the random generator are passed in:
@@ -34,9 +39,11 @@ from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
 from actors.join import cluster_info
 from actors.membership import Member as MemberRecord
 from actors.membership import Membership, member_id_for
-from actors.raft import ConfChange, ConfChangeType, DropReason, Ready, Role
+from actors.raft import ConfChange, ConfChangeType, DropReason, Role, StorageAppend
 from actors.raft_actor import (
+    APPLY_QUEUE_LENGTH_MAX,
     INBOX_LENGTH_MAX,
+    ApplyWork,
     NotLeader,
     Propose,
     ProposeConfChange,
@@ -50,7 +57,7 @@ from actors.raft_actor import (
 )
 from actors.read_batcher import ReadBatcher
 from actors.state_machine import StateMachine, conf_change_context
-from actors.storage_actor import APPLY_QUEUE_LENGTH_MAX, ApplyWork, StorageActor
+from actors.storage_actor import StorageActor
 from actors.transport_actor import TransportActor
 from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
@@ -126,7 +133,7 @@ class Member:
         """Set once this member's name and client URLs are in the applied member table;
         the client API waits for it, as etcd serves clients only once it has published."""
         self.raft_send, raft_receive = trio.open_memory_channel[RaftInput](INBOX_LENGTH_MAX)
-        storage_send, storage_receive = trio.open_memory_channel[Ready](1)
+        storage_send, storage_receive = trio.open_memory_channel[StorageAppend](1)
         apply_send, apply_receive = trio.open_memory_channel[ApplyWork](APPLY_QUEUE_LENGTH_MAX)
         inbound_send, inbound_receive = trio.open_memory_channel[tuple[int, dict[str, object]]](
             INBOUND_QUEUE_LENGTH_MAX
@@ -147,22 +154,20 @@ class Member:
             build_node(config, state, rng),
             inbox=raft_receive,
             to_storage=storage_send,
+            to_apply=apply_send,
             send=self.transport_actor.send,
             waiters=self.waiters,
             status=self.status,
         )
         self.storage_actor = StorageActor(
-            state.raft_store,
-            storage_receive,
-            apply_send,
-            self.raft_send.clone(),
-            self.transport_actor.send,
+            state.raft_store, storage_receive, self.raft_send.clone(), self.transport_actor.send
         )
         self.apply_actor = ApplyActor(
             state.machine,
             applied=state.applied,
             raft_store=state.raft_store,
             inbox=apply_receive,
+            to_raft=self.raft_send.clone(),
             waiters=self.waiters,
             on_membership=self._on_membership,
             snapshot_every_entries=config.snapshot_every_entries,

@@ -1,11 +1,24 @@
 """The raft actor: the only owner of the Raft core.
 
 Its inbox takes one union of inputs (ticks, peer messages, proposals, reads,
-reports, and "persisted" from the storage actor). It steps every input it
-can get without waiting, then, if no Ready is outstanding, takes one and
-hands it to the storage actor. Inputs keep arriving while the Ready is being
-persisted; they all go into the next one: that is group commit, many
-proposals per fsync, without a timer.
+reports, "persisted" from the storage actor and "applied" from the apply
+actor). It steps every input it can get without waiting, then takes a Ready
+(the core runs with asynchronous storage writes, ``actors.raft.rawnode``)
+and hands its parts to the stage that carries them out:
+
+- messages that may go at once, to the transport;
+- ``append`` (what to persist, and the messages that wait for it), to the
+  storage actor, which answers ``Persisted``. One append is in flight at a
+  time: whatever arrives during an fsync goes into the next one, which is
+  group commit (many proposals per fsync) without a timer;
+- ``apply`` (committed entries that are durable here, a snapshot) and the
+  ReadIndex answers, to the apply actor directly, which answers ``Applied``.
+  They do not wait for the append in flight: a write is applied as soon as
+  it commits, while the next batch is being fsynced.
+
+It never waits on another actor (it sends only into channels it knows have
+room), so the answers the storage and apply actors send back into its inbox
+cannot deadlock with it.
 """
 
 from __future__ import annotations
@@ -20,13 +33,18 @@ import trio
 from actors.envelope import RequestId
 from actors.raft import (
     ConfChange,
+    Entry,
     Message,
+    PersistedUpTo,
     ProposalDropped,
     RaftError,
     RawNode,
+    ReadState,
     Ready,
     Role,
+    Snapshot,
     StepRefused,
+    StorageAppend,
 )
 from actors.waiters import Waiters
 
@@ -36,6 +54,8 @@ INBOX_LENGTH_MAX = 4096
 """Inputs queued for the raft actor; producers wait when it is full."""
 INPUTS_PER_READY_MAX = 1024
 """Inputs stepped before a Ready is taken, so a flood cannot starve persistence."""
+APPLY_QUEUE_LENGTH_MAX = 64
+"""Batches of committed entries handed to the apply actor and not yet taken by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +117,33 @@ class Unreachable:
 
 @dataclass(frozen=True, slots=True)
 class Persisted:
-    """The storage actor persisted (and forwarded) ``ready``."""
+    """The storage actor made the append in flight durable and sent what waited for it."""
 
-    ready: Ready
+    up_to: PersistedUpTo
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The apply actor applied (and persisted) everything up to ``index``."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyWork:
+    """What the apply actor is to do, in order: install a snapshot, apply committed
+    entries, then answer the reads confirmed at ``read_states``."""
+
+    snapshot: Snapshot | None
+    committed_entries: tuple[Entry, ...]
+    read_states: tuple[ReadState, ...]
+
+    @property
+    def last_index(self) -> int:
+        """The index this work applies up to (0 when it only answers reads)."""
+        if self.committed_entries:
+            return self.committed_entries[-1].index
+        return self.snapshot.metadata.index if self.snapshot is not None else 0
 
 
 RaftInput = (
@@ -112,6 +156,7 @@ RaftInput = (
     | SnapshotReport
     | Unreachable
     | Persisted
+    | Applied
 )
 
 
@@ -140,29 +185,33 @@ class RaftStatus:
 
 
 class RaftActor:
-    """Steps the core with every input and hands each Ready to storage."""
+    """Steps the core with every input and hands each part of a Ready to its stage."""
 
     def __init__(
         self,
         node: RawNode,
         *,
         inbox: trio.MemoryReceiveChannel[RaftInput],
-        to_storage: trio.MemorySendChannel[Ready],
+        to_storage: trio.MemorySendChannel[StorageAppend],
+        to_apply: trio.MemorySendChannel[ApplyWork],
         send: Callable[[Message], None],
         waiters: Waiters,
         status: RaftStatus,
     ) -> None:
+        assert node.async_storage_writes, "the actors acknowledge persist and apply apart"
         self.node = node
         self.inbox = inbox
         self.to_storage = to_storage
+        self.to_apply = to_apply
         self.send = send
         self.waiters = waiters
         self.status = status
-        self.outstanding: Ready | None = None
+        self.appending: StorageAppend | None = None
+        """The append the storage actor is persisting, if any."""
 
     async def run(self) -> None:
         """Step inputs and hand out Readies until cancelled."""
-        async with self.inbox, self.to_storage:
+        async with self.inbox, self.to_storage, self.to_apply:
             while True:
                 self.handle(await self.inbox.receive())
                 for _ in range(INPUTS_PER_READY_MAX):
@@ -171,18 +220,30 @@ class RaftActor:
                     except trio.WouldBlock:
                         break
                     self.handle(item)
-                await self.hand_out_ready()
+                self.hand_out_ready()
 
-    async def hand_out_ready(self) -> None:
-        """Take a Ready if none is outstanding, send what may go now, pass it on."""
-        if self.outstanding is not None or not self.node.has_ready():
+    def hand_out_ready(self) -> None:
+        """Take a Ready, as far as the stages have room, and hand out its parts.
+
+        Never waits: an append goes only to an idle storage actor (its channel
+        holds one), apply work only into a channel with room.
+        """
+        append = self.appending is None
+        statistics = self.to_apply.statistics()
+        apply = statistics.current_buffer_used < statistics.max_buffer_size
+        if not self.node.has_ready(append=append, apply=apply):
             return
-        ready = self.node.ready()
-        self.outstanding = ready
+        ready = self.node.ready(append=append, apply=apply)
         self._publish(ready)
         for message in ready.messages:
             self.send(message)
-        await self.to_storage.send(ready)
+        if ready.append is not None:
+            self.appending = ready.append
+            self.to_storage.send_nowait(ready.append)
+        if ready.apply is not None or ready.read_states:
+            snapshot = ready.apply.snapshot if ready.apply else None
+            entries = ready.apply.committed_entries if ready.apply else ()
+            self.to_apply.send_nowait(ApplyWork(snapshot, entries, ready.read_states))
 
     def _publish(self, ready: Ready) -> None:
         if ready.soft_state is not None:
@@ -223,10 +284,13 @@ class RaftActor:
                 self.node.report_snapshot(member_id, succeeded)
             case Unreachable(member_id):
                 self.node.report_unreachable(member_id)
-            case Persisted(ready):
-                assert ready is self.outstanding, "persisted a Ready that was not handed out"
-                self.outstanding = None
-                self.node.advance(ready)
+            case Persisted(up_to):
+                assert self.appending is not None, "persisted an append that was not handed out"
+                assert up_to == self.appending.persisted_up_to, (up_to, self.appending)
+                self.appending = None
+                self.node.on_persisted(up_to)
+            case Applied(index):
+                self.node.on_applied(index)
             case _:
                 assert_never(item)
 

@@ -36,7 +36,7 @@ from actors.raft.messages import (
     SnapshotMetadata,
     SoftState,
 )
-from actors.raft.rawnode import RawNode, Ready
+from actors.raft.rawnode import PersistedUpTo, RawNode, Ready, StorageAppend, StorageApply
 from actors.raft.storage import MemoryStorage, Storage
 from actors.raft.tracker import conf_state_after, validate_conf_change
 
@@ -56,6 +56,7 @@ __all__ = [
     "MemoryStorage",
     "Message",
     "MessageType",
+    "PersistedUpTo",
     "PlantedBug",
     "ProposalDropped",
     "RaftError",
@@ -71,6 +72,8 @@ __all__ = [
     "SoftState",
     "StepRefused",
     "Storage",
+    "StorageAppend",
+    "StorageApply",
     "StorageError",
     "UnavailableError",
     "conf_state_after",

@@ -58,6 +58,11 @@ class Config:
         read_only_option: how reads are confirmed.
         disable_proposal_forwarding: followers refuse proposals instead of
             forwarding them to the leader.
+        async_storage_writes: persisting and applying are acknowledged
+            separately (``on_persisted``, ``on_applied``), and further Readies
+            may be taken before earlier ones are acknowledged; committed
+            entries are then handed out for applying only once they are
+            durable here. Off: one Ready at a time, acknowledged by ``advance``.
         planted_bugs: test-only switches that break a rule on purpose.
     """
 
@@ -74,6 +79,7 @@ class Config:
     pre_vote: bool = True
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
     disable_proposal_forwarding: bool = False
+    async_storage_writes: bool = False
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:

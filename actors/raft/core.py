@@ -29,7 +29,8 @@ generator, which decides only the election timeouts.
 from __future__ import annotations
 
 import enum
-from dataclasses import replace
+from collections import deque
+from dataclasses import dataclass, replace
 from random import Random
 from typing import Any
 
@@ -71,6 +72,15 @@ PENDING_READS_MAX = 4096
 """Read requests a leader queues, waiting for a heartbeat round or its first commit."""
 
 
+@dataclass(frozen=True, slots=True)
+class _ApplyingBatch:
+    """Entries handed out to be applied and not yet reported applied."""
+
+    last_index: int
+    size_bytes: int
+    conf_changes: tuple[Entry, ...]
+
+
 class _Campaign(enum.Enum):
     PRE_ELECTION = "pre-election"
     ELECTION = "election"
@@ -102,6 +112,7 @@ class Raft:
         self.pending_read_requests: list[Message] = []
         self.append_pending = False
         self.transfer_campaign_pending = False
+        self.applying_batches: deque[_ApplyingBatch] = deque()
         self._bugs = config.planted_bugs
 
         hard_state, conf_state = storage.initial_state()
@@ -837,19 +848,33 @@ class Raft:
             if advanced and self._maybe_commit():
                 self._on_commit_advanced()
 
-    def on_applied(self, entries: tuple[Entry, ...], snapshot_index: int) -> None:
-        """Entries (and a snapshot) were handed to the application."""
-        if snapshot_index:
-            self.log.applied_to(snapshot_index)
-        for entry in entries:
-            if entry.type is EntryType.CONF_CHANGE and entry.index > self.conf_index:
-                self.conf_index = entry.index
-                self.apply_conf_change(ConfChange.decode(entry.data))
+    def accept_applying(self, snapshot: Snapshot | None, entries: tuple[Entry, ...]) -> None:
+        """A snapshot, then entries, were handed out to be applied (``on_applied`` follows)."""
+        if snapshot is not None:
+            self.log.applying_to(snapshot.metadata.index)
+            self.applying_batches.append(_ApplyingBatch(snapshot.metadata.index, 0, ()))
         if entries:
-            self.log.applied_to(entries[-1].index)
+            assert entries[0].index == self.log.applying + 1, (entries[0], self.log.applying)
+            self.log.applying_to(entries[-1].index)
+            changes = tuple(entry for entry in entries if entry.type is EntryType.CONF_CHANGE)
+            size_bytes = sum(entry.payload_size_bytes() for entry in entries)
+            self.applying_batches.append(_ApplyingBatch(entries[-1].index, size_bytes, changes))
+
+    def on_applied(self, index: int) -> None:
+        """The application applied everything handed out up to ``index``.
+
+        Conf changes take effect here, in log order, once they are applied.
+        """
+        assert index <= self.log.applying, (index, self.log.applying)
+        while self.applying_batches and self.applying_batches[0].last_index <= index:
+            batch = self.applying_batches.popleft()
+            for entry in batch.conf_changes:
+                if entry.index > self.conf_index:
+                    self.conf_index = entry.index
+                    self.apply_conf_change(ConfChange.decode(entry.data))
             if self.role is Role.LEADER:
-                applied_bytes = sum(entry.payload_size_bytes() for entry in entries)
-                self.uncommitted_bytes = max(0, self.uncommitted_bytes - applied_bytes)
+                self.uncommitted_bytes = max(0, self.uncommitted_bytes - batch.size_bytes)
+        self.log.applied_to(index)
         if self.transfer_campaign_pending and not self._has_unapplied_conf_change():
             self.transfer_campaign_pending = False
             self._hup(_Campaign.TRANSFER)

@@ -1,8 +1,13 @@
 """The Raft log as the core sees it: persisted entries in storage, then an
 unstable tail (and perhaps an incoming snapshot) not yet written to disk.
 
-The unstable tail is what the next Ready asks the application to persist;
-``stable_to`` moves the boundary once it has.
+The unstable tail is what a Ready asks the application to persist; the part
+already handed out (``offset_in_progress``, ``snapshot_in_progress``) is not
+handed out again, and ``stable_to`` moves the durable boundary once the
+application says it is on disk. Committed entries have two marks of their
+own: ``applying`` (handed out to be applied) and ``applied`` (the
+application said so). Without ``allow_unstable`` (asynchronous storage
+writes) only entries below the durable boundary are handed out for applying.
 """
 
 from __future__ import annotations
@@ -16,11 +21,20 @@ from actors.raft.storage import Storage, limit_by_size
 
 @dataclass(slots=True)
 class Unstable:
-    """Entries from ``offset`` on (and maybe a snapshot) not yet persisted."""
+    """Entries from ``offset`` on (and maybe a snapshot) not yet persisted.
+
+    Entries below ``offset_in_progress`` (and the snapshot, when
+    ``snapshot_in_progress``) were handed out to be persisted already.
+    """
 
     offset: int
     entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    offset_in_progress: int = 0
+    snapshot_in_progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.offset_in_progress = max(self.offset_in_progress, self.offset)
 
     def first_index_hint(self) -> int | None:
         """The first log index, when a pending snapshot decides it."""
@@ -53,17 +67,34 @@ class Unstable:
             return
         del self.entries[: index + 1 - self.offset]
         self.offset = index + 1
+        self.offset_in_progress = max(self.offset_in_progress, self.offset)
 
     def stable_snapshot_to(self, index: int) -> None:
         """Forget the pending snapshot once persisted."""
         if self.snapshot is not None and self.snapshot.metadata.index == index:
             self.snapshot = None
+            self.snapshot_in_progress = False
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace everything unstable with a snapshot to persist."""
         self.offset = snapshot.metadata.index + 1
+        self.offset_in_progress = self.offset
         self.entries = []
         self.snapshot = snapshot
+        self.snapshot_in_progress = False
+
+    def next_entries(self) -> list[Entry]:
+        """Unstable entries not handed out to be persisted yet."""
+        return self.entries[self.offset_in_progress - self.offset :]
+
+    def next_snapshot(self) -> Snapshot | None:
+        """The unstable snapshot, unless it was handed out already."""
+        return None if self.snapshot_in_progress else self.snapshot
+
+    def accept_in_progress(self) -> None:
+        """Everything unstable now was handed out to be persisted."""
+        self.offset_in_progress = self.offset + len(self.entries)
+        self.snapshot_in_progress = self.snapshot is not None
 
     def truncate_and_append(self, entries: list[Entry]) -> None:
         """Append, replacing any unstable entries from the first new index."""
@@ -76,6 +107,8 @@ class Unstable:
         else:
             del self.entries[first_new - self.offset :]
             self.entries.extend(entries)
+        # Replaced entries that were handed out are handed out again, new ones.
+        self.offset_in_progress = max(self.offset, min(self.offset_in_progress, first_new))
 
     def slice(self, low: int, high: int) -> list[Entry]:
         """Unstable entries ``[low, high)``."""
@@ -97,12 +130,16 @@ class RaftLog:
         last_index = storage.last_index()
         self.unstable = Unstable(offset=last_index + 1)
         self.committed = first_index - 1
+        self.applying = first_index - 1
         self.applied = first_index - 1
+        self.snapshot_to_apply: Snapshot | None = None
+        """A snapshot adopted from the leader, not yet handed out to be applied."""
         self.committed_bytes_max = committed_bytes_max
 
     def __repr__(self) -> str:
         return (
-            f"RaftLog(committed={self.committed}, applied={self.applied}, "
+            f"RaftLog(committed={self.committed}, applying={self.applying}, "
+            f"applied={self.applied}, "
             f"unstable.offset={self.unstable.offset}, unstable={len(self.unstable.entries)})"
         )
 
@@ -190,22 +227,39 @@ class RaftLog:
         unstable = self.unstable.slice(max(low, offset), high)
         return limit_by_size(stored + unstable, bytes_max)
 
-    def unstable_entries(self) -> list[Entry]:
-        """The entries the next Ready asks to persist."""
-        return list(self.unstable.entries)
+    def next_snapshot_to_apply(self, allow_unstable: bool) -> Snapshot | None:
+        """The snapshot to hand out for applying, if one waits (and is durable,
+        unless ``allow_unstable``)."""
+        snapshot = self.snapshot_to_apply
+        if snapshot is None or (not allow_unstable and self.unstable.snapshot is snapshot):
+            return None
+        return snapshot
 
-    def has_next_committed_entries(self) -> bool:
-        """Are there committed entries not yet handed out for applying?"""
-        if self.unstable.snapshot is not None:
-            return False
-        return self.committed > max(self.applied, self.first_index() - 1)
+    def _appliable_high(self, allow_unstable: bool) -> int:
+        """The last index that may be handed out for applying."""
+        if self.snapshot_to_apply is not None:
+            return 0  # the snapshot goes first, in a Ready of its own
+        if allow_unstable:
+            return self.committed
+        return min(self.committed, self.last_stable_index())
 
-    def next_committed_entries(self) -> list[Entry]:
-        """Committed entries to apply next, within the per-Ready byte limit."""
-        if not self.has_next_committed_entries():
+    def has_next_committed_entries(self, allow_unstable: bool) -> bool:
+        """Are there committed entries to hand out for applying?"""
+        low = max(self.applying + 1, self.first_index())
+        return self._appliable_high(allow_unstable) >= low
+
+    def next_committed_entries(self, allow_unstable: bool) -> list[Entry]:
+        """Committed entries to apply next, within the per-Ready byte limit.
+
+        Args:
+            allow_unstable: the caller persists before it applies (one Ready at
+                a time), so entries not yet durable may be handed out too.
+        """
+        low = max(self.applying + 1, self.first_index())
+        high = self._appliable_high(allow_unstable)
+        if high < low:
             return []
-        low = max(self.applied + 1, self.first_index())
-        return self.slice(low, self.committed + 1, self.committed_bytes_max)
+        return self.slice(low, high + 1, self.committed_bytes_max)
 
     # -- changing the log -----------------------------------------------------
 
@@ -269,10 +323,20 @@ class RaftLog:
             assert commit <= self.last_index(), (commit, self.last_index())
             self.committed = commit
 
+    def applying_to(self, index: int) -> None:
+        """Entries (or a snapshot) up to ``index`` were handed out to be applied."""
+        assert index <= self.committed, (index, self.committed)
+        assert index > self.applying, (index, self.applying)
+        if self.snapshot_to_apply is not None:
+            assert index == self.snapshot_to_apply.metadata.index, (index, self.snapshot_to_apply)
+            self.snapshot_to_apply = None
+        self.applying = index
+
     def applied_to(self, index: int) -> None:
-        """Record that entries up to ``index`` were handed to the application."""
+        """The application applied everything up to ``index``."""
         assert index <= self.committed, (index, self.committed)
         self.applied = max(self.applied, index)
+        self.applying = max(self.applying, index)
 
     def stable_to(self, index: int, term: int) -> None:
         """Entries up to ``index`` (of ``term``) are on disk."""
@@ -286,3 +350,4 @@ class RaftLog:
         """Replace the log with ``snapshot``; everything up to it is committed."""
         self.committed = snapshot.metadata.index
         self.unstable.restore(snapshot)
+        self.snapshot_to_apply = snapshot

@@ -1,4 +1,5 @@
-"""The apply actor's own snapshots while a snapshot from the leader waits to be restored."""
+"""The apply actor: its own snapshots while a snapshot from the leader waits to be restored,
+and its "applied up to" answers to the raft actor."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import pytest
 import trio
 
 from actors.apply_actor import ApplyActor
-from actors.raft import ConfState, Entry, Snapshot, SnapshotMetadata
+from actors.raft import ConfState, Entry, ReadState, Snapshot, SnapshotMetadata
+from actors.raft_actor import Applied, ApplyWork, RaftInput
 from actors.state_machine import StateMachine
-from actors.storage_actor import ApplyWork
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.kv import MemoryKeyValueStore
@@ -40,16 +41,32 @@ async def founded(kv: MemoryKeyValueStore) -> tuple[RaftStore, AppliedState, Sta
     return raft_store, applied, machine
 
 
+RAFT_INBOX_LENGTH = 16
+
+
 def snapshotting_every_5(
     raft_store: RaftStore, applied: AppliedState, machine: StateMachine
-) -> ApplyActor:
-    """An apply actor that snapshots every 5 entries and keeps 2 behind; batches come by
-    direct ``apply`` calls, so its inbox is never read."""
+) -> tuple[ApplyActor, trio.MemoryReceiveChannel[RaftInput]]:
+    """An apply actor that snapshots every 5 entries and keeps 2 behind, and the raft inbox
+    its answers go to; batches come by direct ``apply`` calls, so its inbox is never read."""
     _, inbox = trio.open_memory_channel[ApplyWork](1)
-    return ApplyActor(
-        machine, applied=applied, raft_store=raft_store, inbox=inbox, waiters=Waiters(),
-        on_membership=lambda membership: None, snapshot_every_entries=5, catch_up_entries=2,
+    to_raft, raft_inbox = trio.open_memory_channel[RaftInput](RAFT_INBOX_LENGTH)
+    actor = ApplyActor(
+        machine, applied=applied, raft_store=raft_store, inbox=inbox, to_raft=to_raft,
+        waiters=Waiters(), on_membership=lambda membership: None, snapshot_every_entries=5,
+        catch_up_entries=2,
     )  # fmt: skip
+    return actor, raft_inbox
+
+
+def answers(inbox: trio.MemoryReceiveChannel[RaftInput]) -> list[RaftInput]:
+    """What the actor told the raft actor since the last look."""
+    taken: list[RaftInput] = []
+    while True:
+        try:
+            taken.append(inbox.receive_nowait())
+        except trio.WouldBlock:
+            return taken
 
 
 def entries(low: int, high: int) -> tuple[Entry, ...]:
@@ -69,7 +86,7 @@ async def test_no_snapshot_of_older_state_once_the_leader_snapshot_is_saved(
     """10: the stored snapshot is at the applied index (not newer); 20: past it, and the
     applied index is compacted away (simulator sweep, snapshot-catch-up seed 7754)."""
     raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor = snapshotting_every_5(raft_store, applied, machine)
+    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine)
     leader_snapshot = snapshot_record(leader_snapshot_index, 2)
     await raft_store.save(
         HardStateRecord(term=2, vote=0, commit=leader_snapshot_index), [], leader_snapshot
@@ -83,9 +100,33 @@ async def test_no_snapshot_of_older_state_once_the_leader_snapshot_is_saved(
 
 async def test_a_snapshot_is_taken_every_so_many_entries() -> None:
     raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor = snapshotting_every_5(raft_store, applied, machine)
+    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine)
     await actor.apply(ApplyWork(None, entries(2, 3), ()))
     assert snapshot_index(raft_store) == 1
     await actor.apply(ApplyWork(None, entries(4, 10), ()))
     assert snapshot_index(raft_store) == 10
     assert raft_store.first_index() == 9  # 2 entries kept behind the snapshot
+
+
+async def test_each_batch_is_answered_with_the_index_it_reached() -> None:
+    raft_store, applied, machine = await founded(MemoryKeyValueStore())
+    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine)
+    await actor.apply(ApplyWork(None, entries(2, 3), ()))
+    await actor.apply(ApplyWork(None, (), (ReadState(3, b"read"),)))  # nothing applied
+    await actor.apply(ApplyWork(None, entries(4, 4), ()))
+    assert answers(raft_inbox) == [Applied(3), Applied(4)]
+    leader_snapshot = snapshot_record(20, 2)
+    await raft_store.save(HardStateRecord(term=2, vote=0, commit=20), [], leader_snapshot)
+    await actor.apply(ApplyWork(as_snapshot(leader_snapshot), (), ()))
+    assert answers(raft_inbox) == [Applied(20)]
+
+
+async def test_the_answer_goes_before_the_waiters_are_woken() -> None:
+    """A client that hears its conf change was applied and proposes another must find the
+    raft actor knowing it is applied: the answer is in the raft inbox first."""
+    raft_store, applied, machine = await founded(MemoryKeyValueStore())
+    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine)
+    seen: list[list[RaftInput]] = []
+    actor.waiters.applied = lambda index: seen.append(answers(raft_inbox))  # type: ignore[method-assign]
+    await actor.apply(ApplyWork(None, entries(2, 3), ()))
+    assert seen == [[Applied(3)]]
