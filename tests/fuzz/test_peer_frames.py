@@ -47,7 +47,20 @@ PAYLOADS: list[Payload] = [
     {"data": b"\xa1at\x03" * 3},
     {"nested": [[[{b"k": [1, -1, "x"]}]]]},
 ]
-BODIES = [encode_payload(payload) for payload in PAYLOADS]
+HOSTILE_BODIES = [
+    bytes.fromhex(text)
+    for text in (
+        "a16161c11a00000001",  # {"a": tag 1 (a datetime)}
+        "a16161d9010280",  # {"a": tag 258 (a set)}
+        "a16161c24101",  # {"a": tag 2 (a bignum)}
+        "a16161f7",  # {"a": undefined}
+        "a161619f01ff",  # an indefinite-length array
+        "a2616101616102",  # a duplicate key
+        "a1616162ff00",  # text that is not UTF-8
+    )
+]
+"""Bodies a receiver must refuse, as seeds for mutations (encode_payload refuses to make them)."""
+BODIES = [encode_payload(payload) for payload in PAYLOADS] + HOSTILE_BODIES
 FRAMES = [encode_frame(payload) for payload in PAYLOADS]
 
 
@@ -69,6 +82,8 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
 @example(bytes.fromhex("a1616181d81e820100"))  # a tag (a Fraction 1/0) inside
 @example(bytes.fromhex("a16161" + "81" * 40 + "00"))  # deeper than FRAME_DEPTH_MAX
 @example(bytes.fromhex("a161615bffffffffffffffff"))  # a byte string longer than the body
+@example(HOSTILE_BODIES[0])
+@example(HOSTILE_BODIES[2])
 def test_frame_bodies_decode_to_plain_values_or_are_malformed(body: bytes) -> None:
     try:
         payload = decode_payload(body)
@@ -186,9 +201,23 @@ def test_a_peer_connection_is_served_or_refused_never_crashes(
             assert any(refusal["error"] in line for line in logs.messages(logging.WARNING))
         if delivered:
             assert answers[0] == {"ok": True}, answers
-            assert all(sender == THEM for sender, _ in delivered)
+        hello = _first_payload(b"".join(chunks))
+        if delivered:
+            assert hello is not None
+            assert all(sender == hello["from"] for sender, _ in delivered)
+        if hello is None or any(hello.get(key) != HELLO[key] for key in ("cluster", "to")):
+            # Not a handshake for this member of this cluster: never accepted.
+            assert {"ok": True} not in answers[:1] or hello == PAYLOADS[2], (hello, answers)
+            assert not delivered
 
     run_virtual(main)
+
+
+def _first_payload(data: bytes) -> Payload | None:
+    try:
+        return _frames_in(data[: 4 + struct.unpack(">I", data[:4])[0]])[0]
+    except (struct.error, MalformedFrame, AssertionError, IndexError):
+        return None
 
 
 class _NoNetwork:
