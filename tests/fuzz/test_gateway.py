@@ -95,7 +95,7 @@ def routed_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
     return path, draw(bodies(path))
 
 
-@fuzz_settings(fast=150, ci=10000)
+@fuzz_settings(fast=60, ci=2500)
 @given(routed_bodies())
 @example(("/v3/kv/range", b'{"key":"YQ==","limit":"1e400"}'))
 @example(("/v3/kv/txn", b'{"compare":[{"target":"VALUE","value":"\\ud800"}]}'))
@@ -151,7 +151,7 @@ def gateway_requests(draw: st.DrawFn) -> Request:
     return Request(method, path, path, "", Headers(headers), body)
 
 
-@fuzz_settings(fast=100, ci=6000)
+@fuzz_settings(fast=60, ci=2500)
 @given(gateway_requests())
 def test_the_gateway_answers_in_etcds_shape_and_refusals_never_reach_the_backend(
     request: Request,

@@ -77,7 +77,7 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     return False
 
 
-@fuzz_settings(fast=200, ci=20000)
+@fuzz_settings(fast=100, ci=5000)
 @given(mutated(BODIES))
 @example(bytes.fromhex("a1616181d81e820100"))  # a tag (a Fraction 1/0) inside
 @example(bytes.fromhex("a16161" + "81" * 40 + "00"))  # deeper than FRAME_DEPTH_MAX

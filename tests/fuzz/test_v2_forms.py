@@ -47,7 +47,7 @@ def queries(draw: st.DrawFn) -> str:
     return "&".join(f"{name}={value}" for name, value in pairs)
 
 
-@fuzz_settings(fast=200, ci=20000)
+@fuzz_settings(fast=100, ci=5000)
 @given(queries())
 @example("a=%")
 @example("%e9=1")
@@ -63,7 +63,7 @@ def test_queries_parse_or_raise_form_error(query: str) -> None:
         unescape_path(query)
 
 
-@fuzz_settings(fast=200, ci=20000)
+@fuzz_settings(fast=100, ci=5000)
 @given(
     st.sampled_from(["GET", "HEAD", "PUT", "POST", "DELETE"]),
     st.text(max_size=12).map(lambda key: "/" + key),
@@ -123,7 +123,7 @@ def v2_requests(draw: st.DrawFn) -> Request:
     return Request(method, target, path, query, headers, body)
 
 
-@fuzz_settings(fast=150, ci=8000)
+@fuzz_settings(fast=80, ci=3000)
 @given(v2_requests())
 @example(
     Request("PUT", "/v2/keys/a", "/v2/keys/a", "ttl=1&refresh=true&prevExist=x", Headers(()), b"")
@@ -147,7 +147,9 @@ def test_the_v2_api_answers_in_etcds_shape_and_refusals_are_not_proposed(request
             error = json.loads(body)
             assert "message" in error, error
             if "errorCode" in error:
-                assert set(error) == {"errorCode", "message", "cause", "index"}, error
+                # etcd's v2 Error: "cause" is omitempty.
+                assert {"errorCode", "message", "index"} <= set(error), error
+                assert set(error) <= {"errorCode", "message", "cause", "index"}, error
                 if 200 <= error["errorCode"] < 300:
                     # A parameter error (etcd's 2xx codes): refused before any proposal.
                     assert status == 400, status
