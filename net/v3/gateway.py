@@ -401,7 +401,8 @@ def _go_enum_name(enum: _descriptor.EnumDescriptor) -> str:
 def _parse_integer(literal: str, go_type: str, low: int, high: int) -> int:
     """A JSON number literal as Go's ``strconv.ParseInt``/``ParseUint`` takes it."""
     body = literal[1:] if literal.startswith("-") else literal
-    if not body.isdigit() or (low == 0 and literal.startswith("-")):
+    # ASCII only: str.isdigit and int() take other scripts' digits, Go does not.
+    if not body.isascii() or not body.isdigit() or (low == 0 and literal.startswith("-")):
         raise _type_error(f"number {literal}", go_type)
     number = int(literal)
     if not low <= number <= high:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
 from google.protobuf import descriptor as _descriptor
 from google.protobuf.message import Message
@@ -177,6 +178,14 @@ def test_the_gateway_answers_in_etcds_shape_and_refusals_never_reach_the_backend
             json.loads(body)
 
     run_virtual(main)
+
+
+def test_integers_take_only_ascii_digits() -> None:
+    # Found by the fuzzer: Python's JSON scanner and int() read U+0661 (ARABIC-INDIC DIGIT ONE)
+    # as a digit, so {"limit":1\u0661} was read as 11; Go refuses it.
+    for body in ('{"limit":1\u0661}', '{"limit":"1\u0661"}'):
+        with pytest.raises(InputError):
+            decode_message(REQUEST_TYPES["/v3/kv/range"], body.encode())
 
 
 def test_every_served_route_is_fuzzed() -> None:
