@@ -7,6 +7,13 @@ together with the applied index in one batch, tells the raft actor "applied up
 to" that index, then wakes the requests that waited for these entries and the
 reads that waited for this index. Every so often it snapshots the state
 machine and compacts the Raft log behind it.
+
+Snapshots are chunked (``actors.state_machine``): one made here is the
+persisted records scanned into chunks, each stored in the RaftStore as it is
+made, then named by the snapshot metadata (one fsync); one from the leader is
+installed from the chunks the storage actor's save named, read from the
+RaftStore one at a time. Chunk sets older than the snapshot made or installed
+are then dropped.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ from collections.abc import Callable
 
 import trio
 
+from actors.codec import SnapshotManifest
 from actors.membership import Membership
+from actors.raft import Snapshot
 from actors.raft_actor import Applied, ApplyWork, RaftInput
 from actors.state_machine import Applied as Outcome
 from actors.state_machine import StateMachine
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
-from storage.raft_store import RaftStore, SnapshotRecord
+from storage.kv import KeyValueStore
+from storage.raft_store import RaftStore, SnapshotRecord, encode_snapshot_chunk
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,7 @@ class ApplyActor:
         self,
         machine: StateMachine,
         *,
+        kv: KeyValueStore,
         applied: AppliedState,
         raft_store: RaftStore,
         inbox: trio.MemoryReceiveChannel[ApplyWork],
@@ -49,6 +60,7 @@ class ApplyActor:
         catch_up_entries: int = CATCH_UP_ENTRIES,
     ) -> None:
         self.machine = machine
+        self.kv = kv
         self.applied = applied
         self.raft_store = raft_store
         self.inbox = inbox
@@ -99,9 +111,7 @@ class ApplyActor:
         """Apply one batch, persist it, and answer who waited for it."""
         machine = self.machine
         if work.snapshot is not None and work.snapshot.metadata.index > machine.applied_index:
-            machine.restore(work.snapshot)
-            self.last_snapshot_index = work.snapshot.metadata.index
-            log.info("installed a snapshot at index %d", machine.applied_index)
+            await self.install(work.snapshot)
         outcomes: list[Outcome] = []
         for entry in work.committed_entries:
             if entry.index <= machine.applied_index:
@@ -127,6 +137,20 @@ class ApplyActor:
             self.on_membership(machine.membership)
         await self.maybe_snapshot()
 
+    async def install(self, snapshot: Snapshot) -> None:
+        """Install a snapshot the storage actor saved, from its chunks in the RaftStore."""
+        index = snapshot.metadata.index
+        await self.machine.install_stored_snapshot(
+            self.kv,
+            self.applied,
+            self.raft_store,
+            snapshot.metadata,
+            SnapshotManifest.decode(snapshot.data),
+        )
+        self.last_snapshot_index = index
+        self.raft_store.drop_snapshot_chunks_below(index)
+        log.info("installed a snapshot at index %d", index)
+
     async def maybe_snapshot(self) -> None:
         """Snapshot the state machine and compact the log, every so many entries."""
         index = self.machine.applied_index
@@ -134,20 +158,43 @@ class ApplyActor:
             return
         if self._leader_snapshot_pending(index):
             return
+        chunks, size_bytes = await self._store_chunks(index)
+        if self._leader_snapshot_pending(index):
+            # The storage actor saved the leader's snapshot meanwhile (and perhaps
+            # replaced the log): ours is out of date.
+            self.raft_store.clear_snapshot_chunks(index, received=False)
+            return
         conf = self.machine.conf_state
         record = SnapshotRecord(
             index,
             self.raft_store.term(index),
             conf.voters,
             conf.learners,
-            self.machine.snapshot_data(),
+            b"",
+            chunks,
+            size_bytes,
+            received=False,
         )
         await self.raft_store.create_snapshot(record)
+        self.raft_store.drop_snapshot_chunks_below(index)
         self.last_snapshot_index = index
         compact_index = index - self.catch_up_entries
         if compact_index >= self.raft_store.first_index():
             await self.raft_store.compact(compact_index)
         log.info("snapshot at index %d; log compacted up to %d", index, max(compact_index, 0))
+
+    async def _store_chunks(self, index: int) -> tuple[int, int]:
+        """Scan the persisted state (persisted up to ``index`` by ``apply``) into chunks in
+        the RaftStore, one at a time; returns how many, and their bytes (sealed)."""
+        self.raft_store.clear_snapshot_chunks(index, received=False)
+        chunks = size_bytes = 0
+        for seq, body in enumerate(self.machine.snapshot_chunks(self.kv, self.applied)):
+            value = encode_snapshot_chunk(index, seq, body)
+            self.raft_store.put_snapshot_chunk(index, False, seq, value)
+            chunks += 1
+            size_bytes += len(value)
+            await trio.lowlevel.checkpoint()
+        return chunks, size_bytes
 
     def _leader_snapshot_pending(self, index: int) -> bool:
         """Whether the log already holds a snapshot at or past ``index``.

@@ -19,6 +19,7 @@ from random import Random
 
 import cbor2
 
+from actors.codec import SnapshotManifest
 from actors.membership import (
     Member as MemberRecord,
 )
@@ -32,7 +33,6 @@ from actors.raft import (
     ConfState,
     PlantedBug,
     RawNode,
-    Snapshot,
     SnapshotMetadata,
 )
 from actors.raft_storage import DurableRaftStorage
@@ -40,7 +40,12 @@ from actors.state_machine import StateMachine
 from net.network import address_from_url
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore, WriteBatch
-from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord
+from storage.raft_store import (
+    HardStateRecord,
+    RaftStore,
+    SnapshotRecord,
+    encode_snapshot_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +162,18 @@ async def open_state(
     applied = AppliedState(kv)
     identity_data = kv.get(IDENTITY_KEY)
     if identity_data is None:
-        identity = await _first_start(config, kv, raft_store, applied, join_identity)
+        identity = await _first_start(config, kv, raft_store, join_identity)
     else:
         identity = Identity.decode(identity_data)
-    machine = StateMachine.load(kv, applied)
     snapshot = raft_store.snapshot()
-    if snapshot is not None and snapshot.index > machine.applied_index:
-        # Crashed between persisting a received snapshot and applying it.
-        machine.restore(_snapshot_from_record(snapshot))
-        await machine.persist(applied, sync=True)
+    if snapshot is not None and snapshot.index > applied.applied_index():
+        # A founder's first start, or a crash between saving a received snapshot and
+        # installing it (perhaps in the middle of installing it): install it now, before
+        # anything reads the state machines' records.
+        machine = StateMachine.empty()
+        await _install(machine, kv, applied, raft_store, snapshot)
+    else:
+        machine = StateMachine.load(kv, applied)
     await commit_what_was_applied(raft_store, machine.applied_index)
     incarnation = int(cbor2.loads(kv.get(INCARNATION_KEY) or cbor2.dumps(0))) + 1
     batch = WriteBatch()
@@ -204,14 +212,13 @@ async def _first_start(
     config: MemberConfig,
     kv: KeyValueStore,
     raft_store: RaftStore,
-    applied: AppliedState,
     join_identity: Identity | None,
 ) -> Identity:
     if config.initial_cluster_state == "new":
         founders = config.founding_members()
         member_id = {member.name: member for member in founders}[config.name].member_id
         identity = Identity(member_id, cluster_id_for([member.member_id for member in founders]))
-        await _bootstrap_founder(founders, raft_store, applied)
+        await _bootstrap_founder(founders, raft_store)
     elif join_identity is None:
         raise BootstrapError("a joining member must learn its identity from its peers first")
     else:
@@ -225,23 +232,33 @@ async def _first_start(
     return identity
 
 
-async def _bootstrap_founder(
-    founders: list[MemberRecord], raft_store: RaftStore, applied: AppliedState
-) -> None:
-    """Every founder writes the same snapshot at index 1: the configuration and the members."""
+async def _bootstrap_founder(founders: list[MemberRecord], raft_store: RaftStore) -> None:
+    """Every founder writes the same snapshot at index 1: the configuration and the members
+    (``open_state`` installs it)."""
     voters = tuple(sorted(member.member_id for member in founders))
-    data = StateMachine.bootstrap_snapshot_data(founders)
-    record = SnapshotRecord(BOOTSTRAP_INDEX, 1, voters, (), data)
+    bodies = StateMachine.bootstrap_snapshot_chunks(founders)
+    size_bytes = 0
+    for seq, body in enumerate(bodies):
+        value = encode_snapshot_chunk(BOOTSTRAP_INDEX, seq, body)
+        raft_store.put_snapshot_chunk(BOOTSTRAP_INDEX, True, seq, value)
+        size_bytes += len(value)
+    record = SnapshotRecord(BOOTSTRAP_INDEX, 1, voters, (), b"", len(bodies), size_bytes, True)
     hard_state = HardStateRecord(term=1, vote=0, commit=BOOTSTRAP_INDEX)
     await raft_store.save(hard_state, [], record, sync=True)
-    machine = StateMachine.empty()
-    machine.restore(_snapshot_from_record(record))
-    await machine.persist(applied, sync=True)
 
 
-def _snapshot_from_record(record: SnapshotRecord) -> Snapshot:
+async def _install(
+    machine: StateMachine,
+    kv: KeyValueStore,
+    applied: AppliedState,
+    raft_store: RaftStore,
+    record: SnapshotRecord,
+) -> None:
     conf = ConfState(tuple(record.voters), tuple(record.learners))
-    return Snapshot(SnapshotMetadata(record.index, record.term, conf), record.data)
+    metadata = SnapshotMetadata(record.index, record.term, conf)
+    manifest = SnapshotManifest(record.chunks, record.size_bytes, record.received)
+    await machine.install_stored_snapshot(kv, applied, raft_store, metadata, manifest, sync=True)
+    raft_store.drop_snapshot_chunks_below(record.index)
 
 
 def build_node(config: MemberConfig, state: OpenedState, rng: Random) -> RawNode:

@@ -10,7 +10,10 @@ Wire keys are short because every append carries them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import cbor2
 
 from actors.raft import (
     ConfState,
@@ -22,7 +25,13 @@ from actors.raft import (
     Snapshot,
     SnapshotMetadata,
 )
-from storage.raft_store import HardStateRecord, LogRecord, SnapshotRecord
+from storage.raft_store import (
+    SNAPSHOT_CHUNK_VALUE_BYTES_MAX,
+    SNAPSHOT_CHUNKS_MAX,
+    HardStateRecord,
+    LogRecord,
+    SnapshotRecord,
+)
 
 ID_MAX = (1 << 64) - 1
 INDEX_MAX = (1 << 63) - 1
@@ -133,8 +142,53 @@ def _entry_from_wire(item: object) -> Entry:
     return Entry(term, index, EntryType(kind), data)
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotManifest:
+    """What a core ``Snapshot.data`` holds: not the state, only where its chunks are.
+
+    The state is ``chunks`` chunks (``size_bytes`` of sealed chunk values) in the RaftStore,
+    under the set of the snapshot's index made here (``received`` False) or received from a
+    peer (True). The core carries it opaquely; the transport sends the chunks it names.
+    """
+
+    chunks: int = 0
+    size_bytes: int = 0
+    received: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self.chunks) is not int or not 0 <= self.chunks <= SNAPSHOT_CHUNKS_MAX:
+            raise ValueError(f"a snapshot of {self.chunks!r} chunks")
+        if type(self.size_bytes) is not int or self.size_bytes < 0:
+            raise ValueError(f"a snapshot of {self.size_bytes!r} bytes")
+        if self.size_bytes > self.chunks * SNAPSHOT_CHUNK_VALUE_BYTES_MAX:
+            raise ValueError(f"{self.size_bytes} bytes cannot be in {self.chunks} chunks")
+        if type(self.received) is not bool:
+            raise ValueError("received must be a bool")
+
+    def encode(self) -> bytes:
+        """For ``Snapshot.data``."""
+        return cbor2.dumps([self.chunks, self.size_bytes, self.received])
+
+    @classmethod
+    def decode(cls, data: bytes) -> SnapshotManifest:
+        """Parse ``Snapshot.data`` (empty: no chunks).
+
+        Raises:
+            ValueError: not a manifest.
+        """
+        if not data:
+            return cls()
+        try:
+            item = cbor2.loads(data)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError):
+            raise ValueError("snapshot data is not a manifest") from None
+        if not isinstance(item, list) or len(item) != 3:
+            raise ValueError("snapshot data is not a manifest")
+        return cls(*item)
+
+
 def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
-    """A snapshot as a dict (the data travels whole; the transport chunks it)."""
+    """A snapshot as a dict: the metadata and the manifest (the transport sends the chunks)."""
     meta = snapshot.metadata
     return {
         "i": meta.index,
@@ -162,7 +216,12 @@ def snapshot_from_wire(wire: object) -> Snapshot:
         term=_integer(wire, "tm", 0, INDEX_MAX, required=True),
         conf_state=ConfState(voters, learners),
     )
-    return Snapshot(metadata, _bytes(wire, "d"))
+    data = _bytes(wire, "d")
+    try:
+        SnapshotManifest.decode(data)
+    except ValueError as error:
+        raise WireError(str(error)) from None
+    return Snapshot(metadata, data)
 
 
 def _member_list(value: object) -> tuple[int, ...]:
@@ -200,13 +259,22 @@ def hard_state_from_record(record: HardStateRecord) -> HardState:
 
 
 def snapshot_to_record(snapshot: Snapshot) -> SnapshotRecord:
-    """A snapshot as the storage layer keeps it."""
+    """A snapshot as the storage layer keeps it (its manifest as chunk fields).
+
+    Raises:
+        ValueError: its data is not a manifest.
+    """
     meta = snapshot.metadata
     conf = meta.conf_state
-    return SnapshotRecord(meta.index, meta.term, conf.voters, conf.learners, snapshot.data)
+    manifest = SnapshotManifest.decode(snapshot.data)
+    return SnapshotRecord(
+        meta.index, meta.term, conf.voters, conf.learners, b"",
+        manifest.chunks, manifest.size_bytes, manifest.received,
+    )  # fmt: skip
 
 
 def snapshot_from_record(record: SnapshotRecord) -> Snapshot:
-    """A stored snapshot."""
+    """A stored snapshot, its data the manifest of its chunks."""
     conf = ConfState(tuple(record.voters), tuple(record.learners))
-    return Snapshot(SnapshotMetadata(record.index, record.term, conf), record.data)
+    manifest = SnapshotManifest(record.chunks, record.size_bytes, record.received)
+    return Snapshot(SnapshotMetadata(record.index, record.term, conf), manifest.encode())

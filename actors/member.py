@@ -148,7 +148,11 @@ class Member:
             cluster_info=lambda: cluster_info(self.membership),
         )
         self.transport_actor = TransportActor(
-            self.member_id, self.transport, inbound_receive, self.raft_send.clone()
+            self.member_id,
+            self.transport,
+            inbound_receive,
+            self.raft_send.clone(),
+            raft_store=state.raft_store,
         )
         self.raft_actor = RaftActor(
             build_node(config, state, rng),
@@ -164,6 +168,7 @@ class Member:
         )
         self.apply_actor = ApplyActor(
             state.machine,
+            kv=kv,
             applied=state.applied,
             raft_store=state.raft_store,
             inbox=apply_receive,

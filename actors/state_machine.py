@@ -12,12 +12,23 @@ index (``storage.applied_state``), so a restart resumes exactly after the last
 applied entry: nothing is applied twice, nothing skipped.
 
 Snapshots carry all of it (v2 tree, MVCC records and member table; the
-configuration travels in the snapshot metadata).
+configuration travels in the snapshot metadata). A snapshot is never one value:
+``snapshot_chunks`` scans the persisted records (the v2 store's and the MVCC
+store's key prefixes, and the member table's blob) into chunks of at most about
+``SNAPSHOT_CHUNK_BYTES``, each a CBOR list of ``[key, value]`` pairs; the apply
+actor stores them in the RaftStore and the transport sends them one by one.
+``install_snapshot`` writes a snapshot's chunks back over those prefixes, a
+chunk per batch, then the applied index and the blobs last, and reloads the
+in-memory stores from the records (``V2Store.reload``, ``MvccStore.reload``). A
+crash in the middle leaves the applied index below the stored snapshot's, and
+the member installs it again when it starts (``actors.bootstrap``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
@@ -25,6 +36,7 @@ import cbor2
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
+from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
 from actors.membership import Member, Membership
@@ -34,17 +46,19 @@ from actors.raft import (
     ConfState,
     Entry,
     EntryType,
-    Snapshot,
+    SnapshotMetadata,
     conf_state_after,
 )
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.etcdpb.rpc_pb2 import RangeRequest, RangeResponse, TxnRequest, TxnResponse
 from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
-from storage.kv import KeyValueStore, WriteBatch
+from storage.kv import KeyValueStore, WriteBatch, prefix_end
 from storage.mvcc import MvccStore
 from storage.mvcc.model import HashResult
+from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
 from storage.v2store.model import Event, V2Error, V2Request
+from storage.v2store.store import KV_PREFIX as V2_PREFIX
 from storage.v2store.store import V2Store
 from storage.v2store.watch import Watcher
 
@@ -52,6 +66,14 @@ log = logging.getLogger(__name__)
 
 MEMBERSHIP_BLOB = b"membership"
 CONF_STATE_BLOB = b"conf-state"
+
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+"""A snapshot chunk is cut before the record that would take its keys and values past this
+(a chunk holds at least one record, and none is over ``SNAPSHOT_CHUNK_BYTES_MAX``)."""
+SNAPSHOT_MEMBERS_KEY = b"snapshot/members"
+"""The member table's key in a snapshot's records (it lives in an applied-state blob)."""
+MVCC_PREFIX = b"mvcc/"
+"""Where the MVCC store's records live (``MvccStore``'s default prefix)."""
 
 
 class V2Reader(Protocol):
@@ -231,13 +253,6 @@ class StateMachine:
         """Nothing applied yet."""
         return cls(V2Store(), _new_mvcc(), Membership(), ConfState(), 0)
 
-    @staticmethod
-    def bootstrap_snapshot_data(members: list[Member]) -> bytes:
-        """The snapshot every founding member starts from: an empty tree, these members."""
-        return StateMachine(
-            V2Store(), _new_mvcc(), Membership({m.member_id: m for m in members}), ConfState(), 0
-        ).snapshot_data()
-
     # -- applying ------------------------------------------------------------------
 
     def apply(self, entry: Entry) -> Applied | None:
@@ -330,8 +345,26 @@ class StateMachine:
 
     # -- snapshots -----------------------------------------------------------------
 
+    def snapshot_chunks(
+        self, kv: KeyValueStore, applied: AppliedState, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
+    ) -> Iterator[bytes]:
+        """The persisted state as snapshot chunk bodies, from prefix scans made at the call.
+
+        Call it right after ``persist``: the records are then exactly the applied state (the
+        configuration travels in the snapshot metadata). Consumed lazily, one chunk at a time.
+        """
+        assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
+        members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
+        records = itertools.chain(  # in key order: mvcc/, snapshot/members, v2/
+            kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
+            [(SNAPSHOT_MEMBERS_KEY, members)],
+            kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
+        )
+        return chunk_records(records, chunk_bytes)
+
     def snapshot_data(self) -> bytes:
-        """Everything but the configuration (the snapshot metadata has it)."""
+        """The in-memory state as one CBOR value: for tests and debugging only (the fuzz tests
+        call it). Snapshots never use it: they are ``snapshot_chunks`` of the records."""
         return cbor2.dumps(
             {
                 "v2": self.store.snapshot(),
@@ -340,15 +373,74 @@ class StateMachine:
             }
         )
 
-    def restore(self, snapshot: Snapshot) -> None:
-        """Replace everything with a snapshot's state."""
-        item = cbor2.loads(snapshot.data)
-        self.store.restore(item["v2"])
-        self.mvcc.restore((key, value) for key, value in item.get("mvcc", ()))
-        self.membership = Membership.decode(item["members"])
-        self.conf_state = snapshot.metadata.conf_state
-        self.applied_index = snapshot.metadata.index
+    @staticmethod
+    def bootstrap_snapshot_chunks(members: list[Member]) -> list[bytes]:
+        """The snapshot every founding member starts from: an empty state, these members."""
+        membership = Membership({m.member_id: m for m in members})
+        return list(chunk_records([(SNAPSHOT_MEMBERS_KEY, membership.encode())]))
+
+    async def install_snapshot(
+        self,
+        kv: KeyValueStore,
+        applied: AppliedState,
+        metadata: SnapshotMetadata,
+        bodies: Iterable[bytes],
+        *,
+        sync: bool = False,
+    ) -> None:
+        """Replace everything with a snapshot's state: its records written over the state
+        machines' prefixes a chunk per batch, the applied index and blobs last, then the
+        in-memory stores reloaded from the records.
+
+        Raises:
+            ValueError: a chunk is malformed (the state written so far stays below the
+                snapshot's applied index: it is installed again at the next start).
+        """
+        assert metadata.index > self.applied_index, (metadata.index, self.applied_index)
+        batch = WriteBatch()
+        batch.delete_range(V2_PREFIX, prefix_end(V2_PREFIX))
+        batch.delete_range(MVCC_PREFIX, prefix_end(MVCC_PREFIX))
+        await kv.write(batch, sync=False)
+        members: bytes | None = None
+        for body in bodies:
+            batch = WriteBatch()
+            for key, value in decode_snapshot_chunk(body):
+                if key == SNAPSHOT_MEMBERS_KEY:
+                    members = value
+                else:
+                    batch.put(key, value)
+            await kv.write(batch, sync=False)
+        if members is None:
+            raise ValueError(f"the snapshot at {metadata.index} has no member table")
+        membership = Membership.decode(members)
+        blobs = {MEMBERSHIP_BLOB: members, CONF_STATE_BLOB: encode_conf_state(metadata.conf_state)}
+        await applied.commit(WriteBatch(), metadata.index, blobs=blobs, sync=sync)
+        self.store.reload(kv)
+        self.mvcc.reload(kv)
+        self.membership = membership
+        self.conf_state = metadata.conf_state
+        self.applied_index = metadata.index
         self.membership_changed = True
+
+    async def install_stored_snapshot(
+        self,
+        kv: KeyValueStore,
+        applied: AppliedState,
+        raft_store: RaftStore,
+        metadata: SnapshotMetadata,
+        manifest: SnapshotManifest,
+        *,
+        sync: bool = False,
+    ) -> None:
+        """``install_snapshot`` of the chunks a manifest names in the RaftStore (read from a
+        scan made now, each chunk checked as it is read).
+
+        Raises:
+            StorageCorrupted: a chunk is missing or fails its checks (naming its key).
+        """
+        chunks = raft_store.snapshot_chunks(metadata.index, manifest.received, manifest.chunks)
+        bodies = (bytes(body) for _, body, _ in chunks)
+        await self.install_snapshot(kv, applied, metadata, bodies, sync=sync)
 
     # -- persisting ------------------------------------------------------------------
 
@@ -373,6 +465,61 @@ class StateMachine:
         """Write what changed, with the applied index, in one batch."""
         batch, blobs = self.changes()
         await applied.commit(batch, self.applied_index, blobs=blobs, sync=sync)
+
+
+def chunk_records(
+    records: Iterable[tuple[bytes, bytes]], chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
+) -> Iterator[bytes]:
+    """Records as snapshot chunk bodies (CBOR lists of ``[key, value]``), each cut before the
+    record that would take it past ``chunk_bytes``; at least one chunk.
+
+    Raises:
+        ValueError: one record alone is over ``SNAPSHOT_CHUNK_BYTES_MAX``.
+    """
+    pairs: list[list[bytes]] = []
+    size_bytes = 0
+    emitted = False
+    for key, value in records:
+        record_bytes = len(key) + len(value)
+        if record_bytes > SNAPSHOT_CHUNK_BYTES_MAX - CHUNK_OVERHEAD_BYTES:
+            raise ValueError(f"record {key!r} of {record_bytes} bytes is too large to snapshot")
+        if pairs and size_bytes + record_bytes > chunk_bytes:
+            yield cbor2.dumps(pairs)
+            emitted = True
+            pairs, size_bytes = [], 0
+        pairs.append([key, value])
+        size_bytes += record_bytes
+    if pairs or not emitted:
+        yield cbor2.dumps(pairs)
+
+
+CHUNK_OVERHEAD_BYTES = 64
+"""Room in a chunk for the CBOR framing of one record."""
+
+
+def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The records of a chunk body, checked: pairs of bytes, keys in ascending order, each
+    under the v2 store's or the MVCC store's prefix, or the member table's key.
+
+    Raises:
+        ValueError: it is not.
+    """
+    item = _loads(body, "snapshot chunk")
+    if not isinstance(item, list):
+        raise ValueError("a snapshot chunk must be a list of [key, value]")
+    records: list[tuple[bytes, bytes]] = []
+    for pair in item:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError("a snapshot chunk must be a list of [key, value]")
+        key, value = pair
+        if type(key) is not bytes or type(value) is not bytes:
+            raise ValueError("snapshot records must be bytes")
+        if not (key.startswith((V2_PREFIX, MVCC_PREFIX)) or key == SNAPSHOT_MEMBERS_KEY):
+            raise ValueError(f"snapshot record {key!r} is not state machine data")
+        if records and key <= records[-1][0]:
+            raise ValueError("snapshot records are not in key order")
+        records.append((key, value))
+    return records
 
 
 def _new_mvcc() -> MvccStore:

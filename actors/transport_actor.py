@@ -6,24 +6,110 @@ pipeline channel, and their outcome is reported back to the core, which
 sends that follower nothing else until it hears. Inbound, every payload is
 checked (``actors.codec``) before the raft actor sees it; a malformed one is
 logged and dropped, and the member keeps serving.
+
+A snapshot message carries only the metadata and a manifest (``SnapshotManifest``);
+its state travels as the chunks the manifest names in the RaftStore, read one at
+a time from a scan made when the message is sent. On the receiving side,
+``RaftStoreSnapshotSink`` checks each chunk as it arrives and writes it into the
+RaftStore under the received snapshot's own key set (unsynced; the storage
+actor's save of the snapshot fsyncs it and makes it the current one, atomically).
+Only a snapshot message whose chunks were all written that way reaches the raft
+actor; one from anywhere else (the stream channel) is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 
 import trio
 
-from actors.codec import WireError, message_from_wire, message_to_wire
+from actors.codec import SnapshotManifest, WireError, message_from_wire, message_to_wire
 from actors.raft import Message, MessageType
 from actors.raft_actor import FromPeer, RaftInput, SnapshotReport
 from actors.rates import RateMeter
-from net.peers import PeerTransport
+from net.frames import Payload
+from net.peers import PeerTransport, SnapshotRefused
+from storage.errors import InvalidWrite, StorageCorrupted
+from storage.raft_store import RaftStore
 
 log = logging.getLogger(__name__)
 
 REPORTS_QUEUE_LENGTH_MAX = 1024
 """Snapshot outcomes waiting to reach the raft actor."""
+
+
+class RaftStoreSnapshotSink:
+    """Writes incoming snapshots' chunks into the RaftStore as they arrive (``SnapshotSink``)."""
+
+    def __init__(self, member_id: int, raft_store: RaftStore) -> None:
+        self.member_id = member_id
+        self.raft_store = raft_store
+        self.written: dict[tuple[int, int], SnapshotManifest] = {}
+        """(sender, index) of each snapshot whose chunks are all written, not yet delivered."""
+
+    def begin(
+        self, sender: int, payload: Payload, chunks: int, size_bytes: int
+    ) -> _ReceivedSnapshot:
+        """A writer for the snapshot ``payload`` announces, if it is newer than ours.
+
+        Raises:
+            SnapshotRefused: malformed, not for us, not newer, or counts that disagree.
+        """
+        try:
+            message = message_from_wire(payload)
+        except WireError as error:
+            raise SnapshotRefused(f"a malformed snapshot message: {error}") from None
+        snapshot = message.snapshot
+        if message.type is not MessageType.SNAPSHOT or snapshot is None:
+            raise SnapshotRefused("not a snapshot message")
+        if message.sender != sender or message.recipient != self.member_id:
+            raise SnapshotRefused("a snapshot message from or to another member")
+        index = snapshot.metadata.index
+        manifest = SnapshotManifest.decode(snapshot.data)  # checked by message_from_wire
+        if (manifest.chunks, manifest.size_bytes) != (chunks, size_bytes):
+            raise SnapshotRefused("the snapshot's manifest and its announced size disagree")
+        stored = self.raft_store.snapshot_metadata()
+        if index == 0 or (stored is not None and stored.index >= index):
+            raise SnapshotRefused(f"a snapshot at {index} is not newer than ours")
+        self.written.pop((sender, index), None)
+        self.raft_store.clear_snapshot_chunks(index, received=True)
+        return _ReceivedSnapshot(self, sender, index, SnapshotManifest(chunks, size_bytes, True))
+
+    def take_written(self, sender: int, index: int) -> SnapshotManifest | None:
+        """The manifest of ``sender``'s snapshot at ``index`` if all its chunks are written
+        here (once)."""
+        return self.written.pop((sender, index), None)
+
+
+class _ReceivedSnapshot:
+    """One incoming snapshot's chunks into the RaftStore (``SnapshotWriter``)."""
+
+    def __init__(
+        self, sink: RaftStoreSnapshotSink, sender: int, index: int, manifest: SnapshotManifest
+    ) -> None:
+        self.sink = sink
+        self.sender = sender
+        self.index = index
+        self.manifest = manifest
+
+    async def chunk(self, seq: int, data: bytes) -> None:
+        try:
+            self.sink.raft_store.put_snapshot_chunk(self.index, True, seq, data)
+        except (StorageCorrupted, InvalidWrite) as error:
+            raise SnapshotRefused(f"snapshot chunk {seq}: {error}") from None
+        await trio.lowlevel.checkpoint()
+
+    async def finish(self) -> None:
+        self.sink.written[(self.sender, self.index)] = self.manifest
+        await trio.lowlevel.checkpoint()
+
+    def abort(self) -> None:
+        # InvalidWrite: a snapshot at that index came in another way meanwhile, and is current.
+        with contextlib.suppress(InvalidWrite):
+            self.sink.raft_store.clear_snapshot_chunks(self.index, received=True)
 
 
 class TransportActor:
@@ -35,9 +121,14 @@ class TransportActor:
         transport: PeerTransport,
         inbound: trio.MemoryReceiveChannel[tuple[int, dict[str, object]]],
         to_raft: trio.MemorySendChannel[RaftInput],
+        *,
+        raft_store: RaftStore,
     ) -> None:
         self.member_id = member_id
         self.transport = transport
+        self.raft_store = raft_store
+        self.snapshot_sink = RaftStoreSnapshotSink(member_id, raft_store)
+        transport.set_snapshot_sink(self.snapshot_sink)
         self.inbound = inbound
         self.to_raft = to_raft
         self.reports_send, self.reports_receive = trio.open_memory_channel[RaftInput](
@@ -65,9 +156,34 @@ class TransportActor:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the member is stopping; nobody waits for the report
 
-            self.transport.send_snapshot(recipient, wire, report)
+            self._send_snapshot(message, wire, report)
         elif not self.transport.send(message.recipient, wire):
             self.dropped_messages += 1
+
+    def _send_snapshot(
+        self, message: Message, wire: dict[str, object], report: Callable[[bool], None]
+    ) -> None:
+        """The message and the chunks its manifest names, from a scan of them made now."""
+        snapshot = message.snapshot
+        assert snapshot is not None
+        manifest = SnapshotManifest.decode(snapshot.data)
+        if not manifest.chunks:
+            log.error("%x: snapshot at %d has no chunks", self.member_id, snapshot.metadata.index)
+            self.transport.send_snapshot(
+                message.recipient, wire, iter(()), report, chunk_count=1, size_bytes=1
+            )
+            return
+        chunks = self.raft_store.snapshot_chunks(
+            snapshot.metadata.index, manifest.received, manifest.chunks
+        )
+        self.transport.send_snapshot(
+            message.recipient,
+            wire,
+            (value for _, _, value in chunks),
+            report,
+            chunk_count=manifest.chunks,
+            size_bytes=manifest.size_bytes,
+        )
 
     async def run(self) -> None:
         """Forward inbound messages and snapshot reports until cancelled."""
@@ -94,7 +210,29 @@ class TransportActor:
                     continue
                 if message.type is MessageType.APPEND:
                     self.appends_received.record(sum(len(e.data) for e in message.entries))
+                if message.type is MessageType.SNAPSHOT:
+                    with_chunks = self._with_written_chunks(message)
+                    if with_chunks is None:
+                        continue
+                    message = with_chunks
                 await self.to_raft.send(FromPeer(message))
+
+    def _with_written_chunks(self, message: Message) -> Message | None:
+        """A snapshot message whose chunks are all written here, its manifest naming them;
+        None (logged) for one that did not come with its chunks."""
+        snapshot = message.snapshot
+        assert snapshot is not None
+        manifest = self.snapshot_sink.take_written(message.sender, snapshot.metadata.index)
+        if manifest is None:
+            log.warning(
+                "%x: snapshot message from %x without its chunks; dropped",
+                self.member_id,
+                message.sender,
+            )
+            return None
+        return dataclasses.replace(
+            message, snapshot=dataclasses.replace(snapshot, data=manifest.encode())
+        )
 
     async def _forward_reports(self) -> None:
         async with self.reports_receive:

@@ -34,13 +34,17 @@ reads its stream only to notice the close. When a peer redials, its older inboun
 closed. While a peer cannot be reached, what is queued for it is dropped at each failed dial,
 and ``on_unreachable(member_id)`` is called (Raft's ``report_unreachable``).
 
-Pipeline channel. ``send_snapshot`` sends one large payload on a connection of its own: after
-the handshake, ``{"bytes": total}``, then the encoded payload in frames of
-``{"data": <at most PIPELINE_CHUNK_BYTES>}``. The receiver refuses a total over its
-``snapshot_bytes_max`` before reading any chunk, reassembles (never past the announced total),
-decodes, delivers the payload as one inbound item and answers ``{"ok": True}``; only then does
-the sender call ``on_done(True)``. Every failure calls ``on_done(False)``; ``on_done`` is called
-exactly once per ``send_snapshot``, never from inside it.
+Pipeline channel. ``send_snapshot`` sends a small payload and a sequence of chunks on a
+connection of its own, never holding more than one chunk: after the handshake,
+``{"snapshot": payload, "chunks": n, "bytes": total}``, then n frames of ``{"chunk": <at most
+SNAPSHOT_CHUNK_BYTES_MAX>}`` read lazily from the sender's iterator. The receiver refuses a
+total over its ``snapshot_bytes_max`` before reading any chunk, then hands the payload and each
+chunk as it arrives to its ``SnapshotSink`` (which checks and stores it, and may refuse), never
+past the announced count and total; after the last one it finishes the sink's writer, delivers
+the payload as one inbound item and answers ``{"ok": True}``; only then does the sender call
+``on_done(True)``. A transfer that fails on the receiving side aborts the writer. Every failure
+calls ``on_done(False)``; ``on_done`` is called exactly once per ``send_snapshot``, never from
+inside it.
 
 Nothing waits for a slow or dead peer but that peer's own tasks: every dial, handshake, write
 and snapshot step has a deadline, and outboxes are per peer.
@@ -52,25 +56,22 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from random import Random
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
 from net.errors import EndOfFrames, FrameError, HandshakeRefused, MalformedFrame
 from net.frames import (
     FRAME_ITEMS_MAX,
-    PIPELINE_CHUNK_BYTES,
     PIPELINE_FRAME_BYTES_MAX,
     RECEIVE_BYTES,
     STREAM_FRAME_BYTES_MAX,
     FrameReader,
     Payload,
-    decode_payload,
     encode_frame,
-    encode_payload,
 )
 from net.network import ConnectionRefused, Network, split_address
 
@@ -89,7 +90,11 @@ HANDSHAKE_FRAME_BYTES_MAX: Final = 1024
 """The largest handshake, answer or refusal frame."""
 HANDSHAKE_ITEMS_MAX: Final = 16
 PIPELINE_ITEMS_MAX: Final = 8
-"""A pipeline frame is ``{"bytes": n}`` or ``{"data": chunk}``."""
+"""A pipeline chunk frame is ``{"chunk": bytes}``."""
+SNAPSHOT_CHUNK_BYTES_MAX: Final = 4 * 1024 * 1024 + 1024
+"""The largest snapshot chunk on a pipeline connection (a stored chunk, sealed)."""
+SNAPSHOT_CHUNK_FRAME_BYTES_MAX: Final = SNAPSHOT_CHUNK_BYTES_MAX + 64
+"""The largest chunk frame body: a chunk and its small envelope."""
 REASON_CHARS_MAX: Final = 200
 """A refusal's reason is cut to this many characters."""
 
@@ -100,11 +105,11 @@ OUTBOX_BYTES_MAX: Final = 64 * 1024 * 1024
 WRITE_BYTES_MAX: Final = 1024 * 1024
 """Queued frames are joined into one write until it holds this many bytes."""
 SNAPSHOT_BYTES_MAX: Final = 512 * 1024 * 1024
-"""The largest encoded payload sent or accepted on a pipeline connection."""
+"""The largest snapshot (the sum of its chunks) sent or accepted on a pipeline connection."""
 SNAPSHOTS_OUTBOUND_MAX: Final = 2
-"""Snapshots this member sends at once (each holds its encoded payload in memory)."""
+"""Snapshots this member sends at once (each holds one chunk in memory at a time)."""
 SNAPSHOTS_INBOUND_MAX: Final = 1
-"""Snapshots this member receives at once (each reassembles up to ``SNAPSHOT_BYTES_MAX``)."""
+"""Snapshots this member receives at once (each holds one chunk in memory at a time)."""
 CONNECTIONS_INBOUND_MAX: Final = 256
 """Accepted peer connections open at once; more are closed unanswered."""
 
@@ -209,6 +214,46 @@ class _Refused(Exception):
     """The accepting side refuses a connection for this reason."""
 
 
+class SnapshotRefused(Exception):
+    """A ``SnapshotSink`` or its writer refuses a snapshot, for this reason."""
+
+
+class SnapshotWriter(Protocol):
+    """Where the chunks of one incoming snapshot go, as they arrive."""
+
+    async def chunk(self, seq: int, data: bytes) -> None:
+        """Check and keep chunk ``seq`` (0, 1, ... in order).
+
+        Raises:
+            SnapshotRefused: the chunk is bad; the transfer is refused.
+        """
+        ...
+
+    async def finish(self) -> None:
+        """All chunks are in; called before the payload is delivered.
+
+        Raises:
+            SnapshotRefused: the snapshot cannot be kept.
+        """
+        ...
+
+    def abort(self) -> None:
+        """The transfer failed after ``SnapshotSink.begin``; drop what was kept."""
+        ...
+
+
+class SnapshotSink(Protocol):
+    """The receiving side's store for snapshots (the member's RaftStore, in ``actors``)."""
+
+    def begin(self, sender: int, payload: Payload, chunks: int, size_bytes: int) -> SnapshotWriter:
+        """A writer for a snapshot ``sender`` announces with ``payload``.
+
+        Raises:
+            SnapshotRefused: it is not wanted (out of date, malformed, ...).
+        """
+        ...
+
+
 @dataclass(slots=True)
 class _Connection:
     """A dialed connection whose handshake was accepted."""
@@ -264,6 +309,7 @@ class PeerTransport:
         limits: PeerLimits | None = None,
         on_unreachable: Callable[[int], None] | None = None,
         cluster_info: Callable[[], Payload] | None = None,
+        snapshot_sink: SnapshotSink | None = None,
     ) -> None:
         """Create a transport with no peers (see ``set_peers``).
 
@@ -278,6 +324,8 @@ class PeerTransport:
                 fails, and when a snapshot to it fails.
             cluster_info: answers an "info" handshake (see ``fetch_cluster_info``) with what a
                 joining member needs: the cluster id and the member list.
+            snapshot_sink: keeps incoming snapshots' chunks (``set_snapshot_sink`` later is
+                fine); without one, snapshots are refused.
         """
         if not 0 < member_id <= MEMBER_ID_MAX:
             raise ValueError(f"member id {member_id} is not an unsigned 64-bit id above zero")
@@ -291,6 +339,7 @@ class PeerTransport:
         self._limits = limits if limits is not None else PeerLimits()
         self._on_unreachable = on_unreachable
         self._cluster_info = cluster_info
+        self._snapshot_sink = snapshot_sink
         self._peers: dict[int, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         self._inbound_streams: dict[int, trio.CancelScope] = {}
@@ -357,30 +406,49 @@ class PeerTransport:
         peer.outbox_bytes += len(frame)
         return True
 
-    def send_snapshot(
-        self, member_id: int, payload: Payload, on_done: Callable[[bool], None]
-    ) -> None:
-        """Send a large payload on a pipeline connection of its own.
+    def set_snapshot_sink(self, sink: SnapshotSink) -> None:
+        """Where incoming snapshots' chunks go from now on."""
+        self._snapshot_sink = sink
 
-        ``on_done(True)`` once the peer has it whole, ``on_done(False)`` on any failure
+    def send_snapshot(
+        self,
+        member_id: int,
+        payload: Payload,
+        chunks: Iterator[bytes],
+        on_done: Callable[[bool], None],
+        *,
+        chunk_count: int,
+        size_bytes: int,
+    ) -> None:
+        """Send a small payload and ``chunk_count`` chunks (``size_bytes`` in all, read
+        lazily from ``chunks``, one at a time) on a pipeline connection of their own.
+
+        ``on_done(True)`` once the peer has them all, ``on_done(False)`` on any failure
         (unknown peer, too many snapshots in flight, too large, peer down, refused, timed
         out); exactly once, and never before this method has returned.
 
         Raises:
             RuntimeError: ``run`` is not running.
-            ValueError: the payload holds a value a peer would refuse.
+            ValueError: the payload holds a value a peer would refuse, or the counts are not
+                positive.
         """
         if self._nursery is None:
             raise RuntimeError("PeerTransport.send_snapshot needs run() to be running")
-        blob = encode_payload(payload, items_max=self._limits.frame_items_max)
+        if chunk_count <= 0 or size_bytes < chunk_count:
+            raise ValueError(f"a snapshot of {chunk_count} chunks and {size_bytes} bytes")
+        header = encode_frame(
+            {"snapshot": payload, "chunks": chunk_count, "bytes": size_bytes},
+            PIPELINE_FRAME_BYTES_MAX,
+            items_max=self._limits.frame_items_max,
+        )
         peer = self._peers.get(member_id)
         refusal = None
         if peer is None:
             refusal = "it is not a peer"
         elif self._snapshots_outbound >= self._limits.snapshots_outbound_max:
             refusal = f"{self._snapshots_outbound} snapshots are already in flight"
-        elif len(blob) > self._limits.snapshot_bytes_max:
-            refusal = f"{len(blob)} bytes is over the limit of {self._limits.snapshot_bytes_max}"
+        elif size_bytes > self._limits.snapshot_bytes_max:
+            refusal = f"{size_bytes} bytes is over the limit of {self._limits.snapshot_bytes_max}"
         if peer is None or refusal is not None:
             logger.warning(
                 "member %x: snapshot to %x not sent: %s", self._member_id, member_id, refusal
@@ -388,7 +456,8 @@ class PeerTransport:
             self._nursery.start_soon(_call_later, on_done, False)
             return
         self._snapshots_outbound += 1
-        self._nursery.start_soon(self._run_snapshot, peer, blob, on_done)
+        transfer = _Transfer(header, chunks, chunk_count, size_bytes)
+        self._nursery.start_soon(self._run_snapshot, peer, transfer, on_done)
 
     def stats(self, member_id: int) -> PeerStats | None:
         """What is known of a peer, or None if it is not one."""
@@ -559,7 +628,7 @@ class PeerTransport:
     # -- snapshots out ---------------------------------------------------------------------
 
     async def _run_snapshot(
-        self, peer: _Peer, blob: bytes, on_done: Callable[[bool], None]
+        self, peer: _Peer, transfer: _Transfer, on_done: Callable[[bool], None]
     ) -> None:
         number = next(self._snapshot_numbers)
         scope = trio.CancelScope()
@@ -569,7 +638,7 @@ class PeerTransport:
         delivered = False
         try:
             with scope:
-                delivered = await self._transfer_snapshot(peer, blob)
+                delivered = await self._transfer_snapshot(peer, transfer)
         finally:
             del peer.snapshot_scopes[number]
             self._snapshots_outbound -= 1
@@ -577,7 +646,7 @@ class PeerTransport:
                 self._on_unreachable(peer.member_id)
             on_done(delivered)
 
-    async def _transfer_snapshot(self, peer: _Peer, blob: bytes) -> bool:
+    async def _transfer_snapshot(self, peer: _Peer, transfer: _Transfer) -> bool:
         address = peer.address
         try:
             connection = await self._dial(peer.member_id, address, CHANNEL_PIPELINE)
@@ -585,7 +654,7 @@ class PeerTransport:
             self._snapshot_failed(peer, f"cannot connect to {address}: {_describe(error)}")
             return False
         try:
-            failure = await self._stream_snapshot(connection, blob)
+            failure = await self._stream_snapshot(connection, transfer)
         finally:
             await trio.aclose_forcefully(connection.stream)
         if failure is not None:
@@ -594,12 +663,12 @@ class PeerTransport:
         logger.info(
             "member %x: snapshot of %d bytes delivered to %x",
             self._member_id,
-            len(blob),
+            transfer.size_bytes,
             peer.member_id,
         )
         return True
 
-    async def _stream_snapshot(self, connection: _Connection, blob: bytes) -> str | None:
+    async def _stream_snapshot(self, connection: _Connection, transfer: _Transfer) -> str | None:
         """Write the size and the chunks while listening for the answer (a receiver can
         refuse early); returns why the transfer failed, or None once the receiver has it."""
         answer_scope = trio.CancelScope()
@@ -609,7 +678,7 @@ class PeerTransport:
         async def write() -> None:
             nonlocal write_failure, written
             try:
-                await self._write_snapshot(connection.stream, blob)
+                await self._write_snapshot(connection.stream, transfer)
                 written = True
                 wait_seconds = self._limits.snapshot_answer_timeout_seconds
             except trio.TooSlowError:
@@ -640,21 +709,28 @@ class PeerTransport:
             return "the receiver answered before it had the whole snapshot"
         return None
 
-    async def _write_snapshot(self, stream: trio.abc.SendStream, blob: bytes) -> None:
-        """The size, then the chunks, each write with a deadline.
+    async def _write_snapshot(self, stream: trio.abc.SendStream, transfer: _Transfer) -> None:
+        """The header, then the chunks as the iterator yields them, each write with a deadline.
 
         Raises:
             trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError.
+            ValueError: the iterator yields another count or size than announced (a bug).
         """
         idle_seconds = self._limits.pipeline_idle_timeout_seconds
         with trio.fail_after(idle_seconds):
-            await stream.send_all(encode_frame({"bytes": len(blob)}, PIPELINE_FRAME_BYTES_MAX))
-        view = memoryview(blob)
-        for start in range(0, len(blob), PIPELINE_CHUNK_BYTES):
-            chunk = bytes(view[start : start + PIPELINE_CHUNK_BYTES])
-            frame = encode_frame({"data": chunk}, PIPELINE_FRAME_BYTES_MAX)
+            await stream.send_all(transfer.header)
+        count = size_bytes = 0
+        for chunk in transfer.chunks:
+            count += 1
+            size_bytes += len(chunk)
+            if count > transfer.chunk_count or size_bytes > transfer.size_bytes:
+                raise ValueError("the snapshot's chunks go past what was announced")
+            frame = encode_frame({"chunk": chunk}, SNAPSHOT_CHUNK_FRAME_BYTES_MAX)
             with trio.fail_after(idle_seconds):
                 await stream.send_all(frame)
+            del frame, chunk
+        if (count, size_bytes) != (transfer.chunk_count, transfer.size_bytes):
+            raise ValueError("the snapshot's chunks fall short of what was announced")
 
     def _snapshot_failed(self, peer: _Peer, reason: str) -> None:
         logger.warning(
@@ -807,15 +883,23 @@ class PeerTransport:
         self, sender: int, stream: trio.abc.Stream, reader: FrameReader
     ) -> None:
         self._snapshots_inbound += 1
+        writer: SnapshotWriter | None = None
+        finished = False
         try:
-            payload = await self._reassemble(reader)
+            payload, chunks, size_bytes = await self._receive_snapshot_header(reader)
+            if self._snapshot_sink is None:
+                raise _Refused("this member takes no snapshots")
+            writer = self._snapshot_sink.begin(sender, payload, chunks, size_bytes)
+            await self._receive_chunks(reader, writer, chunks, size_bytes)
+            await writer.finish()
+            finished = True
             with trio.fail_after(self._limits.snapshot_answer_timeout_seconds):
                 await self._inbound.send((sender, payload))
             with trio.fail_after(REFUSAL_TIMEOUT_SECONDS):
                 await stream.send_all(encode_frame({"ok": True}, HANDSHAKE_FRAME_BYTES_MAX))
         except trio.TooSlowError:
             await self._refuse(stream, sender, "snapshot timed out")
-        except (FrameError, _Refused) as error:
+        except (FrameError, _Refused, SnapshotRefused) as error:
             await self._refuse(stream, sender, _describe(error))
         except (EndOfFrames, *_CONNECTION_ERRORS) as error:
             logger.warning(
@@ -825,39 +909,68 @@ class PeerTransport:
             logger.info("member %x: snapshot from %x received", self._member_id, sender)
         finally:
             self._snapshots_inbound -= 1
+            if writer is not None and not finished:
+                writer.abort()
 
-    async def _reassemble(self, reader: FrameReader) -> Payload:
-        """Read a pipeline's size and chunks, and decode the whole.
+    async def _receive_snapshot_header(self, reader: FrameReader) -> tuple[Payload, int, int]:
+        """The payload, chunk count and size a pipeline announces.
 
         Raises:
             _Refused, FrameError, EndOfFrames, trio.TooSlowError: as they come.
         """
         reader.frame_bytes_max = PIPELINE_FRAME_BYTES_MAX
-        reader.items_max = PIPELINE_ITEMS_MAX
-        idle_seconds = self._limits.pipeline_idle_timeout_seconds
-        with trio.fail_after(idle_seconds):
+        reader.items_max = self._limits.frame_items_max
+        with trio.fail_after(self._limits.pipeline_idle_timeout_seconds):
             header = await reader.receive()
-        total = header.get("bytes")
-        if sorted(header) != ["bytes"] or type(total) is not int or total <= 0:
+        payload, chunks, total = header.get("snapshot"), header.get("chunks"), header.get("bytes")
+        if (
+            sorted(header) != ["bytes", "chunks", "snapshot"]
+            or not isinstance(payload, dict)
+            or type(chunks) is not int
+            or type(total) is not int
+            or not 0 < chunks <= total
+        ):
             raise MalformedFrame("not a snapshot header")
         limit_bytes = self._limits.snapshot_bytes_max
         if total > limit_bytes:
             raise _Refused(f"a snapshot of {total} bytes is over the limit of {limit_bytes}")
-        chunks: list[bytes] = []
+        return payload, chunks, total
+
+    async def _receive_chunks(
+        self, reader: FrameReader, writer: SnapshotWriter, chunks: int, total: int
+    ) -> None:
+        """Hand each chunk to the writer as it arrives, one in memory at a time.
+
+        Raises:
+            SnapshotRefused, FrameError, EndOfFrames, trio.TooSlowError: as they come.
+        """
+        reader.frame_bytes_max = SNAPSHOT_CHUNK_FRAME_BYTES_MAX
+        reader.items_max = PIPELINE_ITEMS_MAX
+        idle_seconds = self._limits.pipeline_idle_timeout_seconds
         received = 0
-        while received < total:
+        for seq in range(chunks):
             with trio.fail_after(idle_seconds):
                 frame = await reader.receive()
-            data = frame.get("data")
-            if sorted(frame) != ["data"] or type(data) is not bytes or not data:
+            data = frame.get("chunk")
+            if sorted(frame) != ["chunk"] or type(data) is not bytes or not data:
                 raise MalformedFrame("not a snapshot chunk")
-            if len(data) > PIPELINE_CHUNK_BYTES or received + len(data) > total:
-                raise MalformedFrame("a snapshot chunk goes past the announced size")
-            chunks.append(data)
             received += len(data)
-        blob = b"".join(chunks)
-        chunks.clear()
-        return decode_payload(blob, items_max=self._limits.frame_items_max)
+            if len(data) > SNAPSHOT_CHUNK_BYTES_MAX or received > total:
+                raise MalformedFrame("a snapshot chunk goes past the announced size")
+            await writer.chunk(seq, data)
+            del frame, data
+        if received != total:
+            raise MalformedFrame("the snapshot's chunks fall short of the announced size")
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    """One outgoing snapshot: its encoded header frame and its chunks, read lazily."""
+
+    header: bytes
+    chunks: Iterator[bytes]
+    chunk_count: int
+    size_bytes: int
 
 
 async def fetch_cluster_info(

@@ -16,8 +16,23 @@ Key layout, under a prefix (``b"raft/"`` by default)::
     hard_state                        the HardStateRecord
     compacted                         (index, term) of the last record compacted away
     snapshot/meta                     the snapshot's index, term, voters, learners (cbor2),
-                                      and the length and CRC-32 of its data
-    snapshot/data                     the snapshot's data, as is
+                                      the length and CRC-32 of its (small) data, and the
+                                      number, total size and origin of its chunks
+    snapshot/data                     the snapshot's small opaque data, as is
+    snapshot/chunk/<index: 8 bytes BE><received: 1 byte><seq: 4 bytes BE>
+                                      the snapshot's state, chunk by chunk: each value is
+                                      sealed and names its index and sequence number
+
+Snapshot chunks. A snapshot's state is a sequence of opaque chunks, each at most
+``SNAPSHOT_CHUNK_BYTES_MAX`` and checked (seal, index, sequence) wherever it is read, so that
+no one ever holds a whole snapshot as one value. The chunks of a snapshot are written first,
+in as many batches as it takes (``put_snapshot_chunk``, unsynced), under a key set of their
+own (index, and whether it was made here or received), which the metadata does not name yet:
+a crash meanwhile leaves the current snapshot whole. ``save`` or ``create_snapshot`` then
+writes the metadata that names them, in one batch whose fsync also covers the chunks (a crash
+keeps a prefix of the batches, never the metadata without its chunks). Older chunk sets stay
+until ``drop_snapshot_chunks_below`` (a reader that holds a scan of them, a sender or an
+install, keeps its view anyway); opening the store drops every set but the current one.
 
 Every value is sealed (``storage.sealed``: version byte, body, CRC-32) and checked when read:
 a record that fails (a checksum, a length, an index that is not the one its key names, a hole
@@ -76,6 +91,15 @@ from storage.sealed import U64_MAX, check_u64, seal, unpack_exact, unseal
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = b"raft/"
+
+SNAPSHOT_CHUNK_BYTES_MAX = 4 * 1024 * 1024
+"""The largest snapshot chunk (its opaque body); a chunk holds at least one whole record."""
+
+SNAPSHOT_CHUNK_VALUE_BYTES_MAX = SNAPSHOT_CHUNK_BYTES_MAX + 64
+"""The largest stored (sealed) chunk value: a body and its header and seal."""
+
+SNAPSHOT_CHUNKS_MAX = 1 << 20
+"""The most chunks one snapshot may have."""
 
 LOG_CACHE_BYTES_MAX = 8 * 1024 * 1024
 """The newest log records kept in memory, counted as data plus ``CACHE_RECORD_OVERHEAD_BYTES``."""
@@ -151,18 +175,34 @@ class SnapshotMetadata:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """The state up to ``index`` (opaque ``data``), and the configuration at that point."""
+    """The state up to ``index`` and the configuration at that point.
+
+    The state is ``chunks`` chunks (``size_bytes`` of sealed values in all) stored under the
+    key set of (``index``, ``received``), written before the record (``put_snapshot_chunk``);
+    ``data`` is small and opaque (a snapshot with no chunks may keep its whole state there).
+    """
 
     index: int
     term: int
     voters: tuple[int, ...]
     learners: tuple[int, ...]
-    data: bytes
+    data: bytes = b""
+    chunks: int = 0
+    size_bytes: int = 0
+    received: bool = False
 
     def __post_init__(self) -> None:
         SnapshotMetadata(self.index, self.term, self.voters, self.learners)
         if type(self.data) is not bytes:
             raise ValueError(f"data must be bytes, not {type(self.data).__name__}")
+        check_u64("chunks", self.chunks)
+        check_u64("size_bytes", self.size_bytes)
+        if self.chunks > SNAPSHOT_CHUNKS_MAX:
+            raise ValueError(f"{self.chunks} chunks is over the limit of {SNAPSHOT_CHUNKS_MAX}")
+        if self.size_bytes > self.chunks * SNAPSHOT_CHUNK_VALUE_BYTES_MAX:
+            raise ValueError(f"{self.size_bytes} bytes cannot be in {self.chunks} chunks")
+        if type(self.received) is not bool:
+            raise ValueError("received must be a bool")
 
     def metadata(self) -> SnapshotMetadata:
         """Everything but the data."""
@@ -176,6 +216,9 @@ class _StoredSnapshot:
     metadata: SnapshotMetadata
     data_size_bytes: int
     data_crc: int
+    chunks: int = 0
+    size_bytes: int = 0
+    received: bool = False
 
 
 # -- encodings ---------------------------------------------------------------------------------
@@ -184,6 +227,8 @@ _LOG_HEADER = struct.Struct(">QQB")  # index, term, kind; the data follows
 _HARD_STATE = struct.Struct(">QQQ")  # term, vote, commit
 _COMPACTED = struct.Struct(">QQ")  # index, term
 _INDEX = struct.Struct(">Q")
+_CHUNK_KEY = struct.Struct(">QBI")  # index, received, seq
+_CHUNK_HEADER = struct.Struct(">QI")  # index, seq; the body follows
 
 
 def _corrupted(key: bytes, error: Exception) -> StorageCorrupted:
@@ -236,6 +281,9 @@ def _encode_snapshot_metadata(snapshot: SnapshotRecord) -> bytes:
         list(snapshot.learners),
         len(snapshot.data),
         zlib.crc32(snapshot.data),
+        snapshot.chunks,
+        snapshot.size_bytes,
+        snapshot.received,
     ]
     return seal(cbor2.dumps(body))
 
@@ -245,18 +293,53 @@ def _decode_snapshot_metadata(key: bytes, value: bytes) -> _StoredSnapshot:
         body = cbor2.loads(unseal(key, value))
     except (cbor2.CBORDecodeError, ValueError) as error:
         raise _corrupted(key, error) from error
-    if type(body) is not list or len(body) != 6:
+    if type(body) is not list or len(body) not in (6, 9):
         raise StorageCorrupted(f"value of {key!r} is not snapshot metadata")
-    index, term, voters, learners, data_size_bytes, data_crc = body
+    index, term, voters, learners, data_size_bytes, data_crc = body[:6]
+    chunks, size_bytes, received = body[6:] if len(body) == 9 else (0, 0, False)
     if type(voters) is not list or type(learners) is not list:
         raise StorageCorrupted(f"value of {key!r} has malformed voters or learners")
     try:
         metadata = SnapshotMetadata(index, term, tuple(voters), tuple(learners))
         check_u64("data size", data_size_bytes)
         check_u64("data checksum", data_crc)
+        SnapshotRecord(
+            index, term, tuple(voters), tuple(learners), b"", chunks, size_bytes, received
+        )
     except ValueError as error:
         raise _corrupted(key, error) from error
-    return _StoredSnapshot(metadata, data_size_bytes, data_crc)
+    return _StoredSnapshot(metadata, data_size_bytes, data_crc, chunks, size_bytes, received)
+
+
+def encode_snapshot_chunk(index: int, seq: int, body: bytes) -> bytes:
+    """The sealed value of chunk ``seq`` of the snapshot at ``index``: how it is stored and
+    how it travels.
+
+    Raises:
+        ValueError: the body is over ``SNAPSHOT_CHUNK_BYTES_MAX`` or empty.
+    """
+    if not 0 < len(body) <= SNAPSHOT_CHUNK_BYTES_MAX:
+        raise ValueError(f"a chunk of {len(body)} bytes (limit {SNAPSHOT_CHUNK_BYTES_MAX})")
+    return seal(_CHUNK_HEADER.pack(index, seq) + body)
+
+
+def decode_snapshot_chunk(key: bytes, value: bytes, index: int, seq: int) -> memoryview:
+    """The body of a chunk value, checked: its seal, and that it is chunk ``seq`` of the
+    snapshot at ``index``.
+
+    Raises:
+        StorageCorrupted: it is not (the message names ``key``).
+    """
+    body = unseal(key, value)
+    if len(body) <= _CHUNK_HEADER.size or len(body) - _CHUNK_HEADER.size > SNAPSHOT_CHUNK_BYTES_MAX:
+        raise StorageCorrupted(f"value of {key!r} is not a snapshot chunk")
+    stored_index, stored_seq = _CHUNK_HEADER.unpack_from(body)
+    if (stored_index, stored_seq) != (index, seq):
+        raise StorageCorrupted(
+            f"value of {key!r} is chunk {stored_seq} of snapshot {stored_index}, "
+            f"not chunk {seq} of {index}"
+        )
+    return body[_CHUNK_HEADER.size :]
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -280,9 +363,12 @@ class RaftStore:
         self._compacted_key = prefix + b"compacted"
         self._snapshot_meta_key = prefix + b"snapshot/meta"
         self._snapshot_data_key = prefix + b"snapshot/data"
+        self._chunk_prefix = prefix + b"snapshot/chunk/"
+        self._chunk_end = prefix_end(self._chunk_prefix)
 
         self._hard_state = self._load_hard_state()
         self._snapshot = self._load_snapshot_metadata()
+        self._drop_stray_chunks()
         self._compacted_index, self._compacted_term = self._load_compacted()
         self._last_index = self._load_last_index()
         # The newest records: _cache[i] for i in [_cache_first, _last_index], or none.
@@ -391,14 +477,130 @@ class RaftStore:
         stored = self._snapshot
         if stored is None:
             return None
+        meta = stored.metadata
+        if stored.chunks:
+            return SnapshotRecord(
+                meta.index, meta.term, meta.voters, meta.learners, b"",
+                stored.chunks, stored.size_bytes, stored.received,
+            )  # fmt: skip
         key = self._snapshot_data_key
         data = self._kv.get(key)
         if data is None:
             raise StorageCorrupted(f"snapshot data {key!r} is missing")
         if len(data) != stored.data_size_bytes or zlib.crc32(data) != stored.data_crc:
             raise StorageCorrupted(f"snapshot data {key!r} fails its length or checksum")
-        meta = stored.metadata
         return SnapshotRecord(meta.index, meta.term, meta.voters, meta.learners, data)
+
+    # -- snapshot chunks
+
+    def _chunk_key(self, index: int, received: bool, seq: int) -> bytes:
+        return self._chunk_prefix + _CHUNK_KEY.pack(index, int(received), seq)
+
+    def _chunk_set_end(self, index: int, received: bool) -> bytes:
+        """The key after every chunk of the set (index, received)."""
+        if received:
+            return self._chunk_key(index + 1, False, 0) if index < U64_MAX else self._chunk_end
+        return self._chunk_key(index, True, 0)
+
+    def snapshot_chunks(
+        self, index: int, received: bool, chunks: int
+    ) -> Iterator[tuple[int, memoryview, bytes]]:
+        """``(seq, body, sealed value)`` of each chunk of the set (index, received), checked
+        as it is read; the set is read as it is now (a scan made at the call), whatever
+        happens to it while the iterator is consumed.
+
+        Raises (while iterating):
+            StorageCorrupted: a chunk fails its checks, is missing, or there are more than
+                ``chunks`` (the message names the key).
+        """
+        start = self._chunk_key(index, received, 0)
+        scan = self._kv.scan(start, self._chunk_set_end(index, received))
+        return self._checked_chunks(scan, index, received, chunks)
+
+    def _checked_chunks(
+        self, scan: Iterator[tuple[bytes, bytes]], index: int, received: bool, chunks: int
+    ) -> Iterator[tuple[int, memoryview, bytes]]:
+        seq = 0
+        for key, value in scan:
+            expected = self._chunk_key(index, received, seq)
+            if key != expected or seq >= chunks:
+                missing = expected if seq < chunks else key
+                raise StorageCorrupted(f"snapshot chunk {missing!r} is missing or extra")
+            yield seq, decode_snapshot_chunk(key, value, index, seq), value
+            seq += 1
+        if seq != chunks:
+            key = self._chunk_key(index, received, seq)
+            raise StorageCorrupted(f"snapshot chunk {key!r} is missing")
+
+    def put_snapshot_chunk(self, index: int, received: bool, seq: int, value: bytes) -> None:
+        """Store one sealed chunk (``encode_snapshot_chunk``) of a snapshot not yet saved;
+        unsynced: the save that names the snapshot fsyncs it.
+
+        Raises:
+            StorageCorrupted: the value is not chunk ``seq`` of ``index`` (names the key).
+            InvalidWrite: that set is the current snapshot's.
+        """
+        check_u64("index", index, minimum=1)
+        if seq >= SNAPSHOT_CHUNKS_MAX:
+            raise InvalidWrite(f"chunk {seq} is over the limit of {SNAPSHOT_CHUNKS_MAX} chunks")
+        self._check_not_current(index, received)
+        key = self._chunk_key(index, received, seq)
+        decode_snapshot_chunk(key, value, index, seq)
+        batch = WriteBatch()
+        batch.put(key, value)
+        self._kv.apply(batch)
+
+    def clear_snapshot_chunks(self, index: int, received: bool) -> None:
+        """Drop the chunks of the set (index, received), which must not be the current one's
+        (unsynced: a crash may bring them back, unnamed)."""
+        self._check_not_current(index, received)
+        batch = WriteBatch()
+        batch.delete_range(
+            self._chunk_key(index, received, 0), self._chunk_set_end(index, received)
+        )
+        self._kv.apply(batch)
+
+    def drop_snapshot_chunks_below(self, index: int) -> None:
+        """Drop every chunk set of a snapshot below ``index`` but the current one's
+        (unsynced: harmless if lost)."""
+        stored = self._snapshot
+        current = None if stored is None else (stored.metadata.index, stored.received)
+        batch = WriteBatch()
+        if current is None or current[0] >= index:
+            batch.delete_range(self._chunk_prefix, self._chunk_key(index, False, 0))
+        else:
+            batch.delete_range(self._chunk_prefix, self._chunk_key(*current, 0))
+            batch.delete_range(self._chunk_set_end(*current), self._chunk_key(index, False, 0))
+        self._kv.apply(batch)
+
+    def _drop_stray_chunks(self) -> None:
+        """At open: every chunk set but the current snapshot's is a leftover."""
+        first = next(self._kv.scan(self._chunk_prefix, self._chunk_end), None)
+        if first is None:
+            return
+        batch = WriteBatch()
+        stored = self._snapshot
+        if stored is None or not stored.chunks:
+            batch.delete_range(self._chunk_prefix, self._chunk_end)
+        else:
+            index, received = stored.metadata.index, stored.received
+            batch.delete_range(self._chunk_prefix, self._chunk_key(index, received, 0))
+            batch.delete_range(self._chunk_set_end(index, received), self._chunk_end)
+        self._kv.apply(batch)
+
+    def _check_not_current(self, index: int, received: bool) -> None:
+        stored = self._snapshot
+        if stored is not None and (stored.metadata.index, stored.received) == (index, received):
+            raise InvalidWrite(f"chunks of snapshot {index} are the current snapshot's")
+
+    def _check_chunks_written(self, snapshot: SnapshotRecord) -> None:
+        """The first and the last chunk a snapshot names are in the store."""
+        if not snapshot.chunks:
+            return
+        for seq in (0, snapshot.chunks - 1):
+            key = self._chunk_key(snapshot.index, snapshot.received, seq)
+            if self._kv.get(key) is None:
+                raise InvalidWrite(f"snapshot {snapshot.index} names chunk {key!r}, not written")
 
     def first_index(self) -> int:
         """The index of the first record in the log (``last_index() + 1`` when it is empty)."""
@@ -488,7 +690,8 @@ class RaftStore:
 
         Raises:
             SnapshotOutOfDate: ``snapshot`` is not newer than the stored one.
-            InvalidWrite: ``entries`` are not contiguous, leave a gap after the log, lower
+            InvalidWrite: the chunks ``snapshot`` names are not written; or ``entries`` are
+                not contiguous, leave a gap after the log, lower
                 the term, or would replace records the snapshot covers; or ``hard_state``
                 lowers the term or the commit index.
             StorageFailed: the store failed (it takes no more writes).
@@ -496,6 +699,7 @@ class RaftStore:
         batch = WriteBatch()
         if snapshot is not None:
             self._check_snapshot_is_newer(snapshot.index)
+            self._check_chunks_written(snapshot)
             self._add_snapshot(batch, snapshot)
             batch.delete_range(self._log_prefix, self._log_end)
             batch.put(self._compacted_key, seal(_COMPACTED.pack(snapshot.index, snapshot.term)))
@@ -531,7 +735,12 @@ class RaftStore:
 
     def _install_snapshot(self, snapshot: SnapshotRecord) -> None:
         self._snapshot = _StoredSnapshot(
-            snapshot.metadata(), len(snapshot.data), zlib.crc32(snapshot.data)
+            snapshot.metadata(),
+            len(snapshot.data),
+            zlib.crc32(snapshot.data),
+            snapshot.chunks,
+            snapshot.size_bytes,
+            snapshot.received,
         )
 
     def _add_entries(
@@ -597,9 +806,11 @@ class RaftStore:
         Raises:
             SnapshotOutOfDate: ``record`` is not newer than the stored snapshot.
             LogUnavailable: ``record.index`` is past the last index.
-            InvalidWrite: ``record.term`` is not the term of the record at its index.
+            InvalidWrite: ``record.term`` is not the term of the record at its index, or the
+                chunks it names are not written.
         """
         self._check_snapshot_is_newer(record.index)
+        self._check_chunks_written(record)
         term = self.term(record.index)
         if term != record.term:
             raise InvalidWrite(

@@ -459,6 +459,24 @@ class MvccStore:
         self._compact_finished = fresh._compact_finished
         self._compaction_cursor = None
 
+    def reload(self, kv: ReadableKV) -> None:
+        """Replace the whole state with the records in ``kv`` (written there by a snapshot
+        install, so nothing is left to ``take_changes``). Untaken events of the old state
+        stay; no events are made for it.
+
+        Raises:
+            StorageCorrupted: a record fails validation; the store is unchanged.
+        """
+        assert self._txn is None, "reload between write transactions"
+        fresh = MvccStore.load(kv, prefix=self._prefix, track_events=False)
+        self._index = fresh._index
+        self._revision = fresh._revision
+        self._revision_persisted = fresh._revision_persisted
+        self._compact_revision = fresh._compact_revision
+        self._compact_finished = fresh._compact_finished
+        self._compaction_cursor = None
+        self._changes.clear()
+
     # -- checksums ------------------------------------------------------------------------
 
     def hash_kv(self, revision: int = 0) -> HashResult:

@@ -868,6 +868,25 @@ class V2Store:
         self._index_persisted = -1
         self.hub.replace_history(events)
 
+    def reload(self, kv: ReadableKV) -> None:
+        """Replace the whole state with the records in ``kv`` (written there by a snapshot
+        install), keeping the stats and the watchers (which catch up on the loaded history,
+        or are closed if they missed events). Nothing is left to ``take_changes``.
+
+        Raises:
+            ValueError: the records are malformed; the store is unchanged.
+        """
+        loaded = V2Store.load(
+            kv,
+            history_events_max=self.hub.history.capacity,
+            watcher_buffer_events=self.hub.watcher_buffer_events,
+        )
+        self._install(loaded._root, loaded._index)
+        self._dirty_paths.clear()
+        self._dirty_records.clear()
+        self._index_persisted = loaded._index_persisted
+        self.hub.replace_history(list(loaded.hub.history))
+
     def _install(self, root: _Node, index: int) -> None:
         self._root = root
         self._index = index

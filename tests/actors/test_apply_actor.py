@@ -7,37 +7,56 @@ import pytest
 import trio
 
 from actors.apply_actor import ApplyActor
-from actors.raft import ConfState, Entry, ReadState, Snapshot, SnapshotMetadata
+from actors.codec import SnapshotManifest, snapshot_from_record
+from actors.raft import Entry, ReadState, Snapshot
 from actors.raft_actor import Applied, ApplyWork, RaftInput
 from actors.state_machine import StateMachine
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.kv import MemoryKeyValueStore
-from storage.raft_store import HardStateRecord, LogRecord, RaftStore, SnapshotRecord
+from storage.raft_store import (
+    HardStateRecord,
+    LogRecord,
+    RaftStore,
+    SnapshotRecord,
+    encode_snapshot_chunk,
+)
 
 VOTERS = (1, 2, 3)
 
 
-def snapshot_record(index: int, term: int) -> SnapshotRecord:
-    return SnapshotRecord(index, term, VOTERS, (), StateMachine.bootstrap_snapshot_data([]))
+def snapshot_record(raft_store: RaftStore, index: int, term: int) -> SnapshotRecord:
+    """A received snapshot of an empty state with no members, its chunks written."""
+    size_bytes = 0
+    bodies = StateMachine.bootstrap_snapshot_chunks([])
+    for seq, body in enumerate(bodies):
+        value = encode_snapshot_chunk(index, seq, body)
+        raft_store.put_snapshot_chunk(index, True, seq, value)
+        size_bytes += len(value)
+    return SnapshotRecord(index, term, VOTERS, (), b"", len(bodies), size_bytes, True)
 
 
 def as_snapshot(record: SnapshotRecord) -> Snapshot:
-    metadata = SnapshotMetadata(record.index, record.term, ConfState(VOTERS, ()))
-    return Snapshot(metadata, record.data)
+    return snapshot_from_record(record)
 
 
 async def founded(kv: MemoryKeyValueStore) -> tuple[RaftStore, AppliedState, StateMachine]:
     """A store at the founders' snapshot (index 1) with entries 2..10 in the log."""
     raft_store = RaftStore.open(kv)
-    founding = snapshot_record(1, 1)
+    founding = snapshot_record(raft_store, 1, 1)
     await raft_store.save(HardStateRecord(term=1, vote=0, commit=1), [], founding)
     records = [LogRecord(index, 1, 0, b"") for index in range(2, 11)]
     await raft_store.save(HardStateRecord(term=1, vote=0, commit=10), records, None)
     applied = AppliedState(kv)
     machine = StateMachine.empty()
-    machine.restore(as_snapshot(founding))
-    await machine.persist(applied, sync=True)
+    await machine.install_stored_snapshot(
+        kv,
+        applied,
+        raft_store,
+        as_snapshot(founding).metadata,
+        SnapshotManifest(founding.chunks, founding.size_bytes, True),
+        sync=True,
+    )
     return raft_store, applied, machine
 
 
@@ -45,14 +64,14 @@ RAFT_INBOX_LENGTH = 16
 
 
 def snapshotting_every_5(
-    raft_store: RaftStore, applied: AppliedState, machine: StateMachine
+    raft_store: RaftStore, applied: AppliedState, machine: StateMachine, kv: MemoryKeyValueStore
 ) -> tuple[ApplyActor, trio.MemoryReceiveChannel[RaftInput]]:
     """An apply actor that snapshots every 5 entries and keeps 2 behind, and the raft inbox
     its answers go to; batches come by direct ``apply`` calls, so its inbox is never read."""
     _, inbox = trio.open_memory_channel[ApplyWork](1)
     to_raft, raft_inbox = trio.open_memory_channel[RaftInput](RAFT_INBOX_LENGTH)
     actor = ApplyActor(
-        machine, applied=applied, raft_store=raft_store, inbox=inbox, to_raft=to_raft,
+        machine, kv=kv, applied=applied, raft_store=raft_store, inbox=inbox, to_raft=to_raft,
         waiters=Waiters(), on_membership=lambda membership: None, snapshot_every_entries=5,
         catch_up_entries=2,
     )  # fmt: skip
@@ -85,9 +104,10 @@ async def test_no_snapshot_of_older_state_once_the_leader_snapshot_is_saved(
 ) -> None:
     """10: the stored snapshot is at the applied index (not newer); 20: past it, and the
     applied index is compacted away (simulator sweep, snapshot-catch-up seed 7754)."""
-    raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine)
-    leader_snapshot = snapshot_record(leader_snapshot_index, 2)
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine, kv)
+    leader_snapshot = snapshot_record(raft_store, leader_snapshot_index, 2)
     await raft_store.save(
         HardStateRecord(term=2, vote=0, commit=leader_snapshot_index), [], leader_snapshot
     )
@@ -99,8 +119,9 @@ async def test_no_snapshot_of_older_state_once_the_leader_snapshot_is_saved(
 
 
 async def test_a_snapshot_is_taken_every_so_many_entries() -> None:
-    raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine)
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    actor, _raft_inbox = snapshotting_every_5(raft_store, applied, machine, kv)
     await actor.apply(ApplyWork(None, entries(2, 3), ()))
     assert snapshot_index(raft_store) == 1
     await actor.apply(ApplyWork(None, entries(4, 10), ()))
@@ -109,13 +130,14 @@ async def test_a_snapshot_is_taken_every_so_many_entries() -> None:
 
 
 async def test_each_batch_is_answered_with_the_index_it_reached() -> None:
-    raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine)
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine, kv)
     await actor.apply(ApplyWork(None, entries(2, 3), ()))
     await actor.apply(ApplyWork(None, (), (ReadState(3, b"read"),)))  # nothing applied
     await actor.apply(ApplyWork(None, entries(4, 4), ()))
     assert answers(raft_inbox) == [Applied(3), Applied(4)]
-    leader_snapshot = snapshot_record(20, 2)
+    leader_snapshot = snapshot_record(raft_store, 20, 2)
     await raft_store.save(HardStateRecord(term=2, vote=0, commit=20), [], leader_snapshot)
     await actor.apply(ApplyWork(as_snapshot(leader_snapshot), (), ()))
     assert answers(raft_inbox) == [Applied(20)]
@@ -124,8 +146,9 @@ async def test_each_batch_is_answered_with_the_index_it_reached() -> None:
 async def test_the_answer_goes_before_the_waiters_are_woken() -> None:
     """A client that hears its conf change was applied and proposes another must find the
     raft actor knowing it is applied: the answer is in the raft inbox first."""
-    raft_store, applied, machine = await founded(MemoryKeyValueStore())
-    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine)
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine, kv)
     seen: list[list[RaftInput]] = []
     actor.waiters.applied = lambda index: seen.append(answers(raft_inbox))  # type: ignore[method-assign]
     await actor.apply(ApplyWork(None, entries(2, 3), ()))

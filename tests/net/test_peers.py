@@ -23,6 +23,7 @@ from net.peers import (
     ExponentialBackoff,
     PeerLimits,
     PeerTransport,
+    SnapshotRefused,
 )
 from net.tcp import TcpNetwork
 
@@ -40,6 +41,56 @@ FAST = PeerLimits(
 DELIVERY_TIMEOUT_SECONDS = 10.0
 
 
+class ListSink:
+    """A ``SnapshotSink`` that keeps each snapshot's chunks in a list (refuses a payload with
+    ``"refuse"``, and a chunk ``b"bad"``)."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[Payload, list[bytes]]] = []
+        self.aborted = 0
+        self.chunk_bytes_max = 0
+
+    def begin(self, sender: int, payload: Payload, chunks: int, size_bytes: int) -> ListWriter:
+        if "refuse" in payload:
+            raise SnapshotRefused("not wanted")
+        return ListWriter(self, payload)
+
+
+class ListWriter:
+    def __init__(self, sink: ListSink, payload: Payload) -> None:
+        self.sink = sink
+        self.payload = payload
+        self.chunks: list[bytes] = []
+
+    async def chunk(self, seq: int, data: bytes) -> None:
+        assert seq == len(self.chunks)
+        if data == b"bad":
+            raise SnapshotRefused("a bad chunk")
+        self.sink.chunk_bytes_max = max(self.sink.chunk_bytes_max, len(data))
+        self.chunks.append(data)
+        await trio.lowlevel.checkpoint()
+
+    async def finish(self) -> None:
+        self.sink.finished.append((self.payload, self.chunks))
+        await trio.lowlevel.checkpoint()
+
+    def abort(self) -> None:
+        self.sink.aborted += 1
+
+
+def send_chunks(
+    member: Member, to: int, payload: Payload, chunks: list[bytes], on_done: Any
+) -> None:
+    member.transport.send_snapshot(
+        to,
+        payload,
+        iter(chunks),
+        on_done,
+        chunk_count=len(chunks),
+        size_bytes=sum(len(chunk) for chunk in chunks),
+    )
+
+
 @dataclass
 class Member:
     """A PeerTransport served on its own loopback port, with what it reported."""
@@ -50,6 +101,7 @@ class Member:
     address: str = ""
     unreachable: list[int] = field(default_factory=list)
     stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+    sink: ListSink = field(default_factory=ListSink)
 
     async def receive(self) -> tuple[int, Payload]:
         with trio.fail_after(DELIVERY_TIMEOUT_SECONDS):
@@ -74,7 +126,9 @@ def make_member(
         limits=limits,
         on_unreachable=unreachable.append,
     )
-    return Member(member_id, transport, inbound_receive, unreachable=unreachable)
+    member = Member(member_id, transport, inbound_receive, unreachable=unreachable)
+    transport.set_snapshot_sink(member.sink)
+    return member
 
 
 async def start(nursery: trio.Nursery, member: Member, address: str = LOOPBACK) -> Member:
@@ -447,24 +501,45 @@ class Outcomes:
         return self.results
 
 
-async def test_a_snapshot_of_several_mib_is_delivered_whole(nursery: trio.Nursery) -> None:
+async def test_a_snapshot_of_several_mib_is_delivered_chunk_by_chunk(
+    nursery: trio.Nursery,
+) -> None:
     one, two = await cluster(nursery, 1, 2)
-    data = Random(5).randbytes(6 * 1024 * 1024 + 123)
-    snapshot = {"index": 10, "term": 2, "voters": [1, 2], "data": data}
+    generator = Random(5)
+    chunks = [generator.randbytes(1024 * 1024) for _ in range(6)] + [b"tail"]
+    snapshot = {"index": 10, "term": 2, "voters": [1, 2]}
     outcomes = Outcomes()
-    one.transport.send_snapshot(2, snapshot, outcomes)
+    send_chunks(one, 2, snapshot, chunks, outcomes)
     assert outcomes.results == []  # never called from inside send_snapshot
     assert one.transport.send(2, {"n": 1})  # the stream channel is not held up
     received = sorted([await two.receive() for _ in range(2)], key=lambda item: len(item[1]))
     assert received == [(1, {"n": 1}), (1, snapshot)]
     assert await outcomes.wait() == [True]
+    assert two.sink.finished == [(snapshot, chunks)]
+    assert two.sink.chunk_bytes_max == 1024 * 1024  # one chunk at a time, never reassembled
+
+
+async def test_a_refused_chunk_aborts_the_transfer(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    one, two = await cluster(nursery, 1, 2)
+    outcomes = Outcomes()
+    send_chunks(one, 2, {"index": 3}, [b"good", b"bad", b"never"], outcomes)
+    assert await outcomes.wait() == [False]
+    assert two.sink.finished == []
+    assert two.sink.aborted == 1
+    assert logged(caplog, "refused a connection from 1", "a bad chunk")
+    refused = Outcomes()
+    send_chunks(one, 2, {"refuse": True}, [b"x"], refused)
+    assert await refused.wait() == [False]
+    assert two.sink.aborted == 1  # refused before any writer existed
 
 
 async def test_a_snapshot_to_a_down_peer_fails(nursery: trio.Nursery) -> None:
     one = await start(nursery, make_member(1))
     one.transport.set_peers({2: closed_port_address()})
     outcomes = Outcomes()
-    one.transport.send_snapshot(2, {"data": b"x" * 1000}, outcomes)
+    send_chunks(one, 2, {"index": 1}, [b"x" * 1000], outcomes)
     assert await outcomes.wait() == [False]
     assert 2 in one.unreachable
 
@@ -472,7 +547,7 @@ async def test_a_snapshot_to_a_down_peer_fails(nursery: trio.Nursery) -> None:
 async def test_a_snapshot_to_an_unknown_peer_fails(nursery: trio.Nursery) -> None:
     one = await start(nursery, make_member(1))
     outcomes = Outcomes()
-    one.transport.send_snapshot(2, {"data": b"x"}, outcomes)
+    send_chunks(one, 2, {"index": 1}, [b"x"], outcomes)
     assert outcomes.results == []
     assert await outcomes.wait() == [False]
 
@@ -485,10 +560,11 @@ async def test_a_snapshot_over_the_receivers_limit_is_refused(
     one = await start(nursery, make_member(1))
     one.transport.set_peers({2: two.address})
     outcomes = Outcomes()
-    one.transport.send_snapshot(2, {"data": b"x" * (2 * 1024 * 1024)}, outcomes)
+    send_chunks(one, 2, {"index": 1}, [b"x" * (1024 * 1024), b"y"], outcomes)
     assert await outcomes.wait() == [False]
     assert logged(caplog, "refused a connection from 1", "over the limit of 1048576")
     assert logged(caplog, "snapshot to 2 failed", "over the limit")
+    assert two.sink.finished == []
 
 
 async def test_snapshots_in_flight_are_bounded(nursery: trio.Nursery) -> None:
@@ -497,8 +573,8 @@ async def test_snapshots_in_flight_are_bounded(nursery: trio.Nursery) -> None:
     hole = await nursery.start(TcpNetwork().serve, LOOPBACK, lambda stream: trio.sleep_forever())
     one.transport.set_peers({2: hole})
     first, second = Outcomes(), Outcomes()
-    one.transport.send_snapshot(2, {"data": b"1"}, first)
-    one.transport.send_snapshot(2, {"data": b"2"}, second)
+    send_chunks(one, 2, {"index": 1}, [b"1"], first)
+    send_chunks(one, 2, {"index": 2}, [b"2"], second)
     assert await second.wait() == [False]
     assert first.results == []
 
@@ -506,7 +582,7 @@ async def test_snapshots_in_flight_are_bounded(nursery: trio.Nursery) -> None:
 async def test_send_snapshot_needs_run() -> None:
     member = make_member(1)
     with pytest.raises(RuntimeError):
-        member.transport.send_snapshot(2, {"data": b""}, lambda delivered: None)
+        send_chunks(member, 2, {"index": 1}, [b"x"], lambda delivered: None)
 
 
 # -- parts ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and refusing corrupt records."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from random import Random
 
@@ -24,6 +25,7 @@ from storage.raft_store import (
     RaftStore,
     SnapshotMetadata,
     SnapshotRecord,
+    encode_snapshot_chunk,
 )
 from tests.storage.conftest import Backend
 
@@ -575,3 +577,37 @@ async def test_random_operations_match_a_model_and_survive_reopening(
     before = state_of(store)
     kv = backend.reopen(kv)
     assert state_of(RaftStore.open(kv)) == before
+
+
+async def test_a_corrupt_snapshot_chunk_is_detected_when_read_naming_its_key(
+    kv: KeyValueStore,
+) -> None:
+    store = RaftStore(kv)
+    bodies = [b"first chunk", b"second chunk", b"third chunk"]
+    values = [encode_snapshot_chunk(20, seq, body) for seq, body in enumerate(bodies)]
+    for seq, value in enumerate(values):
+        store.put_snapshot_chunk(20, True, seq, value)
+    record = SnapshotRecord(20, 3, (1, 2, 3), (), b"", 3, sum(map(len, values)), True)
+    await store.save(HardStateRecord(3, 0, 20), [], record)
+    assert [bytes(body) for _, body, _ in store.snapshot_chunks(20, True, 3)] == bodies
+    key = [k for k, _ in kv.scan(b"raft/snapshot/chunk/", b"raft/snapshot/chunk0")][1]
+    batch = WriteBatch()
+    batch.put(key, values[1][:-1] + bytes([values[1][-1] ^ 1]))
+    await kv.write(batch, sync=True)
+    reopened = RaftStore(kv)
+    assert reopened.snapshot() == record
+    with pytest.raises(StorageCorrupted, match=re.escape(repr(key))):
+        list(reopened.snapshot_chunks(20, True, 3))
+    batch = WriteBatch()
+    batch.delete(key)
+    await kv.write(batch, sync=True)
+    with pytest.raises(StorageCorrupted, match=re.escape(repr(key))):
+        list(RaftStore(kv).snapshot_chunks(20, True, 3))
+
+
+async def test_a_snapshot_needs_its_chunks_written_first(kv: KeyValueStore) -> None:
+    store = RaftStore(kv)
+    record = SnapshotRecord(20, 3, (1, 2, 3), (), b"", 2, 100, True)
+    with pytest.raises(InvalidWrite):
+        await store.save(HardStateRecord(3, 0, 20), [], record)
+    assert store.snapshot_metadata() is None
