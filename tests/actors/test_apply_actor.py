@@ -150,6 +150,6 @@ async def test_the_answer_goes_before_the_waiters_are_woken() -> None:
     raft_store, applied, machine = await founded(kv)
     actor, raft_inbox = snapshotting_every_5(raft_store, applied, machine, kv)
     seen: list[list[RaftInput]] = []
-    actor.waiters.applied = lambda index: seen.append(answers(raft_inbox))  # type: ignore[method-assign]
+    actor.waiters.applied = lambda applied_index: seen.append(answers(raft_inbox))  # type: ignore[method-assign]
     await actor.apply(ApplyWork(None, entries(2, 3), ()))
     assert seen == [[Applied(3)]]

@@ -16,6 +16,7 @@ from actors.raft import ConfState, Message, MessageType, Snapshot, SnapshotMetad
 from actors.state_machine import SNAPSHOT_CHUNK_BYTES, StateMachine
 from actors.transport_actor import RaftStoreSnapshotSink
 from actors.v3_backend import MemberV3Backend
+from net import frames
 from storage.applied_state import AppliedState
 from storage.kv import MemoryKeyValueStore, WriteBatch, prefix_end
 from storage.raft_store import HardStateRecord, RaftStore, encode_snapshot_chunk
@@ -44,7 +45,7 @@ async def test_a_snapshot_of_many_chunks_reaches_a_lagging_member_a_chunk_at_a_t
     autojump_clock: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     largest = Largest()
-    encode_frame = peers_module.encode_frame
+    encode_frame = frames.encode_frame
     decode_chunk = state_machine_module.decode_snapshot_chunk
 
     def counting_encode_frame(payload: Any, limit: int = 0, **options: Any) -> bytes:
