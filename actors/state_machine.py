@@ -362,17 +362,6 @@ class StateMachine:
         )
         return chunk_records(records, chunk_bytes)
 
-    def snapshot_data(self) -> bytes:
-        """The in-memory state as one CBOR value: for tests and debugging only (the fuzz tests
-        call it). Snapshots never use it: they are ``snapshot_chunks`` of the records."""
-        return cbor2.dumps(
-            {
-                "v2": self.store.snapshot(),
-                "mvcc": [[key, value] for key, value in self.mvcc.snapshot_items()],
-                "members": self.membership.encode(),
-            }
-        )
-
     @staticmethod
     def bootstrap_snapshot_chunks(members: list[Member]) -> list[bytes]:
         """The snapshot every founding member starts from: an empty state, these members."""
