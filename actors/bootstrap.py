@@ -56,7 +56,8 @@ BOOTSTRAP_INDEX = 1
 
 
 QUORUM_READ_WITHOUT_READ_INDEX = "quorum-read-without-read-index"
-"""A member-level planted bug: serve ``quorum=true`` reads locally, without ReadIndex."""
+"""A member-level planted bug: serve v2 ``quorum=true`` reads and linearizable v3 ranges
+locally, without ReadIndex (the simulator's checkers must catch it)."""
 MEMBER_PLANTED_BUGS = frozenset({QUORUM_READ_WITHOUT_READ_INDEX})
 
 
