@@ -67,16 +67,15 @@ def member_info(record: MemberRecord) -> MemberInfo:
     )
 
 
-class MemberV2Backend:
-    """Implements ``net.v2api.V2Backend`` for one member."""
+class MemberView:
+    """What both APIs show of the member: ids, Raft position, the member table, versions.
+
+    ``MemberV2Backend`` and ``actors.v3_backend.MemberV3Backend`` share it: ``net``'s v2 and
+    v3 backend protocols name these the same way on purpose.
+    """
 
     def __init__(self, member: Member) -> None:
         self.member = member
-
-    @property
-    def reader(self) -> V2Reader:
-        """The state machine's v2 store, read-only."""
-        return self.member.machine.v2_reader()
 
     @property
     def cluster_id(self) -> int:
@@ -85,6 +84,31 @@ class MemberV2Backend:
     @property
     def member_id(self) -> int:
         return self.member.member_id
+
+    def raft_index(self) -> int:
+        return max(self.member.status.commit_index, self.member.applied_index())
+
+    def raft_term(self) -> int:
+        return self.member.status.term
+
+    def members(self) -> list[MemberInfo]:
+        return [member_info(record) for record in self.member.membership.sorted_members()]
+
+    def leader(self) -> MemberInfo | None:
+        record = self.member.membership.members.get(self.member.leader_id())
+        return None if record is None else member_info(record)
+
+    def version(self) -> tuple[str, str]:
+        return SERVER_VERSION, CLUSTER_VERSION
+
+
+class MemberV2Backend(MemberView):
+    """Implements ``net.v2api.V2Backend`` for one member."""
+
+    @property
+    def reader(self) -> V2Reader:
+        """The state machine's v2 store, read-only."""
+        return self.member.machine.v2_reader()
 
     def now_ns(self) -> int:
         return self.member.clock.now_ns()
@@ -108,19 +132,6 @@ class MemberV2Backend:
 
     def watch(self, path: str, recursive: bool, stream: bool, since_index: int) -> Watcher:
         return self.reader.watch(path, recursive=recursive, stream=stream, since_index=since_index)
-
-    def raft_index(self) -> int:
-        return max(self.member.status.commit_index, self.member.applied_index())
-
-    def raft_term(self) -> int:
-        return self.member.status.term
-
-    def members(self) -> list[MemberInfo]:
-        return [member_info(record) for record in self.member.membership.sorted_members()]
-
-    def leader(self) -> MemberInfo | None:
-        record = self.member.membership.members.get(self.member.leader_id())
-        return None if record is None else member_info(record)
 
     async def add_member(self, peer_urls: tuple[str, ...], is_learner: bool = False) -> MemberInfo:
         if self.member.membership.peer_url_in_use(list(peer_urls)):
@@ -217,9 +228,6 @@ class MemberV2Backend:
                 return False
             return True
         return False
-
-    def version(self) -> tuple[str, str]:
-        return SERVER_VERSION, CLUSTER_VERSION
 
 
 def gate_until_published(member: Member, handler: Handler) -> Handler:

@@ -13,16 +13,12 @@ side of the state machine, never the apply actor's write paths.
 from __future__ import annotations
 
 from actors.api_backend import (
-    CLUSTER_VERSION,
-    SERVER_VERSION,
     MemberErrors,
-    member_info,
+    MemberView,
     translate,
 )
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
-from actors.member import Member
 from actors.state_machine import KvReader
-from net.backend import MemberInfo
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from storage.mvcc.errors import Compacted, FutureRevision
@@ -39,27 +35,10 @@ def txn_has_writes(request: rpc_pb2.TxnRequest) -> bool:
     return False
 
 
-class MemberV3Backend:
+class MemberV3Backend(MemberView):
     """Implements ``net.v3.service.V3Backend`` for one member."""
 
-    def __init__(self, member: Member) -> None:
-        self.member = member
-
     # -- state -------------------------------------------------------------------------------
-
-    @property
-    def cluster_id(self) -> int:
-        return self.member.cluster_id
-
-    @property
-    def member_id(self) -> int:
-        return self.member.member_id
-
-    def raft_term(self) -> int:
-        return self.member.status.term
-
-    def raft_index(self) -> int:
-        return max(self.member.status.commit_index, self.member.applied_index())
 
     def raft_applied_index(self) -> int:
         return self.member.applied_index()
@@ -67,18 +46,8 @@ class MemberV3Backend:
     def revision(self) -> int:
         return self.reader.revision()
 
-    def members(self) -> list[MemberInfo]:
-        return [member_info(record) for record in self.member.membership.sorted_members()]
-
-    def leader(self) -> MemberInfo | None:
-        record = self.member.membership.members.get(self.member.leader_id())
-        return None if record is None else member_info(record)
-
     def is_learner(self) -> bool:
         return self.member.is_learner()
-
-    def version(self) -> tuple[str, str]:
-        return SERVER_VERSION, CLUSTER_VERSION
 
     def db_size_bytes(self) -> tuple[int, int]:
         return self.member.kv.size_bytes()
