@@ -192,27 +192,40 @@ async def test_a_write_completes_even_if_cancelled_while_it_syncs(kv: KeyValueSt
 async def test_readers_see_all_of_a_batch_or_none_of_it(kv: KeyValueStore) -> None:
     keys_per_batch = 50
     batches = 30
+    scans_per_write_max = 20  # a reader that never stops would starve the fsync thread
     observed: list[int] = []
     done = trio.Event()
+    write_started = trio.Event()
 
     async def write_batches() -> None:
+        nonlocal write_started
         for round_number in range(batches):
             batch = WriteBatch()
             for key in range(keys_per_batch):
                 batch.put(b"k%08d" % (round_number * keys_per_batch + key), b"v" * 100)
+            started, write_started = write_started, trio.Event()
+            started.set()
             await kv.write(batch, sync=True)
         done.set()
+        write_started.set()
 
     async def read_counts() -> None:
         while not done.is_set():
-            observed.append(sum(1 for _ in kv.scan(b"k", b"l")))
-            await trio.lowlevel.checkpoint()
+            waiting_for = write_started
+            for _ in range(scans_per_write_max):
+                observed.append(sum(1 for _ in kv.scan(b"k", b"l")))
+                await trio.lowlevel.checkpoint()
+                if waiting_for is not write_started:
+                    break  # the next write began: read during it too
+            else:
+                await waiting_for.wait()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_counts)
         nursery.start_soon(write_batches)
-    assert observed
+    assert len(observed) >= batches
     assert all(count % keys_per_batch == 0 for count in observed), observed
+    assert len(set(observed)) > batches // 2  # it did read between writes, not only at the ends
     assert sum(1 for _ in kv.scan(b"k", b"l")) == keys_per_batch * batches
 
 
