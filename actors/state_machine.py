@@ -220,6 +220,7 @@ class StateMachine:
         self.store = store
         self.mvcc = mvcc
         self.kv = KvApplier(mvcc)
+        self._kv_view = _KvView(self.kv, mvcc)
         self.membership = membership
         self.conf_state = conf_state
         self.applied_index = applied_index
@@ -232,8 +233,9 @@ class StateMachine:
         return self.store
 
     def kv_reader(self) -> KvReader:
-        """The MVCC store, for reads."""
-        return _KvView(self.kv, self.mvcc)
+        """The MVCC store, for reads (one view: the stores are reloaded in place, never
+        replaced)."""
+        return self._kv_view
 
     # -- starting ------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from random import Random
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -183,6 +184,22 @@ async def run_workload(
         Client(number, cluster, history, options, Random(rng.getrandbits(64)))
         for number in range(1, options.clients + 1)
     ]
+    return await run_clients(clients, stop_at_s, operations_max)
+
+
+class SequentialClient(Protocol):
+    """A simulated client: one request at a time until a time or a count."""
+
+    async def run(self, stop_at_s: float, operations_max: int | None = None) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=SequentialClient)
+
+
+async def run_clients(
+    clients: list[ClientT], stop_at_s: float, operations_max: int | None
+) -> list[ClientT]:
+    """Run every client at once until ``stop_at_s`` (v2 and v3 workloads alike)."""
     async with trio.open_nursery() as nursery:
         for client in clients:
             nursery.start_soon(client.run, stop_at_s, operations_max)

@@ -35,6 +35,7 @@ from net.grpc.client import GrpcChannel
 from net.v3.errors import RpcError, StatusCode
 from sim.cluster import CLIENT_PORT, SimCluster
 from sim.history import History, OpKind
+from sim.workload import run_clients
 
 RANGE_PATH: Final = grpc_path("KV", "Range")
 PUT_PATH: Final = grpc_path("KV", "Put")
@@ -290,7 +291,4 @@ async def run_v3_workload(
         V3Client(number, cluster, history, options, Random(rng.getrandbits(64)))
         for number in range(1, options.clients + 1)
     ]
-    async with trio.open_nursery() as nursery:
-        for client in clients:
-            nursery.start_soon(client.run, stop_at_s, operations_max)
-    return clients
+    return await run_clients(clients, stop_at_s, operations_max)
