@@ -568,3 +568,11 @@ async def test_a_message_over_grpcs_limit_is_refused_as_etcds_grpc_server_does(
         "code": 8,
     }
     assert backend.requests == []
+
+
+def test_a_request_op_naming_two_requests_keeps_the_later_one_in_proto_order() -> None:
+    """etcd's gateway picks one of the two at random (Go map order); troika always the same."""
+    raw = b'{"success":[{"request_range":{"key":"YQ=="},"request_put":{"key":"YQ=="}}]}'
+    request = decode_message(rpc_pb2.TxnRequest, raw)
+    assert isinstance(request, rpc_pb2.TxnRequest)
+    assert [op.WhichOneof("request") for op in request.success] == ["request_put"]

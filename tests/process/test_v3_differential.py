@@ -585,16 +585,9 @@ BAD_INPUT_CASES = [
         (Call("KV/Range", raw=b'{"key":"YQ=="}xyz'),),
         transports=("gateway",),
     ),
-    Case(
-        "gateway txn op with two requests",
-        (
-            Call(
-                "KV/Txn",
-                raw=b'{"success":[{"request_range":{"key":"YQ=="},"request_put":{"key":"YQ=="}}]}',
-            ),
-        ),
-        transports=("gateway",),
-    ),
+    # A RequestOp naming two requests (request_range and request_put) is not compared: etcd's
+    # gateway (golang/protobuf jsonpb) picks among a oneof's members in Go map order, so its
+    # answer changes from run to run; troika's choice is fixed (tests/net/test_v3_gateway.py).
     Case("gateway JSON array body", (Call("KV/Range", raw=b"[]"),), transports=("gateway",)),
     Case(
         "gateway no content type",
