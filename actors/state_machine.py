@@ -55,7 +55,7 @@ from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore, WriteBatch, prefix_end
 from storage.mvcc import MvccStore
-from storage.mvcc.model import HashResult
+from storage.mvcc.model import HashResult, TxnEvents
 from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import KV_PREFIX as V2_PREFIX
@@ -225,6 +225,7 @@ class StateMachine:
         self.conf_state = conf_state
         self.applied_index = applied_index
         self.membership_changed = True
+        self._kv_events: list[TxnEvents] = []
 
     # -- read-only views, for the APIs -------------------------------------------------------
 
@@ -322,7 +323,16 @@ class StateMachine:
         except DecodeError as error:
             log.error("malformed v3 request in the log (%s); skipped", error)
             return None
-        return self.kv.apply(request)
+        outcome = self.kv.apply(request)
+        self._kv_events.extend(self.mvcc.take_events())
+        return outcome
+
+    def take_kv_events(self) -> list[TxnEvents]:
+        """The events of every MVCC write applied since the last call, in revision order (for
+        the watch service). Its caller takes them after each applied batch, which bounds them
+        by a batch's writes."""
+        events, self._kv_events = self._kv_events, []
+        return events
 
     def _apply_conf_change(self, change: ConfChange) -> Applied | None:
         self.conf_state = conf_state_after(self.conf_state, change)
@@ -514,12 +524,11 @@ def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _new_mvcc() -> MvccStore:
-    # No watch service consumes the store's events yet, so it keeps none.
-    return MvccStore(track_events=False)
+    return MvccStore()
 
 
 def _load_mvcc(kv: KeyValueStore) -> MvccStore:
-    return MvccStore.load(kv, track_events=False)
+    return MvccStore.load(kv)
 
 
 @dataclass(frozen=True, slots=True)
