@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -67,3 +68,19 @@ class StreamMethod:
 Method = UnaryMethod | StreamMethod
 Methods = Mapping[str, Method]
 """Every RPC a server serves, by gRPC path."""
+
+
+_Request = TypeVar("_Request", bound=Message)
+
+
+def unary_method(
+    request_type: type[_Request], handler: Callable[[_Request, CallContext], Awaitable[Message]]
+) -> UnaryMethod:
+    """A table entry for a handler typed with its own request type: the transports decode
+    ``request_type`` for it."""
+
+    async def call(request: Message, context: CallContext) -> Message:
+        assert isinstance(request, request_type), type(request)
+        return await handler(request, context)
+
+    return UnaryMethod(request_type, call)
