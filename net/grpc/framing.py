@@ -137,6 +137,8 @@ class FrameGuard:
         self._header_block_bytes_max = header_block_bytes_max
         self._header = bytearray()
         self._header_block_bytes: int | None = None
+        self.frames = 0
+        """Frames begun so far (their first byte read): a new frame began when it moves."""
 
     def feed(self, data: bytes) -> str | None:
         """Scan ``data``; None if all is well, else why the peer must be refused."""
@@ -147,6 +149,8 @@ class FrameGuard:
                 self._skip -= taken
                 view = view[taken:]
                 continue
+            if not self._header:
+                self.frames += 1
             needed = _FRAME_HEADER_BYTES - len(self._header)
             self._header += view[:needed]
             view = view[needed:]
@@ -157,6 +161,17 @@ class FrameGuard:
             if problem is not None:
                 return problem
         return None
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether the bytes so far end inside a frame (its header or its payload)."""
+        return self._skip > 0 or bool(self._header)
+
+    @property
+    def in_header_block(self) -> bool:
+        """Whether a request's header block is open: a HEADERS frame came whose CONTINUATION
+        frames have not all come."""
+        return self._header_block_bytes is not None
 
     def _check(self, header: bytes) -> str | None:
         length = int.from_bytes(header[:3], "big")

@@ -41,7 +41,13 @@ RECEIVE_BYTES_MAX = 65536
 """One read from the stream."""
 
 IDLE_TIMEOUT_S = 300.0
-"""A connection with no call and nothing received for this long gets GOAWAY and is closed."""
+"""A connection with no call for this long gets GOAWAY and is closed, whatever else the client
+sends (pings, settings, a trickle of bytes): grpc-go's ``MaxConnectionIdle`` counts the same."""
+
+FRAME_TIMEOUT_S = 10.0
+"""From the first byte of a frame, or of a header block split over CONTINUATION frames, to its
+last: a client that trickles a frame (slowloris) is closed after this. The HTTP/1.1 server's
+header timeout; one frame is at most 16 KiB."""
 
 SEND_TIMEOUT_S = 60.0
 """Longest wait for one write to be taken by a peer that does not read; then we close."""
@@ -65,6 +71,7 @@ class GrpcLimits:
     outbox_bytes_max: int = OUTBOX_BYTES_MAX
     receive_bytes_max: int = RECEIVE_BYTES_MAX
     idle_timeout_s: float = IDLE_TIMEOUT_S
+    frame_timeout_s: float = FRAME_TIMEOUT_S
     send_timeout_s: float = SEND_TIMEOUT_S
     close_timeout_s: float = CLOSE_TIMEOUT_S
 

@@ -19,9 +19,11 @@ or undecodable ends the call with grpc-go's code and text.
 
 Bounds: at most ``concurrent_streams_max`` calls (advertised as SETTINGS_MAX_CONCURRENT_STREAMS;
 ``h2`` refuses a peer that ignores it with a connection error), the header list, the bytes held
-per stream and per connection (``net.grpc.transport``), the outbox, and an idle timeout while
-no call runs. Bad frames get ``h2``'s GOAWAY and the connection closes; no exception of a
-connection or a call escapes into the member. Cancelling the server sends GOAWAY.
+per stream and per connection (``net.grpc.transport``), the outbox, an idle timeout counted from
+the end of the last call (pings and stray bytes do not reset it), and ``frame_timeout_s`` for
+one frame or one header block to arrive whole (a slowloris trickle). Bad frames get ``h2``'s
+GOAWAY and the connection closes; no exception of a connection or a call escapes into the
+member. Cancelling the server sends GOAWAY.
 """
 
 from __future__ import annotations
@@ -145,6 +147,10 @@ class _ServerConnection:
         self._calls: dict[int, _Call] = {}
         self._nursery: trio.Nursery | None = None
         self._idle_scope = trio.CancelScope()
+        self._idle_deadline = math.inf
+        self._frame_deadline = math.inf
+        self._frame_number = 0
+        self._header_block_deadline = math.inf
 
     async def run(self, received: bytes) -> None:
         engine = self._engine
@@ -186,22 +192,47 @@ class _ServerConnection:
                 for event in events:
                     self._on_event(event)
                 self._shell.pull()
-            self._idle_scope = trio.CancelScope(deadline=self._idle_scope.deadline)
+                self._track_partial_frame()
+            self._idle_scope = trio.CancelScope(deadline=self._read_deadline())
             with self._idle_scope:
                 data = await self._shell.receive()
                 if data is None:
                     return
-                if not self._calls:
-                    self._set_idle_deadline()
                 continue
-            logger.debug("closing an idle HTTP/2 connection")
+            if self._too_slow():
+                timeout_s = self._limits.frame_timeout_s
+                logger.info("closing an HTTP/2 connection: a frame took over %.1f s", timeout_s)
+            else:
+                logger.debug("closing an idle HTTP/2 connection")
             return
 
     def _set_idle_deadline(self) -> None:
+        """Idle time counts from the end of the last call; nothing else resets it."""
         if self._calls:
-            self._idle_scope.deadline = math.inf
+            self._idle_deadline = math.inf
         else:
-            self._idle_scope.deadline = trio.current_time() + self._limits.idle_timeout_s
+            self._idle_deadline = trio.current_time() + self._limits.idle_timeout_s
+        self._idle_scope.deadline = self._read_deadline()
+
+    def _track_partial_frame(self) -> None:
+        """Clocks for the frame the bytes end in (restarted when a new one begins) and for an
+        open header block (CONTINUATION frames do not restart it)."""
+        guard, now, timeout_s = self._guard, trio.current_time(), self._limits.frame_timeout_s
+        if not guard.in_frame:
+            self._frame_deadline = math.inf
+        elif guard.frames != self._frame_number or self._frame_deadline == math.inf:
+            self._frame_deadline = now + timeout_s
+        self._frame_number = guard.frames
+        if not guard.in_header_block:
+            self._header_block_deadline = math.inf
+        elif self._header_block_deadline == math.inf:
+            self._header_block_deadline = now + timeout_s
+
+    def _read_deadline(self) -> float:
+        return min(self._idle_deadline, self._frame_deadline, self._header_block_deadline)
+
+    def _too_slow(self) -> bool:
+        return trio.current_time() >= min(self._frame_deadline, self._header_block_deadline)
 
     def _on_event(self, event: h2.events.Event) -> None:
         shell = self._shell

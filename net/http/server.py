@@ -25,7 +25,9 @@ a parse error answers 400, oversized headers 431, an oversized body 413, a
 missed deadline 408, each with ``Connection: close``; requests queued before
 the bad one are answered first. A client that disconnects mid-request simply
 ends its task. The number of connections served at once is bounded
-(``connections_max``); one over the bound is answered 503 and closed.
+(``connections_max``); one over the bound is answered 503 and closed. A
+connection holds at most ``pipelined_requests_max`` parsed requests: past
+that it answers them and closes.
 
 A handler returns a :class:`Response` (sent with ``Content-Length``) or a
 :class:`StreamingResponse` (headers sent at once, then one chunk of
@@ -76,6 +78,12 @@ SEND_TIMEOUT_SECONDS = 60.0
 CONNECTIONS_MAX = 1024
 RECEIVE_BYTES_MAX = 65536
 
+PIPELINED_REQUESTS_MAX = 128
+"""Parsed requests one connection may have waiting for their answers. Past it the connection
+answers those and closes, as a server that caps requests per connection does; a client
+retries the rest on a new connection. (One receive buffer could otherwise hold thousands of
+tiny requests, each a Request in memory.) Handlers run one at a time per connection."""
+
 LINGER_SECONDS = 1.0
 """On a close we start, how long we drain the client's input so our last reply is not reset."""
 LINGER_BYTES_MAX = 1 << 20
@@ -104,6 +112,7 @@ class ServerLimits:
     send_timeout_seconds: float = SEND_TIMEOUT_SECONDS
     connections_max: int = CONNECTIONS_MAX
     receive_bytes_max: int = RECEIVE_BYTES_MAX
+    pipelined_requests_max: int = PIPELINED_REQUESTS_MAX
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
@@ -279,6 +288,9 @@ class _RequestParser:
         self.phase = _Phase.IDLE
         self.phase_started = trio.current_time()
         self.expect_continue = False
+        if len(self.ready) >= self._limits.pipelined_requests_max:
+            # Status 0: answer what is queued, then close without a reply of our own.
+            self._reject(0, "too many pipelined requests")
 
     def _count_header_bytes(self, count: int) -> None:
         self._header_bytes += count
