@@ -338,46 +338,46 @@ class V3Service:
     async def range(
         self, request: rpc_pb2.RangeRequest, context: CallContext
     ) -> rpc_pb2.RangeResponse:
-        self._admit(context, learner_ok=request.serializable)
+        self.admit(context, learner_ok=request.serializable)
         check_range(request)
-        response = await self._call(self._backend.range, request)
-        self._fill(response.header)
+        response = await self.call_backend(self._backend.range, request)
+        self.fill_header(response.header)
         return response
 
     async def put(self, request: rpc_pb2.PutRequest, context: CallContext) -> rpc_pb2.PutResponse:
-        self._admit(context)
+        self.admit(context)
         check_put(request)
         check_size(request, self._limits.max_request_bytes)
-        response = await self._call(self._backend.put, request)
-        self._fill(response.header)
+        response = await self.call_backend(self._backend.put, request)
+        self.fill_header(response.header)
         return response
 
     async def delete_range(
         self, request: rpc_pb2.DeleteRangeRequest, context: CallContext
     ) -> rpc_pb2.DeleteRangeResponse:
-        self._admit(context)
+        self.admit(context)
         check_delete_range(request)
         check_size(request, self._limits.max_request_bytes)
-        response = await self._call(self._backend.delete_range, request)
-        self._fill(response.header)
+        response = await self.call_backend(self._backend.delete_range, request)
+        self.fill_header(response.header)
         return response
 
     async def txn(self, request: rpc_pb2.TxnRequest, context: CallContext) -> rpc_pb2.TxnResponse:
-        self._admit(context)
+        self.admit(context)
         check_txn(request, self._limits.max_txn_ops)
         if not is_txn_read_only(request):
             check_size(request, self._limits.max_request_bytes)
-        response = await self._call(self._backend.txn, request)
-        self._fill(response.header)
+        response = await self.call_backend(self._backend.txn, request)
+        self.fill_header(response.header)
         return response
 
     async def compact(
         self, request: rpc_pb2.CompactionRequest, context: CallContext
     ) -> rpc_pb2.CompactionResponse:
-        self._admit(context)
+        self.admit(context)
         check_size(request, self._limits.max_request_bytes)
-        response = await self._call(self._backend.compact, request)
-        self._fill(response.header)
+        response = await self.call_backend(self._backend.compact, request)
+        self.fill_header(response.header)
         return response
 
     # Cluster
@@ -385,7 +385,7 @@ class V3Service:
     async def member_list(
         self, request: rpc_pb2.MemberListRequest, context: CallContext
     ) -> rpc_pb2.MemberListResponse:
-        self._admit(context)
+        self.admit(context)
         response = rpc_pb2.MemberListResponse(
             members=[member_message(member) for member in self._backend.members()]
         )
@@ -397,7 +397,7 @@ class V3Service:
     async def status(
         self, request: rpc_pb2.StatusRequest, context: CallContext
     ) -> rpc_pb2.StatusResponse:
-        self._admit(context, learner_ok=True)
+        self.admit(context, learner_ok=True)
         backend = self._backend
         leader = backend.leader()
         db_size, db_size_in_use = backend.db_size_bytes()
@@ -413,22 +413,22 @@ class V3Service:
         )
         if leader is None:
             response.errors.append(errors.no_leader().message)
-        self._fill(response.header)
+        self.fill_header(response.header)
         return response
 
     async def hash_kv(
         self, request: rpc_pb2.HashKVRequest, context: CallContext
     ) -> rpc_pb2.HashKVResponse:
-        self._admit(context)
+        self.admit(context)
         crc, compact_revision, revision = self._backend.hash_kv(request.revision)
         response = rpc_pb2.HashKVResponse(hash=crc, compact_revision=compact_revision)
         response.header.revision = revision
-        self._fill(response.header)
+        self.fill_header(response.header)
         return response
 
     # helpers
 
-    def _admit(self, context: CallContext, *, learner_ok: bool = False) -> None:
+    def admit(self, context: CallContext, *, learner_ok: bool = False) -> None:
         """etcd's unary interceptor: learners and the ``hasleader`` metadata."""
         if not learner_ok and self._backend.is_learner():
             raise errors.not_supported_for_learner()
@@ -436,7 +436,7 @@ class V3Service:
             raise errors.no_leader()
 
     @staticmethod
-    async def _call(
+    async def call_backend(
         call: Callable[[_Request], Awaitable[_Response]], request: _Request
     ) -> _Response:
         try:
@@ -444,7 +444,9 @@ class V3Service:
         except BackendError as error:
             raise backend_error(error) from error
 
-    def _fill(self, header: rpc_pb2.ResponseHeader) -> None:
+    def fill_header(self, header: rpc_pb2.ResponseHeader) -> None:
+        """etcd's ``header.fill``: cluster, member, term, and the current revision unless the
+        backend set one (shared by the other v3 services)."""
         self._fill_cluster(header)
         if header.revision == 0:
             header.revision = self._backend.revision()
