@@ -180,6 +180,10 @@ class LoadResult:
     """CPU time this process used during the window, as a percentage of one core."""
     key_size: int
     value_size: int
+    client_cpu_us_per_op: float = 0.0
+    """The client's CPU microseconds per operation in the window (0 when not measured)."""
+    detail: dict[str, float] = field(default_factory=dict)
+    """Figures particular to a workload (the watch's write rate, drain time, ...)."""
 
 
 class ConnectionClosed(Exception):
