@@ -4,7 +4,9 @@ Each key has a ``History``: its versions in revision order (``(main, sub)`` asce
 including tombstones, which end a generation. A read at revision ``r`` takes the last version
 whose main revision is ``<= r``; a tombstone there means the key does not exist at ``r``.
 The versions themselves (values included) are kept here, in memory, so reads never touch the
-disk and see every applied write before it is persisted; compaction bounds the memory.
+disk and see every applied write before it is persisted; compaction bounds the memory. (The
+store keeps a second, smaller index beside this one: the keys each revision wrote, for
+``MvccStore.events``; see ``storage.mvcc.store``.)
 
 The keys are a sorted Python list (``bisect``) beside a dict, chosen by measurement
 (``python -m bench.mvcc_index``; development VM, 2 vCPUs shared with other work, random

@@ -32,6 +32,16 @@ persisted. Memory is therefore proportional to the retained history: compaction 
 ``take_events()`` returns the events of each ended write transaction (for the watch service),
 and is bounded the same way: the caller takes them after each applied batch.
 
+Watchers that fall behind read past events back with ``events(start, end)``: the events of a
+revision range in revision order, whole revisions at a time, with ``prev_kv`` as etcd's watch
+computes it (the key read at ``mod_revision - 1``; none when that revision is compacted, and
+none for a creation). A second in-memory index, from each revision to the keys it wrote in
+write order, finds them; it holds the revisions from the compact revision on (every version
+written there is retained, see below) and is trimmed in the same bounded compaction steps and
+rebuilt by ``load``, ``restore`` and ``reload``. At the compact revision itself a delete is no
+longer an event (a compaction at ``r`` drops a tombstone written at ``r``; leaving it out at
+once keeps the answer the same before and after ``compaction_step`` ran).
+
 Snapshots: ``snapshot_items()`` lists the records of the retained state (from memory, with the
 compaction applied, whether or not ``take_changes()`` was called), ``restore(items)`` replaces
 the whole state with such a list, and its next ``take_changes()`` deletes every old record.
@@ -42,6 +52,7 @@ caller's concern (etcd caps a request at 1.5 MiB). Revisions and leases are sign
 
 from __future__ import annotations
 
+import bisect
 import logging
 import zlib
 from collections.abc import Iterable, Iterator
@@ -84,6 +95,10 @@ NO_COMPACTION: Final = -1
 
 COMPACTION_KEYS_PER_STEP: Final = 1000
 """Keys one ``compaction_step`` visits by default (etcd's compaction batch limit)."""
+
+COMPACTION_REVISIONS_PER_STEP: Final = 10_000
+"""Revisions one ``compaction_step`` drops from the revision index by default (a dict removal
+each, about 0.5 ms for all of them)."""
 
 INT64_MAX: Final = (1 << 63) - 1
 INT64_MIN: Final = -(1 << 63)
@@ -131,6 +146,9 @@ class MvccStore:
         self._changes: dict[bytes, bytes | None] = {}
         self._events: list[TxnEvents] = []
         self._txn: WriteTxn | None = None
+        self._revision_keys: dict[int, tuple[bytes, ...]] = {}
+        """The keys each revision from ``_revision_floor`` on wrote, in write order."""
+        self._revision_floor = FIRST_REVISION + 1
 
     # -- state ----------------------------------------------------------------------------
 
@@ -146,8 +164,11 @@ class MvccStore:
 
     @property
     def compaction_pending(self) -> bool:
-        """Whether ``compaction_step`` has records left to reclaim."""
-        return self._compact_finished < self._compact_revision
+        """Whether ``compaction_step`` has records (or revision index entries) to reclaim."""
+        return (
+            self._compact_finished < self._compact_revision
+            or self._revision_floor < self._compact_revision
+        )
 
     @property
     def prefix(self) -> bytes:
@@ -227,6 +248,101 @@ class MvccStore:
             kvs.append(kv)
         return RangeResult(tuple(kvs), count, current)
 
+    def events(
+        self,
+        start_revision: int,
+        end_revision: int = 0,
+        *,
+        revisions_max: int = 0,
+        events_max: int = 0,
+    ) -> tuple[list[TxnEvents], int]:
+        """The events of the revisions ``[start_revision, end_revision]``, in revision order.
+
+        Whole revisions only: reading stops before a revision once ``revisions_max``
+        revisions were read or ``events_max`` events found (``<= 0``: no bound; the first
+        revision is always read whole). A PUT's ``prev_kv`` is the key at ``mod_revision -
+        1`` (None for a creation), a DELETE's the version it deleted; None when that revision
+        is compacted, as etcd's watch reads it.
+
+        Args:
+            start_revision: the first revision wanted.
+            end_revision: the last one; ``<= 0`` for the current revision.
+
+        Returns:
+            The events, and the last revision read (``end_revision`` unless a bound cut the
+            read short; every revision up to it is covered).
+
+        Raises:
+            Compacted: ``start_revision`` is below the compact revision.
+            FutureRevision: ``end_revision`` is past the current revision.
+        """
+        assert self._txn is None, "read events between write transactions"
+        end = self._revision if end_revision <= 0 else end_revision
+        if end > self._revision:
+            raise FutureRevision(end, self._revision)
+        if start_revision < self._compact_revision:
+            raise Compacted(start_revision, self._compact_revision)
+        found: list[TxnEvents] = []
+        count = 0
+        start = max(start_revision, FIRST_REVISION + 1)
+        for revision in range(start, end + 1):
+            read = revision - start
+            if read and (
+                (revisions_max > 0 and read >= revisions_max)
+                or (events_max > 0 and count >= events_max)
+            ):
+                return found, revision - 1
+            events = self._events_at(revision)
+            if events:
+                found.append(TxnEvents(revision, events))
+                count += len(events)
+        return found, end
+
+    def _events_at(self, revision: int) -> tuple[Event, ...]:
+        """The events of one revision at or above the compact revision, in write order.
+
+        At the compact revision only what the compaction keeps is an event: each key's last
+        version there, unless a tombstone (``_kept_at_compaction``), whether or not
+        ``compaction_step`` has reclaimed the rest yet.
+        """
+        compacted = self._compact_revision
+        keys = self._revision_keys.get(revision)
+        assert keys is not None or revision <= compacted, (revision, compacted)
+        if revision <= compacted:
+            return self._kept_at_compaction(keys or ())
+        events: list[Event] = []
+        occurrences: dict[bytes, int] = {}
+        for key in keys or ():
+            history = self._index.get(key)
+            assert history is not None, key
+            first = bisect.bisect_left(history.mains, revision)
+            position = first + occurrences.get(key, 0)  # the store allows a key twice
+            occurrences[key] = occurrences.get(key, 0) + 1
+            assert history.mains[position] == revision, (key, revision)
+            kv = history.kvs[position]
+            prev: KeyValue | None = None
+            creation = not kv.is_tombstone and kv.create_revision == revision
+            if revision - 1 >= compacted and first > 0 and not creation:
+                before = history.kvs[first - 1]
+                prev = None if before.is_tombstone else before
+            kind = EventType.DELETE if kv.is_tombstone else EventType.PUT
+            events.append(Event(kind, kv, prev))
+        return tuple(events)
+
+    def _kept_at_compaction(self, keys: tuple[bytes, ...]) -> tuple[Event, ...]:
+        """The events at the compact revision: the puts a compaction keeps, no ``prev_kv``
+        (the revision before is compacted)."""
+        revision = self._compact_revision
+        events: list[Event] = []
+        for index, key in enumerate(keys):
+            if key in keys[index + 1 :]:
+                continue  # superseded in the same revision
+            history = self._index.get(key)
+            kv = None if history is None else history.at(revision)
+            if kv is not None and kv.mod_revision == revision:
+                events.append(Event(EventType.PUT, kv, None))
+        return tuple(events)
+
     def _histories(self, key: bytes, range_end: bytes) -> Iterator[History]:
         if not range_end:
             history = self._index.get(key)
@@ -251,6 +367,7 @@ class MvccStore:
             return
         self._revision += 1
         assert txn.revision == self._revision
+        self._revision_keys[self._revision] = tuple(event.kv.key for event in events)
         if self._track_events:
             self._events.append(TxnEvents(self._revision, tuple(events)))
 
@@ -279,16 +396,33 @@ class MvccStore:
         self._changes[self._prefix + META_COMPACT_SCHEDULED] = encode_meta(revision)
         logger.debug("compaction at %d scheduled", revision)
 
-    def compaction_step(self, keys_max: int = COMPACTION_KEYS_PER_STEP) -> bool:
-        """Reclaim what the pending compaction superseded in up to ``keys_max`` keys.
+    def compaction_step(
+        self,
+        keys_max: int = COMPACTION_KEYS_PER_STEP,
+        revisions_max: int = COMPACTION_REVISIONS_PER_STEP,
+    ) -> bool:
+        """Reclaim what the pending compaction superseded in up to ``keys_max`` keys, and up to
+        ``revisions_max`` compacted revisions of the revision index.
 
         Returns:
             Whether the compaction is finished (True at once when none is pending).
         """
         assert self._txn is None, "compact outside a write transaction"
-        assert keys_max > 0, keys_max
-        if not self.compaction_pending:
-            return True
+        assert keys_max > 0 and revisions_max > 0, (keys_max, revisions_max)
+        self._trim_revisions(revisions_max)
+        if self._compact_finished < self._compact_revision:
+            self._reclaim_records(keys_max)
+        return not self.compaction_pending
+
+    def _trim_revisions(self, revisions_max: int) -> None:
+        """Forget up to ``revisions_max`` revisions below the compact revision in the
+        revision index (no watcher reads them: a watch from there is cancelled)."""
+        stop = min(self._compact_revision, self._revision_floor + revisions_max)
+        for revision in range(self._revision_floor, stop):
+            self._revision_keys.pop(revision, None)
+        self._revision_floor = max(self._revision_floor, stop)
+
+    def _reclaim_records(self, keys_max: int) -> None:
         keys = self._index.keys_after(self._compaction_cursor, keys_max)
         emptied: list[bytes] = []
         for key in keys:
@@ -307,9 +441,8 @@ class MvccStore:
                 self._compact_finished
             )
             logger.debug("compaction at %d finished", self._compact_finished)
-            return True
+            return
         self._compaction_cursor = keys[-1]
-        return False
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -391,6 +524,8 @@ class MvccStore:
                 history.append(main, sub, kv)
             histories[key] = history
         self._index = KeyIndex.from_histories(histories)
+        self._revision_floor = max(scheduled, FIRST_REVISION + 1)
+        self._revision_keys = _revision_index(histories, self._revision_floor)
         self._revision = revision
         self._compact_revision = scheduled
         self._compact_finished = finished
@@ -453,6 +588,8 @@ class MvccStore:
         changes[prefix + META_COMPACT_SCHEDULED] = encode_meta(fresh._compact_revision)
         changes[prefix + META_COMPACT_FINISHED] = encode_meta(fresh._compact_finished)
         self._index = fresh._index
+        self._revision_keys = fresh._revision_keys
+        self._revision_floor = fresh._revision_floor
         self._revision = fresh._revision
         self._revision_persisted = None
         self._compact_revision = fresh._compact_revision
@@ -470,6 +607,8 @@ class MvccStore:
         assert self._txn is None, "reload between write transactions"
         fresh = MvccStore.load(kv, prefix=self._prefix, track_events=False)
         self._index = fresh._index
+        self._revision_keys = fresh._revision_keys
+        self._revision_floor = fresh._revision_floor
         self._revision = fresh._revision
         self._revision_persisted = fresh._revision_persisted
         self._compact_revision = fresh._compact_revision
@@ -504,6 +643,16 @@ class MvccStore:
                 crc = zlib.crc32(record_key(b"", main, sub), crc)
                 crc = zlib.crc32(encode_record(kv), crc)
         return HashResult(crc, self._compact_revision, self._revision)
+
+
+def _revision_index(histories: dict[bytes, History], floor: int) -> dict[int, tuple[bytes, ...]]:
+    """The keys each revision from ``floor`` on wrote, in write order, from the histories."""
+    writes: dict[int, list[tuple[int, bytes]]] = {}
+    for key, history in histories.items():
+        for main, sub, _kv in history.versions():
+            if main >= floor:
+                writes.setdefault(main, []).append((sub, key))
+    return {main: tuple(key for _, key in sorted(writes[main])) for main in sorted(writes)}
 
 
 class WriteTxn:
