@@ -14,6 +14,7 @@ A member starts in one of three ways:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from random import Random
 
@@ -112,6 +113,15 @@ class MemberConfig:
         if self.tick_interval_s <= 0 or self.election_ticks < 2:
             raise BootstrapError("the tick interval must be positive and elections >= 2 ticks")
 
+    def election_timeout_s(self) -> float:
+        """etcd's --election-timeout, in seconds."""
+        return self.election_ticks * self.tick_interval_s
+
+    def min_lease_ttl_s(self) -> int:
+        """etcd's minimum lease TTL: one and a half election timeouts, rounded up to whole
+        seconds (2 s with etcd's defaults), so a lease outlives a leader change."""
+        return math.ceil((3 * self.election_ticks // 2) * self.tick_interval_s)
+
     def founding_members(self) -> list[MemberRecord]:
         """The founders, with the ids etcd's formula gives them."""
         token = self.initial_cluster_token
@@ -171,10 +181,10 @@ async def open_state(
         # A founder's first start, or a crash between saving a received snapshot and
         # installing it (perhaps in the middle of installing it): install it now, before
         # anything reads the state machines' records.
-        machine = StateMachine.empty()
+        machine = StateMachine.empty(min_lease_ttl_s=config.min_lease_ttl_s())
         await _install(machine, kv, applied, raft_store, snapshot)
     else:
-        machine = StateMachine.load(kv, applied)
+        machine = StateMachine.load(kv, applied, min_lease_ttl_s=config.min_lease_ttl_s())
     await commit_what_was_applied(raft_store, machine.applied_index)
     incarnation = int(cbor2.loads(kv.get(INCARNATION_KEY) or cbor2.dumps(0))) + 1
     batch = WriteBatch()

@@ -23,6 +23,7 @@ from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
 from net.v3.gateway import JsonGateway, route_v3
+from net.v3.lease_service import lease_methods
 from net.v3.methods import (
     CallContext,
     Method,
@@ -31,7 +32,7 @@ from net.v3.methods import (
     StreamMethod,
     UnaryMethod,
 )
-from net.v3.service import ServiceLimits, v3_methods
+from net.v3.service import ServiceLimits, V3Service, v3_methods
 
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
@@ -101,7 +102,10 @@ async def serve_client_api(
     if limits.max_request_bytes > MAX_REQUEST_BYTES_MAX:
         raise ValueError(f"--max-request-bytes must be at most {MAX_REQUEST_BYTES_MAX}")
     receive_bytes_max = limits.max_request_bytes + GRPC_OVERHEAD_BYTES
-    methods = gate_methods(member, v3_methods(MemberV3Backend(member), limits))
+    backend = MemberV3Backend(member)
+    service = V3Service(backend, limits)
+    every_method = {**v3_methods(backend, limits), **lease_methods(backend, service)}
+    methods = gate_methods(member, every_method)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
         http = route_v3(gateway, V2Api(MemberV2Backend(member)))

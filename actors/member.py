@@ -37,6 +37,7 @@ from actors.bootstrap import MemberConfig, OpenedState, build_node, peer_address
 from actors.clock import Clock
 from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
 from actors.join import cluster_info
+from actors.leases import MemberLeases
 from actors.membership import Member as MemberRecord
 from actors.membership import Membership, member_id_for
 from actors.raft import ConfChange, ConfChangeType, DropReason, Role, StorageAppend
@@ -178,6 +179,18 @@ class Member:
             snapshot_every_entries=config.snapshot_every_entries,
             catch_up_entries=config.snapshot_catch_up_entries,
         )
+        self.leases = MemberLeases(
+            state.machine.leases,
+            self.status,
+            member_id=self.member_id,
+            send=self.transport.send,
+            propose_revoke=self.propose_v3,
+            extend_s=config.election_timeout_s(),
+            tick_s=config.tick_interval_s,
+            request_timeout_s=config.request_timeout_s,
+        )
+        state.machine.lease_listener = self.leases
+        self.transport_actor.on_lease_payload = self.leases.on_peer_payload
         self._on_membership(state.machine.membership)
 
     # -- views -------------------------------------------------------------------------
@@ -225,6 +238,7 @@ class Member:
                 nursery.start_soon(self.storage_actor.run)
                 nursery.start_soon(self.apply_actor.run)
                 nursery.start_soon(self.read_batcher.run)
+                nursery.start_soon(self.leases.run)
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._expire_ttl_keys)
                 nursery.start_soon(self._publish_client_urls)

@@ -50,10 +50,28 @@ from actors.raft import (
     conf_state_after,
 )
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
-from net.etcdpb.rpc_pb2 import RangeRequest, RangeResponse, TxnRequest, TxnResponse
+from net.etcdpb.rpc_pb2 import (
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    RangeRequest,
+    RangeResponse,
+    TxnRequest,
+    TxnResponse,
+)
+from net.v3 import errors
 from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore, WriteBatch, prefix_end
+from storage.lease import PREFIX as LEASE_PREFIX
+from storage.lease import LeaseError, LeaseTable
+from storage.lease.table import (
+    LEASE_EXISTS,
+    LEASE_NOT_FOUND,
+    LEASE_TTL_TOO_LARGE,
+    LEASES_TOO_MANY,
+)
 from storage.mvcc import MvccStore
 from storage.mvcc.model import HashResult, TxnEvents
 from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
@@ -115,6 +133,49 @@ class KvReader(Protocol):
     def hash_kv(self, revision: int) -> HashResult:
         """HashKV up to ``revision`` (0: the current one)."""
         ...
+
+
+class LeaseListener(Protocol):
+    """Who hears of what the log does to leases on this member (its lessor, which decides
+    expiry while the member leads). Called during apply: must not block or raise."""
+
+    def granted(self, lease_id: int, ttl_s: int) -> None:
+        """A lease was granted."""
+        ...
+
+    def revoked(self, lease_id: int) -> None:
+        """A lease was revoked (by a client or an expiry)."""
+        ...
+
+    def leader_entry_applied(self) -> None:
+        """An empty entry, a new leader's first of its term, was applied."""
+        ...
+
+    def reset(self) -> None:
+        """Every lease may have changed (a snapshot was installed)."""
+        ...
+
+
+class _NoListener:
+    def granted(self, lease_id: int, ttl_s: int) -> None:
+        pass
+
+    def revoked(self, lease_id: int) -> None:
+        pass
+
+    def leader_entry_applied(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+_LEASE_ERRORS = {
+    LEASE_NOT_FOUND: errors.lease_not_found,
+    LEASE_EXISTS: errors.lease_exists,
+    LEASE_TTL_TOO_LARGE: errors.lease_ttl_too_large,
+    LEASES_TOO_MANY: errors.too_many_leases,
+}
 
 
 Outcome = Event | V2Error | ProtoMessage | RpcError | None
@@ -216,10 +277,14 @@ class StateMachine:
         membership: Membership,
         conf_state: ConfState,
         applied_index: int,
+        *,
+        leases: LeaseTable | None = None,
     ) -> None:
         self.store = store
         self.mvcc = mvcc
-        self.kv = KvApplier(mvcc)
+        self.leases = leases if leases is not None else LeaseTable()
+        self.lease_listener: LeaseListener = _NoListener()
+        self.kv = KvApplier(mvcc, lease_exists=self.leases.__contains__)
         self._kv_view = _KvView(self.kv, mvcc)
         self.membership = membership
         self.conf_state = conf_state
@@ -241,20 +306,25 @@ class StateMachine:
     # -- starting ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, kv: KeyValueStore, applied: AppliedState) -> StateMachine:
+    def load(
+        cls, kv: KeyValueStore, applied: AppliedState, *, min_lease_ttl_s: int = 1
+    ) -> StateMachine:
         """The state a member persisted before it stopped."""
         membership_data = applied.get_blob(MEMBERSHIP_BLOB)
         conf_data = applied.get_blob(CONF_STATE_BLOB)
         membership = Membership.decode(membership_data) if membership_data else Membership()
         conf_state = decode_conf_state(conf_data) if conf_data else ConfState()
+        mvcc = _load_mvcc(kv)
+        leases = LeaseTable.load(kv, mvcc, min_ttl_s=min_lease_ttl_s)
         return cls(
-            V2Store.load(kv), _load_mvcc(kv), membership, conf_state, applied.applied_index()
+            V2Store.load(kv), mvcc, membership, conf_state, applied.applied_index(), leases=leases
         )
 
     @classmethod
-    def empty(cls) -> StateMachine:
+    def empty(cls, *, min_lease_ttl_s: int = 1) -> StateMachine:
         """Nothing applied yet."""
-        return cls(V2Store(), _new_mvcc(), Membership(), ConfState(), 0)
+        leases = LeaseTable(min_ttl_s=min_lease_ttl_s)
+        return cls(V2Store(), _new_mvcc(), Membership(), ConfState(), 0, leases=leases)
 
     # -- applying ------------------------------------------------------------------
 
@@ -270,6 +340,7 @@ class StateMachine:
                 return None
             return self._apply_conf_change(change)
         if not entry.data:
+            self.lease_listener.leader_entry_applied()
             return None  # a new leader's empty entry
         try:
             envelope = Envelope.decode(entry.data)
@@ -323,9 +394,38 @@ class StateMachine:
         except DecodeError as error:
             log.error("malformed v3 request in the log (%s); skipped", error)
             return None
-        outcome = self.kv.apply(request)
-        self._kv_events.extend(self.mvcc.take_events())
+        outcome: Outcome
+        try:
+            if request.HasField("lease_grant"):
+                outcome = self._grant(request.lease_grant)
+            elif request.HasField("lease_revoke"):
+                outcome = self._revoke(request.lease_revoke)
+            else:
+                outcome = self.kv.apply(request)
+        except LeaseError as error:
+            outcome = _LEASE_ERRORS[error.kind]()
+        events = self.mvcc.take_events()
+        self.leases.observe(events)
+        self._kv_events.extend(events)
         return outcome
+
+    def _grant(self, request: LeaseGrantRequest) -> LeaseGrantResponse:
+        lease = self.leases.grant(request.ID, request.TTL)
+        self.lease_listener.granted(lease.lease_id, lease.ttl_s)
+        response = LeaseGrantResponse(ID=lease.lease_id, TTL=lease.ttl_s)
+        response.header.revision = self.mvcc.current_revision
+        return response
+
+    def _revoke(self, request: LeaseRevokeRequest) -> LeaseRevokeResponse:
+        """Delete every key of the lease in one revision (none if it has no keys)."""
+        keys = self.leases.revoke(request.ID)
+        with self.mvcc.write() as txn:
+            for key in keys:
+                txn.delete_range(key)
+        self.lease_listener.revoked(request.ID)
+        response = LeaseRevokeResponse()
+        response.header.revision = self.mvcc.current_revision
+        return response
 
     def take_kv_events(self) -> list[TxnEvents]:
         """The events of every MVCC write applied since the last call, in revision order (for
@@ -367,7 +467,8 @@ class StateMachine:
         """
         assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
         members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
-        records = itertools.chain(  # in key order: mvcc/, snapshot/members, v2/
+        records = itertools.chain(  # in key order: lease/, mvcc/, snapshot/members, v2/
+            kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
             kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
             [(SNAPSHOT_MEMBERS_KEY, members)],
             kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
@@ -401,6 +502,7 @@ class StateMachine:
         batch = WriteBatch()
         batch.delete_range(V2_PREFIX, prefix_end(V2_PREFIX))
         batch.delete_range(MVCC_PREFIX, prefix_end(MVCC_PREFIX))
+        batch.delete_range(LEASE_PREFIX, prefix_end(LEASE_PREFIX))
         await kv.write(batch, sync=False)
         members: bytes | None = None
         for body in bodies:
@@ -418,6 +520,8 @@ class StateMachine:
         await applied.commit(WriteBatch(), metadata.index, blobs=blobs, sync=sync)
         self.store.reload(kv)
         self.mvcc.reload(kv)
+        self.leases.reload(kv, self.mvcc)
+        self.lease_listener.reset()
         self.membership = membership
         self.conf_state = metadata.conf_state
         self.applied_index = metadata.index
@@ -450,7 +554,12 @@ class StateMachine:
         member table and configuration when they changed (``AppliedState.commit``
         writes both with the applied index, atomically)."""
         batch = WriteBatch()
-        for key, value in [*self.store.take_changes(), *self.mvcc.take_changes()]:
+        changed = [
+            *self.store.take_changes(),
+            *self.mvcc.take_changes(),
+            *self.leases.take_changes(),
+        ]
+        for key, value in changed:
             if value is None:
                 batch.delete(key)
             else:
@@ -500,7 +609,8 @@ CHUNK_OVERHEAD_BYTES = 64
 
 def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
     """The records of a chunk body, checked: pairs of bytes, keys in ascending order, each
-    under the v2 store's or the MVCC store's prefix, or the member table's key.
+    under the v2 store's, the MVCC store's or the lease table's prefix, or the member table's
+    key.
 
     Raises:
         ValueError: it is not.
@@ -515,7 +625,9 @@ def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
         key, value = pair
         if type(key) is not bytes or type(value) is not bytes:
             raise ValueError("snapshot records must be bytes")
-        if not (key.startswith((V2_PREFIX, MVCC_PREFIX)) or key == SNAPSHOT_MEMBERS_KEY):
+        if not (
+            key.startswith((V2_PREFIX, MVCC_PREFIX, LEASE_PREFIX)) or key == SNAPSHOT_MEMBERS_KEY
+        ):
             raise ValueError(f"snapshot record {key!r} is not state machine data")
         if records and key <= records[-1][0]:
             raise ValueError("snapshot records are not in key order")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import trio
 
 from actors.codec import SnapshotManifest, WireError, message_from_wire, message_to_wire
+from actors.leases import RELAY_KIND as LEASE_RELAY_KIND
 from actors.raft import Message, MessageType
 from actors.raft_actor import FromPeer, RaftInput, SnapshotReport
 from actors.rates import RateMeter
@@ -135,6 +136,8 @@ class TransportActor:
             REPORTS_QUEUE_LENGTH_MAX
         )
         self.dropped_messages = 0
+        self.on_lease_payload: Callable[[int, Payload], None] | None = None
+        """Takes the lease requests and answers peers send (``actors.leases``)."""
         self.appends_sent = RateMeter()
         self.appends_received = RateMeter()
 
@@ -194,6 +197,10 @@ class TransportActor:
     async def _receive(self) -> None:
         async with self.inbound:
             async for sender, payload in self.inbound:
+                if LEASE_RELAY_KIND in payload:
+                    if self.on_lease_payload is not None:
+                        self.on_lease_payload(sender, payload)
+                    continue
                 try:
                     message = message_from_wire(payload)
                 except WireError as error:

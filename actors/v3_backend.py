@@ -18,10 +18,24 @@ from actors.api_backend import (
     translate,
 )
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
+from actors.leases import LeaseNoLeader, LeaseTimeout
 from actors.state_machine import KvReader
+from net.backend import BackendTimeout, NoLeader
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
+from net.v3.errors import RpcError
 from storage.mvcc.errors import Compacted, FutureRevision
+
+LEASE_ID_ATTEMPTS = 3
+"""Server-chosen lease ids tried before a grant gives up with "lease already exists"."""
+_LEASE_ID_COUNTER_BITS = 47
+
+
+def chosen_lease_id(member_id: int, sequence: int) -> int:
+    """A positive lease id from this member's request sequence (unique per incarnation),
+    with the low 16 bits of the member id on top, so members rarely pick the same one."""
+    counter = sequence & ((1 << _LEASE_ID_COUNTER_BITS) - 1)
+    return ((member_id & 0xFFFF) << _LEASE_ID_COUNTER_BITS | counter) or 1
 
 
 def txn_has_writes(request: rpc_pb2.TxnRequest) -> bool:
@@ -116,3 +130,61 @@ class MemberV3Backend(MemberView):
         if request.physical:
             await self.member.apply_actor.wait_compaction_finished()
         return response
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def lease_grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        if request.ID != 0:
+            return await self._grant(request)
+        for attempt in range(LEASE_ID_ATTEMPTS):
+            lease_id = chosen_lease_id(self.member.member_id, self.member.ids.next().sequence)
+            chosen = rpc_pb2.LeaseGrantRequest(ID=lease_id, TTL=request.TTL)
+            try:
+                return await self._grant(chosen)
+            except RpcError as error:
+                if attempt + 1 == LEASE_ID_ATTEMPTS or error != errors.lease_exists():
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        response = await self._propose(raft_internal_pb2.InternalRaftRequest(lease_grant=request))
+        assert isinstance(response, rpc_pb2.LeaseGrantResponse), response
+        return response
+
+    async def lease_revoke(
+        self, request: rpc_pb2.LeaseRevokeRequest
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        entry = raft_internal_pb2.InternalRaftRequest(lease_revoke=request)
+        response = await self._propose(entry)
+        assert isinstance(response, rpc_pb2.LeaseRevokeResponse), response
+        return response
+
+    async def lease_renew(self, lease_id: int) -> int:
+        try:
+            return await self.member.leases.renew(lease_id)
+        except LeaseTimeout:
+            raise BackendTimeout() from None
+        except LeaseNoLeader:
+            raise NoLeader() from None
+
+    async def lease_time_to_live(
+        self, lease_id: int, keys: bool
+    ) -> rpc_pb2.LeaseTimeToLiveResponse | None:
+        try:
+            ttl = await self.member.leases.time_to_live(lease_id)
+        except LeaseTimeout:
+            raise BackendTimeout() from None
+        except LeaseNoLeader:
+            raise NoLeader() from None
+        if ttl is None:
+            return None
+        response = rpc_pb2.LeaseTimeToLiveResponse(
+            ID=lease_id, TTL=ttl.remaining_s, grantedTTL=ttl.granted_s
+        )
+        lease = self.member.machine.leases.get(lease_id)
+        if keys and lease is not None:
+            response.keys.extend(sorted(lease.keys))
+        return response
+
+    def lease_ids(self) -> list[int]:
+        return self.member.machine.leases.ids()

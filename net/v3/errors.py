@@ -140,6 +140,19 @@ def lease_not_found() -> RpcError:
     return RpcError(StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
 
 
+def lease_exists() -> RpcError:
+    return RpcError(StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exists")
+
+
+def lease_ttl_too_large() -> RpcError:
+    return RpcError(StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
+
+
+def too_many_leases() -> RpcError:
+    """troika's bound on leases (``storage.lease.LEASES_MAX``); etcd has none."""
+    return RpcError(StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many leases")
+
+
 # -- the member --------------------------------------------------------------------------------
 
 
