@@ -16,8 +16,8 @@ deleted at most once, so the loop runs at most once per older waiter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Protocol
 
 from net.etcdpb import kv_pb2, rpc_pb2
@@ -42,6 +42,11 @@ class ConcurrencyBackend(Protocol):
     (``hasleader``, learners, sizes), the response header is complete, and failures are
     ``RpcError``.
     """
+
+    def admit(self, context: CallContext) -> None:
+        """etcd's interceptor, before the handler: a learner refuses, and so does a member
+        without a leader when the caller set ``hasleader``. Raises ``RpcError``."""
+        ...
 
     async def range(
         self, request: rpc_pb2.RangeRequest, context: CallContext
@@ -71,6 +76,23 @@ class ConcurrencyBackend(Protocol):
         would carry (header and events). The iterator ends after a message that cancels the
         watch (``canceled``, with ``compact_revision`` when the revision was compacted)."""
         ...
+
+
+@contextmanager
+def client_errors() -> Iterator[None]:
+    """Report a failure of the member as etcd's lock and election servers do.
+
+    They call the member through etcd's own client, which turns every etcd error into a
+    plain Go error: the message stays, the gRPC code becomes Unknown (the gateway's 500), so
+    a Lock with a missing lease answers "etcdserver: requested lease not found" with code 2,
+    not 5.
+    """
+    try:
+        yield
+    except RpcError as error:
+        if error.code == StatusCode.UNKNOWN:
+            raise
+        raise RpcError(StatusCode.UNKNOWN, error.message) from error
 
 
 def session_expired() -> RpcError:

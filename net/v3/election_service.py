@@ -33,6 +33,7 @@ from net.etcdpb.routes import grpc_path
 from net.v3.concurrency import (
     CLEANUP_TIMEOUT_S,
     ConcurrencyBackend,
+    client_errors,
     create_revision_is,
     first_created,
     prefix_range_end,
@@ -101,6 +102,13 @@ class ElectionService:
     async def campaign(
         self, request: v3election_pb2.CampaignRequest, context: CallContext
     ) -> v3election_pb2.CampaignResponse:
+        self._backend.admit(context)
+        with client_errors():
+            return await self._campaign(request, context)
+
+    async def _campaign(
+        self, request: v3election_pb2.CampaignRequest, context: CallContext
+    ) -> v3election_pb2.CampaignResponse:
         backend = self._backend
         lease = await session_lease(backend, request.lease, context)
         prefix = request.name + b"/"
@@ -112,7 +120,7 @@ class ElectionService:
                 kv = response.responses[0].response_range.kvs[0]
                 leader.rev = kv.create_revision
                 if kv.value != request.value:
-                    await self._proclaim(leader, request.value, lease, context)
+                    await self._proclaim_value(leader, request.value, lease, context)
             await wait_deletes(backend, prefix, leader.rev - 1, context)
             mine = await backend.range(rpc_pb2.RangeRequest(key=key), context)
             if not mine.kvs or mine.kvs[0].create_revision != leader.rev:
@@ -125,13 +133,27 @@ class ElectionService:
     async def proclaim(
         self, request: v3election_pb2.ProclaimRequest, context: CallContext
     ) -> v3election_pb2.ProclaimResponse:
+        self._backend.admit(context)
+        with client_errors():
+            return await self._proclaim(request, context)
+
+    async def _proclaim(
+        self, request: v3election_pb2.ProclaimRequest, context: CallContext
+    ) -> v3election_pb2.ProclaimResponse:
         if not request.HasField("leader"):
             raise missing_leader_key()
         lease = await session_lease(self._backend, request.leader.lease, context)
-        header = await self._proclaim(request.leader, request.value, lease, context)
+        header = await self._proclaim_value(request.leader, request.value, lease, context)
         return v3election_pb2.ProclaimResponse(header=header)
 
     async def leader(
+        self, request: v3election_pb2.LeaderRequest, context: CallContext
+    ) -> v3election_pb2.LeaderResponse:
+        self._backend.admit(context)
+        with client_errors():
+            return await self._leader(request, context)
+
+    async def _leader(
         self, request: v3election_pb2.LeaderRequest, context: CallContext
     ) -> v3election_pb2.LeaderResponse:
         response = await self._backend.range(first_created(request.name + b"/"), context)
@@ -140,6 +162,13 @@ class ElectionService:
         return v3election_pb2.LeaderResponse(header=response.header, kv=response.kvs[0])
 
     async def resign(
+        self, request: v3election_pb2.ResignRequest, context: CallContext
+    ) -> v3election_pb2.ResignResponse:
+        self._backend.admit(context)
+        with client_errors():
+            return await self._resign(request, context)
+
+    async def _resign(
         self, request: v3election_pb2.ResignRequest, context: CallContext
     ) -> v3election_pb2.ResignResponse:
         if not request.HasField("leader"):
@@ -154,6 +183,7 @@ class ElectionService:
 
         As etcd's, the stream ends (with OK) when a read or watch fails.
         """
+        self._backend.admit(context)
         async for request in requests:
             assert isinstance(request, v3election_pb2.LeaderRequest), type(request)
             try:
@@ -162,7 +192,7 @@ class ElectionService:
                 logger.debug("election observe of %r ended: %s", request.name, error)
             return
 
-    async def _proclaim(
+    async def _proclaim_value(
         self, leader: LeaderKey, value: bytes, lease: int, context: CallContext
     ) -> rpc_pb2.ResponseHeader:
         response = await self._backend.txn(proclaim_txn(leader, value, lease), context)

@@ -25,6 +25,7 @@ from net.etcdpb.routes import grpc_path
 from net.v3.concurrency import (
     CLEANUP_TIMEOUT_S,
     ConcurrencyBackend,
+    client_errors,
     create_revision_is,
     first_created,
     session_expired,
@@ -60,6 +61,23 @@ class LockService:
     async def lock(
         self, request: v3lock_pb2.LockRequest, context: CallContext
     ) -> v3lock_pb2.LockResponse:
+        self._backend.admit(context)
+        with client_errors():
+            return await self._lock(request, context)
+
+    async def unlock(
+        self, request: v3lock_pb2.UnlockRequest, context: CallContext
+    ) -> v3lock_pb2.UnlockResponse:
+        self._backend.admit(context)
+        with client_errors():
+            response = await self._backend.delete_range(
+                rpc_pb2.DeleteRangeRequest(key=request.key), context
+            )
+        return v3lock_pb2.UnlockResponse(header=response.header)
+
+    async def _lock(
+        self, request: v3lock_pb2.LockRequest, context: CallContext
+    ) -> v3lock_pb2.LockResponse:
         backend = self._backend
         lease = await session_lease(backend, request.lease, context)
         prefix = request.name + b"/"
@@ -81,14 +99,6 @@ class LockService:
         if not mine.kvs or mine.kvs[0].create_revision != my_revision:
             raise session_expired()
         return v3lock_pb2.LockResponse(header=mine.header, key=key)
-
-    async def unlock(
-        self, request: v3lock_pb2.UnlockRequest, context: CallContext
-    ) -> v3lock_pb2.UnlockResponse:
-        response = await self._backend.delete_range(
-            rpc_pb2.DeleteRangeRequest(key=request.key), context
-        )
-        return v3lock_pb2.UnlockResponse(header=response.header)
 
     async def _abandon(self, key: bytes, context: CallContext) -> None:
         """Delete a waiter's key after its wait failed or was cancelled (as etcd does)."""

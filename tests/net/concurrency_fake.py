@@ -18,6 +18,7 @@ import trio
 
 from actors.kv_applier import KvApplier, to_pb
 from net.etcdpb import kv_pb2, rpc_pb2
+from net.v3.errors import RpcError
 from net.v3.methods import CallContext
 from net.v3.service import check_delete_range, check_range, check_txn
 from storage.mvcc import MvccStore
@@ -62,9 +63,14 @@ class FakeMember:
         self.compacted_revision = 0
         self.watchers: list[_Watcher] = []
         self.calls: list[str] = []
+        self.refusal: RpcError | None = None
         self._next_lease = FIRST_LEASE_ID
 
     # -- the backend interface ------------------------------------------------------------
+
+    def admit(self, context: CallContext) -> None:
+        if self.refusal is not None:
+            raise self.refusal
 
     async def range(
         self, request: rpc_pb2.RangeRequest, context: CallContext

@@ -21,6 +21,14 @@ from net.v3.methods import CallContext, StreamMethod
 from tests.net.concurrency_fake import FakeMember
 
 CONTEXT = CallContext()
+
+
+def as_client_error(error: RpcError) -> RpcError:
+    """What etcd's lock and election servers answer for a member's error: its message with
+    code Unknown (they call the member through etcd's client)."""
+    return RpcError(StatusCode.UNKNOWN, error.message)
+
+
 NOT_LEADER = RpcError(StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = RpcError(StatusCode.UNKNOWN, "election: no leader")
 LeaderKey = v3election_pb2.LeaderKey
@@ -185,7 +193,7 @@ async def test_campaign_without_a_lease_grants_a_session_lease(member: FakeMembe
 async def test_campaign_with_an_unknown_lease_fails(member: FakeMember) -> None:
     with pytest.raises(RpcError) as raised:
         await campaign(member, 777, b"v")
-    assert raised.value == errors.lease_not_found()
+    assert raised.value == as_client_error(errors.lease_not_found())
 
 
 async def test_a_cancelled_or_expired_candidate_leaves_the_queue(
@@ -273,3 +281,14 @@ async def test_methods_table(member: FakeMember) -> None:
     names = ("Campaign", "Proclaim", "Leader", "Observe", "Resign")
     assert set(methods) == {grpc_path("Election", name) for name in names}
     assert isinstance(methods[grpc_path("Election", "Observe")], StreamMethod)
+
+
+async def test_refusals_before_the_handler_keep_their_code(member: FakeMember) -> None:
+    member.refusal = errors.no_leader()
+    with pytest.raises(RpcError) as raised:
+        await campaign(member, member.grant(60), b"v")
+    assert raised.value == errors.no_leader()
+    with pytest.raises(RpcError) as raised:
+        await observe(member, b"e", [])
+    assert raised.value == errors.no_leader()
+    assert member.calls == []

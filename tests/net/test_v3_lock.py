@@ -26,6 +26,12 @@ from tests.net.concurrency_fake import CLUSTER_ID, MEMBER_ID, FakeMember
 CONTEXT = CallContext()
 
 
+def as_client_error(error: RpcError) -> RpcError:
+    """What etcd's lock and election servers answer for a member's error: its message with
+    code Unknown (they call the member through etcd's client)."""
+    return RpcError(StatusCode.UNKNOWN, error.message)
+
+
 @pytest.fixture
 def member() -> FakeMember:
     return FakeMember()
@@ -182,7 +188,7 @@ async def test_lock_without_a_lease_grants_a_session_lease(member: FakeMember) -
 async def test_lock_with_an_unknown_lease_fails_as_the_put_does(member: FakeMember) -> None:
     with pytest.raises(RpcError) as raised:
         await lock(member, b"q", 12345)
-    assert raised.value == errors.lease_not_found()
+    assert raised.value == as_client_error(errors.lease_not_found())
 
 
 async def test_the_same_lease_locking_again_gets_its_own_key(member: FakeMember) -> None:
@@ -213,7 +219,7 @@ async def test_unlock_deletes_the_key_and_answers_for_a_missing_one(member: Fake
     assert again.header.revision == response.header.revision
     with pytest.raises(RpcError) as raised:
         await unlock(member, b"")
-    assert raised.value == errors.key_not_provided()
+    assert raised.value == as_client_error(errors.key_not_provided())
 
 
 async def test_a_wait_on_a_compacted_revision_fails(member: FakeMember) -> None:
@@ -243,3 +249,13 @@ async def test_methods_table(member: FakeMember) -> None:
     response = await method.handler(v3lock_pb2.LockRequest(name=b"n", lease=lease), CONTEXT)
     assert isinstance(response, v3lock_pb2.LockResponse)
     assert response.key == waiter_key(b"n/", lease)
+
+
+async def test_refusals_before_the_handler_keep_their_code(member: FakeMember) -> None:
+    """etcd's interceptor refuses before the lock server runs, so the code is its own."""
+    member.refusal = errors.not_supported_for_learner()
+    for call in (lock(member, b"q", member.grant(60)), unlock(member, b"q/1")):
+        with pytest.raises(RpcError) as raised:
+            await call
+        assert raised.value == errors.not_supported_for_learner()
+    assert member.calls == []
