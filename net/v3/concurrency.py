@@ -16,7 +16,7 @@ deleted at most once, so the loop runs at most once per older waiter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from net.etcdpb import kv_pb2, rpc_pb2
 from net.v3 import errors
 from net.v3.errors import RpcError, StatusCode
 from net.v3.methods import CallContext
+from net.v3.service import V3Service
 
 SESSION_TTL_S = 60
 """The TTL of the lease granted for a lock or a campaign that names none (etcd's
@@ -194,3 +195,50 @@ async def session_lease(backend: ConcurrencyBackend, lease: int, context: CallCo
     if lease != 0:
         return lease
     return await backend.grant_lease(SESSION_TTL_S, context)
+
+
+GrantCall = Callable[
+    [rpc_pb2.LeaseGrantRequest, CallContext], Awaitable[rpc_pb2.LeaseGrantResponse]
+]
+"""The Lease service's LeaseGrant (``LeaseService.grant``)."""
+
+WatchOpener = Callable[
+    [bytes, bytes, int], AbstractAsyncContextManager[AsyncIterator[rpc_pb2.WatchResponse]]
+]
+"""Opens a watch as :meth:`ConcurrencyBackend.watch` does (the member's watch hub)."""
+
+
+class ServiceBackend:
+    """The :class:`ConcurrencyBackend` of a member: the KV calls and the interceptor's
+    checks of its v3 service, the Lease service's grant, and the member's watch hub."""
+
+    def __init__(self, service: V3Service, grant: GrantCall, watch: WatchOpener) -> None:
+        self._service = service
+        self._grant = grant
+        self._watch = watch
+
+    def admit(self, context: CallContext) -> None:
+        self._service.admit(context)
+
+    async def range(
+        self, request: rpc_pb2.RangeRequest, context: CallContext
+    ) -> rpc_pb2.RangeResponse:
+        return await self._service.range(request, context)
+
+    async def txn(self, request: rpc_pb2.TxnRequest, context: CallContext) -> rpc_pb2.TxnResponse:
+        return await self._service.txn(request, context)
+
+    async def delete_range(
+        self, request: rpc_pb2.DeleteRangeRequest, context: CallContext
+    ) -> rpc_pb2.DeleteRangeResponse:
+        return await self._service.delete_range(request, context)
+
+    async def grant_lease(self, ttl_s: int, context: CallContext) -> int:
+        response = await self._grant(rpc_pb2.LeaseGrantRequest(TTL=ttl_s), context)
+        assert response.ID != 0, "a granted lease has an id"
+        return response.ID
+
+    def watch(
+        self, key: bytes, range_end: bytes, start_revision: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[rpc_pb2.WatchResponse]]:
+        return self._watch(key, range_end, start_revision)
