@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
-from bench.suite import BenchReport, report_from_json
+from bench.suite import FAN_OUT_WORKLOADS, BenchReport, memory_cells, report_from_json
 
 COLOURS = {"troika": "#c0392b", "etcd": "#2471a3"}
 PANEL_WIDTH_IN = 5.0
@@ -28,14 +30,17 @@ TITLE_TOP = 0.97
 
 def draw(report: BenchReport, path: Path) -> None:
     """Write the chart of ``report`` to ``path`` (PNG)."""
-    workloads = list(report.plan.workloads)
+    workloads = list(report.plan.rate_workloads)
     cells = report.cells()
+    rows = len(workloads) + int(bool(report.memory))
     figure, axes = plt.subplots(
-        len(workloads),
+        rows,
         2,
-        figsize=(2 * PANEL_WIDTH_IN, PANEL_HEIGHT_IN * len(workloads)),
+        figsize=(2 * PANEL_WIDTH_IN, PANEL_HEIGHT_IN * rows),
         squeeze=False,
     )
+    if report.memory:
+        _draw_memory(report, axes[-1])
     for row, workload in enumerate(workloads):
         throughput, latency = axes[row]
         for system, colour in COLOURS.items():
@@ -48,15 +53,19 @@ def draw(report: BenchReport, path: Path) -> None:
             counts = [c.connections for c in mine]
             throughput.plot(counts, [c.ops_per_s for c in mine], "o-", color=colour, label=system)
             latency.plot(counts, [c.p99_ms for c in mine], "o-", color=colour, label=system)
-        unit = "watchers" if workload == "watch" else "connections"
-        throughput.set_title(f"{workload}: {'deliveries' if workload == 'watch' else 'ops'}/s")
+        fan_out = workload in FAN_OUT_WORKLOADS
+        unit = "watchers" if fan_out else "connections"
+        throughput.set_title(f"{workload}: {'events delivered' if fan_out else 'ops'}/s")
         latency.set_title(f"{workload}: p99 latency (ms)")
         for axis in (throughput, latency):
             axis.set_xscale("log", base=2)
             axis.set_xticks(list(report.plan.connections))
             axis.set_xticklabels([str(count) for count in report.plan.connections])
             axis.set_xlabel(unit)
-            axis.set_ylim(bottom=0)
+            if fan_out and axis is throughput:
+                axis.set_yscale("log")  # 1 to 1,000 watchers span orders of magnitude
+            else:
+                axis.set_ylim(bottom=0)
             axis.grid(True, alpha=0.3)
             axis.legend()
     machine = report.machine
@@ -67,6 +76,30 @@ def draw(report: BenchReport, path: Path) -> None:
     figure.tight_layout(rect=(0.0, 0.0, 1.0, TITLE_TOP))
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _draw_memory(report: BenchReport, panels: Sequence[Axes]) -> None:
+    """Bars: resident MiB while holding the items, and KiB per item, by workload and system."""
+    held, per_item = panels
+    chosen = memory_cells(report)
+    workloads = sorted({sample.workload for sample in chosen})
+    width = 0.8 / len(COLOURS)
+    for offset, (system, colour) in enumerate(COLOURS.items()):
+        mine = {s.workload: s for s in chosen if s.system == system}
+        if not mine:
+            continue
+        places = [i + offset * width for i in range(len(workloads))]
+        for axis, value in ((held, "rss_holding_mib"), (per_item, "kib_per_item")):
+            heights = [getattr(mine[w], value) if w in mine else 0.0 for w in workloads]
+            axis.bar(places, heights, width, color=colour, label=system)
+    items = chosen[0].items if chosen else 0
+    held.set_title(f"resident MiB of the leader holding {items} (before: see JSON)")
+    per_item.set_title("KiB per lease / watcher")
+    for axis in panels:
+        axis.set_xticks([i + width / 2 for i in range(len(workloads))])
+        axis.set_xticklabels(workloads)
+        axis.grid(True, axis="y", alpha=0.3)
+        axis.legend()
 
 
 def main(argv: list[str]) -> int:

@@ -591,6 +591,9 @@ def summarise(spec: LoadSpec, recorder: Recorder, cpu_percent: float) -> LoadRes
         client_cpu_percent=round(cpu_percent, 1),
         key_size=spec.key_size,
         value_size=spec.value_size,
+        client_cpu_us_per_op=round(1e4 * cpu_percent * spec.duration_s / count, 2)
+        if count
+        else 0.0,
     )
 
 

@@ -17,7 +17,18 @@ leader, and whether it changed. Before the clusters, the load generator's ceilin
 trivial server is measured at each connection count, so a result near it is suspect.
 
 The ``watch`` workload is a fan-out (``bench.watch``): its "connections" are watchers, its
-operations are deliveries, its latency runs from a write's send to a watcher's receipt.
+operations are deliveries, its latency runs from a write's send to a watcher's receipt. The
+v3 watch workloads (``v3-watch``, watchers multiplexed on one gRPC Watch stream per member;
+``v3-watch-streams``, a stream per watcher; ``bench.watch_v3``) count the same way: events
+delivered per second to all watchers of one prefix, while closed-loop puts write it.
+
+Every sample also has the load generator's own CPU per operation (``client_cpu_us_per_op``),
+so a reader sees what the client cost beside what the members cost.
+
+The memory workloads (``mem-leases``, ``mem-watchers``; ``bench.memory``) are not rates: each
+repetition starts a cluster of its own, makes its leader hold ``--memory-items`` leases or
+watchers, and reads the leader's resident memory before, while holding them, and its peak.
+They are reported in a table, a JSON list and a chart row of their own.
 
 The ``sim`` target runs the simulator instead (``sim.runner``, no faults): its figures are in
 simulated time, with the simulation's speed beside them; they show the member code's cost,
@@ -51,15 +62,31 @@ from bench.loadgen import (
     measure_ceiling,
     run_load,
 )
+from bench.memory import (
+    ITEMS_DEFAULT,
+    ITEMS_MAX,
+    MEMORY_WORKLOADS,
+    MemorySample,
+    hold_and_measure,
+    mib,
+    proc_status_kib,
+)
 from bench.watch import WatchSpec, run_watch
+from bench.watch_v3 import WATCH_WORKLOADS, WatchV3Spec, run_watch_v3
 from sim.runner import RunOptions, run
 from sim.sweep import quiet_member_logs
 
 V2_BENCH_WORKLOADS: tuple[str, ...] = (*V2_WORKLOADS, "watch")
 """The v2 keys API's workloads: what ``troika bench`` runs by default."""
-BENCH_WORKLOADS: tuple[str, ...] = (*V2_BENCH_WORKLOADS, *V3_WORKLOADS)
-"""Every workload; the v3 ones (``bench.loadgen_v3``) over gRPC, and with ``-gw`` over the
-gateway."""
+V3_WATCH_WORKLOADS: tuple[str, ...] = tuple(WATCH_WORKLOADS)
+"""Watch fan-out over gRPC (``bench.watch_v3``)."""
+BENCH_WORKLOADS: tuple[str, ...] = (
+    *V2_BENCH_WORKLOADS, *V3_WORKLOADS, *V3_WATCH_WORKLOADS, *MEMORY_WORKLOADS
+)  # fmt: skip
+"""Every workload; the v3 KV ones (``bench.loadgen_v3``) over gRPC, and with ``-gw`` over the
+gateway; the v3 watch fan-out; the memory of many leases or watchers."""
+FAN_OUT_WORKLOADS: tuple[str, ...] = ("watch", *V3_WATCH_WORKLOADS)
+"""Workloads whose operations are deliveries to watchers (no HTTP ceiling applies)."""
 CLIENT_BUSY_PERCENT = 90.0
 """A sample whose load generator used more of a core than this was limited by the client."""
 SYSTEMS: tuple[str, ...] = ("troika", "etcd")
@@ -87,6 +114,10 @@ class BenchPlan:
     systems: tuple[str, ...] = SYSTEMS
     watch_writes: int = 200
     ceiling: bool = True
+    watch_writers: int = 16
+    """Puts in flight during a v3 watch sample."""
+    memory_items: int = ITEMS_DEFAULT
+    """Leases or watchers a member holds in a memory sample."""
 
     def __post_init__(self) -> None:
         unknown = set(self.workloads) - set(BENCH_WORKLOADS)
@@ -98,6 +129,8 @@ class BenchPlan:
             raise ValueError("runs and cluster size must be at least 1")
         if not set(self.systems) <= set(SYSTEMS) or not self.systems:
             raise ValueError(f"systems are among {', '.join(SYSTEMS)}")
+        if self.watch_writers < 1 or not 1 <= self.memory_items <= ITEMS_MAX:
+            raise ValueError(f"watch writers at least 1, memory items within 1..{ITEMS_MAX}")
 
     def load_spec(self, workload: str, endpoint: str, connections: int, run: int) -> LoadSpec:
         """The load generator's spec for one sample (a different seed per repetition)."""
@@ -115,12 +148,36 @@ class BenchPlan:
             seed=run + 1,
         )
 
+    @property
+    def rate_workloads(self) -> tuple[str, ...]:
+        """The workloads measured at each connection count (all but the memory ones)."""
+        return tuple(w for w in self.workloads if w not in MEMORY_WORKLOADS)
+
+    @property
+    def memory_workloads(self) -> tuple[str, ...]:
+        return tuple(w for w in self.workloads if w in MEMORY_WORKLOADS)
+
+    @property
+    def needs_ceiling(self) -> bool:
+        """Whether a workload is compared with the HTTP client's ceiling (not fan-outs)."""
+        return self.ceiling and any(w not in FAN_OUT_WORKLOADS for w in self.rate_workloads)
+
     def steps(self, systems: Sequence[str]) -> list[tuple[str, int, int, str]]:
-        """Every sample in the order it is taken: workload, connections, repetition, system."""
+        """Every rate sample in the order it is taken: workload, connections, repetition,
+        system."""
         return [
             (workload, count, run, system)
-            for workload in self.workloads
+            for workload in self.rate_workloads
             for count in self.connections
+            for run in range(self.runs)
+            for system in systems
+        ]
+
+    def memory_steps(self, systems: Sequence[str]) -> list[tuple[str, int, str]]:
+        """Every memory sample in order: workload, repetition, system."""
+        return [
+            (workload, run, system)
+            for workload in self.memory_workloads
             for run in range(self.runs)
             for system in systems
         ]
@@ -163,6 +220,8 @@ class Cell:
     """The largest member's peak resident memory (the largest over the repetitions)."""
     errors: int
     leader_changes: int
+    client_cpu_us_per_op: float = 0.0
+    """The load generator's CPU per operation (median over the repetitions)."""
 
 
 def cell_of(samples: Sequence[Sample]) -> Cell:
@@ -182,10 +241,11 @@ def cell_of(samples: Sequence[Sample]) -> Cell:
         p90_ms=median(s.load.latency.p90_ms for s in samples),
         p99_ms=median(s.load.latency.p99_ms for s in samples),
         max_ms=median(s.load.latency.max_ms for s in samples),
-        cpu_ms_per_op=median(_cpu_ms_per_op(s) for s in samples),
+        cpu_ms_per_op=round(statistics.median(_cpu_ms_per_op(s) for s in samples), 5),
         rss_peak_mib=max(max(s.member_rss_peak_mib.values(), default=0.0) for s in samples),
         errors=sum(s.load.errors for s in samples),
         leader_changes=sum(s.leader_changed for s in samples),
+        client_cpu_us_per_op=median(s.load.client_cpu_us_per_op for s in samples),
     )
 
 
@@ -222,6 +282,7 @@ class BenchReport:
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     simulated: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[MemorySample] = field(default_factory=list)
 
     def cells(self) -> list[Cell]:
         """One cell per system, workload and connection count, in the plan's order."""
@@ -254,10 +315,11 @@ class BenchReport:
             "cells": [asdict(cell) for cell in self.cells()],
             "ratios": [
                 {"workload": w, "connections": c, "troika_over_etcd": self.ratio(w, c)}
-                for w in self.plan.workloads
+                for w in self.plan.rate_workloads
                 for c in self.plan.connections
             ],
             "samples": [asdict(sample) for sample in self.samples],
+            "memory": [asdict(sample) for sample in self.memory],
             "simulated": self.simulated,
         }
 
@@ -276,6 +338,7 @@ def report_from_json(data: dict[str, Any]) -> BenchReport:
         load["by_kind"] = {k: LatencySummary(**v) for k, v in load["by_kind"].items()}
         report.samples.append(Sample(**{**raw, "load": LoadResult(**load)}))
     report.simulated = list(data.get("simulated", []))
+    report.memory = [MemorySample(**raw) for raw in data.get("memory", [])]
     return report
 
 
@@ -332,6 +395,9 @@ def measure_sample(
             prefix=f"watch{run}c{connections}",
         )
         load = trio.run(run_watch, spec)
+    elif workload in WATCH_WORKLOADS:
+        where = (leader, workload, connections, run)
+        load = trio.run(run_watch_v3, watch_v3_spec(plan, cluster, where))
     else:
         spec_load = plan.load_spec(workload, cluster.client_urls[leader], connections, run)
         load = trio.run(run_load, spec_load)
@@ -349,6 +415,73 @@ def measure_sample(
         },
         member_rss_peak_mib={name: rss_peak_mib(pid) for name, pid in pids.items()},
         wall_s=round(wall, 3),
+    )
+
+
+def watch_v3_spec(
+    plan: BenchPlan, cluster: ProcessCluster, where: tuple[int, str, int, int]
+) -> WatchV3Spec:
+    """A v3 watch sample (``where``: leader index, workload, watchers, repetition): writes on
+    the leader; watchers from the leader on, round robin, so that one watcher is on the leader
+    in both systems."""
+    leader, workload, watchers, run = where
+    urls = cluster.client_urls
+    return WatchV3Spec(
+        leader=urls[leader],
+        endpoints=[*urls[leader:], *urls[:leader]],
+        watchers=watchers,
+        mode=WATCH_WORKLOADS[workload],
+        writers=plan.watch_writers,
+        duration_s=plan.duration_s,
+        warmup_s=plan.warmup_s,
+        key_size=plan.key_size,
+        value_size=plan.value_size,
+        prefix=f"v3w{run}c{watchers}{WATCH_WORKLOADS[workload]}",
+        seed=run + 1,
+    )
+
+
+def measure_memory(
+    plan: BenchPlan, kind: type[ProcessCluster], workload: str, run: int, root: Path
+) -> MemorySample:
+    """One memory sample on a cluster started for it (so the peak is this load's)."""
+    with kind(plan.cluster_size, root / f"{kind.system}-{workload}-{run}") as cluster:
+        leader = cluster.wait_for_leader()
+        pid = cluster.pid(leader)
+        readings: dict[str, int] = {}
+
+        def before() -> None:
+            readings["before"] = proc_status_kib(pid, "VmRSS")
+
+        def holding() -> None:
+            readings["holding"] = proc_status_kib(pid, "VmRSS")
+            readings["peak"] = proc_status_kib(pid, "VmHWM")
+
+        outcome, setup_s, client_cpu_s = trio.run(
+            hold_and_measure, cluster.client_urls[leader], workload, plan.memory_items, before,
+            holding,
+        )  # fmt: skip
+        peaks = {
+            name: mib(proc_status_kib(cluster.pid(index), "VmHWM"))
+            for index, name in enumerate(cluster.names)
+        }
+    grown_kib = readings.get("holding", 0) - readings.get("before", 0)
+    return MemorySample(
+        system=kind.system,
+        workload=workload,
+        items=plan.memory_items,
+        run=run,
+        member=cluster.names[leader],
+        rss_before_mib=mib(readings.get("before", 0)),
+        rss_holding_mib=mib(readings.get("holding", 0)),
+        rss_peak_mib=mib(readings.get("peak", 0)),
+        kib_per_item=round(grown_kib / max(outcome.held, 1), 3),
+        members_rss_peak_mib=peaks,
+        held=outcome.held,
+        setup_s=setup_s,
+        client_cpu_s=client_cpu_s,
+        errors=sum(outcome.errors.values()),
+        error_kinds=dict(sorted(outcome.errors.items())),
     )
 
 
@@ -385,7 +518,7 @@ def run_bench(
         report.notes.append(
             "etcd is not installed: troika alone (apt-get install etcd-server for the comparison)"
         )
-    if plan.ceiling:
+    if plan.needs_ceiling:
         progress("load generator ceiling")
         report.ceilings = measure_ceilings(plan)
     with (
@@ -394,15 +527,21 @@ def run_bench(
     ):
         root = data_root or Path(scratch)
         clusters: dict[str, ProcessCluster] = {}
-        for system in systems:
+        for system in systems if plan.rate_workloads else ():
             progress(f"starting {system}")
-            kind = TroikaCluster if system == "troika" else EtcdCluster
-            clusters[system] = stack.enter_context(kind(plan.cluster_size, root / system))
+            clusters[system] = stack.enter_context(KINDS[system](plan.cluster_size, root / system))
         for workload, count, run, system in plan.steps(systems):
             progress(f"{system} {workload} c={count} run {run + 1}/{plan.runs}")
             report.samples.append(measure_sample(plan, clusters[system], workload, count, run))
+        stack.close()
+        for workload, run, system in plan.memory_steps(systems):
+            progress(f"{system} {workload} {plan.memory_items} run {run + 1}/{plan.runs}")
+            report.memory.append(measure_memory(plan, KINDS[system], workload, run, root))
     _note_problems(report)
     return report
+
+
+KINDS: dict[str, type[ProcessCluster]] = {"troika": TroikaCluster, "etcd": EtcdCluster}
 
 
 def _note_problems(report: BenchReport) -> None:
@@ -420,8 +559,16 @@ def _note_problems(report: BenchReport) -> None:
                 f"the load generator used {sample.load.client_cpu_percent:.0f} % of a core "
                 "(the client may be the limit)"
             )
+    for held in report.memory:
+        if held.errors or held.held < held.items:
+            report.notes.append(
+                f"{held.system} {held.workload} run {held.run + 1}: {held.held} of "
+                f"{held.items} held, errors {held.error_kinds}"
+            )
     ceiling_by_count = {c.load.connections: c.load.ops_per_s for c in report.ceilings}
     for cell in report.cells():
+        if cell.workload in FAN_OUT_WORKLOADS:
+            continue
         ceiling = ceiling_by_count.get(cell.connections)
         if ceiling and cell.ops_per_s > 0.5 * ceiling:
             report.notes.append(
@@ -431,36 +578,81 @@ def _note_problems(report: BenchReport) -> None:
 
 
 def format_table(report: BenchReport) -> str:
-    """The side-by-side table a person reads."""
+    """The side-by-side table a person reads (and the memory table, when measured)."""
     cells = {(c.system, c.workload, c.connections): c for c in report.cells()}
     header = (
         f"{'workload':<24} {'conns':>5} | {'troika ops/s':>12} {'p50':>7} {'p99':>7} "
-        f"{'cpu/op':>6} {'rss':>5} | {'etcd ops/s':>10} {'p50':>7} {'p99':>7} "
-        f"{'cpu/op':>6} {'rss':>5} | {'ratio':>5}"
+        f"{'cpu/op':>6} {'rss':>5} {'cli/op':>6} | {'etcd ops/s':>10} {'p50':>7} {'p99':>7} "
+        f"{'cpu/op':>6} {'rss':>5} {'cli/op':>6} | {'ratio':>5}"
     )
     lines = [header, "-" * len(header)]
-    for workload in report.plan.workloads:
+    for workload in report.plan.rate_workloads:
         for count in report.plan.connections:
             row = f"{workload:<24} {count:>5} |"
             for system in SYSTEMS:
                 cell = cells.get((system, workload, count))
                 width = 12 if system == "troika" else 10
                 if cell is None:
-                    row += f" {'-':>{width}} {'':>7} {'':>7} {'':>6} {'':>5} |"
+                    row += f" {'-':>{width}} {'':>7} {'':>7} {'':>6} {'':>5} {'':>6} |"
                     continue
                 row += (
                     f" {cell.ops_per_s:>{width}.0f} {cell.p50_ms:>7.2f} {cell.p99_ms:>7.2f} "
-                    f"{cell.cpu_ms_per_op:>6.2f} {cell.rss_peak_mib:>5.0f} |"
+                    f"{_short_ms(cell.cpu_ms_per_op):>6} {cell.rss_peak_mib:>5.0f} "
+                    f"{cell.client_cpu_us_per_op:>6.1f} |"
                 )
             ratio = report.ratio(workload, count)
             row += f" {ratio:>5.2f}" if ratio is not None else f" {'-':>5}"
             lines.append(row)
     lines.append(
         "ops/s and latency (ms) are medians of the runs; cpu/op: CPU ms of all members per "
-        "operation; rss: largest member's peak MiB; ratio: troika/etcd ops/s, median of the "
-        "pairs"
+        "operation (us: microseconds); rss: largest member's peak MiB; cli/op: the load "
+        "generator's CPU us per operation; ratio: troika/etcd ops/s, median of the pairs; "
+        "watch workloads: ops are events delivered, conns are watchers"
     )
+    if not report.plan.rate_workloads:
+        lines = []
+    if report.memory:
+        lines.extend(["", *format_memory(report)])
     return "\n".join(lines)
+
+
+def _short_ms(value_ms: float) -> str:
+    """Milliseconds in 6 characters: ``0.25``, or microseconds (``3.1us``) below 0.01 ms."""
+    if value_ms >= 0.01 or value_ms == 0:
+        return f"{value_ms:.2f}"
+    return f"{value_ms * 1000:.1f}us"
+
+
+def memory_cells(report: BenchReport) -> list[MemorySample]:
+    """Per system and memory workload, the repetition with the median resident memory held."""
+    groups: dict[tuple[str, str], list[MemorySample]] = {}
+    for sample in report.memory:
+        groups.setdefault((sample.workload, sample.system), []).append(sample)
+    chosen = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda sample: sample.rss_holding_mib)
+        chosen.append(ordered[(len(ordered) - 1) // 2])
+    return chosen
+
+
+def format_memory(report: BenchReport) -> list[str]:
+    """The memory table: one row per system and workload (the median repetition)."""
+    header = (
+        f"{'memory workload':<16} {'system':<7} {'items':>7} {'held':>7} | {'rss before':>10} "
+        f"{'holding':>8} {'peak':>8} | {'KiB/item':>8} {'setup s':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for sample in memory_cells(report):
+        lines.append(
+            f"{sample.workload:<16} {sample.system:<7} {sample.items:>7} {sample.held:>7} | "
+            f"{sample.rss_before_mib:>10.1f} {sample.rss_holding_mib:>8.1f} "
+            f"{sample.rss_peak_mib:>8.1f} | {sample.kib_per_item:>8.2f} {sample.setup_s:>7.2f}"
+        )
+    lines.append(
+        "the leader of a fresh cluster: resident MiB before, while holding the items, and its "
+        "peak; KiB/item: (holding - before) / items held; median of the runs by MiB held"
+    )
+    return lines
 
 
 def run_simulated(plan: BenchPlan, progress: Progress = print) -> BenchReport:

@@ -15,19 +15,26 @@ if TYPE_CHECKING:
 
 ALL = "all"
 ALL_V3 = "all-v3"
+WATCH_V3 = "watch-v3"
+MEMORY = "memory"
 EVERYTHING = "everything"
 
 
 def expand_workloads(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The workloads named, with ``all`` (the v2 ones and watch), ``all-v3`` and
-    ``everything`` expanded, each once, in order."""
+    """The workloads named, with ``all`` (the v2 ones and watch), ``all-v3`` (the v3 KV ones,
+    the v3 watch fan-outs and memory), ``watch-v3``, ``memory`` and ``everything`` expanded,
+    each once, in order."""
     from bench.loadgen import V3_WORKLOADS
-    from bench.suite import V2_BENCH_WORKLOADS
+    from bench.memory import MEMORY_WORKLOADS
+    from bench.suite import V2_BENCH_WORKLOADS, V3_WATCH_WORKLOADS
 
+    every_v3 = (*V3_WORKLOADS, *V3_WATCH_WORKLOADS, *MEMORY_WORKLOADS)
     groups = {
         ALL: V2_BENCH_WORKLOADS,
-        ALL_V3: V3_WORKLOADS,
-        EVERYTHING: (*V2_BENCH_WORKLOADS, *V3_WORKLOADS),
+        ALL_V3: every_v3,
+        WATCH_V3: V3_WATCH_WORKLOADS,
+        MEMORY: MEMORY_WORKLOADS,
+        EVERYTHING: (*V2_BENCH_WORKLOADS, *every_v3),
     }
     expanded: list[str] = []
     for name in names:
@@ -45,7 +52,10 @@ def bench_command(
             "-w",
             help="put, get-linearizable, get-serializable, cas, mixed, watch (the v2 API); "
             "v3-put, v3-range, v3-range-serializable, v3-txn (v3 over gRPC), the same with -gw "
-            "(over the JSON gateway); all (the v2 ones), all-v3, or everything "
+            "(over the JSON gateway); v3-watch (watchers multiplexed on a gRPC Watch stream "
+            "per member), v3-watch-streams (a stream per watcher): -c counts watchers; "
+            "mem-leases, mem-watchers (a member's memory holding --memory-items of them); "
+            "all (the v2 ones), all-v3, watch-v3, memory, or everything "
             "(repeat the option for several; default: all).",
         ),
     ] = None,
@@ -64,6 +74,12 @@ def bench_command(
     watch_writes: Annotated[
         int, typer.Option("--watch-writes", help="Writes each watcher must see (watch).")
     ] = 200,
+    watch_writers: Annotated[
+        int, typer.Option("--watch-writers", help="Puts in flight during v3 watch samples.")
+    ] = 16,
+    memory_items: Annotated[
+        int, typer.Option("--memory-items", help="Leases or watchers held (mem-*).")
+    ] = 10_000,
     size: Annotated[int, typer.Option("--size", help="Members per cluster.")] = 3,
     system: Annotated[
         list[str] | None,
@@ -101,6 +117,8 @@ def bench_command(
             systems=tuple(system or SYSTEMS),
             watch_writes=watch_writes,
             ceiling=not no_ceiling,
+            watch_writers=watch_writers,
+            memory_items=memory_items,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
@@ -150,7 +168,9 @@ def _sample_count(plan: BenchPlan) -> int:
     from bench.clusters import etcd_available
 
     systems = [s for s in plan.systems if s != "etcd" or etcd_available()]
-    return len(plan.steps(systems)) + len(systems) + int(plan.ceiling)
+    starts = len(systems) if plan.rate_workloads else 0
+    steps = len(plan.steps(systems)) + len(plan.memory_steps(systems))
+    return steps + starts + int(plan.needs_ceiling)
 
 
 @contextlib.contextmanager
