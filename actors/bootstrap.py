@@ -82,6 +82,9 @@ class MemberConfig:
         request_timeout_s: how long a client request may wait for its entry.
         snapshot_every_entries: applied entries between state-machine snapshots.
         snapshot_catch_up_entries: entries kept behind a snapshot for slow followers.
+        watch_progress_notify_interval_s: how often a v3 watcher that asked for progress
+            notifications hears of the revision when idle (etcd's
+            --experimental-watch-progress-notify-interval, 10 minutes).
         planted_bugs: test-only switches that break a rule on purpose, so the simulator
             can prove it notices (the Raft core's names, plus the member's own).
     """
@@ -99,6 +102,7 @@ class MemberConfig:
     request_timeout_s: float = 7.0
     snapshot_every_entries: int = 10_000
     snapshot_catch_up_entries: int = 5_000
+    watch_progress_notify_interval_s: float = 600.0
     planted_bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
