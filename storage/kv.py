@@ -80,6 +80,7 @@ from storage.errors import (
     StorageFailed,
     StorageLocked,
 )
+from storage.space import SpaceGuard
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,11 @@ def _engine_error(error: Exception, action: str, path: Path) -> StorageError:
     message = str(error)
     if message.startswith("Corruption"):
         return StorageCorrupted(f"{action} {path}: {message}")
+    if "No space left on device" in message:
+        return StorageFailed(
+            f"{action} {path}: the disk is full ({message}). Free space on that file system "
+            "and start the member again: what it acknowledged is in its write-ahead log."
+        )
     return StorageFailed(f"{action} {path}: {message}")
 
 
@@ -294,9 +300,13 @@ class RocksKeyValueStore:
         StorageCorrupted: RocksDB found corruption while opening.
     """
 
-    def __init__(self, path: str | Path, *, fsync_in_thread: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, fsync_in_thread: bool = True, space: SpaceGuard | None = None
+    ) -> None:
         self._path = Path(path)
         self._fsync_in_thread = fsync_in_thread
+        self.space = space if space is not None else SpaceGuard.from_environment(self._path)
+        """When new client writes must be refused for want of room (``storage.space``)."""
         try:
             self._path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -464,7 +474,14 @@ class RocksKeyValueStore:
             if not self._failed:
                 db.flush_wal(True)
         finally:
-            db.close()
+            try:
+                db.close()
+            except Exception as error:  # rocksdict raises plain Exception
+                if not self._failed:
+                    raise _engine_error(error, "cannot close", self._path) from error
+                # Failed already (a full disk, say): that error was raised and is the news;
+                # RocksDB repeats it on close, and the write-ahead log recovers on reopen.
+                logger.warning("closing %s after its failure: %s", self._path, error)
 
 
 # -- memory ------------------------------------------------------------------------------------
