@@ -25,6 +25,7 @@ from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from net.v3.errors import RpcError
 from storage.mvcc.errors import Compacted, FutureRevision
+from storage.space import write_refusal
 
 LEASE_ID_ATTEMPTS = 3
 """Server-chosen lease ids tried before a grant gives up with "lease already exists"."""
@@ -97,6 +98,8 @@ class MemberV3Backend(MemberView):
     # -- writes ------------------------------------------------------------------------------
 
     async def _propose(self, request: raft_internal_pb2.InternalRaftRequest) -> object:
+        if _adds_data(request) and write_refusal(self.member.kv) is not None:
+            raise errors.no_space()  # etcd's NOSPACE answer; see storage.space
         try:
             return await self.member.propose_v3(request)
         except MemberErrors as error:
@@ -188,3 +191,20 @@ class MemberV3Backend(MemberView):
 
     def lease_ids(self) -> list[int]:
         return self.member.machine.leases.ids()
+
+
+def _adds_data(request: raft_internal_pb2.InternalRaftRequest) -> bool:
+    """Whether etcd refuses ``request`` under the NOSPACE alarm: a put, a txn that puts, a
+    lease grant (deletes, compactions and revokes make room and go on)."""
+    if request.HasField("put") or request.HasField("lease_grant"):
+        return True
+    return request.HasField("txn") and _txn_puts(request.txn)
+
+
+def _txn_puts(txn: rpc_pb2.TxnRequest) -> bool:
+    for op in (*txn.success, *txn.failure):
+        if op.HasField("request_put"):
+            return True
+        if op.HasField("request_txn") and _txn_puts(op.request_txn):
+            return True
+    return False
