@@ -31,6 +31,7 @@ from net.backend import (
 from net.backend import NoLeader as BackendNoLeader
 from net.http.messages import Handler, Request, Response, StreamingResponse, plain_text
 from net.v2json import format_rfc3339_nano
+from storage.space import NO_SPACE_MESSAGE, write_refusal
 from storage.v2store.model import Event, V2Request
 from storage.v2store.watch import Watcher
 
@@ -114,6 +115,9 @@ class MemberV2Backend(MemberView):
         return self.member.clock.now_ns()
 
     async def propose(self, request: V2Request) -> Event:
+        if request.method in ("PUT", "POST") and write_refusal(self.member.kv) is not None:
+            # etcd's NOSPACE words; the v2 API answers them as error 300 (storage.space).
+            raise BackendError(NO_SPACE_MESSAGE)
         try:
             return await self.member.propose_v2(request)
         except MemberErrors as error:
