@@ -8,6 +8,12 @@ to" that index, then wakes the requests that waited for these entries and the
 reads that waited for this index. Every so often it snapshots the state
 machine and compacts the Raft log behind it.
 
+The v3 watchers are fed here too: after each batch is persisted, the MVCC
+events it made go to the watch hub (``storage.mvcc.watch``), which queues them
+for its synced watchers without ever waiting (a watcher that cannot take them
+is caught up later from the store, by the hub's own task); after a snapshot
+install the hub resynchronises every watcher from the new state.
+
 Snapshots are chunked (``actors.state_machine``): one made here is the
 persisted records scanned into chunks, each stored in the RaftStore as it is
 made, then named by the snapshot metadata (one fsync); one from the leader is
@@ -32,6 +38,7 @@ from actors.state_machine import StateMachine
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore
+from storage.mvcc.watch import WatchHub
 from storage.raft_store import RaftStore, SnapshotRecord, encode_snapshot_chunk
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,8 @@ class ApplyActor:
         self.snapshot_every_entries = snapshot_every_entries
         self.catch_up_entries = catch_up_entries
         self.last_snapshot_index = raft_store.first_index() - 1
+        self.watch_hub = WatchHub(machine.mvcc)
+        """The v3 watchers (the member runs its catch-up task: ``actors.watch_hub``)."""
         self._compaction_lot = trio.lowlevel.ParkingLot()
 
     async def run(self) -> None:
@@ -121,6 +130,7 @@ class ApplyActor:
                 outcomes.append(outcome)
         membership_changed = machine.membership_changed
         await machine.persist(self.applied)
+        self.watch_hub.publish(machine.take_kv_events())
         if work.last_index:
             assert machine.applied_index >= work.last_index, (machine.applied_index, work)
             # Before anyone hears of the outcome: a client that proposes again
@@ -147,6 +157,7 @@ class ApplyActor:
             snapshot.metadata,
             SnapshotManifest.decode(snapshot.data),
         )
+        self.watch_hub.resync()
         self.last_snapshot_index = index
         self.raft_store.drop_snapshot_chunks_below(index)
         log.info("installed a snapshot at index %d", index)

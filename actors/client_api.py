@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from actors.api_backend import MemberV2Backend, gate_until_published
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
+from actors.watch_backend import MemberWatchBackend
 from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
@@ -33,6 +34,7 @@ from net.v3.methods import (
     UnaryMethod,
 )
 from net.v3.service import ServiceLimits, V3Service, v3_methods
+from net.v3.watch_service import watch_methods
 
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
@@ -104,7 +106,11 @@ async def serve_client_api(
     receive_bytes_max = limits.max_request_bytes + GRPC_OVERHEAD_BYTES
     backend = MemberV3Backend(member)
     service = V3Service(backend, limits)
-    every_method = {**v3_methods(backend, limits), **lease_methods(backend, service)}
+    every_method = {
+        **v3_methods(backend, limits),
+        **lease_methods(backend, service),
+        **watch_methods(MemberWatchBackend(member), limits),
+    }
     methods = gate_methods(member, every_method)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)

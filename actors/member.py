@@ -61,6 +61,7 @@ from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import StorageActor
 from actors.transport_actor import TransportActor
 from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters
+from actors.watch_hub import WatchHubShell
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.network import Network
 from net.peers import PeerTransport
@@ -191,6 +192,11 @@ class Member:
         )
         state.machine.lease_listener = self.leases
         self.transport_actor.on_lease_payload = self.leases.on_peer_payload
+        self.watch_hub = WatchHubShell(
+            self.apply_actor.watch_hub,
+            progress_interval_s=config.watch_progress_notify_interval_s,
+            rng=Random(self.member_id),  # the progress jitter; the member's generator untouched
+        )
         self._on_membership(state.machine.membership)
 
     # -- views -------------------------------------------------------------------------
@@ -237,6 +243,7 @@ class Member:
                 nursery.start_soon(self.raft_actor.run)
                 nursery.start_soon(self.storage_actor.run)
                 nursery.start_soon(self.apply_actor.run)
+                nursery.start_soon(self.watch_hub.run)
                 nursery.start_soon(self.read_batcher.run)
                 nursery.start_soon(self.leases.run)
                 nursery.start_soon(self._tick)
