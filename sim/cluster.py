@@ -246,6 +246,8 @@ class Monitor:
 
     cluster: SimCluster
     leader_by_term: dict[int, str] = field(default_factory=dict)
+    leader_seen_s: dict[int, float] = field(default_factory=dict)
+    """When a leader of each term was first seen (at most ``MONITOR_INTERVAL_S`` late)."""
     entry_by_index: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     checked_through: dict[str, int] = field(default_factory=dict)
     applied_seen: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -274,6 +276,7 @@ class Monitor:
         status = member.status
         if status.role is Role.LEADER:
             known = self.leader_by_term.setdefault(status.term, name)
+            self.leader_seen_s.setdefault(status.term, trio.current_time())
             if known != name:
                 self._fail(f"election safety: {known} and {name} both led term {status.term}")
 

@@ -28,8 +28,13 @@ defined from what a client can see:
   expires a lease whose holder was kept from renewing by the failover. Rule 2: if the lease
   was granted before ``e`` and still protected by Rule 1 at ``e`` (so it was alive then, and is
   expired by ``e``'s leader or a later one), it cannot have expired before ``e + ttl_s +
-  extension_s``. Election times come from the Monitor's samples, late by up to
-  ``election_seen_slack_s``; the rule uses the earliest ``e`` could have been.
+  extension_s`` -- unless a keep-alive renewed it at that leader, which sets its expiry to the
+  renewal plus the TTL (etcd does the same), possibly sooner. Any keep-alive not surely handled
+  before ``e`` may have: one never answered, answered after ``e``, or answered so late
+  (``relay_retry_s`` or more) that a member forwarding it to the leader may have sent it again.
+  Each such one sent at ``s`` lowers the bound to ``max(s, e) + ttl_s``. Election times come
+  from the Monitor's samples, late by up to ``election_seen_slack_s``; the rule uses the
+  earliest ``e`` could have been.
 - When it expired is known only from above: the first moment a client saw it gone (a
   keep-alive answered with TTL 0, a put or revoke refused "lease not found", a watcher
   receiving the DELETE of one of its keys). A lease whose client sent a revoke before that
@@ -48,7 +53,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sim.v3_records import LeaseAck, LeaseGone, V3Log, Version, lease_of_key
+from sim.v3_records import KeepAliveSent, LeaseAck, LeaseGone, V3Log, Version, lease_of_key
 from sim.watch_checker import MvccHistory
 
 REPORTED_MAX: Final = 12
@@ -71,6 +76,7 @@ class LeaseFacts:
     final_leases: frozenset[int] | None
     extension_s: float
     election_seen_slack_s: float
+    relay_retry_s: float = 0.5
 
 
 def check_leases(
@@ -206,7 +212,8 @@ def _premature_expiry(
         end_s = sighting.observed_s
         if revoked_from.get(lease_id, end_s + 1) <= end_s:
             continue
-        owed = _owed(acks[lease_id], end_s, facts, elections)
+        sent = [item for item in log.keep_alives if item.lease_id == lease_id]
+        owed = _owed(acks[lease_id], sent, end_s, facts, elections)
         if owed is not None:
             until_s, why = owed
             lines.append(
@@ -217,7 +224,11 @@ def _premature_expiry(
 
 
 def _owed(
-    acks: Sequence[LeaseAck], end_s: float, facts: LeaseFacts, elections: Sequence[Election]
+    acks: Sequence[LeaseAck],
+    sent: Sequence[KeepAliveSent],
+    end_s: float,
+    facts: LeaseFacts,
+    elections: Sequence[Election],
 ) -> tuple[float, str] | None:
     """The latest time a rule owed the lease past ``end_s``, and why; None if none did."""
     best: tuple[float, str] | None = None
@@ -241,6 +252,14 @@ def _owed(
         if not protected:
             continue
         until_s = earliest_s + grant.ttl_s + facts.extension_s
+        for item in sent:
+            answered_s = item.answered_s
+            if (
+                answered_s is None
+                or answered_s >= earliest_s
+                or (answered_s - item.sent_s >= facts.relay_retry_s)
+            ):
+                until_s = min(until_s, max(item.sent_s, earliest_s) + grant.ttl_s)
         if until_s > end_s and (best is None or until_s > best[0]):
             why = (
                 f"a leader of term {election.term} took office by {election.seen_s:.3f}s while "

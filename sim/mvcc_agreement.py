@@ -9,6 +9,11 @@ a snapshot or in reopening the store after a crash shows here even when the log 
 
 The pure core (``disagreement``) compares digests; the shell (``check_mvcc_agreement``) waits,
 within a bound of virtual time, for the members to reach one applied index and samples them.
+
+Once they agree, ``agreed_history`` reads one member's retained versions (through the records
+it would put in a snapshot, decoded by the store's own codec, not through the event reader the
+watch service uses) as the reference that ``sim.watch_checker`` and ``sim.lease_checker`` hold
+watchers and leases to, and ``agreed_leases`` its lease table, read in the same instant.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from typing import Final
 import trio
 
 from sim.cluster import MONITOR_INTERVAL_S, SimCluster
+from sim.v3_records import Version
+from sim.watch_checker import MvccHistory, mvcc_history
+from storage.mvcc.codec import RECORD_TAG, decode_record, parse_record_key
 
 AGREEMENT_WAIT_S_MAX: Final = 10.0
 """How long the members get to reach one applied index after recovery (virtual seconds)."""
@@ -77,3 +85,25 @@ async def check_mvcc_agreement(
                 break
             await trio.sleep(MONITOR_INTERVAL_S)
     return disagreement(digests)
+
+
+def agreed_history(cluster: SimCluster, name: str) -> MvccHistory:
+    """Every retained version of a running member's MVCC store, as events."""
+    mvcc = cluster.member(name).machine.mvcc
+    prefix = mvcc.prefix
+    versions = []
+    for key, value in mvcc.snapshot_items():
+        if not key.startswith(prefix + RECORD_TAG):
+            continue
+        main, sub = parse_record_key(prefix, key)
+        kv = decode_record(key, value, main)
+        version = Version(
+            kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease
+        )
+        versions.append((main, sub, version))
+    return mvcc_history(versions, mvcc.compact_revision, mvcc.current_revision)
+
+
+def agreed_leases(cluster: SimCluster, name: str) -> frozenset[int]:
+    """The leases in a running member's lease table."""
+    return frozenset(cluster.member(name).machine.leases.ids())

@@ -29,6 +29,8 @@ def summary_lines(result: RunResult) -> list[str]:
         f"{result.wall_s:.1f}s ({result.simulated_s / max(result.wall_s, 1e-9):.1f}x), "
         f"linearizability {result.linearizability}"
     )
+    if result.v3_log is not None:
+        lines.append(f"  v3 streams: {result.v3_log.counts()}")
     lines.extend(f"  violation: {text}" for text in result.violations)
     if result.linearizability == "violation":
         lines.extend("  " + line for line in result.linearizability_detail.splitlines())

@@ -19,19 +19,25 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from random import Random
 
 import trio
 
+from actors.leases import RELAY_RETRY_S
 from net.http.errors import HttpError
 from net.v2client import EtcdError, V2Client
-from sim.cluster import Monitor, SimCluster
+from sim.cluster import MONITOR_INTERVAL_S, Monitor, SimCluster
 from sim.determinism import run_deterministic
-from sim.history import History
+from sim.history import History, OpKind
+from sim.lease_checker import Election, LeaseFacts, check_leases
 from sim.linearizability import CheckResult, check_history
-from sim.mvcc_agreement import check_mvcc_agreement
+from sim.mvcc_agreement import agreed_history, agreed_leases, check_mvcc_agreement
 from sim.scenarios import SCENARIOS, Fault
+from sim.v3_records import V3Log
+from sim.watch_checker import AckedWrite, check_watches
 from sim.workload import WorkloadOptions, run_workload
+from sim.workload_streams import StreamOptions, run_stream_clients
 from sim.workload_v3 import V3WorkloadOptions, run_v3_workload
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,9 @@ one that needs more than this (plus a fixed allowance) spins, and is stopped and
 TASK_STEPS_ALLOWANCE = 1_000_000
 APIS = ("v2", "v3")
 """The client APIs a run's workload can speak."""
+STREAMS_SEED_SALT = 0x57EA
+"""The v3 lease holders and watchers draw from their own generator (the seed's, salted), so
+adding them left the KV clients' draws as they were."""
 
 
 class Watchdog(trio.abc.Instrument):
@@ -136,6 +145,8 @@ class RunResult:
     operations: int = 0
     task_steps: int = 0
     check: CheckResult | None = None
+    v3_log: V3Log | None = None
+    """What the v3 lease holders and watchers recorded (v3 runs only)."""
 
     @property
     def passed(self) -> bool:
@@ -291,7 +302,7 @@ async def _simulate_cluster(
         workload_rng, fault_rng = Random(rng.getrandbits(64)), Random(rng.getrandbits(64))
         async with trio.open_nursery() as phase:
             phase.start_soon(
-                _workload(options),
+                _workload(options, result),
                 cluster,
                 history,
                 workload_rng,
@@ -308,18 +319,21 @@ async def _simulate_cluster(
             problem = await check_mvcc_agreement(cluster)
             if problem:
                 result.violations.append(problem)
+            elif result.v3_log is not None:
+                result.violations.extend(_check_streams(cluster, monitor, history, result.v3_log))
         monitor.check()
         result.violations.extend(monitor.violations)
         result.events = list(cluster.events)
         result.simulated_s = trio.current_time()
-        result.trace_hash = _trace_hash(cluster, history)
+        result.trace_hash = _trace_hash(cluster, history, result.v3_log)
         nursery.cancel_scope.cancel()
 
 
 def _workload(
-    options: RunOptions,
+    options: RunOptions, result: RunResult
 ) -> Callable[[SimCluster, History, Random, float], Awaitable[object]]:
-    """The run's client workload, as one call: cluster, history, rng, stop time."""
+    """The run's client workload, as one call: cluster, history, rng, stop time. A v3 run's
+    lease holders and watchers record into ``result.v3_log``."""
 
     async def v2(cluster: SimCluster, history: History, rng: Random, stop_at_s: float) -> None:
         workload = WorkloadOptions(clients=options.clients, keys=options.keys)
@@ -328,13 +342,54 @@ def _workload(
 
     async def v3(cluster: SimCluster, history: History, rng: Random, stop_at_s: float) -> None:
         workload = V3WorkloadOptions(clients=options.clients, keys=options.keys)
-        await run_v3_workload(cluster, history, options=workload, rng=rng, stop_at_s=stop_at_s,
-                              operations_max=options.operations_max)  # fmt: skip
+        log = result.v3_log = V3Log()
+        streams_rng = Random(options.seed ^ STREAMS_SEED_SALT)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(
+                run_stream_clients, cluster, log, options=StreamOptions(), rng=streams_rng,
+                stop_at_s=stop_at_s))  # fmt: skip
+            await run_v3_workload(
+                cluster, history, options=workload, rng=rng, stop_at_s=stop_at_s,
+                operations_max=options.operations_max)  # fmt: skip
 
     return v3 if options.api == "v3" else v2
 
 
-def _trace_hash(cluster: SimCluster, history: History) -> str:
+def acked_writes(history: History, log: V3Log) -> list[AckedWrite]:
+    """The writes clients were told succeeded, at the revisions they were told."""
+    acked = []
+    for op in history.operations:
+        if not op.ok or op.index is None or op.kind not in _V3_WRITES or op.succeeded is False:
+            continue
+        value = None if op.kind is OpKind.DELETE_RANGE else (op.value or "").encode()
+        acked.append(AckedWrite(op.key.encode(), op.index, value, op.describe()))
+    for put in log.lease_puts:
+        what = f"put with lease {put.lease_id}"
+        acked.append(AckedWrite(put.key, put.revision, put.value, what))
+    return acked
+
+
+_V3_WRITES = frozenset({OpKind.PUT, OpKind.TXN, OpKind.DELETE_RANGE})
+
+
+def _check_streams(
+    cluster: SimCluster, monitor: Monitor, history: History, log: V3Log
+) -> list[str]:
+    """The watch and lease checkers, against the store the members agree on."""
+    name = cluster.up()[0]
+    reference = agreed_history(cluster, name)
+    facts = LeaseFacts(
+        final_leases=agreed_leases(cluster, name),
+        extension_s=cluster.config(name).election_timeout_s(),
+        election_seen_slack_s=MONITOR_INTERVAL_S,
+        relay_retry_s=RELAY_RETRY_S,
+    )
+    elections = [Election(term, seen_s) for term, seen_s in sorted(monitor.leader_seen_s.items())]
+    lines = check_watches(log.sessions, reference, acked_writes(history, log))
+    return lines + check_leases(log, reference, facts, elections)
+
+
+def _trace_hash(cluster: SimCluster, history: History, log: V3Log | None = None) -> str:
     hasher = hashlib.blake2b(digest_size=16)
     hasher.update(cluster.network.digest().encode())
     for name in cluster.names:
@@ -342,6 +397,8 @@ def _trace_hash(cluster: SimCluster, history: History) -> str:
             hasher.update(f"{name} {time_s!r} {event}\n".encode())
     hasher.update(cluster.state_digest().encode())
     hasher.update(history.to_json().encode())
+    if log is not None:
+        hasher.update(repr(log).encode())
     return hasher.hexdigest()
 
 

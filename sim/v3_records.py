@@ -175,6 +175,17 @@ class LeaseAck:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepAliveSent:
+    """A keep-alive request sent at ``sent_s``; ``answered_s`` is when its answer came (None:
+    it never did). Answered or not, it may have renewed the lease at the leader of the moment
+    it got there."""
+
+    lease_id: int
+    sent_s: float
+    answered_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseGone:
     """The lease no longer existed when ``observed_s`` came: how the client learned it."""
 
@@ -211,6 +222,7 @@ class V3Log:
 
     sessions: list[WatchSession] = field(default_factory=list)
     acks: list[LeaseAck] = field(default_factory=list)
+    keep_alives: list[KeepAliveSent] = field(default_factory=list)
     gone: list[LeaseGone] = field(default_factory=list)
     revokes: list[LeaseRevoke] = field(default_factory=list)
     lease_puts: list[LeasePut] = field(default_factory=list)

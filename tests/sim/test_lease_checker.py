@@ -8,6 +8,7 @@ from __future__ import annotations
 from sim.lease_checker import Election, LeaseFacts, check_leases
 from sim.v3_records import (
     ChangeEvent,
+    KeepAliveSent,
     LeaseAck,
     LeaseGone,
     LeaseRevoke,
@@ -52,6 +53,7 @@ def kept_alive(until_s: float, every_s: float = 0.5) -> V3Log:
     sent_s = 1.5
     while sent_s <= until_s:
         log.acks.append(LeaseAck(LEASE, sent_s, sent_s + 0.01, TTL_S))
+        log.keep_alives.append(KeepAliveSent(LEASE, sent_s, sent_s + 0.01))
         sent_s += every_s
     return log
 
@@ -130,3 +132,12 @@ def test_a_new_leader_owes_every_kept_alive_lease_an_election_timeout_more() -> 
     assert check_leases(log, REVOKED_TOGETHER, FACTS, before_grant) == []
     after_lapse = [Election(term=4, seen_s=5.2)]  # the lease was no longer protected then
     assert check_leases(log, REVOKED_TOGETHER, FACTS, after_lapse) == []
+
+
+def test_a_keep_alive_that_may_reach_the_new_leader_late_shortens_its_extension() -> None:
+    elections = [Election(term=3, seen_s=3.5)]
+    for answered_s in (None, 3.6, 3.4):  # never, after the election, 0.5 s after sending
+        log = kept_alive(3.0)
+        log.keep_alives.append(KeepAliveSent(LEASE, 2.9, answered_s))
+        log.gone.append(LeaseGone(LEASE, 5.6, "keep-alive answered TTL 0"))
+        assert check_leases(log, REVOKED_TOGETHER, FACTS, elections) == [], answered_s
