@@ -150,6 +150,8 @@ class Tally:
     errors: dict[str, int] = field(default_factory=dict)
     closing: bool = False
     """Set when the sample ends: streams closing then are not errors."""
+    streams: int = 0
+    streams_ended: int = 0
     all_created: trio.Event = field(default_factory=trio.Event)
     progressed: trio.Event = field(default_factory=trio.Event)
 
@@ -213,8 +215,12 @@ class WatchHandler:
         if self.tally.closing:
             return
         self.ended = error or LiteRpcError(0, "stream ended")
-        self.tally.error(f"watch stream ended: {self.ended.message[:80]}")
-        self.tally.progressed.set()
+        tally = self.tally
+        tally.error(f"watch stream ended: {self.ended.message[:80]}")
+        tally.streams_ended += 1
+        if tally.streams_ended == tally.streams:
+            tally.all_created.set()  # no more acknowledgements can come
+        tally.progressed.set()
 
 
 async def _put(connection: LiteConnection, key: bytes, value: bytes) -> int:
@@ -282,6 +288,7 @@ async def _create_watchers(
                 groups = [[watcher] for watcher in streams]
             for group in groups:
                 handler = WatchHandler(tally, prefix_bytes)
+                tally.streams += 1
                 stream_id = connection.open_stream(WATCH_PATH, handler.on_message, handler.on_end)
                 handlers.append(handler)
                 for watcher in group:
@@ -306,19 +313,22 @@ async def run_watch_v3(spec: WatchV3Spec) -> LoadResult:
         with trio.move_on_after(CREATE_TIMEOUT_S):
             await tally.all_created.wait()
         detail["create_s"] = round(time.perf_counter() - began, 3)
-        if not tally.all_created.is_set():
+        writers = _Writers(spec, writer, tally, chooser_value)
+        if tally.created < spec.watchers:
             tally.error("not created", spec.watchers - tally.created)
+            tally.closing = True
+            nursery.cancel_scope.cancel()
+            return _result(spec, tally, 0.0, detail)
         now = time.perf_counter_ns()
         tally.window_start_ns = now + int(spec.warmup_s * 1e9)
         tally.window_end_ns = tally.window_start_ns + int(spec.duration_s * 1e9)
-        writers = _Writers(spec, writer, tally, chooser_value)
         async with trio.open_nursery() as timing:
             timing.start_soon(_cpu_at, tally.window_start_ns, cpu_s, 0)
             timing.start_soon(_cpu_at, tally.window_end_ns, cpu_s, 1)
             await writers.run(tally.window_end_ns)
         drained = time.perf_counter()
         with trio.move_on_after(spec.drain_timeout_s):
-            while tally.behind(writers.last_revision):
+            while tally.behind(writers.last_revision) and tally.streams_ended < tally.streams:
                 tally.progressed = trio.Event()
                 await tally.progressed.wait()
         detail["drain_s"] = round(time.perf_counter() - drained, 3)
