@@ -16,7 +16,14 @@ from typing import Annotated
 import trio
 import typer
 
-from troika import __version__, bench_commands, client_commands, sim_commands, v3_commands
+from troika import (
+    __version__,
+    bench_commands,
+    client_commands,
+    sim_commands,
+    v3_commands,
+    v3_lease_commands,
+)
 
 app = typer.Typer(
     name="troika",
@@ -210,6 +217,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(v2_app, name="v2")
 v3_commands.register(app)
+v3_lease_commands.register(app)
 client_commands.register(v2_app)
 client_commands.register_cluster_commands(member_app, endpoint_app)
 

@@ -32,7 +32,7 @@ from net.etcdpb import kv_pb2, rpc_pb2
 from net.http.errors import HttpConnectError, HttpError, HttpTimeout
 from net.tcp import TcpNetwork
 from net.v3.client import V3Client
-from net.v3.errors import RpcError
+from net.v3.errors import RpcError, StatusCode
 
 T = TypeVar("T")
 
@@ -48,10 +48,14 @@ DEFAULT_COMMAND_TIMEOUT = "5s"
 OUTPUT_FORMATS_SUPPORTED = ("simple", "json")
 DEADLINE_EXCEEDED = "context deadline exceeded"
 """What etcdctl prints when no endpoint answered in time (Go's context error)."""
+CANNOT_CONNECT = "cannot connect"
+"""How a gRPC stream's UNAVAILABLE begins when no endpoint could be reached."""
 
 V2_COMMANDS = frozenset({"put", "get", "del", "ls", "watch"})
 """The commands ``ETCDCTL_API=2`` (or ``TROIKA_API=2``) sends to ``troika v2``."""
-V3_COMMANDS = frozenset({"put", "get", "del", "txn", "compaction"})
+V3_COMMANDS = frozenset(
+    {"put", "get", "del", "txn", "compaction", "lease", "watch", "lock", "elect"}
+)
 ROOT_OPTIONS_WITH_VALUES = frozenset(
     {"--endpoints", "--dial-timeout", "--command-timeout", "-w", "--write-out"}
 )
@@ -889,7 +893,7 @@ def store_global_options(
     ctx.obj = GlobalOptions(endpoints, dial_timeout, command_timeout, write_out, hex_)
 
 
-def _globals(
+def global_options(
     ctx: typer.Context,
     *,
     endpoints: str | None,
@@ -909,21 +913,40 @@ def _globals(
     )
 
 
-def _fail(error: CtlError) -> typer.Exit:
+def fail(error: CtlError) -> typer.Exit:
+    """Print etcdctl's ``Error: <message>`` line; the exit to raise with its code."""
     typer.echo(f"Error: {error.message}", err=True)
     return typer.Exit(error.exit_code)
 
 
-def _emit(lines: list[bytes]) -> None:
+def emit(lines: list[bytes]) -> None:
+    """Write output lines (bytes, as Go prints its strings) to stdout."""
     typer.echo(b"".join(line + b"\n" for line in lines), nl=False)
 
 
 def _call(options: GlobalOptions, action: Callable[[V3Client], Awaitable[T]]) -> T:
-    """Run one request against the endpoints.
+    """Run one request against the endpoints (see :func:`run_client`)."""
+    return run_client(options, action)
+
+
+def run_client(
+    options: GlobalOptions,
+    action: Callable[[V3Client], Awaitable[T]],
+    *,
+    exit_code: int = EXIT_ERROR,
+    describe: Callable[[str], str] = str,
+) -> T:
+    """Run ``action`` with a client of the endpoints, in its own Trio run.
+
+    Args:
+        options: the global flags (endpoints and timeouts).
+        action: what to do with the client.
+        exit_code: the exit code of a failure (etcdctl's differs from command to command).
+        describe: the error line's message from the error's (``failed to grant lease (%v)``).
 
     Raises:
         CtlError: the server's error (``Error: etcdserver: ...``), or no endpoint answered in
-            time (``context deadline exceeded``), exit 1 as etcdctl.
+            time (``context deadline exceeded``).
     """
     endpoints = [url for url in (part.strip() for part in options.endpoints.split(",")) if url]
     try:
@@ -945,11 +968,15 @@ def _call(options: GlobalOptions, action: Callable[[V3Client], Awaitable[T]]) ->
     try:
         return trio.run(main)
     except RpcError as error:
-        raise CtlError(EXIT_ERROR, error.message) from None
+        unreachable = error.code is StatusCode.UNAVAILABLE and error.message.startswith(
+            CANNOT_CONNECT
+        )
+        message = DEADLINE_EXCEEDED if unreachable else error.message
+        raise CtlError(exit_code, describe(message)) from None
     except (HttpConnectError, HttpTimeout):
-        raise CtlError(EXIT_ERROR, DEADLINE_EXCEEDED) from None
+        raise CtlError(exit_code, describe(DEADLINE_EXCEEDED)) from None
     except HttpError as error:
-        raise CtlError(EXIT_ERROR, str(error)) from None
+        raise CtlError(exit_code, describe(str(error))) from None
 
 
 def _stdin_bytes() -> bytes:
@@ -992,7 +1019,7 @@ def register(app: typer.Typer) -> None:
         hex_: HexOption = None,
     ) -> None:
         """Puts the given key into the store (<value> can also be given from stdin)."""
-        options = _globals(
+        options = global_options(
             ctx,
             endpoints=endpoints,
             dial_timeout=dial_timeout,
@@ -1007,9 +1034,9 @@ def register(app: typer.Typer) -> None:
                 _stdin_bytes,
             )
             response = _call(options, lambda client: client.put(request))
-            _emit(render(response, Display(options.write_out, options.hex)))
+            emit(render(response, Display(options.write_out, options.hex)))
         except CtlError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
     @app.command("get")
     def get(  # noqa: PLR0917 (Typer takes every flag as a parameter)
@@ -1048,7 +1075,7 @@ def register(app: typer.Typer) -> None:
         hex_: HexOption = None,
     ) -> None:
         """Gets the key or a range of keys."""
-        options = _globals(
+        options = global_options(
             ctx,
             endpoints=endpoints,
             dial_timeout=dial_timeout,
@@ -1072,9 +1099,9 @@ def register(app: typer.Typer) -> None:
             request = range_request([to_bytes(arg) for arg in args or []], get_options)
             response = _call(options, lambda client: client.range(request))
             display = Display(options.write_out, options.hex, print_value_only)
-            _emit(render(response, display, count_only=count_only))
+            emit(render(response, display, count_only=count_only))
         except CtlError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
     @app.command("del")
     def delete(  # noqa: PLR0917 (Typer takes every flag as a parameter)
@@ -1096,7 +1123,7 @@ def register(app: typer.Typer) -> None:
         hex_: HexOption = None,
     ) -> None:
         """Removes the specified key or range of keys [key, range_end)."""
-        options = _globals(
+        options = global_options(
             ctx,
             endpoints=endpoints,
             dial_timeout=dial_timeout,
@@ -1109,9 +1136,9 @@ def register(app: typer.Typer) -> None:
                 [to_bytes(arg) for arg in args or []], DelOptions(prefix, prev_kv, from_key)
             )
             response = _call(options, lambda client: client.delete_range(request))
-            _emit(render(response, Display(options.write_out, options.hex)))
+            emit(render(response, Display(options.write_out, options.hex)))
         except CtlError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
     @app.command("txn")
     def txn(  # noqa: PLR0917 (Typer takes every flag as a parameter)
@@ -1133,7 +1160,7 @@ def register(app: typer.Typer) -> None:
         success requests (get, put, del with their flags), a blank line, failure
         requests, a blank line.
         """
-        options = _globals(
+        options = global_options(
             ctx,
             endpoints=endpoints,
             dial_timeout=dial_timeout,
@@ -1151,9 +1178,9 @@ def register(app: typer.Typer) -> None:
                 raise CtlError(EXIT_BAD_ARGS, "txn command does not accept argument")
             request = read_txn(_stdin_readline, prompt)
             response = _call(options, lambda client: client.txn(request))
-            _emit(render(response, Display(options.write_out, options.hex)))
+            emit(render(response, Display(options.write_out, options.hex)))
         except CtlError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
     @app.command("compaction")
     def compaction(  # noqa: PLR0917 (Typer takes every flag as a parameter)
@@ -1173,7 +1200,7 @@ def register(app: typer.Typer) -> None:
         hex_: HexOption = None,
     ) -> None:
         """Compacts the event history in etcd."""
-        options = _globals(
+        options = global_options(
             ctx,
             endpoints=endpoints,
             dial_timeout=dial_timeout,
@@ -1185,5 +1212,5 @@ def register(app: typer.Typer) -> None:
             request = compaction_request(args or [], physical)
             _call(options, lambda client: client.compact(request))
         except CtlError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
         typer.echo(f"compacted revision {request.revision}")

@@ -1,8 +1,8 @@
 """A v3 client over etcd's JSON gateway (``POST /v3/kv/range`` ...), over any Network.
 
-The CLI (``troika get/put/del/txn/compaction``) uses it; it speaks HTTP/1.1 through
-:class:`~net.http.client.HttpClient`, so it runs over TCP and over the simulated network
-alike. Requests and responses are ``net.etcdpb`` protobuf messages, carried as the
+The CLI (``troika get/put/del/txn/compaction``, ``troika lease ...``) uses it; it speaks
+HTTP/1.1 through :class:`~net.http.client.HttpClient`, so it runs over TCP and over the
+simulated network alike. Requests and responses are ``net.etcdpb`` protobuf messages, carried as the
 gateway's JSON (``google.protobuf.json_format``: proto field names, int64 as strings,
 bytes as base64). A failure the server reports becomes :class:`~net.v3.errors.RpcError`,
 exactly as the gRPC transport would report it.
@@ -15,9 +15,10 @@ read, since a put or a txn may have been applied.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 import trio
@@ -25,7 +26,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from net.etcdpb import rpc_pb2
-from net.etcdpb.routes import GATEWAY_ROUTES
+from net.etcdpb.routes import GATEWAY_ROUTES, grpc_path
+from net.grpc.client import CallStream, GrpcChannel
 from net.http.client import HttpClient
 from net.http.errors import HttpConnectError, HttpError, HttpProtocolError, HttpTimeout
 from net.network import Network, NetworkError, StreamHandler
@@ -43,11 +45,30 @@ PUT_PATH = "/v3/kv/put"
 DELETE_RANGE_PATH = "/v3/kv/deleterange"
 TXN_PATH = "/v3/kv/txn"
 COMPACT_PATH = "/v3/kv/compaction"
+LEASE_GRANT_PATH = "/v3/lease/grant"
+LEASE_REVOKE_PATH = "/v3/lease/revoke"
+LEASE_TIME_TO_LIVE_PATH = "/v3/lease/timetolive"
+LEASE_LEASES_PATH = "/v3/lease/leases"
 JSON_CONTENT_TYPE = ("Content-Type", "application/json")
+
+WATCH_GRPC_PATH = grpc_path("Watch", "Watch")
+LEASE_KEEP_ALIVE_GRPC_PATH = grpc_path("Lease", "LeaseKeepAlive")
+REQUIRE_LEADER_METADATA = (("hasleader", "true"),)
+"""clientv3's ``WithRequireLeader``: a member that loses its leader ends the stream."""
 
 assert all(
     path in GATEWAY_ROUTES
-    for path in (RANGE_PATH, PUT_PATH, DELETE_RANGE_PATH, TXN_PATH, COMPACT_PATH)
+    for path in (
+        RANGE_PATH,
+        PUT_PATH,
+        DELETE_RANGE_PATH,
+        TXN_PATH,
+        COMPACT_PATH,
+        LEASE_GRANT_PATH,
+        LEASE_REVOKE_PATH,
+        LEASE_TIME_TO_LIVE_PATH,
+        LEASE_LEASES_PATH,
+    )
 )
 
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -157,7 +178,8 @@ class V3Client:
         if not self.endpoints:
             raise ValueError("a V3Client needs at least one endpoint")
         self.timeout_s = timeout_s
-        self._http = HttpClient(_DialTimeoutNetwork(network, dial_timeout_s))
+        self._network = _DialTimeoutNetwork(network, dial_timeout_s)
+        self._http = HttpClient(self._network)
         self._current = 0
 
     async def aclose(self) -> None:
@@ -187,6 +209,72 @@ class V3Client:
     async def compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         """``KV.Compact``."""
         return await self._call(COMPACT_PATH, request, rpc_pb2.CompactionResponse, idempotent=True)
+
+    async def lease_grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        """``Lease.LeaseGrant`` (sent once: a retried grant could leave a second lease)."""
+        return await self._call(
+            LEASE_GRANT_PATH, request, rpc_pb2.LeaseGrantResponse, idempotent=False
+        )
+
+    async def lease_revoke(
+        self, request: rpc_pb2.LeaseRevokeRequest
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        """``Lease.LeaseRevoke``."""
+        return await self._call(
+            LEASE_REVOKE_PATH, request, rpc_pb2.LeaseRevokeResponse, idempotent=False
+        )
+
+    async def lease_time_to_live(
+        self, request: rpc_pb2.LeaseTimeToLiveRequest
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        """``Lease.LeaseTimeToLive``."""
+        return await self._call(
+            LEASE_TIME_TO_LIVE_PATH, request, rpc_pb2.LeaseTimeToLiveResponse, idempotent=True
+        )
+
+    async def lease_leases(
+        self, request: rpc_pb2.LeaseLeasesRequest
+    ) -> rpc_pb2.LeaseLeasesResponse:
+        """``Lease.LeaseLeases``."""
+        return await self._call(
+            LEASE_LEASES_PATH, request, rpc_pb2.LeaseLeasesResponse, idempotent=True
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, response_type: type[ResponseT]
+    ) -> AsyncIterator[CallStream[ResponseT]]:
+        """A gRPC stream (``WATCH_GRPC_PATH``, ``LEASE_KEEP_ALIVE_GRPC_PATH``) to the first
+        endpoint that can be reached, from the one that last answered; it has no deadline
+        (the caller bounds each wait), and leaving the block cancels it.
+
+        Raises:
+            RpcError: UNAVAILABLE when no endpoint could be reached (the last one's error),
+                or the stream's own status.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            call: CallStream[ResponseT] | None = None
+            last_error: RpcError | None = None
+            for attempt in range(len(self.endpoints)):
+                index = (self._current + attempt) % len(self.endpoints)
+                address = self.endpoints[index].split("://", 1)[1]
+                channel = await stack.enter_async_context(GrpcChannel(self._network, address))
+                try:
+                    call = await stack.enter_async_context(
+                        channel.stream(path, response_type, metadata=REQUIRE_LEADER_METADATA)
+                    )
+                except RpcError as error:
+                    if error.code is not StatusCode.UNAVAILABLE:
+                        raise
+                    logger.debug("%s: %s; trying the next endpoint", address, error)
+                    last_error = error
+                    continue
+                self._current = index
+                break
+            if call is None:
+                assert last_error is not None
+                raise last_error
+            yield call
 
     async def _call(
         self, path: str, request: Message, response_type: type[ResponseT], *, idempotent: bool
