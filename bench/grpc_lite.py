@@ -238,10 +238,10 @@ class LiteConnection:
                     if end - offset - 9 < length:
                         break
                     start = offset + 9
-                    self._on_frame(
-                        word & 0xFF, flags, stream_id & 0x7FFFFFFF, view[start : start + length]
-                    )
                     offset = start + length
+                    kind = word & 0xFF
+                    if kind or flags or not self._one_message(stream_id, view, start, length):
+                        self._on_frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:offset])
             finally:
                 view.release()
             del buffer[:offset]
@@ -249,6 +249,38 @@ class LiteConnection:
                 return
 
     # -- frames received ---------------------------------------------------------------------
+
+    def _one_message(self, stream_id: int, view: memoryview, start: int, length: int) -> bool:
+        """The fast path of a plain DATA frame (no flags) holding exactly one whole message
+        of a stream with nothing pending, as most watch events arrive: whether it was taken."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.partial or length < 5:
+            return False
+        if MESSAGE_PREFIX.unpack_from(view, start)[1] != length - 5:
+            return False
+        self._received_unacknowledged += length
+        stream.received_bytes += length
+        if (
+            self._received_unacknowledged >= WINDOW_TOP_UP_BYTES
+            or stream.received_bytes >= WINDOW_TOP_UP_BYTES
+        ):
+            self._top_up(stream_id, stream)
+        stream.messages += 1
+        stream.on_message(view[start + 5 : start + length])
+        return True
+
+    def _top_up(self, stream_id: int, stream: _Stream) -> None:
+        """Give back what was received, on the connection and on the stream."""
+        if self._received_unacknowledged >= WINDOW_TOP_UP_BYTES:
+            self._queue(
+                frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received_unacknowledged))
+            )
+            self._received_unacknowledged = 0
+        if stream.received_bytes >= WINDOW_TOP_UP_BYTES:
+            self._queue(
+                frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.received_bytes))
+            )
+            stream.received_bytes = 0
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
         if kind == DATA:
@@ -293,20 +325,16 @@ class LiteConnection:
         if flags & PADDED:
             payload = payload[1 : size - payload[0]]
         self._received_unacknowledged += size
-        if self._received_unacknowledged >= WINDOW_TOP_UP_BYTES:
-            self._queue(
-                frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received_unacknowledged))
-            )
-            self._received_unacknowledged = 0
         stream = self._streams.get(stream_id)
         if stream is None:
+            if self._received_unacknowledged >= WINDOW_TOP_UP_BYTES:
+                self._queue(
+                    frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received_unacknowledged))
+                )
+                self._received_unacknowledged = 0
             return
         stream.received_bytes += size
-        if stream.received_bytes >= WINDOW_TOP_UP_BYTES:
-            self._queue(
-                frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.received_bytes))
-            )
-            stream.received_bytes = 0
+        self._top_up(stream_id, stream)
         if stream.partial:
             stream.partial += payload
             view = memoryview(stream.partial)
@@ -422,8 +450,10 @@ class LiteConnection:
         if self._streams.pop(stream_id, None) is not None and self._closed is None:
             self._queue(frame(RST_STREAM, 0, stream_id, struct.pack(">I", CANCEL_ERROR)))
 
-    async def unary(self, path: str, request: bytes, timeout_s: float = 10.0) -> bytes:
-        """One request, one response: the response message's bytes.
+    async def unary(self, path: str, request: bytes, timeout_s: float | None = 10.0) -> bytes:
+        """One request, one response: the response message's bytes. With ``timeout_s`` None
+        there is no deadline of its own (a cancel scope per call costs more than the rest of
+        it): the caller bounds a loop of calls instead.
 
         Raises:
             LiteRpcError: the call failed, or took longer than ``timeout_s``.
@@ -440,12 +470,19 @@ class LiteConnection:
             done.set()
 
         stream_id = self.open_stream(path, on_message, on_end)
-        with trio.move_on_after(timeout_s) as scope:
-            await self.send(stream_id, request, end_stream=True)
-            await done.wait()
-        if scope.cancelled_caught:
-            self.cancel(stream_id)
-            raise LiteRpcError(DEADLINE_EXCEEDED, f"no answer in {timeout_s} s")
+        try:
+            if timeout_s is None:
+                await self.send(stream_id, request, end_stream=True)
+                await done.wait()
+            else:
+                with trio.move_on_after(timeout_s):
+                    await self.send(stream_id, request, end_stream=True)
+                    await done.wait()
+                if not done.is_set():
+                    raise LiteRpcError(DEADLINE_EXCEEDED, f"no answer in {timeout_s} s")
+        finally:
+            if not done.is_set():
+                self.cancel(stream_id)
         first = outcome[0]
         if isinstance(first, LiteRpcError):
             raise first
