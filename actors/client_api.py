@@ -23,8 +23,11 @@ from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
+from net.v3.concurrency import ServiceBackend
+from net.v3.election_service import election_methods
 from net.v3.gateway import JsonGateway, route_v3
-from net.v3.lease_service import lease_methods
+from net.v3.lease_service import LeaseService, lease_methods
+from net.v3.lock_service import lock_methods
 from net.v3.methods import (
     CallContext,
     Method,
@@ -34,7 +37,7 @@ from net.v3.methods import (
     UnaryMethod,
 )
 from net.v3.service import ServiceLimits, V3Service, v3_methods
-from net.v3.watch_service import watch_methods
+from net.v3.watch_service import WatchService, watch_methods
 
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
@@ -85,6 +88,16 @@ def body_bytes_max(limits: ServiceLimits) -> int:
     return max(REQUEST_BODY_BYTES_MIN, base64_bytes + 64 * 1024)
 
 
+def concurrency_backend(
+    member: Member, service: V3Service, limits: ServiceLimits | None = None
+) -> ServiceBackend:
+    """The member as the lock and election services use it: the v3 service's KV calls, the
+    Lease service's grant and a watcher of the member's hub."""
+    lease = LeaseService(MemberV3Backend(member), service)
+    watch = WatchService(MemberWatchBackend(member), limits)
+    return ServiceBackend(service, lease.grant, watch.open_watch)
+
+
 async def serve_client_api(
     member: Member,
     address: str,
@@ -106,10 +119,13 @@ async def serve_client_api(
     receive_bytes_max = limits.max_request_bytes + GRPC_OVERHEAD_BYTES
     backend = MemberV3Backend(member)
     service = V3Service(backend, limits)
+    concurrency = concurrency_backend(member, service, limits)
     every_method = {
         **v3_methods(backend, limits),
         **lease_methods(backend, service),
         **watch_methods(MemberWatchBackend(member), limits),
+        **lock_methods(concurrency),
+        **election_methods(concurrency),
     }
     methods = gate_methods(member, every_method)
     async with trio.open_nursery() as streams:
