@@ -4,7 +4,8 @@
 Each case runs on member 0 of each cluster under its own key prefix
 ``/<transport>/<case>``, after an anchor put whose revision is the case's base; how replies
 are normalized and compared is in ``tests/process/v3diff.py``. Cases follow ETCD_API.md §2
-(the gateway), §3 (MVCC semantics) and §9 (gateway details seen on etcd 3.4.23). A case that
+(the gateway), §3 (MVCC semantics) and §9 (gateway details seen on etcd 3.4.23), and leases
+(grant, revoke, time-to-live, puts and txns with leases). A case that
 differs on purpose or by a known troika bug carries a strict ``xfail`` for that transport,
 with the difference in its reason.
 """
@@ -704,6 +705,103 @@ CLUSTER_CASES = [
     Case("status with unknown fields", (Call("Maintenance/Status", {"x": 1}, shape=status_shape),)),
 ]
 
+
+def GRANT(lease: str, ttl_s: int) -> Call:
+    return Call("Lease/LeaseGrant", {"ID": lease, "TTL": ttl_s})
+
+
+def REVOKE(lease: str) -> Call:
+    return Call("Lease/LeaseRevoke", {"ID": lease})
+
+
+def time_to_live_shape(document: Any) -> Any:
+    """The remaining TTL is each system's clock: only whether it is within the granted TTL;
+    keys in order (etcd lists them in Go's map order)."""
+    if not isinstance(document, dict) or "TTL" not in document:
+        return document
+    remaining, granted = int(document["TTL"]), int(document.get("grantedTTL", "0"))
+    shaped = {**document, "TTL": "within granted" if 0 < remaining <= granted else remaining}
+    if "keys" in shaped:
+        shaped["keys"] = sorted(shaped["keys"])
+    return shaped
+
+
+def TTL(lease: str, keys: bool = False) -> Call:
+    body: dict[str, Any] = {"ID": lease}
+    if keys:
+        body["keys"] = True
+    return Call("Lease/LeaseTimeToLive", body, shape=time_to_live_shape)
+
+
+L1 = "{lease+1}"
+
+LEASE_CASES = [
+    Case(
+        "lease grant put and time to live with keys",
+        (
+            GRANT(L1, 100),
+            PUT("{p}/b", "v", lease=L1),
+            PUT("{p}/a", "v", lease=L1),
+            PUT("{p}/c", "v"),
+            TTL(L1, keys=True),
+            RANGE("{p}/", range_end="{p}0"),
+        ),
+    ),
+    Case("lease grant an id granted already", (GRANT(L1, 100), GRANT(L1, 100))),
+    Case("lease grant a ttl too large", (GRANT(L1, 9_000_000_001), TTL(L1))),
+    Case("lease grant below the minimum ttl", (GRANT(L1, 1), TTL(L1))),
+    Case("lease grant a negative ttl", (GRANT(L1, -5),)),
+    Case("lease grant with id 0", (Call("Lease/LeaseGrant", {"TTL": 100}, drop=("ID",)),)),
+    Case("lease revoke an unknown lease", (REVOKE(L1),)),
+    Case("lease time to live of an unknown lease", (TTL(L1), TTL(L1, keys=True))),
+    Case(
+        "lease revoke deletes every attached key in one revision",
+        (
+            GRANT(L1, 100),
+            PUT("{p}/a", "v", lease=L1),
+            PUT("{p}/b", "v", lease=L1),
+            PUT("{p}/c", "v"),
+            REVOKE(L1),
+            RANGE("{p}/", range_end="{p}0"),
+            TTL(L1),
+            REVOKE(L1),
+            PUT("{p}/d", "v", lease=L1),
+        ),
+    ),
+    Case("lease put with an unknown lease", (PUT("{p}/a", "v", lease=L1), RANGE("{p}/a"))),
+    Case(
+        "lease put ignore_lease keeps the lease, a plain put drops it",
+        (
+            GRANT(L1, 100),
+            PUT("{p}/a", "v", lease=L1),
+            PUT("{p}/a", "w", ignore_lease=True),
+            RANGE("{p}/a"),
+            PUT("{p}/a", "x"),
+            TTL(L1, keys=True),
+        ),
+    ),
+    Case(
+        "lease txn put with an unknown lease writes nothing",
+        (
+            TXN(success=[op_put("{p}/a", "v"), op_put("{p}/b", "v", lease=L1)]),
+            RANGE("{p}/", range_end="{p}0"),
+        ),
+    ),
+    Case(
+        "lease compare on lease in a txn",
+        (
+            GRANT(L1, 100),
+            PUT("{p}/a", "v", lease=L1),
+            TXN(
+                compare=[cmp("{p}/a", "LEASE", "EQUAL", lease=L1)],
+                success=[op_put("{p}/b", "yes")],
+                failure=[op_put("{p}/b", "no")],
+            ),
+            RANGE("{p}/b"),
+        ),
+    ),
+]
+
 ALL_CASES = (
     PUT_CASES
     + RANGE_CASES
@@ -714,6 +812,7 @@ ALL_CASES = (
     + BAD_INPUT_CASES
     + PATH_CASES
     + CLUSTER_CASES
+    + LEASE_CASES
 )
 
 

@@ -32,6 +32,7 @@ import binascii
 import http.client
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,8 @@ BYTES_FIELDS = frozenset({"key", "range_end", "value", "rangeEnd"})
 REVISION_FIELDS = frozenset({"revision", "create_revision", "mod_revision", "compact_revision"})
 HEADER_SET_FIELDS = frozenset({"cluster_id", "member_id", "raft_term"})
 TEMPLATE_REVISION = re.compile(r"\{rev([+-]\d+)\}")
+TEMPLATE_LEASE = re.compile(r"\{lease\+(\d+)\}")
+"""A lease id of the case: the same on both systems, another for each case and transport."""
 COMPARED_HEADERS = (
     "content-type",
     "grpc-metadata-content-type",
@@ -76,6 +79,21 @@ RPCS: dict[str, tuple[str, type[Message], type[Message]]] = {
         "/v3/cluster/member/list",
         rpc_pb2.MemberListRequest,
         rpc_pb2.MemberListResponse,
+    ),
+    "Lease/LeaseGrant": (
+        "/v3/lease/grant",
+        rpc_pb2.LeaseGrantRequest,
+        rpc_pb2.LeaseGrantResponse,
+    ),
+    "Lease/LeaseRevoke": (
+        "/v3/lease/revoke",
+        rpc_pb2.LeaseRevokeRequest,
+        rpc_pb2.LeaseRevokeResponse,
+    ),
+    "Lease/LeaseTimeToLive": (
+        "/v3/lease/timetolive",
+        rpc_pb2.LeaseTimeToLiveRequest,
+        rpc_pb2.LeaseTimeToLiveResponse,
     ),
     "Maintenance/Status": (
         "/v3/maintenance/status",
@@ -210,7 +228,12 @@ class Normalizer:
 
     def fill_text(self, text: str) -> str:
         text = text.replace("{p}", self.prefix)
+        text = TEMPLATE_LEASE.sub(lambda match: str(self.lease_id(int(match.group(1)))), text)
         return TEMPLATE_REVISION.sub(lambda match: str(self.base + int(match.group(1))), text)
+
+    def lease_id(self, number: int) -> int:
+        """``{lease+number}``: from the prefix, so both systems use the same id."""
+        return (zlib.crc32(self.prefix.encode()) << 8) + number
 
     def fill(self, value: Any, name: str = "") -> Any:
         """The request with templates resolved and bytes fields in base64."""
