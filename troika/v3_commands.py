@@ -966,7 +966,7 @@ def run_client(
             await client.aclose()
 
     try:
-        return trio.run(main)
+        return _single_error(lambda: trio.run(main))
     except RpcError as error:
         unreachable = error.code is StatusCode.UNAVAILABLE and error.message.startswith(
             CANNOT_CONNECT
@@ -977,6 +977,25 @@ def run_client(
         raise CtlError(exit_code, describe(DEADLINE_EXCEEDED)) from None
     except HttpError as error:
         raise CtlError(exit_code, describe(str(error))) from None
+
+
+def _single_error(run: Callable[[], T]) -> T:
+    """``run()``, with an exception group of one error (what a Trio nursery raises when one
+    task fails and the others are cancelled) raised as that error."""
+    try:
+        return run()
+    except BaseExceptionGroup as group:
+        errors: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            error = pending.pop()
+            if isinstance(error, BaseExceptionGroup):
+                pending.extend(error.exceptions)
+            elif not isinstance(error, trio.Cancelled):
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
 
 
 def _stdin_bytes() -> bytes:

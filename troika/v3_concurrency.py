@@ -33,6 +33,8 @@ STREAM_RETRIES_MAX = 120
 """Consecutive failed attempts to (re)open a stream before giving up (about a minute)."""
 FIRST_KEEP_ALIVE_TIMEOUT_SECONDS = 5.0
 """How long the first keep-alive answer may take (later ones: the lease's TTL)."""
+UNLOCK_TIMEOUT_SECONDS = 5.0
+"""The bound on deleting a waiter's key after its wait was cancelled or failed."""
 SESSION_TTL_SECONDS = 60
 """concurrency.NewSession's default TTL (``elect``; ``lock`` takes ``--ttl``, default 10)."""
 
@@ -318,8 +320,8 @@ async def lock(client: V3Client, session: Session, name: bytes) -> Held:
         return Held(key, revision, response.header)
     try:
         header = await wait_deletes(client, prefix, revision - 1)
-    except (RpcError, LostWatcher):
-        with trio.CancelScope(shield=True):
+    except (RpcError, LostWatcher, trio.Cancelled):
+        with trio.CancelScope(shield=True), trio.move_on_after(UNLOCK_TIMEOUT_SECONDS):
             await unlock(client, key)
         raise
     return Held(key, revision, header)
