@@ -80,6 +80,7 @@ from storage.errors import (
     StorageFailed,
     StorageLocked,
 )
+from storage.integrity import check_write_ahead_log, corrupted, verify_every_block
 from storage.space import SpaceGuard
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def _engine_error(error: Exception, action: str, path: Path) -> StorageError:
     """Our error for an exception raised by rocksdict (which raises plain ``Exception``)."""
     message = str(error)
     if message.startswith("Corruption"):
-        return StorageCorrupted(f"{action} {path}: {message}")
+        return corrupted(f"{action} {path}: {message}.")
     if "No space left on device" in message:
         return StorageFailed(
             f"{action} {path}: the disk is full ({message}). Free space on that file system "
@@ -297,11 +298,19 @@ class RocksKeyValueStore:
     Raises (from the constructor):
         StorageLocked: the directory is open already, in this process or another.
         StorageError: the path cannot be made a directory, or RocksDB cannot open it.
-        StorageCorrupted: RocksDB found corruption while opening.
+        StorageCorrupted: corruption found while opening: RocksDB's checks, a write-ahead
+            log damaged before its end, a data block failing its checksum when every key is
+            read once (``verify_on_open``; see ``storage.integrity``). The message names the
+            file and says what to do.
     """
 
     def __init__(
-        self, path: str | Path, *, fsync_in_thread: bool = True, space: SpaceGuard | None = None
+        self,
+        path: str | Path,
+        *,
+        fsync_in_thread: bool = True,
+        space: SpaceGuard | None = None,
+        verify_on_open: bool = True,
     ) -> None:
         self._path = Path(path)
         self._fsync_in_thread = fsync_in_thread
@@ -313,6 +322,7 @@ class RocksKeyValueStore:
             raise StorageError(
                 f"cannot create the store directory {self._path}: {error}"
             ) from error
+        check_write_ahead_log(self._path)
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
@@ -324,6 +334,12 @@ class RocksKeyValueStore:
                     f"the store {self._path} is already open (in this process or another): {error}"
                 ) from error
             raise _engine_error(error, "cannot open the store", self._path) from error
+        if verify_on_open:
+            try:
+                verify_every_block(self._db, self._path)
+            except StorageCorrupted:
+                self._db.close()
+                raise
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = False
         self._sync_lock = trio.Lock()
