@@ -59,7 +59,15 @@ BOOTSTRAP_INDEX = 1
 QUORUM_READ_WITHOUT_READ_INDEX = "quorum-read-without-read-index"
 """A member-level planted bug: serve v2 ``quorum=true`` reads and linearizable v3 ranges
 locally, without ReadIndex (the simulator's checkers must catch it)."""
-MEMBER_PLANTED_BUGS = frozenset({QUORUM_READ_WITHOUT_READ_INDEX})
+WATCH_SKIP_EVENT_WHEN_FULL = "watch-skip-event-when-full"
+"""A planted bug: the watch hub skips the revision a synced watcher's full queue did not take,
+instead of catching the watcher up from it (the simulator's watch checker must catch it)."""
+LESSOR_EXPIRES_ON_FOLLOWERS = "lessor-expires-on-followers"
+"""A planted bug: followers' lessors decide expiry too, on their own clocks, which never see a
+renewal (the simulator's lease checker must catch it)."""
+MEMBER_PLANTED_BUGS = frozenset(
+    {QUORUM_READ_WITHOUT_READ_INDEX, WATCH_SKIP_EVENT_WHEN_FULL, LESSOR_EXPIRES_ON_FOLLOWERS}
+)
 
 
 class BootstrapError(Exception):
