@@ -318,6 +318,8 @@ class WatchHub:
         self.synced = WatcherGroup()
         self.unsynced: dict[int, Watcher] = {}
         self._serial = 0
+        self.planted_skip_when_full = False
+        """A planted bug (``actors.bootstrap.WATCH_SKIP_EVENT_WHEN_FULL``), test only."""
 
     # -- views ---------------------------------------------------------------------------
 
@@ -390,7 +392,7 @@ class WatchHub:
                 watcher.watch_id, revision, tuple(events), fragment=watcher.fragment
             )
             if not watcher.stream._offer(response, watcher):
-                self._unsync(watcher, revision)
+                self._unsync(watcher, revision + 1 if self.planted_skip_when_full else revision)
 
     def resync(self) -> None:
         """The store was replaced (a snapshot install): every synced watcher that has not
