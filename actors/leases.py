@@ -97,6 +97,8 @@ class MemberLeases:
         send: puts a payload on a peer's queue without waiting (False when dropped).
         propose_revoke: proposes a revoke entry and waits for it to apply (an async callable).
         extend_s: what a promotion adds to every lease (an election timeout).
+        planted_expire_on_followers: a planted bug, test only: every member's lessor decides
+            expiry, not only the leader's.
         tick_s: how long to wait before asking again.
         request_timeout_s: how long a renewal may take in all.
     """
@@ -112,8 +114,11 @@ class MemberLeases:
         extend_s: float,
         tick_s: float,
         request_timeout_s: float,
+        planted_expire_on_followers: bool = False,
     ) -> None:
         self.table = table
+        self.planted_expire_on_followers = planted_expire_on_followers
+        """A planted bug (``actors.bootstrap.LESSOR_EXPIRES_ON_FOLLOWERS``), test only."""
         self.status = status
         self.member_id = member_id
         self.lessor = Lessor()
@@ -141,7 +146,7 @@ class MemberLeases:
         self.lessor.revoked(lease_id)
 
     def leader_entry_applied(self) -> None:
-        if self.status.is_leader():
+        if self.status.is_leader() or self.planted_expire_on_followers:
             self._promote()
 
     def reset(self) -> None:
@@ -157,6 +162,8 @@ class MemberLeases:
     def _check_role(self) -> None:
         """Demote the lessor the moment this member is seen not to lead the term it was
         promoted in."""
+        if self.planted_expire_on_followers:
+            return
         if self.lessor.primary and (
             not self.status.is_leader() or self.status.term != self._promoted_term
         ):
