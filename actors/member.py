@@ -33,7 +33,14 @@ import trio
 from google.protobuf.message import Message as ProtoMessage
 
 from actors.apply_actor import ApplyActor
-from actors.bootstrap import MemberConfig, OpenedState, build_node, peer_addresses
+from actors.bootstrap import (
+    LESSOR_EXPIRES_ON_FOLLOWERS,
+    WATCH_SKIP_EVENT_WHEN_FULL,
+    MemberConfig,
+    OpenedState,
+    build_node,
+    peer_addresses,
+)
 from actors.clock import Clock
 from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
 from actors.join import cluster_info
@@ -180,6 +187,8 @@ class Member:
             snapshot_every_entries=config.snapshot_every_entries,
             catch_up_entries=config.snapshot_catch_up_entries,
         )
+        hub = self.apply_actor.watch_hub
+        hub.planted_skip_when_full = WATCH_SKIP_EVENT_WHEN_FULL in config.planted_bugs
         self.leases = MemberLeases(
             state.machine.leases,
             self.status,
@@ -189,6 +198,7 @@ class Member:
             extend_s=config.election_timeout_s(),
             tick_s=config.tick_interval_s,
             request_timeout_s=config.request_timeout_s,
+            planted_expire_on_followers=LESSOR_EXPIRES_ON_FOLLOWERS in config.planted_bugs,
         )
         state.machine.lease_listener = self.leases
         self.transport_actor.on_lease_payload = self.leases.on_peer_payload
