@@ -12,9 +12,11 @@ member when one stops answering:
   with a positive TTL is an acknowledgement, every answer that says the lease is gone a
   sighting (``sim.lease_checker``).
 - A *watcher* watches a key range (every key, the KV keys, the lease keys, or one key), with
-  or without ``prev_kv``, from "now" or from revision 1 (replaying history). Each stream lives
-  a random while, or until its member fails; the watcher then resumes on a random member from
-  the revision after the last event it received (``sim.watch_checker``).
+  or without ``prev_kv``, from "now" or from revision 1 (replaying history). A *slow* one
+  watches every key over a channel with small HTTP/2 windows and stops reading now and then,
+  so the member's bounded queue for its stream fills and the hub must catch it up later.
+  Each stream lives a random while, or until its member fails; the watcher then resumes on a
+  random member from the revision after the last event it received (``sim.watch_checker``).
 
 A service a member does not serve (``UNIMPLEMENTED``) ends the client: the run goes on with
 what the cluster offers.
@@ -23,7 +25,7 @@ what the cluster offers.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from random import Random
 from typing import Final, TypeVar
 
@@ -32,7 +34,8 @@ from google.protobuf.message import Message
 
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.etcdpb.routes import grpc_path
-from net.grpc.client import CallStream, GrpcChannel
+from net.grpc.client import CLIENT_LIMITS, CallStream, GrpcChannel
+from net.grpc.limits import GrpcLimits
 from net.v3.errors import RpcError, StatusCode
 from sim.cluster import SimCluster
 from sim.v3_records import (
@@ -60,6 +63,18 @@ WATCH_PATH: Final = grpc_path("Watch", "Watch")
 ResponseT = TypeVar("ResponseT", bound=Message)
 LEASE_IDS_PER_CLIENT: Final = 1_000_000
 """Lease ids of holder ``c`` are ``c * LEASE_IDS_PER_CLIENT + n``."""
+SLOW_READER_LIMITS: Final = replace(
+    CLIENT_LIMITS,
+    stream_window_bytes=1024,
+    connection_window_bytes=65_535,
+    stream_buffer_bytes_max=1024,
+    receive_message_bytes_max=1 << 20,
+    connection_buffer_bytes_max=2 << 20,
+)
+"""A slow watcher's channel: small windows and buffers, so that while it does not read, the
+member's sender soon blocks and the watch hub's bounded queue for the stream fills."""
+SLOW_STREAM_LIFE_FACTOR: Final = 3
+"""A slow watcher's streams live this much longer, so its stalls add up on one stream."""
 EXPIRY_WAIT_S_MAX: Final = 4.0
 """An abandoned lease is asked after until its TTL plus this has passed."""
 WATCHED_RANGES: Final = (
@@ -85,10 +100,16 @@ class StreamOptions:
         request_timeout_s: grant, put and revoke time out after this.
         stream_life_s_max: a watch stream is closed after a time drawn in [0.2, max).
         pause_s_max: pause between leases.
+        slow_watchers: of the watchers, how many read slowly (watcher 2 on): after a response
+            each stops reading, now and then, for up to ``stall_s_max``.
+        stall_fraction / stall_s_max: how often a slow watcher stalls, and for how long.
     """
 
     lease_holders: int = 3
-    watchers: int = 3
+    watchers: int = 4
+    slow_watchers: int = 1
+    stall_fraction: float = 0.1
+    stall_s_max: float = 6.0
     lease_ttls_s: tuple[int, ...] = (2, 3)
     hold_s_max: float = 6.0
     revoke_fraction: float = 0.5
@@ -130,10 +151,12 @@ class _Channels:
     stack: contextlib.AsyncExitStack
     open: dict[str, GrpcChannel] = field(default_factory=dict)
 
+    limits: GrpcLimits = CLIENT_LIMITS
+
     async def to(self, member: str) -> GrpcChannel:
         if member not in self.open:
             host = self.cluster.network.host(self.host_name)
-            channel = GrpcChannel(host, member_address(member))
+            channel = GrpcChannel(host, member_address(member), self.limits)
             self.open[member] = await self.stack.enter_async_context(channel)
         return self.open[member]
 
@@ -315,8 +338,9 @@ class Watcher:
 
     async def run(self, stop_at_s: float) -> None:
         """Watch until ``stop_at_s``, resuming after every stream that ends."""
-        if self.number == 1:
-            key, range_end, prev_kv = b"\0", b"\0", True
+        slow = 2 <= self.number < 2 + self.options.slow_watchers
+        if self.number == 1 or slow:
+            key, range_end, prev_kv = b"\0", b"\0", self.number == 1
         else:
             key, range_end = self.rng.choice(WATCHED_RANGES)
             prev_kv = self.rng.random() < 0.5
@@ -324,15 +348,19 @@ class Watcher:
         next_revision = self.rng.choice((0, 1))
         async with contextlib.AsyncExitStack() as stack:
             channels = _Channels(self.cluster, f"w{self.number}", stack)
+            if slow:
+                channels.limits = SLOW_READER_LIMITS
             while trio.current_time() < stop_at_s:
                 member = self.rng.choice(self.cluster.names)
                 segment = WatchSegment(member, next_revision, trio.current_time())
                 session.segments.append(segment)
                 life_s = 0.2 + self.rng.random() * (self.options.stream_life_s_max - 0.2)
+                if slow:
+                    life_s *= SLOW_STREAM_LIFE_FACTOR
                 channel = await channels.to(member)  # outside the scope: it opens a nursery
                 with trio.move_on_at(min(stop_at_s, trio.current_time() + life_s)):
                     try:
-                        await self._stream(channel, session, segment)
+                        await self._stream(channel, session, segment, slow)
                     except RpcError as error:
                         segment.end = f"{error.code.name}: {error.message}"
                         if error.code is StatusCode.UNIMPLEMENTED:
@@ -343,7 +371,7 @@ class Watcher:
                 await trio.sleep(self.rng.random() * self.options.pause_s_max)
 
     async def _stream(
-        self, channel: GrpcChannel, session: WatchSession, segment: WatchSegment
+        self, channel: GrpcChannel, session: WatchSession, segment: WatchSegment, slow: bool
     ) -> None:
         create = rpc_pb2.WatchCreateRequest(
             key=session.key,
@@ -363,6 +391,8 @@ class Watcher:
                     segment.end = f"canceled: {response.cancel_reason}"
                     segment.compact_revision = response.compact_revision
                     return
+                if slow and self.rng.random() < self.options.stall_fraction:
+                    await trio.sleep(self.rng.random() * self.options.stall_s_max)
             segment.end = "the server ended the stream"
 
 
