@@ -130,6 +130,10 @@ class HttpServer:
         limits: the bounds; the defaults follow etcd.
         http2: serves connections that open with the HTTP/2 preface (gRPC), as etcd
             multiplexes both on its client port; without it they are answered 400.
+        watched: the requests whose handler may wait long (a v3 Lock or Campaign): while
+            one runs the connection reads ahead, and a client that leaves cancels it, as
+            Go's net/http cancels a request's context. (Not every request: the extra task
+            costs tens of microseconds.)
     """
 
     def __init__(
@@ -139,11 +143,13 @@ class HttpServer:
         limits: ServerLimits | None = None,
         *,
         http2: Http2Handler | None = None,
+        watched: Callable[[Request], bool] | None = None,
     ) -> None:
         self._network = network
         self._handler = handler
         self._limits = limits if limits is not None else ServerLimits()
         self._http2 = http2
+        self._watched = watched
         self._connections = 0
 
     @property
@@ -165,7 +171,9 @@ class HttpServer:
             return
         self._connections += 1
         try:
-            await _Connection(stream, self._handler, self._limits, self._http2).run()
+            connection = _Connection(stream, self._handler, self._limits, self._http2)
+            connection.watched = self._watched
+            await connection.run()
         finally:
             self._connections -= 1
 
@@ -337,6 +345,7 @@ class _Connection:
         self._client_eof = False
         self._linger = False
         self._failed = False
+        self.watched: Callable[[Request], bool] | None = None
 
     async def run(self) -> None:
         try:
@@ -445,7 +454,13 @@ class _Connection:
 
     async def _answer(self, request: Request) -> bool:
         """Run the handler and send its response; whether the connection stays open."""
-        response = await self._call_handler(request)
+        if self.watched is not None and self.watched(request):
+            watched = await self._call_watched_handler(request)
+            if watched is None:
+                return False
+            response = watched
+        else:
+            response = await self._call_handler(request)
         keep_alive = request.keep_alive and not self._failed and not _asks_close(response.headers)
         version = "1.0" if request.http_version == "1.0" else "1.1"
         if isinstance(response, StreamingResponse):
@@ -464,6 +479,21 @@ class _Connection:
             logger.exception("handler failed on %s %s", request.method, request.path[:200])
             self._failed = True
             return _error_response(500, "internal server error")
+
+    async def _call_watched_handler(self, request: Request) -> Response | StreamingResponse | None:
+        """The handler's response, or None if the client left first (the handler is
+        cancelled then)."""
+        responses: list[Response | StreamingResponse] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_for_departure, nursery.cancel_scope)
+            responses.append(await self._call_handler(request))
+            nursery.cancel_scope.cancel()
+        if self._client_eof or not responses:
+            return None
+        if self._parser.phase is not _Phase.IDLE:
+            # A request read ahead meanwhile gets its full deadline from now.
+            self._parser.phase_started = trio.current_time()
+        return responses[0]
 
     async def _stream_response(
         self, request: Request, response: StreamingResponse, version: str, keep_alive: bool
