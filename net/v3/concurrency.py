@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Protocol
 
 from net.etcdpb import kv_pb2, rpc_pb2
+from net.etcdpb.routes import GATEWAY_ROUTES
 from net.v3 import errors
 from net.v3.errors import RpcError, StatusCode
 from net.v3.methods import CallContext
@@ -34,6 +35,24 @@ orphans the session at once: such a lock is held for at most this long."""
 CLEANUP_TIMEOUT_S = 5.0
 """How long a cancelled lock or campaign may spend deleting its own key (etcd deletes it
 with the client's background context; troika bounds it)."""
+
+
+WAITING_RPCS = frozenset({("Lock", "Lock"), ("Election", "Campaign")})
+"""The RPCs that wait for other clients (for as long as the holder keeps its lease)."""
+
+_WAITING_GATEWAY_PATHS = frozenset(
+    path for path, route in GATEWAY_ROUTES.items() if route in WAITING_RPCS
+)
+
+
+def waits_for_others(gateway_path: str) -> bool:
+    """Whether a gateway request (``/v3/`` or ``/v3beta/``) is a Lock or a Campaign: the
+    HTTP server then watches for the client leaving while it waits, and cancels it, so a
+    waiter that gave up leaves the queue (as etcd's gateway cancels the call's context)."""
+    path = gateway_path
+    if path.startswith("/v3beta/"):
+        path = "/v3/" + path.removeprefix("/v3beta/")
+    return path in _WAITING_GATEWAY_PATHS
 
 
 class ConcurrencyBackend(Protocol):
