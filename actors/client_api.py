@@ -23,7 +23,7 @@ from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
-from net.v3.concurrency import ServiceBackend
+from net.v3.concurrency import ServiceBackend, waits_for_others
 from net.v3.election_service import election_methods
 from net.v3.gateway import JsonGateway, route_v3
 from net.v3.lease_service import LeaseService, lease_methods
@@ -138,6 +138,7 @@ async def serve_client_api(
             http2=GrpcServer(
                 methods, GrpcLimits(receive_message_bytes_max=receive_bytes_max)
             ).serve_connection,
+            watched=lambda request: waits_for_others(request.path),
         )
         await server.serve(address, task_status=task_status)
         streams.cancel_scope.cancel()
