@@ -1,0 +1,95 @@
+"""Renewals forwarded to the leader over the peer transport (``actors.leases``): a round trip
+between two members' lease shells, the leader's "retry", and malformed payloads dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actors.leases import RELAY_KIND, MemberLeases
+from actors.raft import Role
+from actors.raft_actor import RaftStatus
+from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
+from storage.lease import LeaseTable
+
+LEADER, FOLLOWER = 1, 2
+
+
+async def no_revoke(_request: InternalRaftRequest) -> object:
+    return None
+
+
+def pair() -> tuple[MemberLeases, MemberLeases, LeaseTable]:
+    """A leader's and a follower's shells over one table, sending to each other directly."""
+    table = LeaseTable()
+    shells: dict[int, MemberLeases] = {}
+
+    def sender(source: int) -> Any:
+        def send(recipient: int, payload: dict[str, object]) -> bool:
+            shells[recipient].on_peer_payload(source, payload)
+            return True
+
+        return send
+
+    for member_id in (LEADER, FOLLOWER):
+        status = RaftStatus(member_id, term=3, leader_id=LEADER)
+        if member_id == LEADER:
+            status.role = Role.LEADER
+        shells[member_id] = MemberLeases(
+            table,
+            status,
+            member_id=member_id,
+            send=sender(member_id),
+            propose_revoke=no_revoke,
+            extend_s=1.0,
+            tick_s=0.1,
+            request_timeout_s=5.0,
+        )
+    return shells[LEADER], shells[FOLLOWER], table
+
+
+async def test_a_follower_renews_at_the_leader(autojump_clock: object) -> None:
+    leader, follower, table = pair()
+    table.grant(7, 10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader.run)
+        # Not promoted yet: the leader answers "retry" and the follower asks again.
+        answers: list[int] = []
+
+        async def renew() -> None:
+            answers.append(await follower.renew(7))
+
+        nursery.start_soon(renew)
+        await trio.sleep(1.0)
+        assert answers == []
+        leader.leader_entry_applied()
+        await trio.sleep(1.0)
+        assert answers == [10]
+        assert await follower.renew(8) == 0  # no such lease
+        ttl = await follower.time_to_live(7)
+        assert ttl is not None and ttl.granted_s == 10 and 9 <= ttl.remaining_s <= 11
+        assert await follower.time_to_live(8) is None
+        assert not follower.lessor.primary and leader.lessor.primary
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {RELAY_KIND: "renew"},
+        {RELAY_KIND: "renew", "seq": "1", "id": 7},
+        {RELAY_KIND: "renew", "seq": 0, "id": 7},
+        {RELAY_KIND: "renew", "seq": 1, "id": 1 << 70},
+        {RELAY_KIND: "renew", "seq": 1, "id": b"7"},
+        {RELAY_KIND: "bogus", "seq": 1, "id": 7},
+        {RELAY_KIND: "answer", "seq": 1, "found": "yes", "ttl": 1, "granted": 1},
+        {RELAY_KIND: "answer", "seq": 99, "found": True, "ttl": 1, "granted": 1},
+        {RELAY_KIND: 5, "seq": 1},
+    ],
+)
+def test_malformed_payloads_are_dropped(payload: dict[str, object]) -> None:
+    leader, _, _ = pair()
+    leader.on_peer_payload(FOLLOWER, payload)
+    assert leader._inbox_receive.statistics().current_buffer_used == 0
