@@ -49,6 +49,9 @@ STILL_WAITING_S = 1.0
 SHORT_TTL_S = 2
 """A lease left to expire (etcd's minimum TTL)."""
 
+GIVE_UP_S = 1.0
+"""How long a client that gives up waits for a lock."""
+
 RPCS: dict[str, tuple[str, str, type[Message], type[Message]]] = {
     "grant": (
         "/v3/lease/grant",
@@ -67,6 +70,12 @@ RPCS: dict[str, tuple[str, str, type[Message], type[Message]]] = {
         "/etcdserverpb.Lease/LeaseTimeToLive",
         rpc_pb2.LeaseTimeToLiveRequest,
         rpc_pb2.LeaseTimeToLiveResponse,
+    ),
+    "range": (
+        "/v3/kv/range",
+        "/etcdserverpb.KV/Range",
+        rpc_pb2.RangeRequest,
+        rpc_pb2.RangeResponse,
     ),
     "lock": (
         "/v3/lock/lock",
@@ -150,6 +159,42 @@ class Side:
         ok, document = self.raw(rpc, body)
         self.transcript.append((label, self.normalize(document)))
         return document if ok else None
+
+    def give_up(self, label: str, rpc: str, body: dict[str, Any]) -> None:
+        """A call whose client stops waiting after :data:`GIVE_UP_S` (a gateway client that
+        disconnects, a gRPC deadline); records how it ended."""
+        path, grpc_path, request_type, _ = RPCS[rpc]
+        if self.transport == "gateway":
+            target = self.target
+            connection = http.client.HTTPConnection(target.host, target.port, timeout=GIVE_UP_S)
+            try:
+                connection.request("POST", path, body=json.dumps(body).encode())
+                connection.getresponse()
+                ended = "answered"
+            except TimeoutError:
+                ended = "gave up"
+            finally:
+                connection.close()
+        else:
+            request = request_type()
+            json_format.ParseDict(body, request)
+            call = self.target.channel.unary_unary(grpc_path)
+            try:
+                call(request.SerializeToString(), timeout=GIVE_UP_S)
+                ended = "answered"
+            except grpc.RpcError as error:
+                ended = error.code().name
+        time.sleep(GIVE_UP_S)  # the server notices and cleans up
+        self.transcript.append((label, ended))
+
+    def keys(self, label: str, suffix: str) -> None:
+        """Record the keys under ``<prefix>/<suffix>/``."""
+        start = f"{self.prefix}/{suffix}/"
+        body = {"key": b64(start), "range_end": b64(start[:-1] + "0"), "keys_only": True}
+        ok, reply = self.raw("range", body)
+        assert ok, reply
+        keys = [self._names(self.normalizer.text(kv["key"])) for kv in reply.get("kvs", [])]
+        self.transcript.append((label, keys))
 
     def grant(self, name: str, ttl_s: int) -> None:
         ok, reply = self.raw("grant", {"TTL": ttl_s})
@@ -290,6 +335,8 @@ def lock_scenario(side: Side, pool: ThreadPoolExecutor) -> None:
     side.transcript.append(("L3 still waits", waiting(third)))
     side.call("L2's lease is revoked", "revoke", {"ID": side.lease("L2")})
     finished(side, "L3 holds", third)
+    side.give_up("L1 gives up waiting", "lock", {"name": lock, "lease": side.lease("L1")})
+    side.keys("L1's key is gone", "lock")
 
     side.grant("S", SHORT_TTL_S)
     short = side.name("short")
