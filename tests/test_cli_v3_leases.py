@@ -1,0 +1,504 @@
+"""``troika lease|watch|lock|elect`` against etcdctl 3.4, and their pure cores.
+
+The differential half follows tests/test_cli_v3.py: a fresh etcd 3.4 member is the
+reference, run with the real ``etcdctl``; troika's commands run against a second fresh etcd
+(``server=etcd``: the commands alone) or a fresh troika member (``server=troika``: the commands
+and troika's lease, watch and KV services). Both see the same history, so revisions line up;
+lease IDs (server-chosen) are written as ``<lease N>`` in order of appearance, cluster and
+member ids and terms as ``set``, and a lease's remaining TTL as ``<n>``. The long-running
+commands (keep-alive, watch, lock, elect) run as processes and are stopped with SIGTERM, as
+a person stops them with Ctrl-C; their stdout, error line and exit code must be equal too.
+
+The unit half checks the renderers and request builders directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.clusters import TroikaCluster
+from net.etcdpb import kv_pb2, rpc_pb2
+from tests.test_cli_v3 import COMMAND_SECONDS_MAX, Etcd, Outcome, _error_line, etcdctl, runner
+from troika.cli import app
+from troika.v3_commands import CtlError, Display
+from troika.v3_lease_commands import (
+    grant_request,
+    parse_lease_id,
+    render_grant,
+    render_keep_alive,
+    render_leases,
+    render_revoke,
+    render_time_to_live,
+)
+from troika.v3_watch_commands import (
+    WatchOptions,
+    elect_mode,
+    go_exec_error,
+    interactive_watch_request,
+    render_watch,
+    watch_request,
+)
+
+SETTLE_SECONDS = 1.5
+"""How long a background command gets to start (connect, create its watch or session)."""
+EXIT_WAIT_SECONDS = 15.0
+
+SHELL_PATH = "/usr/bin:/bin:/usr/local/bin"
+
+
+# -- normalising what differs between any two servers ---------------------------------------------
+
+
+class Normaliser:
+    """Lease IDs as ``<lease N>`` by first appearance; ids and terms as ``set``."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, str] = {}
+
+    def lease(self, value: int) -> str:
+        return self.ids.setdefault(value, f"<lease {len(self.ids)}>")
+
+    def text(self, text: str) -> str:
+        text = re.sub(r"\b[0-9a-f]{16}\b", lambda m: self.lease(int(m.group(0), 16)), text)
+        text = re.sub(
+            r"\b(mylock|myelection)/([0-9a-f]+)\b",
+            lambda m: f"{m.group(1)}/{self.lease(int(m.group(2), 16))}",
+            text,
+        )
+        text = re.sub(
+            r'"(ID|id|lease)":(\d+)',
+            lambda m: f'"{m.group(1)}":"{self.lease(int(m.group(2)))}"',
+            text,
+        )
+        text = re.sub(r'"(cluster_id|member_id|raft_term)":\d+', r'"\1":"set"', text)
+        text = re.sub(r"remaining\(\d+s\)", "remaining(<n>s)", text)
+        return re.sub(r'"ttl":\d+', '"ttl":"<n>"', text)
+
+    def outcome(self, outcome: Outcome) -> tuple[list[str], str, int]:
+        lines = self.text(outcome.stdout.decode("utf-8", errors="replace")).splitlines()
+        return lines, self.text(outcome.error), outcome.exit_code
+
+
+def _events_only(outcome: Outcome) -> Outcome:
+    """A json watch's events one a line: a watcher created after the writes (the process
+    started late) gets them replayed in one message, one created before gets one a message."""
+    events = [
+        json.dumps(event)
+        for line in outcome.stdout.splitlines()
+        for event in json.loads(line)["Events"]
+    ]
+    return Outcome("\n".join(events).encode(), outcome.error, outcome.exit_code)
+
+
+def _sorted_list(lines: list[str]) -> list[str]:
+    """``lease list``: etcd lists leases in Go map order; the count line stays first."""
+    return lines[:1] + sorted(lines[1:])
+
+
+# -- running both sides ----------------------------------------------------------------------------
+
+
+def _etcdctl_process(endpoint: str, args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["etcdctl", f"--endpoints={endpoint}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"ETCDCTL_API": "3", "PATH": SHELL_PATH},
+    )
+
+
+def _troika_process(endpoint: str, args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "troika", f"--endpoints={endpoint}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{SHELL_PATH}"},
+    )
+
+
+def _troika(endpoint: str, args: list[str], stdin: bytes = b"") -> Outcome:
+    """Run ``troika`` in-process, the endpoint given before the command (``lease`` is a
+    group whose subcommands take the flags)."""
+    result = runner.invoke(app, [f"--endpoints={endpoint}", *args], input=stdin)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Outcome(result.stdout_bytes, _error_line(result.stderr), result.exit_code)
+
+
+def _finish(process: subprocess.Popen[bytes], *, stop: bool) -> Outcome:
+    """Stop a background command with SIGTERM (or let it end) and collect what it did."""
+    if stop:
+        process.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = process.communicate(timeout=EXIT_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return Outcome(stdout, _error_line(stderr.decode()), process.returncode)
+
+
+class Side:
+    """One side of the comparison: how to run a command against its server."""
+
+    def __init__(self, endpoint: str, tool: str, normaliser: Normaliser) -> None:
+        self.endpoint = endpoint
+        self.tool = tool
+        self.normaliser = normaliser
+        self.leases: list[str] = []
+
+    def run(self, args: list[str], stdin: bytes = b"") -> Outcome:
+        if args[0] == "lock":  # a locked command's output goes to the terminal, not to Typer's
+            return _finish(self.start(args), stop=False)
+        if self.tool == "etcdctl":
+            return etcdctl(self.endpoint, args, stdin)
+        return _troika(self.endpoint, args, stdin)
+
+    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        if self.tool == "etcdctl":
+            return _etcdctl_process(self.endpoint, args)
+        return _troika_process(self.endpoint, args)
+
+    def fill(self, args: list[str]) -> list[str]:
+        """``{lease0}`` as the side's first granted lease (hex), and so on."""
+        return [
+            re.sub(r"\{lease(\d)\}", lambda m: self.leases[int(m.group(1))], arg) for arg in args
+        ]
+
+    def grant(self, ttl: int) -> str:
+        outcome = self.run(["lease", "grant", str(ttl)])
+        lease = outcome.stdout.split()[1].decode()
+        self.normaliser.lease(int(lease, 16))
+        self.leases.append(lease)
+        return lease
+
+
+SCRIPT: list[list[str]] = [
+    ["lease", "grant", "x"],
+    ["lease", "grant"],
+    ["lease", "grant", "9223372036854775807"],
+    ["lease", "grant", "100", "-w", "json"],
+    ["put", "k1", "v1", "--lease", "{lease0}"],
+    ["put", "k2", "v2", "--lease={lease1}"],
+    ["put", "k3", "v3", "--lease={lease1}"],
+    ["put", "k4", "v", "--lease", "zz"],
+    ["put", "k4", "v", "--lease", "1"],
+    ["get", "k1", "-w", "json"],
+    ["lease", "timetolive", "{lease0}"],
+    ["lease", "timetolive", "{lease0}", "--keys"],
+    ["lease", "timetolive", "{lease0}", "--keys", "-w", "json"],
+    ["lease", "timetolive", "{lease1}", "-w", "json"],
+    ["lease", "timetolive", "1"],
+    ["lease", "timetolive", "1", "--keys", "-w", "json"],
+    ["lease", "timetolive", "zz"],
+    ["lease", "timetolive"],
+    ["lease", "keep-alive", "--once", "{lease0}"],
+    ["lease", "keep-alive", "--once", "{lease1}", "-w", "json"],
+    ["lease", "keep-alive", "--once", "1"],
+    ["lease", "keep-alive", "1"],
+    ["lease", "keep-alive", "1", "-w", "json"],
+    ["lease", "keep-alive"],
+    ["lease", "keep-alive", "q"],
+    ["lease", "grant", "100", "-w", "table"],
+    ["lease", "revoke", "{lease0}"],
+    ["lease", "revoke", "{lease0}"],
+    ["lease", "revoke", "{lease1}", "-w", "json"],
+    ["lease", "revoke", "xyz"],
+    ["lease", "revoke"],
+    ["get", "k", "--prefix"],
+    ["lease", "timetolive", "{lease1}"],
+    ["put", "w/a", "1"],
+    ["put", "w/a", "2"],
+    ["put", "w/b", "3"],
+    ["compaction", "9"],
+    ["watch"],
+    ["watch", "a", "b", "--prefix"],
+    ["watch", "w/", "--prefix", "--rev", "2"],
+    ["watch", "w/", "--prefix", "--rev", "2", "-w", "json"],
+    ["lock"],
+    ["lock", "mylock", "echo", "hi"],
+    ["lock", "mylock", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"],
+    ["lock", "mylock", "/nonexistent"],
+    ["lock", "mylock", "nonexistent-command"],
+    ["elect"],
+    ["elect", "a", "b", "c"],
+    ["elect", "myelection"],
+    ["elect", "myelection", "p", "-l"],
+]
+
+
+def _script_lines(side: Side) -> list[tuple[list[str], Shown]]:
+    side.grant(100)
+    side.grant(100)
+    shown = []
+    for args in SCRIPT:
+        filled = side.fill(args)
+        shown.append((args, side.normaliser.outcome(side.run(filled))))
+    listed = side.normaliser.outcome(side.run(["lease", "list"]))
+    shown.append((["lease", "list"], (_sorted_list(listed[0]), listed[1], listed[2])))
+    return shown
+
+
+def _background(side: Side) -> dict[str, Shown]:
+    """keep-alive until revoked, watches of a prefix, a lock passed on, an election."""
+    results: dict[str, Outcome] = {}
+    lease = side.grant(9)
+    keeper = side.start(["lease", "keep-alive", lease])
+    time.sleep(SETTLE_SECONDS)
+    side.run(["lease", "revoke", lease])
+    results["keep-alive until revoked"] = _finish(keeper, stop=False)
+
+    revision = json.loads(side.run(["get", "x", "-w", "json"]).stdout)["header"]["revision"]
+    start = ["--rev", str(revision + 1)]
+    watchers = {
+        "watch simple": side.start(["watch", "x/", "--prefix", "--prev-kv", *start]),
+        "watch json": side.start(["watch", "x/", "--prefix", "-w", "json", *start]),
+        "watch range": side.start(["watch", "x/a", "x/c", *start]),
+    }
+    for args in (["put", "x/a", "1"], ["put", "x/a", "2"], ["del", "x/a"], ["put", "x/c", "3"]):
+        side.run(args)
+    side.run(["txn"], b"\nput x/b 1\nput x/d 2\n\n\n")
+    time.sleep(SETTLE_SECONDS)
+    for name, process in watchers.items():
+        results[name] = _finish(process, stop=True)
+    results["watch json"] = _events_only(results["watch json"])
+
+    holder = side.start(["lock", "mylock", "--ttl", "20"])
+    time.sleep(SETTLE_SECONDS)
+    waiter = side.start(["lock", "mylock", "echo", "second"])
+    time.sleep(SETTLE_SECONDS)
+    results["lock holder"] = _finish(holder, stop=True)
+    results["lock waiter"] = _finish(waiter, stop=False)
+
+    observer = side.start(["elect", "-l", "myelection"])
+    time.sleep(SETTLE_SECONDS)
+    first = side.start(["elect", "myelection", "one"])
+    time.sleep(SETTLE_SECONDS)
+    second = side.start(["elect", "myelection", "two"])
+    time.sleep(SETTLE_SECONDS)
+    results["elect first"] = _finish(first, stop=True)
+    time.sleep(SETTLE_SECONDS)
+    results["elect second"] = _finish(second, stop=True)
+    time.sleep(SETTLE_SECONDS)
+    results["elect observer"] = _finish(observer, stop=True)
+    return {name: side.normaliser.outcome(outcome) for name, outcome in results.items()}
+
+
+@pytest.fixture
+def endpoints(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A fresh etcd (the reference) and a fresh subject: a second etcd or a troika member."""
+    if subprocess.run(["which", "etcd", "etcdctl"], capture_output=True, check=False).returncode:
+        pytest.skip("etcd and etcdctl (3.4) are not on PATH")
+    reference = Etcd(tmp_path_factory.mktemp("etcd-cli-leases-reference"), "reference")
+    try:
+        if request.param == "etcd":
+            subject = Etcd(tmp_path_factory.mktemp("etcd-cli-leases-subject"), "subject")
+            try:
+                yield reference.endpoint, subject.endpoint
+            finally:
+                subject.stop()
+        else:
+            with TroikaCluster(1, tmp_path_factory.mktemp("troika-cli-leases")) as cluster:
+                yield reference.endpoint, cluster.client_urls[0].removeprefix("http://")
+    finally:
+        reference.stop()
+
+
+Shown = tuple[list[str], str, int]
+
+
+def _differences(pairs: list[tuple[object, Shown, Shown]]) -> list[str]:
+    return [
+        f"{name}:\n  etcdctl {expected}\n  troika  {got}"
+        for name, expected, got in pairs
+        if expected != got
+    ]
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("endpoints", ["etcd", "troika"], indirect=True)
+def test_lease_watch_lock_elect_print_what_etcdctl_prints(endpoints: tuple[str, str]) -> None:
+    """The script and the background scenarios through etcdctl against the reference and
+    through troika's commands against the subject: the same output, step by step."""
+    reference, subject = endpoints
+    theirs = Side(reference, "etcdctl", Normaliser())
+    ours = Side(subject, "troika", Normaliser())
+    expected, got = _script_lines(theirs), _script_lines(ours)
+    differences = _differences(
+        [(left[0], left[1], right[1]) for left, right in zip(expected, got, strict=True)]
+    )
+    assert any("granted with TTL(100s), remaining" in " ".join(line[1][0]) for line in expected)
+    background_expected, background_got = _background(theirs), _background(ours)
+    assert background_expected["lock waiter"][0] == ["second"]
+    differences += _differences(
+        [(name, shown, background_got[name]) for name, shown in background_expected.items()]
+    )
+    assert not differences, "\n".join(differences)
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("endpoints", ["etcd"], indirect=True)
+def test_troika_lock_and_etcdctl_lock_exclude_each_other(endpoints: tuple[str, str]) -> None:
+    """The lock is etcdctl's recipe, so a troika holder keeps an etcdctl waiter out."""
+    reference, _ = endpoints
+    holder = _troika_process(reference, ["lock", "shared"])
+    time.sleep(SETTLE_SECONDS * 2)
+    waiter = _etcdctl_process(reference, ["lock", "shared", "echo", "etcdctl got it"])
+    time.sleep(SETTLE_SECONDS)
+    assert waiter.poll() is None, "etcdctl took a lock troika holds"
+    held = _finish(holder, stop=True)
+    assert held.exit_code == 0 and held.stdout.startswith(b"shared/")
+    assert _finish(waiter, stop=False) == Outcome(b"etcdctl got it\n", "", 0)
+
+
+# -- the unit half ---------------------------------------------------------------------------------
+
+HEADER = rpc_pb2.ResponseHeader(cluster_id=7, member_id=8, revision=4, raft_term=2)
+
+
+def test_lease_requests_and_ids() -> None:
+    assert grant_request(["60"]).TTL == 60
+    assert parse_lease_id("1a") == 26
+    for args, message in (
+        (["x"], 'bad TTL (strconv.ParseInt: parsing "x": invalid syntax)'),
+        ([], "lease grant command needs TTL argument"),
+    ):
+        with pytest.raises(CtlError) as caught:
+            grant_request(args)
+        assert (caught.value.exit_code, caught.value.message) == (128, message)
+    with pytest.raises(CtlError, match=r"bad lease ID arg \(.*\), expecting ID in Hex"):
+        parse_lease_id("q")
+
+
+def test_lease_renderers_match_etcdctl() -> None:
+    grant = rpc_pb2.LeaseGrantResponse(header=HEADER, ID=0x12C8A24012E1F705, TTL=60)
+    assert render_grant(grant, "simple") == [b"lease 12c8a24012e1f705 granted with TTL(60s)"]
+    assert render_grant(grant, "json") == [
+        b'{"cluster_id":7,"member_id":8,"revision":4,"raft_term":2,'
+        b'"ID":1353510084103239429,"TTL":60,"Error":""}'
+    ]
+    assert render_revoke(1, rpc_pb2.LeaseRevokeResponse(header=HEADER), "simple") == [
+        b"lease 0000000000000001 revoked"
+    ]
+    alive = rpc_pb2.LeaseKeepAliveResponse(header=HEADER, ID=1, TTL=6)
+    assert render_keep_alive(alive, "json") == [
+        b'{"cluster_id":7,"member_id":8,"revision":4,"raft_term":2,"ID":1,"TTL":6}'
+    ]
+    live = rpc_pb2.LeaseTimeToLiveResponse(
+        header=HEADER, ID=1, TTL=99, grantedTTL=100, keys=[b"k1", b"k0"]
+    )
+    assert render_time_to_live(live, True, "simple") == [
+        b"lease 0000000000000001 granted with TTL(100s), remaining(99s), attached keys([k1 k0])"
+    ]
+    assert json.loads(render_time_to_live(live, True, "json")[0])["keys"] == ["azE=", "azA="]
+    gone = rpc_pb2.LeaseTimeToLiveResponse(header=HEADER, ID=1, TTL=-1)
+    assert render_time_to_live(gone, True, "simple") == [b"lease 0000000000000001 already expired"]
+    assert b'"granted-ttl":0,"keys":null' in render_time_to_live(gone, False, "json")[0]
+    listed = rpc_pb2.LeaseLeasesResponse(
+        header=HEADER, leases=[rpc_pb2.LeaseStatus(ID=1), rpc_pb2.LeaseStatus(ID=2)]
+    )
+    assert render_leases(listed, "simple") == [
+        b"found 2 leases",
+        b"0000000000000001",
+        b"0000000000000002",
+    ]
+    assert json.loads(render_leases(listed, "json")[0])["leases"] == [{"id": 1}, {"id": 2}]
+    with pytest.raises(CtlError) as caught:
+        render_leases(listed, "table")
+    assert (caught.value.exit_code, caught.value.message) == (
+        4,
+        "table not supported as output format",
+    )
+
+
+def test_watch_requests() -> None:
+    prefix = watch_request([b"w/"], WatchOptions(prefix=True, rev=3, prev_kv=True))
+    assert (prefix.key, prefix.range_end, prefix.start_revision, prefix.prev_kv) == (
+        b"w/",
+        b"w0",
+        3,
+        True,
+    )
+    assert watch_request([b""], WatchOptions(prefix=True)).range_end == b"\x00"
+    assert watch_request([b"a", b"c"], WatchOptions()).range_end == b"c"
+    assert watch_request([b"a", b"b", b"c"], WatchOptions()).range_end == b""  # as etcdctl
+    with pytest.raises(CtlError, match="bad number of arguments"):
+        watch_request([], WatchOptions())
+    with pytest.raises(CtlError, match="mutually exclusive"):
+        watch_request([b"a", b"b"], WatchOptions(prefix=True))
+    parsed = interactive_watch_request("watch w/ --prefix --rev 5")
+    assert isinstance(parsed, rpc_pb2.WatchCreateRequest)
+    assert (parsed.range_end, parsed.start_revision) == (b"w0", 5)
+    assert interactive_watch_request("get x") == "Invalid command get x (only support watch)"
+    assert interactive_watch_request("watch") == (
+        "Invalid command watch (command type or key is not provided)"
+    )
+
+
+def test_watch_renderer_matches_etcdctl() -> None:
+    kv = kv_pb2.KeyValue(key=b"w/a", value=b"2", create_revision=7, mod_revision=8, version=2)
+    before = kv_pb2.KeyValue(key=b"w/a", value=b"1", create_revision=7, mod_revision=7, version=1)
+    deleted = kv_pb2.KeyValue(key=b"w/a", mod_revision=9)
+    response = rpc_pb2.WatchResponse(
+        header=HEADER,
+        events=[
+            kv_pb2.Event(type=kv_pb2.Event.PUT, kv=kv, prev_kv=before),
+            kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=deleted),
+        ],
+    )
+    assert render_watch(response, Display()) == [
+        b"PUT",
+        b"w/a",
+        b"1",
+        b"w/a",
+        b"2",
+        b"DELETE",
+        b"w/a",
+        b"",
+    ]
+    document = json.loads(render_watch(response, Display("json"))[0])
+    assert list(document) == ["Header", "Events", "CompactRevision", "Canceled", "Created"]
+    assert document["Events"][1] == {"type": 1, "kv": {"key": "dy9h", "mod_revision": 9}}
+    cancelled = rpc_pb2.WatchResponse(header=HEADER, canceled=True, compact_revision=3)
+    assert render_watch(cancelled, Display("json"))[0].endswith(
+        b'"Events":[],"CompactRevision":3,"Canceled":true,"Created":false}'
+    )
+
+
+def test_elect_arguments_and_exec_errors() -> None:
+    elect_mode(["e", "p"], listen=False)
+    elect_mode(["e"], listen=True)
+    for args, listen, message in (
+        ([], False, "elect takes one election name argument"),
+        (["e"], False, "no proposal argument but -l not set"),
+        (["e", "p"], True, "proposal given but -l is set"),
+    ):
+        with pytest.raises(CtlError, match=message):
+            elect_mode(args, listen)
+    assert go_exec_error(["false"], 1) == "exit status 1"
+    assert go_exec_error(["/x/y"], None) == "fork/exec /x/y: no such file or directory"
+    assert go_exec_error(["nope"], None) == 'exec: "nope": executable file not found in $PATH'
+
+
+def test_normaliser_maps_lease_ids_in_every_form() -> None:
+    normaliser = Normaliser()
+    text = (
+        'lease 12c8a24012e1f705 granted {"ID":1353510084103239429,"ttl":99} '
+        "mylock/12c8a24012e1f705 myelection/1f"
+    )
+    assert normaliser.text(text) == (
+        'lease <lease 0> granted {"ID":"<lease 0>","ttl":"<n>"} '
+        "mylock/<lease 0> myelection/<lease 1>"
+    )
+    assert COMMAND_SECONDS_MAX > 0
