@@ -75,6 +75,8 @@ SLOW_READER_LIMITS: Final = replace(
 member's sender soon blocks and the watch hub's bounded queue for the stream fills."""
 SLOW_STREAM_LIFE_FACTOR: Final = 3
 """A slow watcher's streams live this much longer, so its stalls add up on one stream."""
+STALL_TAIL_S: Final = 1.5
+"""A slow watcher's stall ends this long before its stream does, so it reads what piled up."""
 EXPIRY_WAIT_S_MAX: Final = 4.0
 """An abandoned lease is asked after until its TTL plus this has passed."""
 WATCHED_RANGES: Final = (
@@ -358,9 +360,10 @@ class Watcher:
                 if slow:
                     life_s *= SLOW_STREAM_LIFE_FACTOR
                 channel = await channels.to(member)  # outside the scope: it opens a nursery
-                with trio.move_on_at(min(stop_at_s, trio.current_time() + life_s)):
+                deadline_s = min(stop_at_s, trio.current_time() + life_s)
+                with trio.move_on_at(deadline_s):
                     try:
-                        await self._stream(channel, session, segment, slow)
+                        await self._stream(channel, session, segment, deadline_s if slow else None)
                     except RpcError as error:
                         segment.end = f"{error.code.name}: {error.message}"
                         if error.code is StatusCode.UNIMPLEMENTED:
@@ -371,8 +374,15 @@ class Watcher:
                 await trio.sleep(self.rng.random() * self.options.pause_s_max)
 
     async def _stream(
-        self, channel: GrpcChannel, session: WatchSession, segment: WatchSegment, slow: bool
+        self,
+        channel: GrpcChannel,
+        session: WatchSession,
+        segment: WatchSegment,
+        stalls_until_s: float | None,
     ) -> None:
+        """One Watch stream, recorded into ``segment``; a slow watcher (``stalls_until_s``:
+        the stream's end) stalls now and then, and reads on for ``STALL_TAIL_S`` after each
+        stall, so what the member queued meanwhile reaches it on this same stream."""
         create = rpc_pb2.WatchCreateRequest(
             key=session.key,
             range_end=session.range_end,
@@ -391,8 +401,10 @@ class Watcher:
                     segment.end = f"canceled: {response.cancel_reason}"
                     segment.compact_revision = response.compact_revision
                     return
-                if slow and self.rng.random() < self.options.stall_fraction:
-                    await trio.sleep(self.rng.random() * self.options.stall_s_max)
+                if stalls_until_s is not None and self.rng.random() < self.options.stall_fraction:
+                    stall_s = self.rng.random() * self.options.stall_s_max
+                    room_s = stalls_until_s - STALL_TAIL_S - trio.current_time()
+                    await trio.sleep(max(0.0, min(stall_s, room_s)))
             segment.end = "the server ended the stream"
 
 
