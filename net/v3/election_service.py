@@ -121,6 +121,7 @@ class ElectionService:
                 leader.rev = kv.create_revision
                 if kv.value != request.value:
                     await self._proclaim_value(leader, request.value, lease, context)
+            assert leader.rev > 0, leader.rev
             await wait_deletes(backend, prefix, leader.rev - 1, context)
             mine = await backend.range(rpc_pb2.RangeRequest(key=key), context)
             if not mine.kvs or mine.kvs[0].create_revision != leader.rev:

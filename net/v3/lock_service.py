@@ -87,9 +87,11 @@ class LockService:
             my_revision = response.header.revision
         else:  # this lease already waits for or holds the lock: the same key again
             my_revision = response.responses[0].response_range.kvs[0].create_revision
+        assert my_revision > 0, my_revision
         holder = response.responses[1].response_range.kvs
         if not holder or holder[0].create_revision == my_revision:
             return v3lock_pb2.LockResponse(header=response.header, key=key)
+        assert holder[0].create_revision < my_revision, "the holder is the oldest key"
         try:
             await wait_deletes(backend, prefix, my_revision - 1, context)
             mine = await backend.range(rpc_pb2.RangeRequest(key=key), context)
