@@ -6,6 +6,8 @@ The default run keeps to a few seeds; ``-m slow`` sweeps v3 seeds over every sce
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from net.etcdpb import kv_pb2, rpc_pb2
@@ -18,6 +20,9 @@ from sim.workload_v3 import build_request, read_delete, read_range, read_txn
 
 PLANTED_BUG_SEEDS_MAX = 20
 """The v3 stale-read bug is caught on the first seed or two of split-brain; 20 is the bound."""
+STREAM_BUG_SEEDS_MAX = 200
+"""The watch and lease planted bugs must each be caught within this many seeds."""
+STREAM_BUG_DURATION_S = 6.0
 V3_SWEEP_SEEDS = 40
 V3_SWEEP_DURATION_S = 6.0
 
@@ -39,6 +44,10 @@ def test_a_v3_seed_replays_bit_for_bit_and_passes() -> None:
     ]:
         assert expected in kinds
     assert "--api v3" in first.options.replay_command()
+    log = first.v3_log
+    assert log is not None
+    assert any(segment.events for session in log.sessions for segment in session.segments)
+    assert any(ack.what == "keep-alive" for ack in log.acks) and log.lease_puts
 
 
 def test_a_linearizable_range_without_read_index_is_caught_and_the_seed_passes_without() -> None:
@@ -60,6 +69,31 @@ def test_a_linearizable_range_without_read_index_is_caught_and_the_seed_passes_w
             assert clean.passed, "\n".join(summary_lines(clean))
             return
     pytest.fail(f"the v3 stale read went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bug", "checker"),
+    [("watch-skip-event-when-full", "watch: "), ("lessor-expires-on-followers", "lease: ")],
+)
+def test_a_planted_watch_or_lease_bug_is_caught_and_the_seed_passes_without(
+    bug: str, checker: str
+) -> None:
+    for seed in range(STREAM_BUG_SEEDS_MAX):
+        scenario = scenario_for(seed, "all")
+        options = RunOptions(
+            seed=seed, scenario=scenario, planted_bug=bug, duration_s=STREAM_BUG_DURATION_S,
+            api="v3",
+        )  # fmt: skip
+        result = run(options)
+        if not result.passed:
+            assert any(line.startswith(checker) for line in result.violations), "\n".join(
+                summary_lines(result)
+            )
+            clean = run(replace(options, planted_bug=None))
+            assert clean.passed, "\n".join(summary_lines(clean))
+            return
+    pytest.fail(f"{bug} went unnoticed for {STREAM_BUG_SEEDS_MAX} seeds")
 
 
 def test_mvcc_disagreement_names_the_members_at_one_applied_index() -> None:
