@@ -18,6 +18,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -439,3 +442,67 @@ def test_lock_and_election_match_etcd(
 ) -> None:
     found = run_both(SCENARIOS[scenario], transport, scenario, targets)
     assert not found, "\n".join(found)
+
+
+# ---------------------------------------------------------------------------- etcdctl
+
+ETCDCTL = shutil.which("etcdctl")
+ETCDCTL_TIMEOUT_S = 30.0
+
+
+def etcdctl_sessions(endpoints: str, name: str) -> dict[str, Any]:
+    """``etcdctl lock`` and ``etcdctl elect`` (clientv3's client-side Mutex and Election, on
+    leases, txns and watches): a holder, a waiter that runs a command once the holder is
+    stopped, two candidates in turn and an observer (``elect -l``). What each printed."""
+    assert ETCDCTL is not None
+    env = dict(os.environ, ETCDCTL_API="3")
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        command = [ETCDCTL, "--endpoints", endpoints, *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+    def stop(process: subprocess.Popen[str]) -> str:
+        process.terminate()  # etcdctl closes its session (revokes its lease) and exits
+        return process.communicate(timeout=ETCDCTL_TIMEOUT_S)[0]
+
+    found: dict[str, Any] = {}
+    holder = start("lock", f"{name}/lock")
+    assert holder.stdout is not None
+    found["holder"] = holder.stdout.readline().strip().rsplit("/", 1)[0]
+    waiter = start("lock", f"{name}/lock", "echo", "waited")
+    time.sleep(STILL_WAITING_S)
+    found["waiter waits"] = waiter.poll() is None
+    stop(holder)
+    found["waiter"] = waiter.communicate(timeout=ETCDCTL_TIMEOUT_S)[0].split()
+
+    first = start("elect", f"{name}/elect", "p1")
+    assert first.stdout is not None
+    found["first candidate"] = first.stdout.readline().strip().rsplit("/", 1)[0]
+    observer = start("elect", "-l", f"{name}/elect")
+    time.sleep(STILL_WAITING_S)
+    second = start("elect", f"{name}/elect", "p2")
+    time.sleep(STILL_WAITING_S)
+    found["second waits"] = second.poll() is None
+    stop(first)
+    assert second.stdout is not None
+    found["second candidate"] = second.stdout.readline().strip().rsplit("/", 1)[0]
+    time.sleep(STILL_WAITING_S)
+    stop(second)
+    lines = stop(observer).split()
+    found["observed"] = [line for line in lines if line in ("p1", "p2")]
+    return found
+
+
+@pytest.mark.skipif(ETCDCTL is None, reason="etcdctl is not installed")
+def test_etcdctl_lock_and_elect_match_etcd(
+    troika_cluster: TroikaCluster, etcd_cluster: EtcdCluster
+) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [
+            pool.submit(etcdctl_sessions, ",".join(cluster.client_urls), "/etcdctl")
+            for cluster in (troika_cluster, etcd_cluster)
+        ]
+        troika, etcd = (run.result(timeout=120) for run in runs)
+    assert etcd["observed"] == ["p1", "p2"], etcd  # the scenario shows what it should
+    assert etcd["waiter"] == ["waited"], etcd
+    assert troika == etcd
