@@ -115,14 +115,19 @@ def check_watches(
 ) -> list[str]:
     """Every violation of the watch and acknowledged-write rules (the module docstring)."""
     report = _Report()
+    by_revision: dict[int, list[ChangeEvent]] = {}
+    for revision, _, event in reference.events:
+        by_revision.setdefault(revision, []).append(event)
     for write in acked:
-        _check_acked(write, reference, report)
+        _check_acked(write, reference, by_revision.get(write.revision, []), report)
     for session in sessions:
         _check_session(session, reference, report)
     return report.done()
 
 
-def _check_acked(write: AckedWrite, reference: MvccHistory, report: _Report) -> None:
+def _check_acked(
+    write: AckedWrite, reference: MvccHistory, made: list[ChangeEvent], report: _Report
+) -> None:
     if write.revision <= reference.compact_revision:
         return
     name = write.key.decode(errors="replace")
@@ -133,7 +138,7 @@ def _check_acked(write: AckedWrite, reference: MvccHistory, report: _Report) -> 
             f"agreed store's revision {reference.revision}"
         )
         return
-    found = [event for event in reference.at(write.revision) if event.kv.key == write.key]
+    found = [event for event in made if event.kv.key == write.key]
     matches = [
         event
         for event in found
