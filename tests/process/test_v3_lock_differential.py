@@ -506,3 +506,65 @@ def test_etcdctl_lock_and_elect_match_etcd(
     assert etcd["observed"] == ["p1", "p2"], etcd  # the scenario shows what it should
     assert etcd["waiter"] == ["waited"], etcd
     assert troika == etcd
+
+
+# ---------------------------------------------------------------------------- failover
+
+FAILOVER_TIMEOUT_S = 30.0
+
+
+def with_retries(target: Target, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A gateway call repeated until it succeeds (requests fail while there is no leader)."""
+    deadline = time.monotonic() + FAILOVER_TIMEOUT_S
+    while True:
+        try:
+            status, _, payload = target.http("POST", path, json.dumps(body).encode(), None)
+        except OSError:
+            status, payload = 0, b""
+        if status == 200:
+            reply: dict[str, Any] = json.loads(payload)
+            return reply
+        assert time.monotonic() < deadline, f"{target.name} {path}: {status} {payload!r}"
+        time.sleep(0.2)
+
+
+def failover_run(cluster: TroikaCluster | EtcdCluster, name: str) -> dict[str, Any]:
+    """A holder and a waiter on a follower; kill -9 the leader; the holder unlocks through
+    the follower once a new leader is elected; the waiter (its wait spanning the failover)
+    gets the lock. What each step showed."""
+    leader = cluster.wait_for_leader()
+    follower = next(index for index in range(len(cluster.client_urls)) if index != leader)
+    target = Target(name, cluster.client_urls[follower])
+    lock = b64(f"/failover/{name}")
+    found: dict[str, Any] = {}
+    try:
+        first = with_retries(target, "/v3/lease/grant", {"TTL": 60})["ID"]
+        second = with_retries(target, "/v3/lease/grant", {"TTL": 60})["ID"]
+        held = with_retries(target, "/v3/lock/lock", {"name": lock, "lease": first})["key"]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            body = json.dumps({"name": lock, "lease": second}).encode()
+            waiter = pool.submit(target.http, "POST", "/v3/lock/lock", body, None)
+            time.sleep(STILL_WAITING_S)
+            found["waits"] = not waiter.done()
+            cluster.kill(leader)
+            cluster.wait_for_leader()
+            with_retries(target, "/v3/lock/unlock", {"key": held})
+            status, _, payload = waiter.result(timeout=FAILOVER_TIMEOUT_S)
+        found["waiter"] = status
+        if status == 200:
+            key = base64.b64decode(json.loads(payload)["key"]).decode()
+            found["key"] = key.replace(f"{int(second):x}", "<second>")
+    finally:
+        target.close()
+        if not cluster.is_running(leader):
+            cluster.restart(leader)
+    return found
+
+
+def test_a_wait_spans_a_leader_failover_as_on_etcd(
+    troika_cluster: TroikaCluster, etcd_cluster: EtcdCluster
+) -> None:
+    troika = failover_run(troika_cluster, "troika")
+    etcd = failover_run(etcd_cluster, "etcd")
+    assert etcd == {"waits": True, "waiter": 200, "key": "/failover/etcd/<second>"}
+    assert troika == {"waits": True, "waiter": 200, "key": "/failover/troika/<second>"}
