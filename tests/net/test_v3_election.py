@@ -292,3 +292,16 @@ async def test_refusals_before_the_handler_keep_their_code(member: FakeMember) -
         await observe(member, b"e", [])
     assert raised.value == errors.no_leader()
     assert member.calls == []
+
+
+async def test_proclaim_without_a_lease_attaches_a_session_lease(member: FakeMember) -> None:
+    """As etcd (checked on 3.4.23): the server's session grants a lease and the put uses it."""
+    lease = member.grant(60)
+    leader = (await campaign(member, lease, b"A")).leader
+    await proclaim(member, LeaderKey(name=leader.name, key=leader.key, rev=leader.rev), b"B")
+    session = max(member.leases)
+    assert session != lease and member.leases[session] == SESSION_TTL_S
+    kv = member.value(leader.key)
+    assert kv is not None and (kv.value, kv.lease) == (b"B", session)
+    await resign(member, LeaderKey(name=leader.name, key=leader.key, rev=leader.rev))
+    assert len(member.leases) == 2  # etcd's Resign would grant one more, never used
