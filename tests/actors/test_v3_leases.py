@@ -4,8 +4,11 @@ only, the failover extension, and leases surviving a restart."""
 
 from __future__ import annotations
 
+import itertools
+
 import trio
 
+from actors.leases import EXPIRY_CHECK_INTERVAL_S, REVOKES_PER_ROUND
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
 from net.etcdpb import rpc_pb2
@@ -181,4 +184,26 @@ async def test_a_lagging_member_gets_the_leases_from_a_snapshot(autojump_clock: 
             attached = rejoined.machine.leases.get(lease.ID)
             assert attached is not None and len(attached.keys) == 3
         assert keys_of(rejoined) == keys_of(leader) and len(keys_of(leader)) == 27
+        nursery.cancel_scope.cancel()
+
+
+async def test_many_expiries_are_revoked_at_a_bounded_rate(autojump_clock: object) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        backend = MemberV3Backend(leader)
+        count = 1200
+        async with trio.open_nursery() as granting:
+            for number in range(count):
+                granting.start_soon(backend.lease_grant, grant(3, lease_id=number + 1))
+        assert len(leader.machine.leases) == count
+        left: list[int] = []
+        with trio.fail_after(60):
+            while len(leader.machine.leases):
+                left.append(len(leader.machine.leases))
+                await trio.sleep(EXPIRY_CHECK_INTERVAL_S)
+        left.append(0)
+        revoked_per_round = [before - after for before, after in itertools.pairwise(left)]
+        assert max(revoked_per_round) <= REVOKES_PER_ROUND
+        assert sum(1 for revoked in revoked_per_round if revoked) >= 3  # spread over rounds
         nursery.cancel_scope.cancel()
