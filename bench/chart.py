@@ -1,7 +1,9 @@
 """The benchmark's picture: throughput and p99 latency against connections, troika beside etcd.
 
 One row per workload, two panels per row (ops/s, p99 ms), one line per system; both axes of
-connections are logarithmic, as the counts usually are (1, 16, 64). Drawn with matplotlib's
+connections are logarithmic, as the counts usually are (1, 16, 64); a watch fan-out's events
+per second too (1 to 1,000 watchers span orders of magnitude). With memory samples, a last row
+of bars: the leader's resident MiB holding the items, and KiB per item. Drawn with matplotlib's
 Agg backend, so no display is needed. ``python -m bench.chart bench.json bench.png`` redraws
 a chart from a results file.
 """
