@@ -31,7 +31,7 @@ member loses its leader.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -152,6 +152,14 @@ def fragments(message: rpc_pb2.WatchResponse, limit_bytes: int) -> list[rpc_pb2.
     return parts
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
+
+
 class _Signal:
     """A wake-up that is never lost: ``set`` before ``wait`` makes the next wait return."""
 
@@ -186,6 +194,13 @@ class WatchService:
                 nursery.start_soon(self._receive, requests, stream, drained)
                 nursery.start_soon(self._tick_progress, stream)
                 await self._send(stream, send, ready, drained)
+        except BaseExceptionGroup as group:
+            # A task failed (the others were cancelled): raise its error as it is, so the
+            # transport sees the RpcError, or its own "stream closed", not a group.
+            failures = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+            if failures:
+                raise failures[0] from None
+            raise
         finally:
             stream.close()
 
