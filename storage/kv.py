@@ -80,7 +80,12 @@ from storage.errors import (
     StorageFailed,
     StorageLocked,
 )
-from storage.integrity import check_write_ahead_log, corrupted, verify_every_block
+from storage.integrity import (
+    check_manifest,
+    check_write_ahead_log,
+    corrupted,
+    verify_every_block,
+)
 from storage.space import SpaceGuard
 
 logger = logging.getLogger(__name__)
@@ -322,6 +327,7 @@ class RocksKeyValueStore:
             raise StorageError(
                 f"cannot create the store directory {self._path}: {error}"
             ) from error
+        check_manifest(self._path)
         check_write_ahead_log(self._path)
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
@@ -329,7 +335,8 @@ class RocksKeyValueStore:
         try:
             self._db: rocksdict.Rdict | None = rocksdict.Rdict(str(self._path), options)
         except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
-            if "lock" in str(error).lower():
+            message = str(error)
+            if not message.startswith("Corruption") and "/LOCK" in message:
                 raise StorageLocked(
                     f"the store {self._path} is already open (in this process or another): {error}"
                 ) from error
