@@ -146,12 +146,25 @@ def serve_command(
     max_request_bytes: Annotated[
         int, typer.Option("--max-request-bytes", help="Largest v3 request proposed, in bytes.")
     ] = 1_572_864,
+    watch_progress_notify_interval: Annotated[
+        str,
+        typer.Option(
+            "--experimental-watch-progress-notify-interval",
+            help="How often idle v3 watchers with progress_notify hear of the revision.",
+        ),
+    ] = "10m0s",
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run one member (flags as etcd names them)."""
     from troika.serve import ServeOptions, serve_until_signalled
+    from troika.v3_commands import CtlError, parse_go_duration
 
     _configure_logging(log_level)
+    try:
+        progress_interval_s = parse_go_duration(watch_progress_notify_interval)
+    except CtlError as error:
+        typer.echo(f"troika serve: {error}", err=True)
+        raise typer.Exit(2) from None
     options = ServeOptions(
         name=name,
         data_dir=data_dir,
@@ -167,6 +180,7 @@ def serve_command(
         snapshot_count=snapshot_count,
         max_txn_ops=max_txn_ops,
         max_request_bytes=max_request_bytes,
+        watch_progress_notify_interval_s=progress_interval_s,
     )
     try:
         options.member_config()

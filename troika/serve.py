@@ -51,6 +51,7 @@ class ServeOptions:
     snapshot_count: int = 10_000
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
+    watch_progress_notify_interval_s: float = 600.0
 
     def service_limits(self) -> ServiceLimits:
         """``--max-txn-ops`` and ``--max-request-bytes``.
@@ -83,6 +84,7 @@ class ServeOptions:
             tick_interval_s=self.heartbeat_interval_ms / 1000,
             election_ticks=max(2, self.election_timeout_ms // self.heartbeat_interval_ms),
             snapshot_every_entries=self.snapshot_count,
+            watch_progress_notify_interval_s=self.watch_progress_notify_interval_s,
         )
 
 

@@ -31,7 +31,7 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 from google.protobuf import json_format
 
-from bench.clusters import EtcdCluster, TroikaCluster
+from bench.clusters import EtcdCluster, TroikaCluster, etcd_available
 from net.etcdpb import rpc_pb2
 from tests.process.v3diff import (
     COMPACT,
@@ -341,3 +341,48 @@ def test_case_names_are_unique() -> None:
 def test_watch_case(case: WatchCase, transport: Transport, targets: tuple[Target, Target]) -> None:
     found = run_watch_case(case, transport, *targets)
     assert not found, "\n".join(found)
+
+
+PROGRESS_FLAG = "--experimental-watch-progress-notify-interval=1s"
+PROGRESS_OBSERVED_S = 3.6
+"""Long enough for three ticks of a 1 s interval with etcd's 10 % jitter (1.1, 2.2, 3.3 s)."""
+
+
+def test_progress_notify_every_interval_on_both(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With the interval at 1 s on both, an idle ``progress_notify`` watcher hears of the
+    revision about once a second (``watch_id`` 0, the current revision, nothing else) and a
+    watcher without it never does; after an event, the next tick is skipped. Ticks are timed by
+    each server, so the comparison is of their content and number, not of batches."""
+    if not etcd_available():
+        pytest.skip("etcd is not installed")
+    root = tmp_path_factory.mktemp("progress")
+    with (
+        TroikaCluster(1, root / "troika", extra_flags=[PROGRESS_FLAG]) as troika_cluster,
+        EtcdCluster(1, root / "etcd", extra_flags=[PROGRESS_FLAG]) as etcd_cluster,
+    ):
+        seen = []
+        for cluster in (troika_cluster, etcd_cluster):
+            target = Target(cluster.system, cluster.client_urls[0])
+            normalizer = Normalizer(anchor(target, "grpc", "progress"), "/progress")
+            requests = [create("/progress/k", progress_notify=True), create("/progress/j")]
+            stream = open_stream(target, "grpc", [normalizer.fill(r) for r in requests])
+            time.sleep(PROGRESS_OBSERVED_S)
+            idle = normalized(stream.batch(), normalizer)
+            target.put("/progress/k", "v")
+            time.sleep(1.0)
+            target.put("/progress/j", "v")  # an event for the other watcher only
+            time.sleep(PROGRESS_OBSERVED_S - 1.0)
+            busy = normalized(stream.batch(), normalizer)
+            stream.close()
+            target.close()
+            seen.append((cluster.system, idle, busy))
+    for system, idle, busy in seen:
+        progress = [r for r in idle if not r.get("created")]
+        assert 3 <= len(progress) <= 4, (system, idle)
+        assert all(r == progress[0] for r in progress), (system, idle)
+        assert "watch_id" not in progress[0] and "events" not in progress[0]
+        assert progress[0]["header"]["revision"] == "B+0"
+        ticks = [r for r in busy if "events" not in r]
+        assert 2 <= len(ticks) <= 3, (system, busy)  # one of ~3 ticks skipped after the put
+    (_, troika_idle, _), (_, etcd_idle, _) = seen
+    assert differences(troika_idle[:3], etcd_idle[:3]) == []
