@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.clusters import TroikaCluster
+from bench.clusters import EtcdCluster, TroikaCluster, etcd_available
 from net.etcdpb import kv_pb2, rpc_pb2
 from tests.test_cli_v3 import COMMAND_SECONDS_MAX, Etcd, Outcome, _error_line, etcdctl, runner
 from troika.cli import app
@@ -502,3 +502,42 @@ def test_normaliser_maps_lease_ids_in_every_form() -> None:
         "mylock/<lease 0> myelection/<lease 1>"
     )
     assert COMMAND_SECONDS_MAX > 0
+
+
+# -- a watch outlives the member it watched through -----------------------------------------------
+
+RESUME_WRITES = 20
+"""Puts before and after the kill (each half)."""
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("system", ["troika", "etcd"])
+def test_watch_resumes_on_the_next_endpoint_after_a_kill(
+    system: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``troika watch`` with three endpoints, its member killed with SIGKILL mid-stream: it
+    goes on from the next endpoint and prints every event once, in order."""
+    if system == "etcd" and not etcd_available():
+        pytest.skip("etcd is not installed")
+    kind = TroikaCluster if system == "troika" else EtcdCluster
+    with kind(3, tmp_path_factory.mktemp(f"{system}-watch-resume")) as cluster:
+        hosts = [url.removeprefix("http://") for url in cluster.client_urls]
+        watcher = _troika_process(",".join(hosts), ["watch", "r/", "--prefix"])
+        time.sleep(SETTLE_SECONDS * 2)
+        for number in range(RESUME_WRITES):
+            assert etcdctl(hosts[1], ["put", f"r/{number}", str(number)]).exit_code == 0
+        cluster.kill(0)
+        for number in range(RESUME_WRITES, 2 * RESUME_WRITES):
+            outcome = Outcome(b"", "", 1)
+            deadline = time.monotonic() + COMMAND_SECONDS_MAX
+            while outcome.exit_code != 0 and time.monotonic() < deadline:
+                outcome = etcdctl(hosts[1 + number % 2], ["put", f"r/{number}", str(number)])
+            assert outcome.exit_code == 0, outcome
+        time.sleep(SETTLE_SECONDS * 2)
+        done = _finish(watcher, stop=True)
+    expected = [
+        line
+        for number in range(2 * RESUME_WRITES)
+        for line in (b"PUT", f"r/{number}".encode(), str(number).encode())
+    ]
+    assert done.stdout.splitlines() == expected, done
