@@ -8,14 +8,21 @@ from collections.abc import AsyncIterator
 import trio
 from google.protobuf.message import Message
 
+from actors.codec import snapshot_from_record
 from actors.member import Member
+from actors.raft_actor import ApplyWork
+from actors.state_machine import StateMachine
 from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
 from net.etcdpb import rpc_pb2
 from net.v3.methods import CallContext
 from net.v3.watch_service import WatchService
-from storage.mvcc.watch import WatchHub
+from storage.applied_state import AppliedState
+from storage.kv import MemoryKeyValueStore
+from storage.mvcc.watch import WatchCreate, WatchHub
+from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord, encode_snapshot_chunk
 from tests.actors.cluster_helpers import start_cluster
+from tests.actors.test_apply_actor import founded, snapshotting_every_5
 
 
 class Client:
@@ -99,12 +106,12 @@ async def test_a_past_start_replays_and_a_compacted_one_is_cancelled(
         await client.create(b"k", start_revision=5)
         await client.create(b"k", start_revision=3)
         await wait_for(lambda: len(client.responses) == 4)
-        created, other_created, *rest = client.responses
-        replay, cancel = sorted(rest, key=lambda response: response.watch_id)
+        created, replay = [r for r in client.responses if r.watch_id == 0]
+        other_created, cancel = [r for r in client.responses if r.watch_id == 1]
         assert created.created and other_created.created and created.header.revision == 7
-        assert replay.watch_id == 0 and [e.kv.mod_revision for e in replay.events] == [5, 6, 7]
+        assert [e.kv.mod_revision for e in replay.events] == [5, 6, 7]
         assert replay.header.revision == 7
-        assert cancel.watch_id == 1 and cancel.canceled and cancel.compact_revision == 4
+        assert cancel.canceled and cancel.compact_revision == 4
         assert cancel.header.revision == 0 and cancel.header.member_id == member.member_id
         nursery.cancel_scope.cancel()
 
@@ -150,3 +157,56 @@ async def test_a_member_that_rejoins_through_a_snapshot_serves_watches_from_its_
         await wait_for(lambda: len(client.events()) == 32, timeout_s=30)
         assert [revision for revision, _, _ in client.events()] == list(range(30, 62))
         nursery.cancel_scope.cancel()
+
+
+async def _leader_snapshot(
+    raft_store: RaftStore, index: int, writes: list[bytes]
+) -> SnapshotRecord:
+    """A leader's state machine after puts of ``writes`` at revisions 2, 3, ..., as a received
+    snapshot at ``index`` in ``raft_store`` (its chunks written)."""
+    kv = MemoryKeyValueStore()
+    applied = AppliedState(kv)
+    leader = StateMachine.empty()
+    for key in writes:
+        with leader.mvcc.write() as txn:
+            txn.put(key, b"from the leader")
+    leader.applied_index = index
+    await leader.persist(applied)
+    size_bytes = 0
+    bodies = list(leader.snapshot_chunks(kv, applied))
+    for seq, body in enumerate(bodies):
+        value = encode_snapshot_chunk(index, seq, body)
+        raft_store.put_snapshot_chunk(index, True, seq, value)
+        size_bytes += len(value)
+    return SnapshotRecord(index, 2, (1, 2, 3), (), b"", len(bodies), size_bytes, True)
+
+
+async def test_the_apply_actor_resyncs_watchers_after_installing_a_snapshot() -> None:
+    """A watcher that had seen revision 2 on this member; the member installs a leader's
+    snapshot at revision 6: the watcher gets revisions 3..6 of the new state, once."""
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    actor, _ = snapshotting_every_5(raft_store, applied, machine, kv)
+    with machine.mvcc.write() as txn:
+        txn.put(b"w/a", b"here")
+    actor.watch_hub.publish(machine.mvcc.take_events())
+    stream = actor.watch_hub.open_stream()
+    stream.create(WatchCreate(b"w/", b"w0", prev_kv=True))
+    assert stream.take(10)[0].created
+    record = await _leader_snapshot(raft_store, 20, [b"w/a", b"x", b"w/b", b"w/a", b"w/c"])
+    await raft_store.save(HardStateRecord(term=2, vote=0, commit=20), [], record)
+    await actor.apply(ApplyWork(snapshot_from_record(record), (), ()))
+    assert machine.mvcc.current_revision == 6
+    assert actor.watch_hub.revision == 6 and len(actor.watch_hub.unsynced) == 1
+    while actor.watch_hub.catch_up():
+        pass
+    [response] = stream.take(10)
+    # the leader's w/a at 2 replaced ours (no event: this member had seen revision 2)
+    assert [(e.kv.mod_revision, e.kv.key) for e in response.events] == [
+        (4, b"w/b"),
+        (5, b"w/a"),
+        (6, b"w/c"),
+    ]
+    prev = response.events[1].prev_kv
+    assert prev is not None and prev.mod_revision == 2 and prev.value == b"from the leader"
+    assert response.revision == 6
