@@ -250,19 +250,23 @@ class LeaseHolder:
         return True
 
     async def _revoke(self, channels: _Channels, lease_id: int) -> None:
+        """Revoke, recorded when sent (the run may end before the answer comes, and the lease
+        may be gone by then all the same), and completed with the answer's revision."""
         invoked_s = trio.current_time()
+        position = len(self.log.revokes)
+        self.log.revokes.append(LeaseRevoke(lease_id, invoked_s))
         request = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
         try:
             response = await self._unary(
                 channels, REVOKE_PATH, request, rpc_pb2.LeaseRevokeResponse
             )
         except RpcError as error:
-            self.log.revokes.append(LeaseRevoke(lease_id, invoked_s))
             if error.code is StatusCode.NOT_FOUND:
                 self._gone(lease_id, f"a revoke was refused: {error.message}")
             return
         revision = response.header.revision
-        self.log.revokes.append(LeaseRevoke(lease_id, invoked_s, revision, trio.current_time()))
+        answered = LeaseRevoke(lease_id, invoked_s, revision, trio.current_time())
+        self.log.revokes[position] = answered
 
     async def _await_expiry(
         self, channels: _Channels, lease_id: int, ttl_s: int, stop_at_s: float
