@@ -10,7 +10,7 @@ serves clients only once it is ready.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import trio
 from google.protobuf.message import Message
@@ -23,6 +23,7 @@ from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
+from net.v3 import errors
 from net.v3.concurrency import ServiceBackend, waits_for_others
 from net.v3.election_service import election_methods
 from net.v3.gateway import JsonGateway, route_v3
@@ -33,15 +34,21 @@ from net.v3.methods import (
     Method,
     Methods,
     SendMessage,
+    StreamHandler,
     StreamMethod,
     UnaryMethod,
 )
-from net.v3.service import ServiceLimits, V3Service, v3_methods
+from net.v3.service import REQUIRE_LEADER_KEY, ServiceLimits, V3Service, v3_methods
 from net.v3.watch_service import WatchService, watch_methods
+
+NO_LEADER_ELECTIONS_MAX = 3
+"""Election timeouts in a row without a leader after which a stream whose caller requires one
+(``hasleader`` metadata) ends with "etcdserver: no leader" (etcd's ``maxNoLeaderCnt``)."""
 
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
-    """The same methods, each waiting (at most a request timeout) for the member to publish."""
+    """The same methods, each waiting (at most a request timeout) for the member to publish;
+    streams also get etcd's ``hasleader`` rule (``require_leader``)."""
 
     async def ready() -> None:
         if not member.published.is_set():
@@ -63,11 +70,63 @@ def gate_methods(member: Member, methods: Methods) -> Methods:
             requests: AsyncIterator[Message], send: SendMessage, context: CallContext
         ) -> None:
             await ready()
-            await stream(requests, send, context)
+            if context.get(REQUIRE_LEADER_KEY) == "true":
+                await require_leader(member, stream, requests, send, context)
+            else:
+                await stream(requests, send, context)
 
         return StreamMethod(method.request_type, call_stream)
 
     return {path: gated(method) for path, method in methods.items()}
+
+
+async def require_leader(
+    member: Member,
+    stream: StreamHandler,
+    requests: AsyncIterator[Message],
+    send: SendMessage,
+    context: CallContext,
+) -> None:
+    """etcd's stream interceptor for a caller that requires a leader: refused at once while
+    there is none, and ended with "etcdserver: no leader" once the member has seen none at
+    ``NO_LEADER_ELECTIONS_MAX`` election-timeout checks in a row (so a watcher on a member
+    cut off from the cluster learns it and reconnects elsewhere)."""
+    if member.leader_id() == 0:
+        raise errors.no_leader()
+    lost = False
+
+    async def monitor(scope: trio.CancelScope) -> None:
+        nonlocal lost
+        missing = 0
+        while True:
+            await trio.sleep(member.config.election_timeout_s())
+            missing = missing + 1 if member.leader_id() == 0 else 0
+            if missing >= NO_LEADER_ELECTIONS_MAX:
+                lost = True
+                scope.cancel()
+                return
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(monitor, nursery.cancel_scope)
+            await stream(requests, send, context)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the handler's own error (an RpcError, the transport's "stream closed"), not a group
+        failures = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if failures:
+            raise failures[0] from None
+        raise
+    if lost:
+        raise errors.no_leader()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
 
 
 REQUEST_BODY_BYTES_MIN = 4 << 20

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 import trio
 from google.protobuf.message import Message
 
+from actors.client_api import gate_methods
 from actors.codec import snapshot_from_record
 from actors.member import Member
 from actors.raft_actor import ApplyWork
@@ -15,8 +17,10 @@ from actors.state_machine import StateMachine
 from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
 from net.etcdpb import rpc_pb2
-from net.v3.methods import CallContext
-from net.v3.watch_service import WatchService
+from net.v3 import errors
+from net.v3.errors import RpcError
+from net.v3.methods import CallContext, StreamMethod
+from net.v3.watch_service import WatchService, watch_methods
 from storage.applied_state import AppliedState
 from storage.kv import MemoryKeyValueStore
 from storage.mvcc.watch import WatchCreate, WatchHub
@@ -210,3 +214,51 @@ async def test_the_apply_actor_resyncs_watchers_after_installing_a_snapshot() ->
     prev = response.events[1].prev_kv
     assert prev is not None and prev.mod_revision == 2 and prev.value == b"from the leader"
     assert response.revision == 6
+
+
+async def test_a_stream_that_requires_a_leader_ends_when_its_member_has_none(
+    autojump_clock: object,
+) -> None:
+    """etcd's ``hasleader`` rule: a member cut off from the others ends the stream with "no
+    leader" after three election timeouts without one, and refuses a new one at once."""
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        name, follower = next((n, m) for n, m in cluster.members.items() if m is not leader)
+        method = gate_methods(follower, watch_methods(MemberWatchBackend(follower)))[
+            "/etcdserverpb.Watch/Watch"
+        ]
+        assert isinstance(method, StreamMethod)
+        context = CallContext(metadata=(("hasleader", "true"),))
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def requests() -> AsyncIterator[Message]:
+            yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
+            await trio.sleep_forever()
+
+        ended: list[RpcError] = []
+
+        async def call() -> None:
+            try:
+                await method.handler(requests(), send, context)
+            except RpcError as error:
+                ended.append(error)
+
+        nursery.start_soon(call)
+        await wait_for(lambda: len(sent) == 1)
+        await trio.sleep(5)
+        assert not ended  # a leader: the stream lives
+        for other in [n for n in cluster.members if n != name]:
+            cluster.stop(other)
+        lost_at = trio.current_time()
+        await wait_for(lambda: bool(ended), timeout_s=30)
+        assert ended == [errors.no_leader()]
+        election_s = follower.config.election_timeout_s()
+        assert trio.current_time() - lost_at >= 3 * election_s
+        with pytest.raises(RpcError) as refused:
+            await method.handler(requests(), send, context)
+        assert refused.value == errors.no_leader()
+        nursery.cancel_scope.cancel()
