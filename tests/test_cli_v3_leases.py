@@ -43,9 +43,12 @@ from troika.v3_lease_commands import (
 from troika.v3_watch_commands import (
     WatchOptions,
     elect_mode,
+    event_environment,
     go_exec_error,
     interactive_watch_request,
+    mark_exec_args,
     render_watch,
+    split_exec_args,
     watch_request,
 )
 
@@ -54,6 +57,9 @@ SETTLE_SECONDS = 1.5
 EXIT_WAIT_SECONDS = 15.0
 
 SHELL_PATH = "/usr/bin:/bin:/usr/local/bin"
+EXEC = 'echo "event $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"'
+"""The command ``watch -- sh -c`` runs per event (the revision is the response's header's,
+which depends on when the watcher was created, so it is left out)."""
 
 
 # -- normalising what differs between any two servers ---------------------------------------------
@@ -129,7 +135,8 @@ def _troika_process(endpoint: str, args: list[str]) -> subprocess.Popen[bytes]:
 def _troika(endpoint: str, args: list[str], stdin: bytes = b"") -> Outcome:
     """Run ``troika`` in-process, the endpoint given before the command (``lease`` is a
     group whose subcommands take the flags)."""
-    result = runner.invoke(app, [f"--endpoints={endpoint}", *args], input=stdin)
+    argv = mark_exec_args([f"--endpoints={endpoint}", *args])
+    result = runner.invoke(app, argv, input=stdin)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Outcome(result.stdout_bytes, _error_line(result.stderr), result.exit_code)
@@ -224,6 +231,8 @@ SCRIPT: list[list[str]] = [
     ["watch", "a", "b", "--prefix"],
     ["watch", "w/", "--prefix", "--rev", "2"],
     ["watch", "w/", "--prefix", "--rev", "2", "-w", "json"],
+    ["watch", "a", "--"],
+    ["watch", "--", "echo"],
     ["lock"],
     ["lock", "mylock", "echo", "hi"],
     ["lock", "mylock", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"],
@@ -263,6 +272,7 @@ def _background(side: Side) -> dict[str, Shown]:
         "watch simple": side.start(["watch", "x/", "--prefix", "--prev-kv", *start]),
         "watch json": side.start(["watch", "x/", "--prefix", "-w", "json", *start]),
         "watch range": side.start(["watch", "x/a", "x/c", *start]),
+        "watch exec": side.start(["watch", "x/", "--prefix", *start, "--", "sh", "-c", EXEC]),
     }
     for args in (["put", "x/a", "1"], ["put", "x/a", "2"], ["del", "x/a"], ["put", "x/c", "3"]):
         side.run(args)
@@ -271,6 +281,8 @@ def _background(side: Side) -> dict[str, Shown]:
     for name, process in watchers.items():
         results[name] = _finish(process, stop=True)
     results["watch json"] = _events_only(results["watch json"])
+    exec_lines = sorted(results["watch exec"].stdout.splitlines())
+    results["watch exec"] = Outcome(b"\n".join(exec_lines), "", 0)
 
     holder = side.start(["lock", "mylock", "--ttl", "20"])
     time.sleep(SETTLE_SECONDS)
@@ -341,6 +353,7 @@ def test_lease_watch_lock_elect_print_what_etcdctl_prints(endpoints: tuple[str, 
     assert any("granted with TTL(100s), remaining" in " ".join(line[1][0]) for line in expected)
     background_expected, background_got = _background(theirs), _background(ours)
     assert background_expected["lock waiter"][0] == ["second"]
+    assert 'event "DELETE" "x/a" ""' in background_expected["watch exec"][0]
     differences += _differences(
         [(name, shown, background_got[name]) for name, shown in background_expected.items()]
     )
@@ -541,3 +554,40 @@ def test_watch_resumes_on_the_next_endpoint_after_a_kill(
         for line in (b"PUT", f"r/{number}".encode(), str(number).encode())
     ]
     assert done.stdout.splitlines() == expected, done
+
+
+def test_watch_exec_arguments_and_environment() -> None:
+    assert mark_exec_args(["--endpoints=h:1", "watch", "k", "--", "sh", "-c", "x"]) == [
+        "--endpoints=h:1",
+        "watch",
+        "k",
+        "--exec-args-count",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        "x",
+    ]
+    assert mark_exec_args(["lock", "l", "--", "sh"]) == ["lock", "l", "--", "sh"]
+    assert split_exec_args(["k", "sh", "-c"], 2, {}) == (["k"], ["sh", "-c"])
+    assert split_exec_args(
+        [], None, {"ETCDCTL_WATCH_KEY": "a", "ETCDCTL_WATCH_RANGE_END": "b"}
+    ) == (
+        ["a", "b"],
+        [],
+    )
+    for args, count, environ, message in (
+        (["k"], 0, {}, "found separator --, but no commands"),
+        (["k"], None, {"ETCDCTL_WATCH_KEY": "a"}, "found conflicting environment key"),
+        (["k"], None, {"ETCDCTL_WATCH_RANGE_END": "b"}, 'ETCDCTL_WATCH_RANGE_END="b"'),
+    ):
+        with pytest.raises(CtlError, match=message):
+            split_exec_args(args, count, environ)
+    event = kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=b'a"b'))
+    response = rpc_pb2.WatchResponse(header=HEADER, events=[event])
+    assert event_environment(response, event) == {
+        "ETCD_WATCH_REVISION": "4",
+        "ETCD_WATCH_EVENT_TYPE": '"DELETE"',
+        "ETCD_WATCH_KEY": '"a\\"b"',
+        "ETCD_WATCH_VALUE": '""',
+    }

@@ -241,7 +241,7 @@ client_commands.register_cluster_commands(member_app, endpoint_app)
 def main() -> None:
     """Entry point of the `troika` console script (``ETCDCTL_API=2`` picks the v2 commands)."""
     try:
-        argv = v3_commands.select_api(sys.argv[1:], os.environ)
+        argv = v3_watch_commands.mark_exec_args(v3_commands.select_api(sys.argv[1:], os.environ))
     except v3_commands.CtlError as error:
         typer.echo(error.message, err=True)
         sys.exit(error.exit_code)

@@ -24,14 +24,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import trio
 import typer
 
-from net.etcdpb import rpc_pb2
+from net.etcdpb import kv_pb2, rpc_pb2
 from net.v3.client import WATCH_GRPC_PATH, V3Client
 from net.v3.errors import RpcError
 from troika.v3_commands import (
@@ -50,6 +50,7 @@ from troika.v3_commands import (
     emit,
     fail,
     global_options,
+    go_quote,
     go_struct,
     parse_flags,
     prefix_range_end,
@@ -141,8 +142,16 @@ def render_watch(response: rpc_pb2.WatchResponse, display: Display) -> list[byte
     return lines
 
 
-def _print_watch(display: Display) -> Callable[[rpc_pb2.WatchResponse], Awaitable[bool]]:
-    """etcdctl's ``printWatchCh`` for one watcher (never stops it)."""
+def _print_watch(
+    display: Display, command: Sequence[str] = ()
+) -> Callable[[rpc_pb2.WatchResponse], Awaitable[bool]]:
+    """etcdctl's ``printWatchCh`` for one watcher (never stops it): print each response,
+    then run ``command`` once per event, if there is one.
+
+    Raises:
+        CtlError: the command failed (etcdctl prints ``command [...] error (...)`` and exits
+            1).
+    """
 
     async def on_response(response: rpc_pb2.WatchResponse) -> bool:
         if response.canceled:
@@ -150,21 +159,92 @@ def _print_watch(display: Display) -> Callable[[rpc_pb2.WatchResponse], Awaitabl
         if is_progress_notify(response):
             typer.echo(f"progress notify: {response.header.revision}")
         emit(render_watch(response, display))
+        for event in response.events if command else ():
+            failure = await run_holding(
+                command, {**os.environ, **event_environment(response, event)}
+            )
+            if failure is not None:
+                listed = " ".join(go_quote(arg) for arg in command)
+                typer.echo(f"command [{listed}] error ({failure})", err=True)
+                raise typer.Exit(EXIT_ERROR)
         return False
 
     return on_response
 
 
+def event_environment(response: rpc_pb2.WatchResponse, event: kv_pb2.Event) -> dict[str, str]:
+    """What ``watch ... -- <command>`` adds to the command's environment for one event (Go's
+    ``%q`` of the type, key and value)."""
+    return {
+        "ETCD_WATCH_REVISION": str(response.header.revision),
+        "ETCD_WATCH_EVENT_TYPE": go_quote("DELETE" if event.type == event.DELETE else "PUT"),
+        "ETCD_WATCH_KEY": go_quote(event.kv.key.decode("utf-8", errors="surrogateescape")),
+        "ETCD_WATCH_VALUE": go_quote(event.kv.value.decode("utf-8", errors="surrogateescape")),
+    }
+
+
 async def _watch_once(
-    client: V3Client, request: rpc_pb2.WatchCreateRequest, display: Display
+    client: V3Client,
+    request: rpc_pb2.WatchCreateRequest,
+    display: Display,
+    command: Sequence[str] = (),
 ) -> None:
     """Print a watch until the server cancels it.
 
     Raises:
         CtlError: ``watch is canceled by the server`` (exit 5) at the end.
     """
-    await watch(client, request, _print_watch(display))
+    await watch(client, request, _print_watch(display, command))
     raise CtlError(EXIT_INTERRUPTED, "watch is canceled by the server")
+
+
+EXEC_COUNT_OPTION = "--exec-args-count"
+"""Hidden: how many of ``watch``'s arguments came after ``--`` (Click drops the ``--``)."""
+
+
+def mark_exec_args(argv: Sequence[str]) -> list[str]:
+    """``troika watch k -- cmd a`` as ``troika watch k --exec-args-count 2 -- cmd a``: what
+    follows ``--`` is the command to run per event, as etcdctl reads it from ``os.Args``."""
+    if "watch" not in argv:
+        return list(argv)
+    start = argv.index("watch")
+    if "--" not in argv[start:]:
+        return list(argv)
+    separator = argv.index("--", start)
+    count = len(argv) - separator - 1
+    return [*argv[:separator], EXEC_COUNT_OPTION, str(count), *argv[separator:]]
+
+
+def split_exec_args(
+    args: Sequence[str], exec_count: int | None, environ: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """``watch``'s key arguments and command, with ``ETCDCTL_WATCH_KEY`` and
+    ``ETCDCTL_WATCH_RANGE_END`` taken as the key and range end, as etcdctl does.
+
+    Raises:
+        CtlError: exit 128 with etcdctl's message for ``--`` without a command, a key given
+            both ways, or a range end without a key.
+    """
+    env_key = environ.get("ETCDCTL_WATCH_KEY", "")
+    env_range = environ.get("ETCDCTL_WATCH_RANGE_END", "")
+    if not env_key and env_range:
+        raise CtlError(
+            EXIT_BAD_ARGS,
+            f"ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END={go_quote(env_range)}",
+        )
+    if exec_count == 0:
+        raise CtlError(
+            EXIT_BAD_ARGS, "bad number of arguments (found separator --, but no commands)"
+        )
+    count = exec_count or 0
+    keys, command = list(args[: len(args) - count]), list(args[len(args) - count :])
+    if env_key:
+        if keys:
+            raise CtlError(
+                EXIT_BAD_ARGS, "bad number of arguments (found conflicting environment key)"
+            )
+        keys = [env_key, env_range] if env_range else [env_key]
+    return keys, command
 
 
 WATCH_FLAG_TYPES = {"prefix": bool, "rev": int, "prev-kv": bool, "interactive": bool}
@@ -441,23 +521,31 @@ def register(app: typer.Typer) -> None:
                 "--prev-kv", help="get the previous key-value pair before the event happens"
             ),
         ] = False,
+        exec_count: Annotated[int | None, typer.Option(EXEC_COUNT_OPTION, hidden=True)] = None,
         endpoints: EndpointsOption = None,
         dial_timeout: DialTimeoutOption = None,
         command_timeout: CommandTimeoutOption = None,
         write_out: WriteOutOption = None,
         hex_: HexOption = None,
     ) -> None:
-        """Watches events stream on keys or prefixes."""
+        """Watches events stream on keys or prefixes.
+
+        ``watch [options] <key> [range_end] [-- <command> [args...]]``: with a command, it
+        runs once per event with ETCD_WATCH_REVISION, ETCD_WATCH_EVENT_TYPE, ETCD_WATCH_KEY
+        and ETCD_WATCH_VALUE set. ETCDCTL_WATCH_KEY and ETCDCTL_WATCH_RANGE_END may give the
+        key and range end instead of arguments.
+        """
         options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         display = Display(options.write_out, options.hex)
         try:
             if interactive:
                 run_client(options, lambda client: _watch_interactive(client, display))
                 return
+            keys, command = split_exec_args(args or [], exec_count, os.environ)
             request = watch_request(
-                [to_bytes(arg) for arg in args or []], WatchOptions(prefix, rev, prev_kv)
+                [to_bytes(arg) for arg in keys], WatchOptions(prefix, rev, prev_kv)
             )
-            run_client(options, lambda client: _watch_once(client, request, display))
+            run_client(options, lambda client: _watch_once(client, request, display, command))
         except CtlError as error:
             raise fail(error) from None
 
