@@ -25,8 +25,8 @@ while ``CONTROL_RESPONSES_BUFFERED_MAX`` control responses wait to be sent.
 
 Where we differ from etcd 3.4: a stream refuses a create past ``STREAM_WATCHERS_MAX``
 watchers (or the member's ``HUB_WATCHERS_MAX``) with ``cancel_reason`` "troika: too many
-watchers"; etcd has no bound. The ``hasleader`` metadata does not end a watch stream when the
-member loses its leader.
+watchers"; etcd has no bound. (etcd's ``hasleader`` rule for streams is the client port's:
+``actors.client_api.require_leader``.)
 """
 
 from __future__ import annotations
