@@ -48,7 +48,8 @@ NO_LEADER_ELECTIONS_MAX = 3
 
 def gate_methods(member: Member, methods: Methods) -> Methods:
     """The same methods, each waiting (at most a request timeout) for the member to publish;
-    streams also get etcd's ``hasleader`` rule (``require_leader``)."""
+    streams also get etcd's stream interceptor rules: none on a learner, and the ``hasleader``
+    rule (``require_leader``)."""
 
     async def ready() -> None:
         if not member.published.is_set():
@@ -70,6 +71,8 @@ def gate_methods(member: Member, methods: Methods) -> Methods:
             requests: AsyncIterator[Message], send: SendMessage, context: CallContext
         ) -> None:
             await ready()
+            if member.is_learner():
+                raise errors.not_supported_for_learner()  # etcd: no stream RPC on a learner
             if context.get(REQUIRE_LEADER_KEY) == "true":
                 await require_leader(member, stream, requests, send, context)
             else:

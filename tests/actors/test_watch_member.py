@@ -262,3 +262,32 @@ async def test_a_stream_that_requires_a_leader_ends_when_its_member_has_none(
             await method.handler(requests(), send, context)
         assert refused.value == errors.no_leader()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_learner_serves_no_stream() -> None:
+    """etcd's stream interceptor: "etcdserver: rpc not supported for learner" (Unavailable)."""
+
+    class Learner:
+        published = trio.Event()
+        config = type("Config", (), {"request_timeout_s": 1.0})()
+
+        def is_learner(self) -> bool:
+            return True
+
+    Learner.published.set()
+    called: list[bool] = []
+
+    async def handler(requests: object, send: object, context: CallContext) -> None:
+        called.append(True)
+
+    methods = {"/etcdserverpb.Watch/Watch": StreamMethod(rpc_pb2.WatchRequest, handler)}
+    method = gate_methods(Learner(), methods)["/etcdserverpb.Watch/Watch"]  # type: ignore[arg-type]
+    assert isinstance(method, StreamMethod)
+
+    async def nothing() -> AsyncIterator[Message]:
+        return
+        yield
+
+    with pytest.raises(RpcError) as refused:
+        await method.handler(nothing(), lambda message: trio.sleep(0), CallContext())
+    assert refused.value == errors.not_supported_for_learner() and not called
