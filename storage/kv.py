@@ -355,6 +355,7 @@ class RocksKeyValueStore:
         self._synced_batches = 0
         self._fsync_in_flight = False
         self._failed = False
+        self._failure = ""
 
     @property
     def path(self) -> Path:
@@ -376,7 +377,9 @@ class RocksKeyValueStore:
     def _writable_db(self) -> rocksdict.Rdict:
         db = self._open_db()
         if self._failed:
-            raise StorageFailed(f"the store {self._path} failed earlier and takes no writes")
+            raise StorageFailed(
+                f"the store {self._path} failed earlier and takes no writes: {self._failure}"
+            )
         return db
 
     def get(self, key: bytes) -> bytes | None:
@@ -454,8 +457,7 @@ class RocksKeyValueStore:
         try:
             db.write(rocks_batch, self._write_options)
         except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
-            self._failed = True
-            raise _engine_error(error, "cannot write to", self._path) from error
+            raise self._fail(_engine_error(error, "cannot write to", self._path)) from error
         self._applied_batches += 1
 
     async def sync(self) -> None:
@@ -473,14 +475,19 @@ class RocksKeyValueStore:
                 else:
                     db.flush_wal(True)
             except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
-                self._failed = True
-                raise _engine_error(error, "cannot fsync", self._path) from error
+                raise self._fail(_engine_error(error, "cannot fsync", self._path)) from error
             finally:
                 self._fsync_in_flight = False
             self._synced_batches = reached
 
     async def write(self, batch: WriteBatch, *, sync: bool) -> None:
         await write_then_sync(self, batch, sync=sync)
+
+    def _fail(self, error: StorageError) -> StorageError:
+        """Mark the store failed (it takes no more writes), remembering why; ``error``."""
+        self._failed = True
+        self._failure = str(error)
+        return error
 
     def close(self) -> None:
         """Fsync what is unsynced, and close RocksDB; closing twice is allowed.

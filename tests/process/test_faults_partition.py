@@ -265,7 +265,8 @@ def test_partitions_keep_the_history_linearizable_and_the_cluster_recovers(
     for url in cluster.client_urls:
         answers = {}
         for number in range(KEYS):
-            node = http_get_json(f"{url}/v2/keys/k{number}?quorum=true").get("node", {})
+            reply = http_get_json(f"{url}/v2/keys/k{number}?quorum=true") or {}  # None: 404
+            node = reply.get("node", {})
             answers[number] = (node.get("value"), node.get("modifiedIndex"))
         seen.append(answers)
     assert all(answers == seen[0] for answers in seen)
