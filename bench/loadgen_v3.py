@@ -10,11 +10,16 @@ compare-and-swap), over gRPC; the same names with ``-gw`` go through the JSON ga
 
 ``connections`` is the number of requests in flight: that many closed-loop workers, each
 sending its next request when the last one is answered. Over gRPC they share HTTP/2
-connections, ``STREAMS_PER_CHANNEL`` workers per ``GrpcChannel`` (net.grpc.client, over
-``TcpNetwork``): 1 and 16 requests in flight use one connection, 64 use four, as gRPC
-clients multiplex. Over the gateway each worker has its own keep-alive HTTP/1.1 connection
-and the pre-encoded request bytes of ``bench.loadgen`` (only the txn's body is built per
-request, since it names the revision to compare). The window, the latency and the client's
+connections, ``STREAMS_PER_CHANNEL`` workers per connection: 1 and 16 requests in flight use
+one connection, 64 use four, as gRPC clients multiplex. The gRPC client is
+``bench.grpc_lite`` (raw HTTP/2 frames, pre-encoded headers): ``net.grpc.client`` runs every
+frame through h2 in Python, about half a millisecond of CPU per call, and limited etcd's
+figures before etcd did. A call has no deadline of its own (a cancel scope per call costs
+more than the rest of it); the run's end bounds every worker.
+
+Over the gateway each worker has its own keep-alive HTTP/1.1 connection and the pre-encoded
+request bytes of ``bench.loadgen`` (only the txn's body is built per request, since it names
+the revision to compare). The window, the latency and the client's
 CPU are measured as ``bench.loadgen`` measures them (``Recorder``, ``CpuWindow``).
 
 Reads are of ``read_keys`` keys written first (over gRPC, for both transports).
@@ -29,11 +34,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 from google.protobuf.message import Message
 
+from bench.grpc_lite import LiteConnection, LiteRpcError
 from bench.loadgen import (
     PRELOAD_CONNECTIONS_MAX,
     RECONNECT_DELAY_S,
@@ -52,15 +58,13 @@ from bench.loadgen import (
 )
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
-from net.grpc.client import GrpcChannel
-from net.tcp import TcpNetwork
-from net.v3.errors import RpcError
+from net.v3.errors import StatusCode
 
 GATEWAY_SUFFIX: Final = "-gw"
 STREAMS_PER_CHANNEL: Final = 16
 """Requests in flight per HTTP/2 connection of the gRPC load."""
-REQUEST_TIMEOUT_S: Final = 10.0
-"""A gRPC request that takes longer is an error (the load moves on)."""
+PRELOAD_TIMEOUT_S: Final = 60.0
+"""The preload of the keys a range reads must be done by then."""
 GATEWAY_PREFIX: Final = "/v3/kv/"
 
 PUT_PATH: Final = grpc_path("KV", "Put")
@@ -136,8 +140,23 @@ class V3Requests:
 
 # -- gRPC ---------------------------------------------------------------------------------------
 
-Call = Callable[[GrpcChannel], Awaitable[tuple[str, bool]]]
-"""One request on a channel: its kind (read or write) and whether it did what was asked."""
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+async def unary(
+    connection: LiteConnection, path: str, request: Message, response_type: type[MessageT]
+) -> MessageT:
+    """One call on the lean client, without a deadline of its own (see the module docstring).
+
+    Raises:
+        LiteRpcError: the call failed.
+    """
+    answer = await connection.unary(path, request.SerializeToString(), None)
+    return response_type.FromString(answer)
+
+
+Call = Callable[[LiteConnection], Awaitable[tuple[str, bool]]]
+"""One request on a connection: its kind (read or write) and whether it did what was asked."""
 
 
 def grpc_call(requests: V3Requests, operation: str, worker: int) -> Call:
@@ -147,23 +166,21 @@ def grpc_call(requests: V3Requests, operation: str, worker: int) -> Call:
     space = requests.key_space
     if operation == "v3-put":
 
-        async def put(channel: GrpcChannel) -> tuple[str, bool]:
+        async def put(connection: LiteConnection) -> tuple[str, bool]:
             key = requests.key(chooser.randrange(space))
             request = rpc_pb2.PutRequest(key=key, value=requests.value_bytes)
-            await channel.unary(PUT_PATH, request, rpc_pb2.PutResponse, timeout_s=REQUEST_TIMEOUT_S)
+            await unary(connection, PUT_PATH, request, rpc_pb2.PutResponse)
             return "write", True
 
         return put
     if operation in ("v3-range", "v3-range-serializable"):
         serializable = operation == "v3-range-serializable"
 
-        async def get(channel: GrpcChannel) -> tuple[str, bool]:
+        async def get(connection: LiteConnection) -> tuple[str, bool]:
             request = rpc_pb2.RangeRequest(
                 key=chooser.choice(requests.read_keys), serializable=serializable
             )
-            response = await channel.unary(
-                RANGE_PATH, request, rpc_pb2.RangeResponse, timeout_s=REQUEST_TIMEOUT_S
-            )
+            response = await unary(connection, RANGE_PATH, request, rpc_pb2.RangeResponse)
             return "read", response.count == 1
 
         return get
@@ -171,35 +188,39 @@ def grpc_call(requests: V3Requests, operation: str, worker: int) -> Call:
     key = b"%s/txn%d" % (spec.prefix.encode(), worker)
     revision = 0
 
-    async def swap(channel: GrpcChannel) -> tuple[str, bool]:
+    async def swap(connection: LiteConnection) -> tuple[str, bool]:
         nonlocal revision
         if revision == 0:  # (re)start from a plain put: its revision is ours
-            request: Message = rpc_pb2.PutRequest(key=key, value=requests.value_bytes)
-            put = await channel.unary(
-                PUT_PATH, request, rpc_pb2.PutResponse, timeout_s=REQUEST_TIMEOUT_S
-            )
+            request = rpc_pb2.PutRequest(key=key, value=requests.value_bytes)
+            put = await unary(connection, PUT_PATH, request, rpc_pb2.PutResponse)
             revision = put.header.revision
             return "setup", True
-        response = await channel.unary(
-            TXN_PATH, requests.txn(key, revision), rpc_pb2.TxnResponse,
-            timeout_s=REQUEST_TIMEOUT_S,
-        )  # fmt: skip
+        txn = requests.txn(key, revision)
+        response = await unary(connection, TXN_PATH, txn, rpc_pb2.TxnResponse)
         revision = response.header.revision if response.succeeded else 0
         return "write", response.succeeded
 
     return swap
 
 
+def status_name(code: int) -> str:
+    """gRPC's name of a status code (``NOT_FOUND``), or the number."""
+    try:
+        return StatusCode(code).name
+    except ValueError:
+        return str(code)
+
+
 async def run_grpc_worker(
-    channel: GrpcChannel, call: Call, recorder: Recorder, stop_ns: int
+    connection: LiteConnection, call: Call, recorder: Recorder, stop_ns: int
 ) -> None:
-    """Closed loop until ``stop_ns``: one request at a time on a shared channel."""
+    """Closed loop until ``stop_ns``: one request at a time on a shared connection."""
     while time.perf_counter_ns() < stop_ns:
         started = time.perf_counter_ns()
         try:
-            kind, done = await call(channel)
-        except RpcError as error:
-            recorder.error(f"grpc {error.code.name}", time.perf_counter_ns())
+            kind, done = await call(connection)
+        except LiteRpcError as error:
+            recorder.error(f"grpc {status_name(error.code)}", time.perf_counter_ns())
             await trio.sleep(RECONNECT_DELAY_S)
             continue
         finished = time.perf_counter_ns()
@@ -211,55 +232,47 @@ async def run_grpc_worker(
             recorder.error(f"{kind} not done (compare failed or key missing)", finished)
 
 
+async def _open(nursery: trio.Nursery, requests: V3Requests) -> LiteConnection:
+    host, port = split_endpoint(requests.spec.endpoint)
+    connection = LiteConnection(host, port)
+    await nursery.start(connection.run)
+    return connection
+
+
 async def _grpc_load(
     spec: LoadSpec, requests: V3Requests, operation: str, recorder: Recorder, stop_ns: int
 ) -> None:
-    network = TcpNetwork()
-    channels_count = math.ceil(spec.connections / STREAMS_PER_CHANNEL)
+    count = math.ceil(spec.connections / STREAMS_PER_CHANNEL)
     async with trio.open_nursery() as nursery:
-        channels = []
-        for _ in range(channels_count):
-            channel = GrpcChannel(network, requests.address)
-            channels.append(await nursery_enter(nursery, channel))
+        connections = [await _open(nursery, requests) for _ in range(count)]
         async with trio.open_nursery() as workers:
             for worker in range(spec.connections):
                 call = grpc_call(requests, operation, worker)
-                channel = channels[worker % channels_count]
-                workers.start_soon(run_grpc_worker, channel, call, recorder, stop_ns)
+                connection = connections[worker % count]
+                workers.start_soon(run_grpc_worker, connection, call, recorder, stop_ns)
         nursery.cancel_scope.cancel()
-
-
-async def nursery_enter(nursery: trio.Nursery, channel: GrpcChannel) -> GrpcChannel:
-    """Open ``channel`` in a task of ``nursery`` that keeps it open until the nursery ends."""
-
-    async def hold(task_status: trio.TaskStatus[GrpcChannel] = trio.TASK_STATUS_IGNORED) -> None:
-        async with channel:
-            task_status.started(channel)
-            await trio.sleep_forever()
-
-    opened: GrpcChannel = await nursery.start(hold)
-    return opened
 
 
 async def preload_grpc(requests: V3Requests) -> None:
     """Write every read key once, over gRPC, so that ranges find them.
 
     Raises:
-        RpcError: a preload write failed.
+        LiteRpcError: a preload write failed.
     """
     pending = list(requests.read_keys)
-    async with GrpcChannel(TcpNetwork(), requests.address) as channel:
+    async with trio.open_nursery() as nursery:
+        connection = await _open(nursery, requests)
 
         async def writer() -> None:
             while pending:
                 request = rpc_pb2.PutRequest(key=pending.pop(), value=requests.value_bytes)
-                await channel.unary(
-                    PUT_PATH, request, rpc_pb2.PutResponse, timeout_s=REQUEST_TIMEOUT_S
-                )
+                await unary(connection, PUT_PATH, request, rpc_pb2.PutResponse)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(PRELOAD_CONNECTIONS_MAX, len(pending))):
-                nursery.start_soon(writer)
+        with trio.fail_after(PRELOAD_TIMEOUT_S):
+            async with trio.open_nursery() as writers:
+                for _ in range(min(PRELOAD_CONNECTIONS_MAX, len(pending))):
+                    writers.start_soon(writer)
+        nursery.cancel_scope.cancel()
 
 
 # -- the gateway --------------------------------------------------------------------------------
