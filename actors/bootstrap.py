@@ -65,8 +65,16 @@ instead of catching the watcher up from it (the simulator's watch checker must c
 LESSOR_EXPIRES_ON_FOLLOWERS = "lessor-expires-on-followers"
 """A planted bug: followers' lessors decide expiry too, on their own clocks, which never see a
 renewal (the simulator's lease checker must catch it)."""
+LESSOR_NO_PROMOTION_EXTENSION = "lessor-no-promotion-extension"
+"""A planted bug: a new leader gives every lease its TTL again but forgets the election timeout
+etcd adds (the simulator's lease checker must catch it)."""
 MEMBER_PLANTED_BUGS = frozenset(
-    {QUORUM_READ_WITHOUT_READ_INDEX, WATCH_SKIP_EVENT_WHEN_FULL, LESSOR_EXPIRES_ON_FOLLOWERS}
+    {
+        QUORUM_READ_WITHOUT_READ_INDEX,
+        WATCH_SKIP_EVENT_WHEN_FULL,
+        LESSOR_EXPIRES_ON_FOLLOWERS,
+        LESSOR_NO_PROMOTION_EXTENSION,
+    }
 )
 
 
