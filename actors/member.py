@@ -35,6 +35,7 @@ from google.protobuf.message import Message as ProtoMessage
 from actors.apply_actor import ApplyActor
 from actors.bootstrap import (
     LESSOR_EXPIRES_ON_FOLLOWERS,
+    LESSOR_NO_PROMOTION_EXTENSION,
     WATCH_SKIP_EVENT_WHEN_FULL,
     MemberConfig,
     OpenedState,
@@ -195,7 +196,9 @@ class Member:
             member_id=self.member_id,
             send=self.transport.send,
             propose_revoke=self.propose_v3,
-            extend_s=config.election_timeout_s(),
+            extend_s=0.0
+            if LESSOR_NO_PROMOTION_EXTENSION in config.planted_bugs
+            else config.election_timeout_s(),
             tick_s=config.tick_interval_s,
             request_timeout_s=config.request_timeout_s,
             planted_expire_on_followers=LESSOR_EXPIRES_ON_FOLLOWERS in config.planted_bugs,
