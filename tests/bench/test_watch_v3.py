@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bench.clusters import EtcdCluster, etcd_available
+from bench.clusters import EtcdCluster, ProcessCluster, TroikaCluster, etcd_available
 from bench.memory import MemorySample, hold_and_measure
 from bench.suite import BenchPlan, BenchReport, format_table, report_from_json, run_bench
 from bench.watch_v3 import Tally, WatchHandler, WatchV3Spec, placement, run_watch_v3
@@ -83,10 +83,14 @@ def test_watch_and_memory_workloads_in_the_plan_table_and_results_file() -> None
 
 
 @pytest.mark.process
-@pytest.mark.skipif(not etcd_available(), reason="etcd is not installed")
 @pytest.mark.parametrize("mode", ["mux", "streams"])
-def test_every_watcher_sees_every_put_in_order_on_etcd(tmp_path: Path, mode: str) -> None:
-    with EtcdCluster(1, tmp_path) as cluster:
+@pytest.mark.parametrize("kind", [TroikaCluster, EtcdCluster], ids=["troika", "etcd"])
+def test_every_watcher_sees_every_put_in_order(
+    tmp_path: Path, mode: str, kind: type[ProcessCluster]
+) -> None:
+    if kind is EtcdCluster and not etcd_available():
+        pytest.skip("etcd is not installed")
+    with kind(1, tmp_path) as cluster:
         url = cluster.client_urls[0]
         run = WatchV3Spec(
             leader=url, endpoints=[url], watchers=7, mode=mode, writers=4,  # type: ignore[arg-type]
