@@ -17,6 +17,7 @@ Writes go over gRPC on both transports. Cases follow ETCD_API.md §2.5, §3 (Wat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import queue
@@ -59,13 +60,56 @@ WATCH_PATH = "/etcdserverpb.Watch/Watch"
 
 
 @dataclass(frozen=True)
+class LeaseCall:
+    """A Lease RPC (not in v3diff's table), over gRPC; ``{lease}`` in the body is a lease id
+    of the case's own (the same on both systems)."""
+
+    method: str
+    body: dict[str, Any]
+
+
+Step = Call | LeaseCall
+
+
+def with_lease(value: Any, lease_id: int) -> Any:
+    """``value`` with every ``"{lease}"`` replaced by ``lease_id``."""
+    if isinstance(value, dict):
+        return {name: with_lease(item, lease_id) for name, item in value.items()}
+    if isinstance(value, list):
+        return [with_lease(item, lease_id) for item in value]
+    return str(lease_id) if value == "{lease}" else value
+
+
+def observe(target: Target, step: Step, normalizer: Normalizer, lease_id: int) -> Any:
+    if isinstance(step, Call):
+        body = with_lease(dict(step.body or {}), lease_id)
+        return observe_grpc(target, dataclasses.replace(step, body=body), normalizer)
+    request_type, response_type = LEASE_RPCS[step.method]
+    request = request_type()
+    json_format.ParseDict(normalizer.fill(with_lease(step.body, lease_id)), request)
+    path = f"/etcdserverpb.Lease/{step.method}"
+    reply, error = target.grpc_call(path, request.SerializeToString())
+    if error is not None:
+        return {"error": error}
+    assert reply is not None
+    message = response_type.FromString(reply)
+    return normalizer.json(json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+LEASE_RPCS: dict[str, tuple[Any, Any]] = {
+    "LeaseGrant": (rpc_pb2.LeaseGrantRequest, rpc_pb2.LeaseGrantResponse),
+    "LeaseRevoke": (rpc_pb2.LeaseRevokeRequest, rpc_pb2.LeaseRevokeResponse),
+}
+
+
+@dataclass(frozen=True)
 class WatchCase:
     """Writes, a watch stream's requests (gateway JSON, templates as in v3diff), more writes."""
 
     name: str
     stream: tuple[dict[str, Any], ...]
-    after: tuple[Call, ...] = ()
-    before: tuple[Call, ...] = ()
+    after: tuple[Step, ...] = ()
+    before: tuple[Step, ...] = ()
     xfail: dict[Transport, str] = field(default_factory=dict)
 
     @property
@@ -153,6 +197,17 @@ CASES = [
         ),
         before=(PUT("{p}/k", "1"), PUT("{p}/k", "2"), PUT("{p}/k", "3"), COMPACT("{rev+2}")),
         after=(PUT("{p}/k", "4"),),
+    ),
+    WatchCase(
+        "a lease revoke deletes its keys in one response",
+        (create("{p}/l/", range_end="{p}/l0", prev_kv=True),),
+        before=(LeaseCall("LeaseGrant", {"ID": "{lease}", "TTL": 600}),),
+        after=(
+            PUT("{p}/l/a", "1", lease="{lease}"),
+            PUT("{p}/l/b", "2", lease="{lease}"),
+            PUT("{p}/l/c", "3"),
+            LeaseCall("LeaseRevoke", {"ID": "{lease}"}),
+        ),
     ),
     WatchCase(
         "a large replay is fragmented for a fragment watcher only",
@@ -282,8 +337,9 @@ def run_watch_case(
         (etcd, Normalizer(anchor(etcd, transport, case.slug), prefix)),
     ]
     found: list[str] = []
+    lease_id = 0x7A7C_0000 + CASES.index(case) * 2 + TRANSPORTS.index(transport)
     for number, step in enumerate(case.before, start=1):
-        left, right = (observe_grpc(target, step, normalizer) for target, normalizer in sides)
+        left, right = (observe(target, step, normalizer, lease_id) for target, normalizer in sides)
         found += [f"before {number}: {d}" for d in differences(left, right)]
     streams = [
         open_stream(target, transport, [normalizer.fill(r) for r in case.stream])
@@ -294,7 +350,7 @@ def run_watch_case(
         found += _compare("opening", batches, sides)
         for number, step in enumerate(case.after, start=1):
             for target, normalizer in sides:
-                observe_grpc(target, step, normalizer)
+                observe(target, step, normalizer, lease_id)
             batches = [stream.batch() for stream in streams]
             found += _compare(f"after write {number}", batches, sides)
     finally:
