@@ -19,9 +19,10 @@ from net.frames import FrameReader, encode_frame
 from net.grpc import GrpcLimits
 from net.grpc.framing import encode_message
 from net.grpc.limits import FRAME_TIMEOUT_S, IDLE_TIMEOUT_S
-from net.http import ServerLimits
+from net.http import HttpServer, Request, Response, ServerLimits
 from net.http.server import HTTP2_PREFACE, PIPELINED_REQUESTS_MAX
 from net.peers import REFUSAL_TIMEOUT_SECONDS
+from net.tcp import TcpNetwork
 from tests.net.http_helpers import parse_all, read_until_eof, serving
 from tests.net.memory_network import MemoryNetwork
 from tests.net.test_grpc_hostile import RawPeer, peer_of, range_message
@@ -251,3 +252,31 @@ async def test_a_trickling_grpc_client_does_not_block_another(
         assert other.status(stream_id) == (0, "")
         with trio.fail_after(FRAME_TIMEOUT_S + 2):
             await read_to_eof(slow)
+
+
+# -- HTTP/1.1: a client that does not read --------------------------------------------------
+
+
+async def test_a_client_that_never_reads_its_answers_is_closed_after_the_send_timeout() -> None:
+    """Real TCP (memory streams never push back): large answers fill the socket buffers, the
+    server's write waits, and after ``send_timeout_seconds`` the connection is dropped."""
+    body = b"x" * (1 << 20)
+
+    async def large(request: Request) -> Response:
+        return Response(200, (("Content-Type", "text/plain"),), body)
+
+    limits = ServerLimits(send_timeout_seconds=0.5)
+    server = HttpServer(TcpNetwork(), large, limits)
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(server.serve, "127.0.0.1:0")
+        stream = await TcpNetwork().connect(address)
+        await stream.send_all(b"".join(get(f"/{number}") for number in range(64)))
+        with trio.fail_after(10):
+            while server.connections == 0:
+                await trio.sleep(0.01)
+            started = trio.current_time()
+            while server.connections:
+                await trio.sleep(0.05)
+        assert trio.current_time() - started < 5
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
