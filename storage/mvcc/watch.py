@@ -358,6 +358,8 @@ class WatchHub:
             self.unsynced.pop(watcher.serial, None)
 
     def _unsync(self, watcher: Watcher, min_revision: int) -> None:
+        assert watcher.serial not in self.unsynced, watcher.serial
+        assert min_revision <= self.revision, (min_revision, self.revision)
         self.synced.remove(watcher)
         watcher.min_revision = min_revision
         self.unsynced[watcher.serial] = watcher
@@ -466,6 +468,7 @@ class WatchHub:
             watcher.min_revision = max(watcher.min_revision, through + 1)
             del self.unsynced[watcher.serial]
             if through == end:
+                assert watcher.min_revision == end + 1, (watcher.min_revision, end)
                 self.synced.add(watcher)
             else:
                 self.unsynced[watcher.serial] = watcher  # to the back: fair rounds
@@ -605,6 +608,7 @@ class WatchStream:
         """Queue an event, progress or compaction response if it fits."""
         if not self.has_room():
             return False
+        assert not self._closed and response.watch_id == watcher.watch_id
         self._queue.append((response, False))
         self._buffered += 1
         if response.events:
