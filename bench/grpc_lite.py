@@ -20,7 +20,8 @@ This one does only what a benchmark needs, with as little Python per frame as po
   (the puts of many workers, acknowledgements) leave in one ``send``.
 
 Failures are ``LiteRpcError`` (a status and a message, as gRPC's); a broken connection fails
-every open call with ``UNAVAILABLE``.
+every open call, and every later one, with ``UNAVAILABLE`` (it is not dialled again: a
+benchmark sample then counts errors to its end).
 """
 
 from __future__ import annotations
@@ -174,31 +175,38 @@ class LiteConnection:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Dial, greet, then read and write until cancelled or the connection breaks."""
+        """Dial, greet, then read and write until cancelled or the connection breaks (then
+        every open call fails with UNAVAILABLE; the connection is not dialled again).
+
+        Raises:
+            OSError: the connection could not be opened.
+        """
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await sock.connect((self.host, self.port))
-            settings = struct.pack(
-                ">HIHIHI",
-                SETTING_HEADER_TABLE_SIZE, 0,
-                SETTING_ENABLE_PUSH, 0,
-                SETTING_INITIAL_WINDOW_SIZE, WINDOW_MAX,
-            )  # fmt: skip
-            self._queue(
-                PREFACE
-                + frame(SETTINGS, 0, 0, settings)
-                + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW_MAX - DEFAULT_WINDOW))
-            )
+        except OSError as error:
+            sock.close()
+            self._fail_all(LiteRpcError(UNAVAILABLE, f"connection: {error!r}"))
+            raise
+        settings = struct.pack(
+            ">HIHIHI",
+            SETTING_HEADER_TABLE_SIZE, 0,
+            SETTING_ENABLE_PUSH, 0,
+            SETTING_INITIAL_WINDOW_SIZE, WINDOW_MAX,
+        )  # fmt: skip
+        self._queue(
+            PREFACE
+            + frame(SETTINGS, 0, 0, settings)
+            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW_MAX - DEFAULT_WINDOW))
+        )
+        try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_loop, sock)
+                nursery.start_soon(self._send_loop, sock, nursery.cancel_scope)
                 task_status.started()
                 await self._read_loop(sock)
                 nursery.cancel_scope.cancel()
-        except OSError as error:
-            self._fail_all(LiteRpcError(UNAVAILABLE, f"connection: {error!r}"))
-            raise
         finally:
             self._fail_all(LiteRpcError(UNAVAILABLE, "connection closed"))
             sock.close()
@@ -207,7 +215,7 @@ class LiteConnection:
         self._outgoing += data
         self._wake_sender.set()
 
-    async def _send_loop(self, sock: trio.socket.SocketType) -> None:
+    async def _send_loop(self, sock: trio.socket.SocketType, scope: trio.CancelScope) -> None:
         while True:
             await self._wake_sender.wait()
             self._wake_sender = trio.Event()
@@ -216,14 +224,23 @@ class LiteConnection:
                 del self._outgoing[: len(chunk)]
                 view = memoryview(chunk)
                 while view:
-                    sent = await sock.send(view)
+                    try:
+                        sent = await sock.send(view)
+                    except OSError as error:
+                        self._closed = LiteRpcError(UNAVAILABLE, f"connection: {error!r}")
+                        scope.cancel()
+                        return
                     view = view[sent:]
 
     async def _read_loop(self, sock: trio.socket.SocketType) -> None:
         buffer = bytearray()
         unpack = FRAME_HEADER.unpack_from
         while True:
-            data = await sock.recv(RECEIVE_BYTES)
+            try:
+                data = await sock.recv(RECEIVE_BYTES)
+            except OSError as error:
+                self._closed = LiteRpcError(UNAVAILABLE, f"connection: {error!r}")
+                return
             if not data:
                 return
             self.bytes_received += len(data)

@@ -41,11 +41,13 @@ def whole_messages(buffer: bytearray) -> list[bytes]:
 
 class FakeServer:
     """Answers Put with revision 7, /fail with a trailers-only NOT_FOUND, /big with the size
-    it received, and a Watch create with ``created`` then three events in awkward frames."""
+    it received, /hang-up by closing the connection, and a Watch create with ``created`` then
+    three events in awkward frames."""
 
     def __init__(self) -> None:
         self.paths: dict[int, str] = {}
         self.buffers: dict[int, bytearray] = {}
+        self.hang_up = False
 
     async def serve(self, stream: trio.SocketStream) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
@@ -56,6 +58,9 @@ class FakeServer:
             for event in connection.receive_data(data):
                 self.handle(connection, event)
             await stream.send_all(connection.data_to_send())
+            if self.hang_up:
+                await stream.aclose()
+                return
 
     def handle(self, connection: h2.connection.H2Connection, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -77,6 +82,9 @@ class FakeServer:
     ) -> None:
         path = self.paths[stream_id]
         ok = [(":status", "200"), ("content-type", "application/grpc")]
+        if path == "/hang-up":
+            self.hang_up = True
+            return
         if path == "/fail":
             trailers = [*ok, ("grpc-status", "5"), ("grpc-message", "requested lease not found")]
             connection.send_headers(stream_id, trailers, end_stream=True)
@@ -170,3 +178,13 @@ async def test_a_stream_gets_every_message_however_the_frames_cut_them(
         await enough.wait()
     assert received[0].created and received[0].watch_id == 3
     assert [r.events[0].kv.mod_revision for r in received[1:]] == [10, 11, 12]
+
+
+async def test_a_connection_that_breaks_fails_its_calls_and_every_later_one(
+    nursery: trio.Nursery,
+) -> None:
+    connection = await start(nursery)
+    for path in ("/hang-up", "/etcdserverpb.KV/Put"):
+        with pytest.raises(LiteRpcError) as failure:
+            await connection.unary(path, b"")
+        assert failure.value.code == 14  # UNAVAILABLE
