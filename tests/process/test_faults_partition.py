@@ -1,4 +1,5 @@
-"""Network partitions of real ``troika serve`` processes, checked for linearizability.
+"""Network partitions, pauses and crashes of real ``troika serve`` processes, checked for
+linearizability.
 
 Three member processes, each in its own network namespace (``tests.process.netns``): the
 partitions drop packets between members for real (blackhole routes in the namespaces), while
@@ -13,7 +14,10 @@ answer moves on to another. The faults, one after another, each followed by a he
    cannot commit or serve a quorum read);
 2. a follower isolated;
 3. the leader cut from one follower only (that follower still hears the other one);
-4. the link between the two followers cut while the leader sees both (no election needed).
+4. the link between the two followers cut while the leader sees both (no election needed);
+5. the leader paused with SIGSTOP, then resumed with SIGCONT (it wakes up still believing it
+   leads, with clients' requests queued in its sockets);
+6. the leader killed with SIGKILL, then restarted on its data.
 
 After every heal the cluster must recover within ``RECOVERY_TIMEOUT_S``: the members agree on
 one leader, and a write through each member is acknowledged (the time is recorded). At the end
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,29 +186,69 @@ async def recover(cluster: NetnsTroikaCluster, network: Network) -> float:
     return trio.current_time() - began
 
 
+@dataclass(frozen=True)
+class Fault:
+    """One fault: ``inject(leader)`` starts it, ``heal()`` ends it."""
+
+    name: str
+    inject: Callable[[int], None]
+    heal: Callable[[], None]
+
+
+def faults_of(cluster: NetnsTroikaCluster) -> list[Fault]:
+    def followers_of(leader: int) -> list[int]:
+        return [index for index in range(cluster.size) if index != leader]
+
+    paused: list[int] = []
+
+    def pause(leader: int) -> None:
+        pid = cluster.pid(leader)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        paused.append(pid)
+
+    def resume() -> None:
+        os.kill(paused.pop(), signal.SIGCONT)
+
+    killed: list[int] = []
+
+    def kill(leader: int) -> None:
+        cluster.kill(leader)  # SIGKILL, waited for
+        killed.append(leader)
+
+    def restart() -> None:
+        cluster.restart(killed.pop())
+
+    return [
+        Fault("leader isolated", cluster.isolate, cluster.heal),
+        Fault(
+            "follower isolated", lambda lead: cluster.isolate(followers_of(lead)[0]), cluster.heal
+        ),
+        Fault(
+            "leader cut from one follower",
+            lambda lead: cluster.cut(lead, followers_of(lead)[0]),
+            cluster.heal,
+        ),
+        Fault(
+            "followers cut from each other",
+            lambda lead: cluster.cut(*followers_of(lead)),
+            cluster.heal,
+        ),
+        Fault("leader paused (SIGSTOP, then SIGCONT)", pause, resume),
+        Fault("leader killed (kill -9, then restarted)", kill, restart),
+    ]
+
+
 async def fault_schedule(run: Run, network: Network) -> None:
     cluster = run.cluster
     leader = await trio.to_thread.run_sync(cluster.wait_for_leader)
     await trio.sleep(STEADY_S)
-
-    def followers_of(leader: int) -> list[int]:
-        return [index for index in range(cluster.size) if index != leader]
-
-    faults: list[tuple[str, Callable[[int], None]]] = [
-        ("leader isolated", cluster.isolate),
-        ("follower isolated", lambda leader: cluster.isolate(followers_of(leader)[0])),
-        (
-            "leader cut from one follower",
-            lambda leader: cluster.cut(leader, followers_of(leader)[0]),
-        ),
-        ("followers cut from each other", lambda leader: cluster.cut(*followers_of(leader))),
-    ]
-    for name, inject in faults:
-        phase = Phase(name, trio.current_time())
+    for fault in faults_of(cluster):
+        phase = Phase(fault.name, trio.current_time())
         run.phases.append(phase)
-        await trio.to_thread.run_sync(inject, leader)
+        await trio.to_thread.run_sync(fault.inject, leader)
         await trio.sleep(FAULT_S)
-        await trio.to_thread.run_sync(cluster.heal)
+        await trio.to_thread.run_sync(fault.heal)
         phase.ended_s = trio.current_time()
         phase.recovery_s = await recover(cluster, network)
         leader = await trio.to_thread.run_sync(cluster.wait_for_leader)
