@@ -10,7 +10,7 @@ serves clients only once it is ready.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import trio
 from google.protobuf.message import Message
@@ -21,6 +21,7 @@ from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
 from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
+from net.http.messages import Handler
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
 from net.v3 import errors
@@ -165,6 +166,8 @@ async def serve_client_api(
     address: str,
     *,
     limits: ServiceLimits | None = None,
+    wrap_http: Callable[[Handler], Handler] | None = None,
+    wrap_methods: Callable[[Methods], Methods] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the member's client APIs on ``address`` until cancelled.
@@ -173,6 +176,9 @@ async def serve_client_api(
         member: the member.
         address: where to listen.
         limits: ``--max-txn-ops`` and ``--max-request-bytes`` (etcd's defaults if None).
+        wrap_http: applied to the HTTP/1.1 handler (the composition root's ``/metrics``,
+            ``--enable-v2``), outermost.
+        wrap_methods: applied to the gRPC/gateway method table (the root's gRPC metrics).
         task_status: told the bound address once listening.
     """
     limits = limits if limits is not None else ServiceLimits()
@@ -190,12 +196,14 @@ async def serve_client_api(
         **election_methods(concurrency),
     }
     methods = gate_methods(member, every_method)
+    if wrap_methods is not None:
+        methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
-        http = route_v3(gateway, V2Api(MemberV2Backend(member)))
+        http = gate_until_published(member, route_v3(gateway, V2Api(MemberV2Backend(member))))
         server = HttpServer(
             member.network,
-            gate_until_published(member, http),
+            http if wrap_http is None else wrap_http(http),
             ServerLimits(request_body_bytes_max=body_bytes_max(limits)),
             http2=GrpcServer(
                 methods, GrpcLimits(receive_message_bytes_max=receive_bytes_max)
