@@ -235,8 +235,9 @@ class WatchService:
                 await ready.wait()
                 continue
             drained.set()
+            encoded: dict[int, kv_pb2.Event] = {}  # watchers of one revision share its events
             for response in responses:
-                message = self.message(response)
+                message = self.message(response, encoded)
                 if response.fragment:
                     for part in fragments(message, self._fragment_bytes):
                         await send(part)
@@ -273,8 +274,16 @@ class WatchService:
                 if response.canceled:
                     return
 
-    def message(self, response: WatchResponse) -> rpc_pb2.WatchResponse:
-        """A hub response as etcd's ``WatchResponse``, with the header filled."""
+    def message(
+        self, response: WatchResponse, encoded: dict[int, kv_pb2.Event] | None = None
+    ) -> rpc_pb2.WatchResponse:
+        """A hub response as etcd's ``WatchResponse``, with the header filled.
+
+        Args:
+            encoded: events already encoded, by ``id`` of the hub's event (the hub hands the
+                same event object to every watcher of a revision); valid only while the
+                responses that hold those events are alive, so a sender keeps one per batch.
+        """
         backend = self._backend
         message = rpc_pb2.WatchResponse(
             watch_id=response.watch_id,
@@ -282,8 +291,16 @@ class WatchService:
             canceled=response.canceled,
             compact_revision=response.compact_revision,
             cancel_reason=response.cancel_reason,
-            events=[event_message(event) for event in response.events],
         )
+        events = message.events
+        for event in response.events:
+            if encoded is None:
+                events.append(event_message(event))
+                continue
+            found = encoded.get(id(event))
+            if found is None:
+                found = encoded[id(event)] = event_message(event)
+            events.append(found)
         header = message.header
         header.cluster_id = backend.cluster_id
         header.member_id = backend.member_id

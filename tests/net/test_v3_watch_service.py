@@ -157,3 +157,29 @@ def test_a_compaction_cancel_has_a_header_without_revision() -> None:
     )
     assert message.HasField("header") and message.header.revision == 0
     assert (message.watch_id, message.canceled, message.compact_revision) == (3, True, 7)
+
+
+async def test_watchers_of_one_revision_keep_their_own_prev_kv(autojump_clock: object) -> None:
+    """The sender encodes an event once for every watcher that got the same event object; a
+    watcher with ``prev_kv`` gets a different object, so it keeps its ``prev_kv``."""
+    backend = Backend()
+    backend.put(b"k", b"old")
+    async with trio.open_nursery() as nursery:
+        network = await serve(nursery, backend)
+        async with (
+            GrpcChannel(network, ADDRESS) as channel,
+            channel.stream(WATCH, rpc_pb2.WatchResponse) as call,
+        ):
+            for request in (create(b"k"), create(b"k", prev_kv=True), create(b"k")):
+                await call.send(request)
+            for _ in range(3):
+                assert (await call.__anext__()).created
+            backend.put(b"k", b"new")
+            responses = {}
+            for _ in range(3):
+                response = await call.__anext__()
+                responses[response.watch_id] = response
+            prevs = [responses[i].events[0].prev_kv.value for i in range(3)]
+            assert prevs == [b"", b"old", b""]
+            assert all(responses[i].events[0].kv.value == b"new" for i in range(3))
+        nursery.cancel_scope.cancel()
