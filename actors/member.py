@@ -139,6 +139,8 @@ class Member:
         self.status = RaftStatus(self.member_id)
         self.ids = RequestIds(self.member_id, state.incarnation)
         self.started_at_ns = 0
+        self.proposals_failed = 0
+        """Proposals that timed out or found no leader (etcd_server_proposals_failed_total)."""
         self.published = trio.Event()
         """Set once this member's name and client URLs are in the applied member table;
         the client API waits for it, as etcd serves clients only once it has published."""
@@ -365,7 +367,11 @@ class Member:
             finally:
                 self.waiters.forget(request_id)
 
-        return await self._with_leader_retry(attempt, timeout_s)
+        try:
+            return await self._with_leader_retry(attempt, timeout_s)
+        except (RequestTimeout, NoLeader):
+            self.proposals_failed += 1
+            raise
 
     async def propose_v2(self, request: V2Request) -> Event:
         """A v2 write: its event, or the V2Error the store answered."""
