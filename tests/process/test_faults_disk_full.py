@@ -9,8 +9,8 @@ Checked:
 
 1. refusals come in etcd's shape: v2 ``500 {"errorCode":300, "cause":"etcdserver: mvcc:
    database space exceeded"}``, the v3 gateway ``429 {"code":8, "error":"etcdserver: mvcc:
-   database space exceeded"}`` (gRPC's RESOURCE_EXHAUSTED), as etcd answers under its NOSPACE
-   alarm; a v3 delete is still taken (it makes room);
+   database space exceeded"}``, gRPC RESOURCE_EXHAUSTED with those words, as etcd answers
+   under its NOSPACE alarm; a v3 delete is still taken (it makes room);
 2. no member crashed, all stay healthy with one leader, reads are served;
 3. once the filler files are deleted, writes are taken again;
 4. every acknowledged write is on every member (a quorum read of the whole directory), and
@@ -34,9 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import grpc  # type: ignore[import-untyped]
 import pytest
 
 from bench.clusters import TroikaCluster
+from net.etcdpb import rpc_pb2
 from storage.space import NO_SPACE_MESSAGE, RESERVE_ENVIRONMENT
 
 pytestmark = pytest.mark.process
@@ -132,6 +134,21 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def grpc_put(url: str) -> tuple[str, str]:
+    """A v3 put over gRPC: (status code name, details)."""
+    with grpc.insecure_channel(url.removeprefix("http://")) as channel:
+        put = channel.unary_unary(
+            "/etcdserverpb.KV/Put",
+            request_serializer=rpc_pb2.PutRequest.SerializeToString,
+            response_deserializer=rpc_pb2.PutResponse.FromString,
+        )
+        try:
+            put(rpc_pb2.PutRequest(key=b"v3-grpc", value=b"x"), timeout=REQUEST_TIMEOUT_S)
+        except grpc.RpcError as error:
+            return error.code().name, error.details() or ""
+    return "OK", ""
+
+
 def is_no_space_v2(status: int, body: bytes) -> bool:
     if status != 500:
         return False
@@ -198,6 +215,7 @@ def test_a_full_disk_refuses_writes_in_etcds_words_and_loses_nothing(
             "message": NO_SPACE_MESSAGE,
             "code": 8,
         }
+        assert grpc_put(cluster.client_urls[1]) == ("RESOURCE_EXHAUSTED", NO_SPACE_MESSAGE)
         status, body = v3_call(cluster.client_urls[0], "/v3/kv/deleterange", {"key": b64("none")})
         assert status == 200, (status, body)
 
