@@ -10,8 +10,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import trio
 import typer
@@ -100,95 +101,78 @@ def version_command() -> None:
     typer.echo(_version_line())
 
 
-def _configure_logging(level: str) -> None:
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "panic": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+"""etcd's --log-level names and the logging levels they become."""
+
+
+def _configure_logging(level: str, output: str = "default") -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=LOG_LEVELS.get(level, logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        stream=sys.stdout if output == "stdout" else sys.stderr,
     )
 
 
-def _urls(text: str) -> tuple[str, ...]:
-    return tuple(url.strip() for url in text.split(",") if url.strip())
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve_command(ctx: typer.Context) -> None:
+    """Run one member; etcd 3.4's flags and ETCD_* variables (troika serve --help)."""
+    run_serve(list(ctx.args), os.environ)
 
 
-@app.command("serve")
-def serve_command(
-    name: Annotated[
-        str, typer.Option("--name", help="Human-readable name for this member.")
-    ] = "default",
-    data_dir: Annotated[
-        str, typer.Option("--data-dir", help="Path to the data directory (default NAME.etcd).")
-    ] = "",
-    listen_client_urls: Annotated[
-        str, typer.Option("--listen-client-urls")
-    ] = "http://localhost:2379",
-    advertise_client_urls: Annotated[
-        str, typer.Option("--advertise-client-urls")
-    ] = "http://localhost:2379",
-    listen_peer_urls: Annotated[str, typer.Option("--listen-peer-urls")] = "http://localhost:2380",
-    initial_advertise_peer_urls: Annotated[
-        str, typer.Option("--initial-advertise-peer-urls")
-    ] = "http://localhost:2380",
-    initial_cluster: Annotated[
-        str, typer.Option("--initial-cluster", help="name=peerURL,... of every founding member.")
-    ] = "",
-    initial_cluster_state: Annotated[
-        str, typer.Option("--initial-cluster-state", help="new or existing.")
-    ] = "new",
-    initial_cluster_token: Annotated[str, typer.Option("--initial-cluster-token")] = "etcd-cluster",
-    heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="ms")] = 100,
-    election_timeout: Annotated[int, typer.Option("--election-timeout", help="ms")] = 1000,
-    snapshot_count: Annotated[int, typer.Option("--snapshot-count")] = 10_000,
-    max_txn_ops: Annotated[
-        int, typer.Option("--max-txn-ops", help="Most operations in one v3 txn.")
-    ] = 128,
-    max_request_bytes: Annotated[
-        int, typer.Option("--max-request-bytes", help="Largest v3 request proposed, in bytes.")
-    ] = 1_572_864,
-    watch_progress_notify_interval: Annotated[
-        str,
-        typer.Option(
-            "--experimental-watch-progress-notify-interval",
-            help="How often idle v3 watchers with progress_notify hear of the revision.",
-        ),
-    ] = "10m0s",
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
-) -> None:
-    """Run one member (flags as etcd names them)."""
+def run_serve(argv: list[str], environment: Mapping[str, str]) -> None:
+    """Parse etcd's flags from ``argv`` and ``environment`` and run a member until signalled;
+    exits as etcd does on a refused command line (2) or configuration (1)."""
+    from actors.bootstrap import BootstrapError
+    from net.tls import TlsConfigError
+    from troika import serve_flags
     from troika.serve import ServeOptions, serve_until_signalled
-    from troika.v3_commands import CtlError, parse_go_duration
 
-    _configure_logging(log_level)
     try:
-        progress_interval_s = parse_go_duration(watch_progress_notify_interval)
-    except CtlError as error:
-        typer.echo(f"troika serve: {error}", err=True)
-        raise typer.Exit(2) from None
-    options = ServeOptions(
-        name=name,
-        data_dir=data_dir,
-        listen_client_urls=_urls(listen_client_urls),
-        advertise_client_urls=_urls(advertise_client_urls),
-        listen_peer_urls=_urls(listen_peer_urls),
-        initial_advertise_peer_urls=_urls(initial_advertise_peer_urls),
-        initial_cluster=initial_cluster,
-        initial_cluster_state=initial_cluster_state,
-        initial_cluster_token=initial_cluster_token,
-        heartbeat_interval_ms=heartbeat_interval,
-        election_timeout_ms=election_timeout,
-        snapshot_count=snapshot_count,
-        max_txn_ops=max_txn_ops,
-        max_request_bytes=max_request_bytes,
-        watch_progress_notify_interval_s=progress_interval_s,
-    )
+        flags = serve_flags.parse(argv, environment)
+    except serve_flags.FlagError as error:
+        _serve_exit(error)
+    if flags.help_requested:
+        typer.echo(serve_flags.help_text(), nl=False)
+        raise typer.Exit()
+    if flags.flag("version"):
+        typer.echo(_version_line())
+        raise typer.Exit()
+    level = "debug" if flags.flag("debug") else flags.text("log-level")
+    output = flags.text("log-outputs")
+    _configure_logging(level, output if output != "default" else flags.text("log-output"))
+    for note in flags.notes:
+        logging.getLogger("troika.serve").info("%s", note)
+    options = ServeOptions.from_flags(flags)
     try:
         options.member_config()
         options.service_limits()
+        options.network()
     except ValueError as error:
-        typer.echo(f"troika serve: {error}", err=True)
-        raise typer.Exit(2) from None
+        _serve_exit(serve_flags.FlagError(str(error), serve_flags.EXIT_USAGE))
+    except (TlsConfigError, BootstrapError) as error:
+        _serve_exit(serve_flags.FlagError(str(error)))
     trio.run(serve_until_signalled, options)
+
+
+def _serve_exit(error: Exception) -> NoReturn:
+    from troika.serve_flags import FlagError
+
+    assert isinstance(error, FlagError)
+    prefix = "error verifying flags, " if error.exit_code == 1 else ""
+    suffix = ". See 'troika serve --help'." if error.exit_code == 1 else ""
+    typer.echo(f"troika serve: {prefix}{error.message}{suffix}", err=True)
+    raise typer.Exit(error.exit_code)
 
 
 cluster_app = typer.Typer(help="A local cluster of member processes.", no_args_is_help=True)

@@ -65,6 +65,7 @@ class ClusterLayout:
             "--initial-cluster", self.initial_cluster(),
             "--initial-cluster-state", "new",
             "--initial-cluster-token", self.token,
+            "--enable-v2=true",
         ]  # fmt: skip
 
 
