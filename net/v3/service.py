@@ -451,6 +451,10 @@ class V3Service:
         if header.revision == 0:
             header.revision = self._backend.revision()
 
+    def fill_cluster_header(self, header: rpc_pb2.ResponseHeader) -> None:
+        """The header of a Cluster RPC: cluster, member, term, no revision."""
+        self._fill_cluster(header)
+
     def _fill_cluster(self, header: rpc_pb2.ResponseHeader) -> None:
         header.cluster_id = self._backend.cluster_id
         header.member_id = self._backend.member_id
