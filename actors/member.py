@@ -462,6 +462,15 @@ class Member:
         """Ask the leader to hand over to ``target`` (returns at once)."""
         await self.raft_send.send(TransferLeadership(target))
 
+    def match_indexes(self) -> dict[int, int] | None:
+        """The leader's view of how far each member's log matches its own (its own included),
+        by member id; None on a member that does not lead (only the leader knows; etcd's
+        ``isLearnerReady`` reads the same)."""
+        core = self.raft_actor.node.raft
+        if not self.is_leader():
+            return None
+        return {node: progress.match for node, progress in core.tracker.progress.items()}
+
     def leader_id(self) -> int:
         """The leader this member knows of, or 0."""
         return self.status.leader_id
