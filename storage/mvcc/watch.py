@@ -393,8 +393,8 @@ class WatchHub:
             response = WatchResponse(
                 watcher.watch_id, revision, tuple(events), fragment=watcher.fragment
             )
-            if not watcher.stream._offer(response, watcher):
-                self._unsync(watcher, revision + 1 if self.planted_skip_when_full else revision)
+            if not watcher.stream._offer(response, watcher) and not self.planted_skip_when_full:
+                self._unsync(watcher, revision)
 
     def resync(self) -> None:
         """The store was replaced (a snapshot install): every synced watcher that has not
