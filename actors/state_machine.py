@@ -36,6 +36,7 @@ import cbor2
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
+from actors.alarms import ALARMS_BLOB, AlarmTable, refused_while_alarmed
 from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
@@ -291,6 +292,8 @@ class StateMachine:
         self.applied_index = applied_index
         self.membership_changed = True
         self._kv_events: list[TxnEvents] = []
+        self.alarms = AlarmTable()
+        """The cluster's alarms (``actors.alarms``; an applied-state blob)."""
 
     # -- read-only views, for the APIs -------------------------------------------------------
 
@@ -316,9 +319,11 @@ class StateMachine:
         conf_state = decode_conf_state(conf_data) if conf_data else ConfState()
         mvcc = _load_mvcc(kv)
         leases = LeaseTable.load(kv, mvcc, min_ttl_s=min_lease_ttl_s)
-        return cls(
+        machine = cls(
             V2Store.load(kv), mvcc, membership, conf_state, applied.applied_index(), leases=leases
         )
+        machine.alarms = AlarmTable.decode(applied.get_blob(ALARMS_BLOB))
+        return machine
 
     @classmethod
     def empty(cls, *, min_lease_ttl_s: int = 1) -> StateMachine:
@@ -396,7 +401,11 @@ class StateMachine:
             return None
         outcome: Outcome
         try:
-            if request.HasField("lease_grant"):
+            if request.HasField("alarm"):
+                outcome = self.alarms.apply(request.alarm)
+            elif (refused := refused_while_alarmed(self.alarms, request)) is not None:
+                outcome = refused
+            elif request.HasField("lease_grant"):
                 outcome = self._grant(request.lease_grant)
             elif request.HasField("lease_revoke"):
                 outcome = self._revoke(request.lease_revoke)
@@ -569,6 +578,9 @@ class StateMachine:
             blobs[MEMBERSHIP_BLOB] = self.membership.encode()
             blobs[CONF_STATE_BLOB] = encode_conf_state(self.conf_state)
             self.membership_changed = False
+        if self.alarms.changed:
+            blobs[ALARMS_BLOB] = self.alarms.encode()
+            self.alarms.changed = False
         return batch, blobs
 
     async def persist(self, applied: AppliedState, *, sync: bool = False) -> None:
