@@ -14,6 +14,7 @@ The unit half checks the renderers and request builders directly.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -55,6 +56,8 @@ from troika.v3_watch_commands import (
 SETTLE_SECONDS = 1.5
 """How long a background command gets to start (connect, create its watch or session)."""
 EXIT_WAIT_SECONDS = 15.0
+SESSION_KEEP_ALIVE_SECONDS = 20.0
+"""A third of ``elect``'s 60 s session TTL: how often its lease is kept alive."""
 
 SHELL_PATH = "/usr/bin:/bin:/usr/local/bin"
 EXEC = 'echo "event $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"'
@@ -75,24 +78,32 @@ class Normaliser:
         return self.ids.setdefault(value, f"<lease {len(self.ids)}>")
 
     def text(self, text: str) -> str:
+        text = re.sub(r'"key":"([A-Za-z0-9+/=]*)"', _decoded_key, text)
+        text = re.sub(r'"(cluster_id|member_id|raft_term)":\d+', r'"\1":"set"', text)
+        # decimal IDs before hex ones: a 16-digit decimal would read as a hex ID
+        text = re.sub(
+            r'"(ID|id|lease)":(\d+)',
+            lambda m: f'"{m.group(1)}":"{self.lease(int(m.group(2)))}"',
+            text,
+        )
         text = re.sub(r"\b[0-9a-f]{16}\b", lambda m: self.lease(int(m.group(0), 16)), text)
         text = re.sub(
             r"\b(mylock|myelection)/([0-9a-f]+)\b",
             lambda m: f"{m.group(1)}/{self.lease(int(m.group(2), 16))}",
             text,
         )
-        text = re.sub(
-            r'"(ID|id|lease)":(\d+)',
-            lambda m: f'"{m.group(1)}":"{self.lease(int(m.group(2)))}"',
-            text,
-        )
-        text = re.sub(r'"(cluster_id|member_id|raft_term)":\d+', r'"\1":"set"', text)
         text = re.sub(r"remaining\(\d+s\)", "remaining(<n>s)", text)
         return re.sub(r'"ttl":\d+', '"ttl":"<n>"', text)
 
     def outcome(self, outcome: Outcome) -> tuple[list[str], str, int]:
         lines = self.text(outcome.stdout.decode("utf-8", errors="replace")).splitlines()
         return lines, self.text(outcome.error), outcome.exit_code
+
+
+def _decoded_key(match: re.Match[str]) -> str:
+    """A json key (base64) as its text, so the lease IDs in lock and election keys show."""
+    key = base64.b64decode(match.group(1)).decode("utf-8", errors="replace")
+    return f'"key":{json.dumps(key)}'
 
 
 def _events_only(outcome: Outcome) -> Outcome:
@@ -142,12 +153,14 @@ def _troika(endpoint: str, args: list[str], stdin: bytes = b"") -> Outcome:
     return Outcome(result.stdout_bytes, _error_line(result.stderr), result.exit_code)
 
 
-def _finish(process: subprocess.Popen[bytes], *, stop: bool) -> Outcome:
+def _finish(
+    process: subprocess.Popen[bytes], *, stop: bool, wait_s: float = EXIT_WAIT_SECONDS
+) -> Outcome:
     """Stop a background command with SIGTERM (or let it end) and collect what it did."""
     if stop:
         process.send_signal(signal.SIGTERM)
     try:
-        stdout, stderr = process.communicate(timeout=EXIT_WAIT_SECONDS)
+        stdout, stderr = process.communicate(timeout=wait_s)
     except subprocess.TimeoutExpired:
         process.kill()
         stdout, stderr = process.communicate()
@@ -291,6 +304,17 @@ def _background(side: Side) -> dict[str, Shown]:
     results["lock holder"] = _finish(holder, stop=True)
     results["lock waiter"] = _finish(waiter, stop=False)
 
+    holder = side.start(["lock", "mylock", "-w", "json"])
+    time.sleep(SETTLE_SECONDS)
+    results["lock json"] = _finish(holder, stop=True)
+    holder = side.start(["lock", "mylock", "--ttl", "5", "-w", "json"])
+    time.sleep(SETTLE_SECONDS)
+    side.run(["lease", "revoke", _holder_lease(side, "mylock/")])
+    results["lock whose lease is revoked"] = _finish(holder, stop=False)
+    hexed = side.start(["watch", "x/a", "--rev", str(revision + 1), "--hex", "--prev-kv"])
+    time.sleep(SETTLE_SECONDS)
+    results["watch hex"] = _finish(hexed, stop=True)
+
     observer = side.start(["elect", "-l", "myelection"])
     time.sleep(SETTLE_SECONDS)
     first = side.start(["elect", "myelection", "one"])
@@ -302,7 +326,21 @@ def _background(side: Side) -> dict[str, Shown]:
     results["elect second"] = _finish(second, stop=True)
     time.sleep(SETTLE_SECONDS)
     results["elect observer"] = _finish(observer, stop=True)
+
+    candidate = side.start(["elect", "myelection", "three", "-w", "json"])
+    time.sleep(SETTLE_SECONDS)
+    side.run(["lease", "revoke", _holder_lease(side, "myelection/")])
+    # The session's TTL is 60 s: its next keep-alive, which finds the lease gone, is 20 s on.
+    results["elect whose lease is revoked"] = _finish(
+        candidate, stop=False, wait_s=SESSION_KEEP_ALIVE_SECONDS + EXIT_WAIT_SECONDS
+    )
     return {name: side.normaliser.outcome(outcome) for name, outcome in results.items()}
+
+
+def _holder_lease(side: Side, prefix: str) -> str:
+    """The lease (hex) of the oldest key under ``prefix``: a lock holder's or a leader's."""
+    found = side.run(["get", prefix, "--prefix", "--sort-by", "CREATE", "-w", "json"])
+    return f"{json.loads(found.stdout)['kvs'][0]['lease']:x}"
 
 
 @pytest.fixture
@@ -354,6 +392,13 @@ def test_lease_watch_lock_elect_print_what_etcdctl_prints(endpoints: tuple[str, 
     background_expected, background_got = _background(theirs), _background(ours)
     assert background_expected["lock waiter"][0] == ["second"]
     assert 'event "DELETE" "x/a" ""' in background_expected["watch exec"][0]
+    assert background_expected["lock whose lease is revoked"][1:] == ("Error: session expired", 1)
+    assert background_expected["elect whose lease is revoked"][1:] == (
+        "Error: elect: session expired",
+        1,
+    )
+    assert background_expected["watch hex"][0][1] == "\\x78\\x2f\\x61"  # x/a
+    assert '"key":"mylock/<lease' in background_expected["lock json"][0][0]
     differences += _differences(
         [(name, shown, background_got[name]) for name, shown in background_expected.items()]
     )
