@@ -369,6 +369,12 @@ class RocksKeyValueStore:
         live = db.property_int_value("rocksdb.estimate-live-data-size") or 0
         return files + memtables, min(files, live) + memtables
 
+    def defragment(self) -> None:
+        """Compact every level now, giving back the space of deleted and overwritten records
+        (etcd's Defragment). It runs on the calling thread and blocks the event loop meanwhile,
+        as etcd's defragmentation blocks the member's reads and writes."""
+        self._writable_db().compact_range(None, None)
+
     def _open_db(self) -> rocksdict.Rdict:
         if self._db is None:
             raise StorageClosed(f"the store {self._path} is closed")
