@@ -19,6 +19,7 @@ from actors.api_backend import (
 )
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.leases import LeaseNoLeader, LeaseTimeout
+from actors.maintenance_backend import over_quota, raise_no_space
 from actors.state_machine import KvReader
 from net.backend import BackendTimeout, NoLeader
 from net.etcdpb import raft_internal_pb2, rpc_pb2
@@ -98,8 +99,12 @@ class MemberV3Backend(MemberView):
     # -- writes ------------------------------------------------------------------------------
 
     async def _propose(self, request: raft_internal_pb2.InternalRaftRequest) -> object:
-        if _adds_data(request) and write_refusal(self.member.kv) is not None:
-            raise errors.no_space()  # etcd's NOSPACE answer; see storage.space
+        if _adds_data(request):
+            refusal = write_refusal(self.member.kv)
+            if refusal is not None and over_quota(self.member.kv):
+                await raise_no_space(self.member)  # etcd's quota check raises the alarm
+            if refusal is not None or self.member.machine.alarms.no_space():
+                raise errors.no_space()  # etcd's NOSPACE answer; see storage.space
         try:
             return await self.member.propose_v3(request)
         except MemberErrors as error:
