@@ -16,6 +16,8 @@ import trio
 from google.protobuf.message import Message
 
 from actors.api_backend import MemberV2Backend, gate_until_published
+from actors.cluster_backend import MemberClusterBackend
+from actors.maintenance_backend import MemberMaintenanceBackend
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
@@ -25,11 +27,13 @@ from net.http.messages import Handler
 from net.http.server import HttpServer, ServerLimits
 from net.v2api import V2Api
 from net.v3 import errors
+from net.v3.cluster_service import cluster_methods
 from net.v3.concurrency import ServiceBackend, waits_for_others
 from net.v3.election_service import election_methods
 from net.v3.gateway import JsonGateway, route_v3
 from net.v3.lease_service import LeaseService, lease_methods
 from net.v3.lock_service import lock_methods
+from net.v3.maintenance_service import maintenance_methods
 from net.v3.methods import (
     CallContext,
     Method,
@@ -194,6 +198,8 @@ async def serve_client_api(
         **watch_methods(MemberWatchBackend(member), limits),
         **lock_methods(concurrency),
         **election_methods(concurrency),
+        **cluster_methods(MemberClusterBackend(member), service),
+        **maintenance_methods(MemberMaintenanceBackend(member), service),
     }
     methods = gate_methods(member, every_method)
     if wrap_methods is not None:
