@@ -566,6 +566,8 @@ def test_normaliser_maps_lease_ids_in_every_form() -> None:
 
 RESUME_WRITES = 20
 """Puts before and after the kill (each half)."""
+KEPT_TTL_SECONDS = 5
+"""The kept-alive lease's TTL: the test outlasts it twice after the kill."""
 
 
 @pytest.mark.process
@@ -573,14 +575,17 @@ RESUME_WRITES = 20
 def test_watch_resumes_on_the_next_endpoint_after_a_kill(
     system: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """``troika watch`` with three endpoints, its member killed with SIGKILL mid-stream: it
-    goes on from the next endpoint and prints every event once, in order."""
+    """``troika watch`` and ``troika lease keep-alive`` with three endpoints, their member
+    killed with SIGKILL mid-stream: the watch goes on from the next endpoint and prints every
+    event once, in order; the lease outlives its TTL several times over."""
     if system == "etcd" and not etcd_available():
         pytest.skip("etcd is not installed")
     kind = TroikaCluster if system == "troika" else EtcdCluster
     with kind(3, tmp_path_factory.mktemp(f"{system}-watch-resume")) as cluster:
         hosts = [url.removeprefix("http://") for url in cluster.client_urls]
         watcher = _troika_process(",".join(hosts), ["watch", "r/", "--prefix"])
+        lease = etcdctl(hosts[1], ["lease", "grant", str(KEPT_TTL_SECONDS)]).stdout.split()[1]
+        keeper = _troika_process(",".join(hosts), ["lease", "keep-alive", lease.decode()])
         time.sleep(SETTLE_SECONDS * 2)
         for number in range(RESUME_WRITES):
             assert etcdctl(hosts[1], ["put", f"r/{number}", str(number)]).exit_code == 0
@@ -591,8 +596,16 @@ def test_watch_resumes_on_the_next_endpoint_after_a_kill(
             while outcome.exit_code != 0 and time.monotonic() < deadline:
                 outcome = etcdctl(hosts[1 + number % 2], ["put", f"r/{number}", str(number)])
             assert outcome.exit_code == 0, outcome
-        time.sleep(SETTLE_SECONDS * 2)
+        time.sleep(SETTLE_SECONDS * 2 + KEPT_TTL_SECONDS)
         done = _finish(watcher, stop=True)
+        alive = etcdctl(hosts[1], ["lease", "timetolive", lease.decode()])
+        etcdctl(hosts[1], ["lease", "revoke", lease.decode()])
+        kept = _finish(keeper, stop=False)
+    assert b"remaining" in alive.stdout, alive
+    renewals = kept.stdout.splitlines()
+    assert renewals[-1] == b"lease " + lease + b" expired or revoked.", kept
+    assert set(renewals[:-1]) == {b"lease %s keepalived with TTL(%d)" % (lease, KEPT_TTL_SECONDS)}
+    assert len(renewals) > 3, kept
     expected = [
         line
         for number in range(2 * RESUME_WRITES)

@@ -38,6 +38,9 @@ UNLOCK_TIMEOUT_SECONDS = 5.0
 SESSION_TTL_SECONDS = 60
 """concurrency.NewSession's default TTL (``elect``; ``lock`` takes ``--ttl``, default 10)."""
 
+RETRIED_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.INTERNAL})
+"""The stream errors after which clientv3 opens the stream again."""
+
 PUT = kv_pb2.Event.PUT
 DELETE = kv_pb2.Event.DELETE
 
@@ -70,8 +73,8 @@ async def keep_alive(
         no answer came within the lease's TTL (clientv3 then gives up the lease too).
 
     Raises:
-        RpcError: the stream failed with something other than UNAVAILABLE, or no endpoint
-            could be reached ``STREAM_RETRIES_MAX`` times running.
+        RpcError: the stream failed with something other than UNAVAILABLE or INTERNAL, or
+            no endpoint could be reached ``STREAM_RETRIES_MAX`` times running.
     """
     deadline = trio.current_time() + FIRST_KEEP_ALIVE_TIMEOUT_SECONDS
     failures = 0
@@ -103,8 +106,11 @@ async def keep_alive(
 
 
 def _stream_failure(error: BaseException, failures: int) -> int:
-    """Count a stream that broke; raise the error when it is not worth another attempt."""
-    if isinstance(error, RpcError) and error.code is not StatusCode.UNAVAILABLE:
+    """Count a stream that broke; raise the error when it is not worth another attempt.
+
+    As clientv3's ``isHaltErr``, UNAVAILABLE and INTERNAL are worth another attempt: a send on
+    a stream whose connection went away reports INTERNAL (no trailers came)."""
+    if isinstance(error, RpcError) and error.code not in RETRIED_CODES:
         raise error
     if failures + 1 >= STREAM_RETRIES_MAX:
         if isinstance(error, RpcError):
