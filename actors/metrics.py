@@ -341,7 +341,8 @@ class MemberCollector(Collector):
                 by_id[key] = by_id.get(key, 0) + count
             for key in sorted(by_id):
                 family.add_metric((key,), by_id[key])
-            yield family
+            if by_id:  # as Go's client: a vector without series is not shown at all
+                yield family
 
     def _ids_by_address(self) -> dict[str, str]:
         ids: dict[str, str] = {}
