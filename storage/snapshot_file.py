@@ -10,7 +10,11 @@ Layout (all of it, then the digest)::
 
     MAGIC (16 bytes)
     frame*          u32 big-endian length, then that many bytes of CBOR
+    zero bytes      up to a multiple of PAGE_BYTES (a zero length ends the frames)
     sha256 (32 bytes) of everything before it
+
+The padding is there for ``etcdctl snapshot save``: it takes a stream as a database followed
+by its digest only if its length is a multiple of 512 plus 32 (bbolt files are whole pages).
 
 The first frame is the header, a CBOR map (``SnapshotHeader``): the format version, the
 member and cluster it was taken from, its applied Raft index, the MVCC revision and compact
@@ -42,6 +46,8 @@ FRAME_BYTES: Final = 1024 * 1024
 RECORD_PREFIXES: Final = (b"lease/", b"mvcc/")
 """The records a snapshot holds (``actors.state_machine``'s MVCC and lease prefixes)."""
 READ_BYTES: Final = 64 * 1024
+PAGE_BYTES: Final = 512
+"""The body is padded to a multiple of this (``etcdctl snapshot save``'s ``hasChecksum``)."""
 
 
 class SnapshotFileError(ValueError):
@@ -115,6 +121,8 @@ def snapshot_body(header: SnapshotHeader, records: Iterable[tuple[bytes, bytes]]
         count += len(cbor2.loads(frame))
     if count != header.records:
         raise ValueError(f"the header says {header.records} records, {count} were given")
+    size_bytes = sum(map(len, parts))
+    parts.append(bytes(-size_bytes % PAGE_BYTES))
     return b"".join(parts)
 
 
@@ -212,9 +220,14 @@ def parse_snapshot(data: bytes) -> SnapshotFile:
 
 def _frames(body: bytes, offset: int) -> Iterator[bytes]:
     while offset < len(body):
-        if offset + FRAME_HEADER_BYTES > len(body):
-            raise SnapshotFileError("the snapshot ends inside a frame header")
-        length = int.from_bytes(body[offset : offset + FRAME_HEADER_BYTES], "big")
+        rest = body[offset:]
+        if len(rest) < FRAME_HEADER_BYTES or not any(rest[:FRAME_HEADER_BYTES]):
+            if any(rest):
+                raise SnapshotFileError(
+                    "the snapshot ends inside a frame, or its padding is not zeros"
+                )
+            return
+        length = int.from_bytes(rest[:FRAME_HEADER_BYTES], "big")
         offset += FRAME_HEADER_BYTES
         if length > FRAME_BYTES_MAX or offset + length > len(body):
             raise SnapshotFileError(f"a frame of {length} bytes runs past the snapshot's end")

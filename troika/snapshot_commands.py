@@ -1,0 +1,192 @@
+"""``troika snapshot restore`` and ``troika snapshot status``: a new cluster from a backup.
+
+A backup is what ``etcdctl snapshot save`` (or any client of Maintenance.Snapshot) wrote from a
+troika member: ``storage.snapshot_file``'s format, its SHA-256 at the end. Restore follows
+etcd's semantics (``clientv3/snapshot``'s ``Restore``):
+
+- the digest is checked first (``--skip-hash-check`` is etcd's escape for a file copied out of
+  a data directory; a troika file always carries its digest, so there is no such flag here);
+- the data directory must not exist yet;
+- the members are the ones the flags name (``--initial-cluster``, ``--initial-cluster-token``),
+  with etcd's ids, so the cluster id is new unless the flags are the old cluster's own; the
+  state is the MVCC store and the leases as of the snapshot (revisions kept); v2 data is not
+  restored, as etcd restores none;
+- every member of the new cluster is restored from the same file with the same flags and its
+  own ``--name``, then started with ``troika serve`` and ``--initial-cluster-state new``.
+
+What is written is exactly what a founder writes at its first start (``actors.bootstrap``),
+except that the founding snapshot holds the backup's records besides the member table: the
+member's identity, a snapshot at index 1 of term 1 with every member a voter, a hard state
+that commits it. ``troika serve`` installs that snapshot when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from actors.bootstrap import BOOTSTRAP_INDEX, IDENTITY_KEY, Identity, MemberConfig
+from actors.membership import Member, Membership, cluster_id_for, parse_initial_cluster
+from actors.state_machine import SNAPSHOT_MEMBERS_KEY, chunk_records
+from storage.kv import RocksKeyValueStore, WriteBatch
+from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord, encode_snapshot_chunk
+from storage.snapshot_file import SnapshotFile, SnapshotFileError, read_snapshot
+
+RESTORE_TERM = 1
+"""The term of the founding snapshot (a founder's, as ``actors.bootstrap`` writes it)."""
+
+
+class RestoreError(Exception):
+    """The restore cannot be done with these flags and this file (the message says why)."""
+
+
+def restored_members(
+    name: str, initial_cluster: str, token: str, advertise_peer_urls: list[str]
+) -> tuple[list[Member], Member]:
+    """The new cluster's members (etcd's ids from the flags) and the one being restored.
+
+    Raises:
+        RestoreError: the cluster does not name ``name``, or names it with other peer URLs
+            than ``--initial-advertise-peer-urls``.
+    """
+    try:
+        cluster = parse_initial_cluster(initial_cluster)
+        config = MemberConfig(name=name, initial_cluster=cluster, initial_cluster_token=token)
+    except ValueError as error:
+        raise RestoreError(str(error)) from None
+    if advertise_peer_urls and sorted(cluster[name]) != sorted(advertise_peer_urls):
+        raise RestoreError(
+            f"--initial-cluster has {name}={','.join(cluster[name])} but "
+            f"--initial-advertise-peer-urls is {','.join(advertise_peer_urls)}"
+        )
+    members = config.founding_members()
+    return members, next(member for member in members if member.name == name)
+
+
+def founding_chunks(snapshot: SnapshotFile, members: list[Member]) -> list[bytes]:
+    """The founding snapshot's chunks: the backup's records, then the member table (in the
+    key order the state machine's chunks keep)."""
+    membership = Membership({member.member_id: member for member in members})
+    records = [*snapshot.records, (SNAPSHOT_MEMBERS_KEY, membership.encode())]
+    records.sort(key=lambda record: record[0])
+    return list(chunk_records(records))
+
+
+async def restore_data_dir(
+    snapshot: SnapshotFile, data_dir: Path, members: list[Member], member: Member
+) -> Identity:
+    """Write a founder's data directory holding ``snapshot``'s state.
+
+    Raises:
+        RestoreError: the data directory exists.
+    """
+    if data_dir.exists():
+        raise RestoreError(f"data-dir {str(data_dir)!r} exists")
+    data_dir.mkdir(parents=True)
+    identity = Identity(member.member_id, cluster_id_for([m.member_id for m in members]))
+    kv = RocksKeyValueStore(data_dir / "db")
+    try:
+        raft_store = RaftStore.open(kv)
+        bodies = founding_chunks(snapshot, members)
+        size_bytes = 0
+        for seq, body in enumerate(bodies):
+            value = encode_snapshot_chunk(BOOTSTRAP_INDEX, seq, body)
+            raft_store.put_snapshot_chunk(BOOTSTRAP_INDEX, True, seq, value)
+            size_bytes += len(value)
+        voters = tuple(sorted(m.member_id for m in members))
+        record = SnapshotRecord(
+            BOOTSTRAP_INDEX, RESTORE_TERM, voters, (), b"", len(bodies), size_bytes, True
+        )
+        hard_state = HardStateRecord(term=RESTORE_TERM, vote=0, commit=BOOTSTRAP_INDEX)
+        await raft_store.save(hard_state, [], record, sync=True)
+        batch = WriteBatch()
+        batch.put(IDENTITY_KEY, identity.encode())
+        await kv.write(batch, sync=True)
+    finally:
+        kv.close()
+    return identity
+
+
+def status_fields(snapshot: SnapshotFile) -> dict[str, int]:
+    """``etcdctl snapshot status``'s fields (hash: the first four bytes of the digest, as a
+    number; etcd's is a CRC of the database, which a troika file does not have; total keys:
+    the records, as etcd counts every key of every bucket)."""
+    return {
+        "hash": int.from_bytes(snapshot.digest[:4], "big"),
+        "revision": snapshot.header.revision,
+        "totalKey": len(snapshot.records),
+        "totalSize": snapshot.size_bytes,
+    }
+
+
+def _read(path: Path) -> SnapshotFile:
+    try:
+        return read_snapshot(path)
+    except (SnapshotFileError, OSError) as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+snapshot_app = typer.Typer(help="Manages troika node snapshots", no_args_is_help=True)
+
+
+@snapshot_app.command("restore")
+def restore_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
+    file: Annotated[Path, typer.Argument(help="the snapshot file")],
+    data_dir: Annotated[str, typer.Option("--data-dir", help="the new data directory")] = "",
+    name: Annotated[str, typer.Option("--name", help="this member's name")] = "default",
+    initial_cluster: Annotated[
+        str, typer.Option("--initial-cluster", help="the new cluster's members, name=peer-url")
+    ] = "default=http://localhost:2380",
+    initial_cluster_token: Annotated[
+        str, typer.Option("--initial-cluster-token", help="the new cluster's token")
+    ] = "etcd-cluster",
+    initial_advertise_peer_urls: Annotated[
+        str, typer.Option("--initial-advertise-peer-urls", help="this member's peer URLs")
+    ] = "http://localhost:2380",
+) -> None:
+    """Restores a troika member snapshot to a troika data directory (etcdctl's flags)."""
+    snapshot = _read(file)
+    directory = Path(data_dir or f"{name}.etcd")
+    advertise = [url for url in initial_advertise_peer_urls.split(",") if url]
+    try:
+        members, member = restored_members(name, initial_cluster, initial_cluster_token, advertise)
+        identity = trio.run(restore_data_dir, snapshot, directory, members, member)
+    except RestoreError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"restored snapshot (revision {snapshot.header.revision}, "
+        f"{len(snapshot.records)} records) to {directory} as member {identity.member_id:x} "
+        f"of cluster {identity.cluster_id:x}"
+    )
+
+
+@snapshot_app.command("status")
+def status_command(
+    file: Annotated[Path, typer.Argument(help="the snapshot file")],
+    write_out: Annotated[str, typer.Option("-w", "--write-out", help="simple, table or json")] = (
+        "simple"
+    ),
+) -> None:
+    """Gets backend snapshot status of a given file."""
+    fields = status_fields(_read(file))
+    if write_out == "json":
+        typer.echo(json.dumps(fields, separators=(",", ":")))
+    elif write_out == "table":
+        typer.echo("| HASH | REVISION | TOTAL KEYS | TOTAL SIZE |")
+        typer.echo("| {hash:x} | {revision} | {totalKey} | {totalSize} |".format(**fields))
+    else:
+        typer.echo("{hash:x}, {revision}, {totalKey}, {totalSize}".format(**fields))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``snapshot restore`` and ``snapshot status`` to ``app``."""
+    app.add_typer(snapshot_app, name="snapshot")
+
+
+__all__ = ["RestoreError", "founding_chunks", "register", "restore_data_dir", "restored_members"]
