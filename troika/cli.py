@@ -22,6 +22,7 @@ from troika import (
     bench_commands,
     client_commands,
     sim_commands,
+    snapshot_commands,
     v3_commands,
     v3_lease_commands,
     v3_watch_commands,
@@ -218,6 +219,7 @@ app.add_typer(v2_app, name="v2")
 v3_commands.register(app)
 v3_lease_commands.register(app)
 v3_watch_commands.register(app)
+snapshot_commands.register(app)
 client_commands.register(v2_app)
 client_commands.register_cluster_commands(member_app, endpoint_app)
 
