@@ -7,6 +7,8 @@ tests/process/test_serve_flags_etcd.py runs both binaries and compares them live
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actors.compactor import MODES
@@ -256,3 +258,9 @@ def test_defaults_are_etcds() -> None:
     config = options.member_config()
     assert (config.tick_interval_s, config.election_ticks) == (0.1, 10)
     assert BY_NAME["snapshot-count"].default == "10000"  # troika's, documented
+
+
+def test_the_operations_doc_names_every_flag() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    missing = [flag.name for flag in FLAGS if f"`--{flag.name}`" not in doc]
+    assert not missing
