@@ -62,6 +62,7 @@ ETCD_ERRORS = [
      'the form "host:port": http://127.0.0.1'),
     (["--name"], EXIT_USAGE, "flag needs an argument: -name"),
     (["---name=x"], EXIT_USAGE, "bad flag syntax: ---name=x"),
+    (["--", "--name=x"], EXIT_CONFIG, "'--name=x' is not a valid flag"),
 ]  # fmt: skip
 
 

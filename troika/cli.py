@@ -231,4 +231,11 @@ def main() -> None:
     except v3_commands.CtlError as error:
         typer.echo(error.message, err=True)
         sys.exit(error.exit_code)
+    if argv[:1] == ["serve"]:
+        # etcd's flags exactly as given (Click would take a "--" for itself)
+        try:
+            run_serve(argv[1:], os.environ)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+        return
     app(args=argv, prog_name="troika")

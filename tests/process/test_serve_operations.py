@@ -154,6 +154,7 @@ BAD_COMMAND_LINES = [
     ["--election-timeout=200"],
     ["--listen-client-urls=http://127.0.0.1"],
     ["--name"],
+    ["--", "--name=x"],
 ]
 
 
