@@ -193,21 +193,41 @@ class Watcher:
         self.quiet = True
         """No events were sent since the last progress tick."""
 
-    def select(
-        self, events: tuple[Event, ...], with_prev: list[Event], bare: list[Event], hits: list[int]
-    ) -> list[Event]:
-        """The events at positions ``hits`` this watcher wants, with or without ``prev_kv``
-        (``with_prev`` and ``bare`` are ``events`` in those two forms)."""
-        chosen: list[Event] = []
-        forms = with_prev if self.prev_kv else bare
-        for position in hits:
-            kind = events[position].type
-            if (kind is EventType.PUT and self.no_put) or (
-                kind is EventType.DELETE and self.no_delete
-            ):
-                continue
-            chosen.append(forms[position])
-        return chosen
+    @property
+    def group_key(self) -> GroupKey:
+        """Where a ``WatcherGroup`` files it: its key (single) or its bounds (range)."""
+        return (self.key, self.end, self.single)
+
+    @property
+    def flavor(self) -> Flavor:
+        """What it keeps of a matching event: ``(prev_kv, no_put, no_delete)``."""
+        return (self.prev_kv, self.no_put, self.no_delete)
+
+
+GroupKey = tuple[bytes, bytes | None, bool]
+"""A watched key ``(key, None, True)`` or range ``(key, end or None, False)``."""
+
+Flavor = tuple[bool, bool, bool]
+"""``(prev_kv, no_put, no_delete)``."""
+
+
+def select(
+    flavor: Flavor,
+    events: tuple[Event, ...],
+    forms: tuple[list[Event], list[Event]],
+    hits: list[int],
+) -> list[Event]:
+    """The events at positions ``hits`` that watchers of ``flavor`` want, with or without
+    ``prev_kv`` (``forms``: ``events`` as watchers with ``prev_kv`` see them, and without)."""
+    prev_kv, no_put, no_delete = flavor
+    chosen_form = forms[0] if prev_kv else forms[1]
+    chosen: list[Event] = []
+    for position in hits:
+        kind = events[position].type
+        if (kind is EventType.PUT and no_put) or (kind is EventType.DELETE and no_delete):
+            continue
+        chosen.append(chosen_form[position])
+    return chosen
 
 
 class WatcherGroup:
@@ -218,7 +238,7 @@ class WatcherGroup:
     def __init__(self, watchers: Iterable[Watcher] = ()) -> None:
         self._watchers: dict[int, Watcher] = {}
         self._keys: dict[bytes, dict[int, Watcher]] = {}
-        self._ranges: dict[tuple[bytes, bytes | None], dict[int, Watcher]] = {}
+        self._ranges: dict[GroupKey, dict[int, Watcher]] = {}
         for watcher in watchers:
             self.add(watcher)
 
@@ -237,7 +257,7 @@ class WatcherGroup:
         if watcher.single:
             self._keys.setdefault(watcher.key, {})[watcher.serial] = watcher
         else:
-            self._ranges.setdefault((watcher.key, watcher.end), {})[watcher.serial] = watcher
+            self._ranges.setdefault(watcher.group_key, {})[watcher.serial] = watcher
 
     def remove(self, watcher: Watcher) -> None:
         del self._watchers[watcher.serial]
@@ -248,25 +268,29 @@ class WatcherGroup:
             if not members:
                 del table[slot]
         else:
-            bounds = (watcher.key, watcher.end)
+            bounds = watcher.group_key
             ranged = self._ranges[bounds]
             del ranged[watcher.serial]
             if not ranged:
                 del self._ranges[bounds]
 
-    def matching(self, events: tuple[Event, ...]) -> dict[int, tuple[Watcher, list[int]]]:
-        """Each watcher that watches a key of ``events``, with the positions of those events
-        (in order; watchers in the order they are first matched)."""
-        found: dict[int, tuple[Watcher, list[int]]] = {}
+    def matching(
+        self, events: tuple[Event, ...]
+    ) -> list[tuple[GroupKey, list[Watcher], list[int]]]:
+        """The watchers of each key or range that ``events`` touch (every watcher of one
+        watches the same keys), with the positions of those events, in order; groups in the
+        order they are first matched, watchers in the order they were added."""
+        found: dict[GroupKey, tuple[dict[int, Watcher], list[int]]] = {}
         for position, event in enumerate(events):
             key = event.kv.key
-            for watcher in self._keys.get(key, {}).values():
-                found.setdefault(watcher.serial, (watcher, []))[1].append(position)
-            for (start, end), ranged in self._ranges.items():
+            single = self._keys.get(key)
+            if single:
+                found.setdefault((key, None, True), (single, []))[1].append(position)
+            for bounds, ranged in self._ranges.items():
+                start, end, _ = bounds
                 if start <= key and (end is None or key < end):
-                    for watcher in ranged.values():
-                        found.setdefault(watcher.serial, (watcher, []))[1].append(position)
-        return found
+                    found.setdefault(bounds, (ranged, []))[1].append(position)
+        return [(bounds, list(group.values()), hits) for bounds, (group, hits) in found.items()]
 
 
 def _forms(events: tuple[Event, ...], prev_visible: bool) -> tuple[list[Event], list[Event]]:
@@ -383,18 +407,24 @@ class WatchHub:
 
     def _notify(self, txn: TxnEvents) -> None:
         revision = txn.revision
-        with_prev, bare = _forms(txn.events, revision - 1 >= self.store.compact_revision)
-        for watcher, hits in self.synced.matching(txn.events).values():
-            if revision < watcher.min_revision:
-                continue
-            events = watcher.select(txn.events, with_prev, bare, hits)
-            if not events:
-                continue
-            response = WatchResponse(
-                watcher.watch_id, revision, tuple(events), fragment=watcher.fragment
-            )
-            if not watcher.stream._offer(response, watcher) and not self.planted_skip_when_full:
-                self._unsync(watcher, revision)
+        forms = _forms(txn.events, revision - 1 >= self.store.compact_revision)
+        for _, watchers, hits in self.synced.matching(txn.events):
+            chosen: dict[Flavor, tuple[Event, ...]] = {}  # one selection per flavor, shared
+            for watcher in watchers:
+                if revision < watcher.min_revision:
+                    continue
+                flavor = watcher.flavor
+                events = chosen.get(flavor)
+                if events is None:
+                    events = chosen[flavor] = tuple(select(flavor, txn.events, forms, hits))
+                if not events:
+                    continue
+                response = WatchResponse(
+                    watcher.watch_id, revision, events, fragment=watcher.fragment
+                )
+                offered = watcher.stream._offer(response, watcher)
+                if not offered and not self.planted_skip_when_full:
+                    self._unsync(watcher, revision)
 
     def resync(self) -> None:
         """The store was replaced (a snapshot install): every synced watcher that has not
@@ -413,11 +443,15 @@ class WatchHub:
     def catch_up(self) -> bool:
         """One bounded catch-up round; whether it did anything (False: wait for ``wake``)."""
         chosen: list[Watcher] = []
+        room: dict[int, int] = {}  # by stream: what is left after the watchers chosen so far
         for watcher in self.unsynced.values():
             if len(chosen) >= self.catch_up_watchers_max:
                 break
-            if watcher.stream.has_room():
+            stream = watcher.stream
+            left = room.get(id(stream), stream.room())
+            if left > 0:
                 chosen.append(watcher)
+                room[id(stream)] = left - 1
         if not chosen:
             return False
         compacted = self.store.compact_revision
@@ -448,19 +482,27 @@ class WatchHub:
             revisions_max=self.catch_up_revisions_max,
             events_max=self.catch_up_events_max,
         )
-        wanted: dict[int, list[Event]] = {}
+        # Watchers of one key or range, one flavor and one next revision want the same events:
+        # they are selected once per such class, not once per watcher.
+        classes: dict[GroupKey, dict[tuple[Flavor, int], list[Event]]] = {}
+        for watcher in live:
+            classes.setdefault(watcher.group_key, {})[(watcher.flavor, watcher.min_revision)] = []
         group = WatcherGroup(live)
         for txn in txns:
-            with_prev, bare = _forms(txn.events, True)  # the store applied etcd's rule
-            for watcher, hits in group.matching(txn.events).values():
-                if txn.revision >= watcher.min_revision:
-                    chosen = watcher.select(txn.events, with_prev, bare, hits)
-                    wanted.setdefault(watcher.serial, []).extend(chosen)
+            forms = _forms(txn.events, True)  # the store applied etcd's prev_kv rule
+            for bounds, _, hits in group.matching(txn.events):
+                for (flavor, min_revision), wanted in classes[bounds].items():
+                    if txn.revision >= min_revision:
+                        wanted.extend(select(flavor, txn.events, forms, hits))
+        shared: dict[int, tuple[Event, ...]] = {}
         for watcher in live:
-            events = wanted.get(watcher.serial)
+            found = classes[watcher.group_key][(watcher.flavor, watcher.min_revision)]
+            events = shared.get(id(found))
+            if events is None:
+                events = shared[id(found)] = tuple(found)
             if events:
                 response = WatchResponse(
-                    watcher.watch_id, through, tuple(events), fragment=watcher.fragment
+                    watcher.watch_id, through, events, fragment=watcher.fragment
                 )
                 if not watcher.stream._offer(response, watcher):
                     self._to_back(watcher)
@@ -506,6 +548,10 @@ class WatchStream:
     def has_room(self) -> bool:
         """Whether an event or progress response would fit now."""
         return self._buffered < self._hub.responses_buffered_max
+
+    def room(self) -> int:
+        """How many more event or progress responses would fit now."""
+        return self._hub.responses_buffered_max - self._buffered
 
     def watch_ids(self) -> list[int]:
         """The ids taken on this stream, in creation order."""
