@@ -29,6 +29,7 @@ from net.backend import (
     PeerUrlExists,
 )
 from net.backend import NoLeader as BackendNoLeader
+from net.etcdpb import rpc_pb2
 from net.http.messages import Handler, Request, Response, StreamingResponse, plain_text
 from net.v2json import format_rfc3339_nano
 from storage.space import NO_SPACE_MESSAGE, write_refusal
@@ -222,7 +223,11 @@ class MemberV2Backend(MemberView):
     def stats_store(self) -> dict[str, Any]:
         return dict(self.reader.stats_json())
 
-    async def health(self) -> bool:
+    async def health(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
+        alarms = self.member.machine.alarms.active()
+        names = [rpc_pb2.AlarmType.Name(rpc_pb2.AlarmType.ValueType(kind)) for _, kind in alarms]
+        if any(name not in excluded_alarms for name in names):
+            return False  # etcd 3.4: any alarm not excluded (?exclude=NOSPACE) is unhealthy
         if not self.member.leader_id():
             return False
         with trio.move_on_after(HEALTH_TIMEOUT_S):

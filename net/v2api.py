@@ -184,8 +184,9 @@ class V2Backend(Protocol):
         """``/v2/stats/store`` (``V2Store.stats_json()``)."""
         ...
 
-    async def health(self) -> bool:
-        """Whether ``/health`` says true: a leader, no alarm, a linearizable read in time."""
+    async def health(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
+        """Whether ``/health`` says true: no alarm (but those named in ``excluded_alarms``,
+        e.g. "NOSPACE"), a leader, a linearizable read in time."""
         ...
 
     def version(self) -> tuple[str, str]:
@@ -594,7 +595,11 @@ class V2Api:
     async def _health(self, request: Request) -> Response:
         if request.method != "GET":
             return _not_allowed("GET")
-        if await self._backend.health():
+        try:  # Go's URL.Query(): a malformed pair is skipped, never an error
+            excluded = frozenset(parse_query(request.query).get("exclude", []))
+        except FormError:
+            excluded = frozenset()
+        if await self._backend.health(excluded):
             return Response(200, (TEXT,), b'{"health":"true"}')
         return plain_text(503, '{"health":"false"}')
 

@@ -153,7 +153,7 @@ class FakeBackend:
     def stats_store(self) -> dict[str, Any]:
         return self.store.stats_json()
 
-    async def health(self) -> bool:
+    async def health(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
         await trio.lowlevel.checkpoint()
         return self.healthy
 

@@ -293,7 +293,7 @@ def test_metric_names_are_etcds(tmp_path: Path, ports: int) -> None:
 
 
 @needs_etcd
-def test_quota_and_periodic_auto_compaction_take_effect(tmp_path: Path, ports: int) -> None:
+def test_periodic_auto_compaction_as_etcd(tmp_path: Path, ports: int) -> None:
     assert ETCD is not None
     compaction = ["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"]
     seen: dict[str, str] = {}
@@ -312,12 +312,33 @@ def test_quota_and_periodic_auto_compaction_take_effect(tmp_path: Path, ports: i
     assert seen["troika"] == seen["etcd"]
     assert "required revision has been compacted" in seen["troika"]
 
-    member = Single(TROIKA, tmp_path / "quota", ports + 5)
-    with running(member, ["--quota-backend-bytes=4096"]):
-        done = etcdctl(member.client_url, "put", "k", "v" * 1000)
-        assert done.returncode != 0
-        assert "etcdserver: mvcc: database space exceeded" in done.stderr
-        assert etcdctl(member.client_url, "get", "k").returncode == 0  # reads go on
+
+@needs_etcd
+def test_quota_raises_nospace_and_health_says_so_as_etcd(tmp_path: Path, ports: int) -> None:
+    assert ETCD is not None
+    seen: dict[str, list[object]] = {}
+    for name, binary, base in (("etcd", [ETCD], ports), ("troika", TROIKA, ports + 5)):
+        member = Single(binary, tmp_path / name, base)
+        with running(member, ["--quota-backend-bytes=4096"]):
+            done = etcdctl(member.client_url, "put", "k", "v" * 1000)
+            answers: list[object] = [done.returncode, done.stderr.strip().splitlines()[-1:]]
+            answers.append(etcdctl(member.client_url, "get", "k").returncode)  # reads go on
+            answers.append(etcdctl(member.client_url, "alarm", "list").stdout.split(" ", 1)[-1])
+            for url in (
+                member.client_url + "/health",
+                member.client_url + "/health?exclude=NOSPACE",
+                member.metrics_url + "/health",
+            ):
+                status, _, body = http_request(url)
+                answers.append((status, body))
+        seen[name] = answers
+    assert seen["troika"] == seen["etcd"]
+    assert seen["troika"][1] == ["Error: etcdserver: mvcc: database space exceeded"]
+    assert seen["troika"][4:] == [
+        (503, b'{"health":"false"}\n'),
+        (200, b'{"health":"true"}'),
+        (503, b'{"health":"false"}\n'),
+    ]
 
 
 # -- TLS -------------------------------------------------------------------------------------
