@@ -74,7 +74,11 @@ def test_a_linearizable_range_without_read_index_is_caught_and_the_seed_passes_w
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("bug", "checker"),
-    [("watch-skip-event-when-full", "watch: "), ("lessor-expires-on-followers", "lease: ")],
+    [
+        ("watch-skip-event-when-full", "watch: "),
+        ("lessor-expires-on-followers", "lease: "),
+        ("lessor-no-promotion-extension", "lease: "),
+    ],
 )
 def test_a_planted_watch_or_lease_bug_is_caught_and_the_seed_passes_without(
     bug: str, checker: str
