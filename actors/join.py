@@ -65,3 +65,32 @@ async def fetch_join_identity(network: Network, config: MemberConfig) -> Identit
         "no peer of --initial-cluster lists this member: add it first (member add), "
         "then start it with --initial-cluster-state existing"
     )
+
+
+async def fetch_peer_addresses(
+    network: Network, config: MemberConfig, member_id: int
+) -> dict[int, str]:
+    """Every other member's peer address, as the first founder that answers lists them; empty
+    if none answers.
+
+    A member that joins starts with an empty member table (it learns the real one from the
+    leader's snapshot), so its transport knows no peer and could not answer the leader's
+    first appends: it would never get that snapshot. These addresses tide it over until then.
+    """
+    for name, urls in sorted(config.initial_cluster.items()):
+        if name == config.name:
+            continue
+        for url in urls:
+            try:
+                _, info = await fetch_cluster_info(network, address_from_url(url))
+            except (ConnectionRefused, HandshakeRefused, FrameError, trio.TooSlowError, OSError):
+                continue
+            members = [Member.from_plain(item) for item in info.get("members", [])]
+            addresses = {
+                member.member_id: address_from_url(member.peer_urls[0])
+                for member in members
+                if member.member_id != member_id and member.peer_urls
+            }
+            if addresses:
+                return addresses
+    return {}
