@@ -44,7 +44,7 @@ from actors.bootstrap import (
 )
 from actors.clock import Clock
 from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
-from actors.join import cluster_info
+from actors.join import cluster_info, fetch_peer_addresses
 from actors.leases import MemberLeases
 from actors.membership import Member as MemberRecord
 from actors.membership import Membership, member_id_for
@@ -87,6 +87,8 @@ PUBLISH_ATTEMPT_TIMEOUT_S = 1.0
 """How long one attempt to announce the client URLs may take before it is retried."""
 READ_INDEX_RETRY_S = 0.5
 """A ReadIndex not answered in this long is asked again (etcd's readIndexRetryTime)."""
+JOIN_PEERS_ATTEMPTS_MAX = 30
+"""Election timeouts a joining member keeps asking founders for its peers' addresses."""
 RETRYABLE_DROPS = frozenset({DropReason.NO_LEADER, DropReason.TRANSFER_IN_PROGRESS})
 
 
@@ -264,6 +266,7 @@ class Member:
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._expire_ttl_keys)
                 nursery.start_soon(self._publish_client_urls)
+                nursery.start_soon(self._learn_peers_while_joining)
                 client = []
                 if serve_client is not None:
                     for address in self.config.listen_client_addresses:
@@ -313,6 +316,19 @@ class Member:
                 await self.propose(EnvelopeKind.PUBLISH, body, timeout_s=PUBLISH_ATTEMPT_TIMEOUT_S)
             except (RequestTimeout, NoLeader, NotLeader) as error:
                 log.debug("%x: publishing client URLs failed: %s", self.member_id, error)
+
+    async def _learn_peers_while_joining(self) -> None:
+        """A member that joins knows no peer until the leader's snapshot brings the member
+        table; until then, take the peers' addresses from a founder (``actors.join``)."""
+        for _ in range(JOIN_PEERS_ATTEMPTS_MAX):
+            if self.membership.members or self.config.initial_cluster_state != "existing":
+                return
+            addresses = await fetch_peer_addresses(self.network, self.config, self.member_id)
+            if addresses and not self.membership.members:
+                self.transport.set_peers(addresses)
+                log.info("%x: joining; peers from the cluster: %s", self.member_id, addresses)
+                return
+            await trio.sleep(self.config.election_timeout_s())
 
     def _on_membership(self, membership: Membership) -> None:
         self.transport.set_peers(peer_addresses(membership, self.member_id))
