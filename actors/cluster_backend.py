@@ -12,12 +12,18 @@ from __future__ import annotations
 import logging
 
 from actors.api_backend import MemberErrors, MemberV2Backend, MemberView, translate
+from actors.membership import member_id_for
 from net.backend import MemberInfo, MemberNotFound, MemberRemoved, NoLeader
 from net.etcdpb import rpc_pb2
 from net.http.client import HttpClient
 from net.http.errors import HttpError
 from net.v3.client import decode_response, encode_request, rpc_error_from_body
-from net.v3.cluster_service import learner_not_ready, learner_ready, member_not_learner
+from net.v3.cluster_service import (
+    check_add,
+    learner_not_ready,
+    learner_ready,
+    member_not_learner,
+)
 from net.v3.errors import RpcError, StatusCode
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,10 @@ class MemberClusterBackend(MemberView):
         return MemberV2Backend(self.member)
 
     async def add_member(self, peer_urls: tuple[str, ...], is_learner: bool) -> MemberInfo:
+        added_at_s = self.member.clock.now_ns() // 1_000_000_000
+        token = self.member.config.initial_cluster_token
+        member_id = member_id_for(list(peer_urls), token, added_at_s)
+        check_add(self.members(), member_id, list(peer_urls), is_learner)
         return await self._v2().add_member(peer_urls, is_learner)
 
     async def remove_member(self, member_id: int) -> None:

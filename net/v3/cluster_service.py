@@ -119,13 +119,18 @@ def check_peer_urls(peer_urls: list[str]) -> None:
             raise bad_member_urls()
 
 
-def check_add(members: list[MemberInfo], peer_urls: list[str], is_learner: bool) -> None:
-    """What etcd refuses of a MemberAdd before proposing it (``ValidateConfigurationChange``).
+def check_add(
+    members: list[MemberInfo], member_id: int, peer_urls: list[str], is_learner: bool
+) -> None:
+    """What etcd refuses of a MemberAdd of ``member_id`` before proposing it, in the order of
+    its ``ValidateConfigurationChange``: the id in use (two adds of the same URLs within one
+    second get the same id), a peer URL in use, a second learner.
 
     Raises:
-        RpcError: invalid URLs, a URL in use, or a second learner.
+        RpcError: the first of those that applies.
     """
-    check_peer_urls(peer_urls)
+    if any(member.id == member_id for member in members):
+        raise member_exists()
     if any(set(peer_urls) & set(member.peer_urls) for member in members):
         raise peer_url_exists()
     if is_learner and sum(member.is_learner for member in members) >= LEARNERS_MAX:
@@ -186,7 +191,7 @@ class ClusterService:
     ) -> rpc_pb2.MemberAddResponse:
         self._service.admit(context)
         peer_urls = list(request.peerURLs)
-        check_add(self._backend.members(), peer_urls, request.isLearner)
+        check_peer_urls(peer_urls)
         added = await self._change(self._backend.add_member(tuple(peer_urls), request.isLearner))
         response = rpc_pb2.MemberAddResponse(
             member=rpc_pb2.Member(ID=added.id, peerURLs=peer_urls, isLearner=request.isLearner)
