@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Histogram,
     ProcessCollector,
     disable_created_metrics,
 )
@@ -363,6 +364,35 @@ def _labelled(name: str, documentation: str, label: str, value: str) -> GaugeMet
     return family
 
 
+DISK_BUCKETS_S: Final = tuple(0.001 * 2**power for power in range(14))
+"""etcd's buckets for its disk histograms: 1 ms to about 8 s, doubling."""
+
+
+class DiskTimings:
+    """etcd's two disk latency histograms, fed by the composition root's store wrapper.
+
+    - ``etcd_disk_wal_fsync_duration_seconds``: each fsync of the store's write-ahead log
+      (troika's Raft log and applied state share RocksDB's WAL, which is what etcd's WAL
+      fsync is: the wait before an append may be acknowledged);
+    - ``etcd_disk_backend_commit_duration_seconds``: each write batch applied to RocksDB
+      (etcd: each bbolt commit of applied data).
+    """
+
+    def __init__(self) -> None:
+        self.fsync = Histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            buckets=DISK_BUCKETS_S,
+            registry=None,
+        )
+        self.commit = Histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            buckets=DISK_BUCKETS_S,
+            registry=None,
+        )
+
+
 class MemberMetrics:
     """One member's registry: its collector, its gRPC counters and the process metrics."""
 
@@ -373,6 +403,7 @@ class MemberMetrics:
         quota_bytes: int,
         versions: tuple[str, str],
         peer_bytes: PeerBytes | None = None,
+        disk: DiskTimings | None = None,
         process: bool = True,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # etcd's Go client exports no *_created series
@@ -383,6 +414,9 @@ class MemberMetrics:
             )
         )
         self.grpc = GrpcCounters(self.registry)
+        if disk is not None:
+            self.registry.register(disk.fsync)
+            self.registry.register(disk.commit)
         if process:
             ProcessCollector(registry=self.registry)
 

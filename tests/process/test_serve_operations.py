@@ -275,6 +275,8 @@ def test_metric_names_are_etcds(tmp_path: Path, ports: int) -> None:
                     'grpc_service="etcdserverpb.KV",grpc_type="unary"} 1.0'
                 )
                 assert handled in text
+                fsyncs = re.search(r"^etcd_disk_wal_fsync_duration_seconds_count (\S+)", text, re.M)
+                assert fsyncs is not None and float(fsyncs.group(1)) >= 1  # the put's, at least
     troika_only = names["troika"] - names["etcd"]
     assert not troika_only, f"named otherwise than etcd: {sorted(troika_only)}"
     wanted = {
@@ -288,6 +290,8 @@ def test_metric_names_are_etcds(tmp_path: Path, ports: int) -> None:
         ("etcd_debugging_mvcc_keys_total", "gauge"),
         ("grpc_server_handled_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),
+        ("etcd_disk_wal_fsync_duration_seconds", "histogram"),
+        ("etcd_disk_backend_commit_duration_seconds", "histogram"),
     }
     assert wanted <= names["troika"]
 
