@@ -373,3 +373,80 @@ def test_snapshot_save_restores_into_a_new_cluster(
         assert f"{leased['lease']:x}" == lease
         ok(urls[1], "put", "backup/new", "y")
         assert len(members(restored)) == 3
+
+
+QUOTA_BYTES = 3 * 1024 * 1024
+"""A quota a few 256 KiB puts exceed on both: troika's store starts near 1.1 MB (RocksDB's
+files), etcd's near 20 KB."""
+VALUE_BYTES = 256 * 1024
+PUTS_MAX = 40
+
+
+@pytest.fixture(scope="module")
+def quota_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ProcessCluster]]:
+    if not etcd_available() or ETCDCTL is None:
+        pytest.skip("etcd and etcdctl are not installed (.ci/run installs them)")
+    flags = (f"--quota-backend-bytes={QUOTA_BYTES}",)
+    troika = TroikaCluster(1, tmp_path_factory.mktemp("troika-quota"), extra_flags=flags)
+    etcd = EtcdCluster(1, tmp_path_factory.mktemp("etcd-quota"), extra_flags=flags)
+    with troika, etcd:
+        yield [troika, etcd]
+
+
+def test_nospace_alarm_until_space_freed_and_disarmed(
+    quota_clusters: list[ProcessCluster], tmp_path: Path
+) -> None:
+    """Puts past ``--quota-backend-bytes`` raise NOSPACE: puts are refused with etcd's error
+    while reads and deletes go on; ``alarm list`` names it; after deleting, compacting,
+    defragmenting and disarming, puts are taken again and no alarm is left. The same on
+    both."""
+    value_file = tmp_path / "value"
+    value_file.write_text("v" * VALUE_BYTES)
+    seen = []
+    for cluster in quota_clusters:
+        endpoint = cluster.client_urls[0]
+        refused = None
+        for number in range(PUTS_MAX):
+            done = put_file(endpoint, f"big/{number}", value_file)
+            if done.returncode != 0:
+                refused = done
+                break
+        assert refused is not None, f"{cluster.system}: no put refused under the quota"
+        member_id = as_json(endpoint, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+        alarms = ok(endpoint, "alarm", "list").strip()
+        assert alarms == f"memberID:{member_id} alarm:NOSPACE", alarms
+        small = etcdctl(endpoint, "put", "small", "x")
+        read = etcdctl(endpoint, "get", "big/0", "--keys-only")
+        ok(endpoint, "del", "big/", "--prefix")
+        revision = as_json(endpoint, "get", "small")["header"]["revision"]
+        ok(endpoint, "compaction", str(revision), "--physical")
+        ok(endpoint, "defrag")
+        disarmed = ok(endpoint, "alarm", "disarm").strip()
+        after = etcdctl(endpoint, "put", "small", "y")
+        seen.append(
+            (
+                error_line(refused),
+                error_line(small),
+                read.returncode,
+                disarmed == f"memberID:{member_id} alarm:NOSPACE",
+                after.returncode,
+                ok(endpoint, "alarm", "list").strip(),
+            )
+        )
+    assert seen[0] == seen[1], seen
+    assert seen[0] == (f"Error: {NO_SPACE}", f"Error: {NO_SPACE}", 0, True, 0, ""), seen
+
+
+def put_file(endpoint: str, key: str, value_file: Path) -> subprocess.CompletedProcess[str]:
+    """``etcdctl put key`` with the value on standard input (too large for an argument)."""
+    assert ETCDCTL is not None
+    with value_file.open() as value:
+        return subprocess.run(
+            [ETCDCTL, f"--endpoints={endpoint}", "put", key],
+            stdin=value,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ETCDCTL_API": "3"},
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
