@@ -510,3 +510,51 @@ def test_auto_tls_serves_https_and_grpc(tmp_path: Path, ports: int) -> None:
         assert (tmp_path / "auto" / "fixtures" / "client" / "cert.pem").exists()
         plain = etcdctl(f"http://{HOST}:{ports}", "get", "k")
         assert plain.returncode != 0  # TLS only on an https:// URL
+
+
+@needs_etcd
+def test_three_members_with_peer_auto_tls_as_etcd(tmp_path: Path, ports: int) -> None:
+    assert ETCD is not None
+    names = ("a", "b", "c")
+    peer = [f"https://{HOST}:{ports + 3 * i + 1}" for i in range(3)]
+    client = [f"http://{HOST}:{ports + 3 * i}" for i in range(3)]
+    initial = ",".join(f"{n}={u}" for n, u in zip(names, peer, strict=True))
+    results = {}
+    for system, binary in (("etcd", [ETCD]), ("troika", TROIKA)):
+        processes = []
+        try:
+            for index, name in enumerate(names):
+                argv = [
+                    *binary,
+                    f"--name={name}",
+                    f"--data-dir={tmp_path / system / name}",
+                    f"--listen-client-urls={client[index]}",
+                    f"--advertise-client-urls={client[index]}",
+                    f"--listen-peer-urls={peer[index]}",
+                    f"--initial-advertise-peer-urls={peer[index]}",
+                    f"--initial-cluster={initial}",
+                    "--peer-auto-tls",
+                ]
+                log = open(tmp_path / f"{system}{index}.log", "wb")  # noqa: SIM115
+                processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+            endpoints = ",".join(client)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while etcdctl(endpoints, "endpoint", "health").returncode != 0:
+                assert time.monotonic() < deadline, f"{system}: no healthy cluster"
+                time.sleep(0.3)
+            seen = [etcdctl(endpoints, "put", "k", "v").stdout]
+            seen += [etcdctl(url, "get", "k", "--consistency=s").stdout for url in client]
+            certificate = tmp_path / system / "a" / "fixtures" / "peer" / "cert.pem"
+            seen.append(str(certificate.exists()))
+            results[system] = seen
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    assert results["troika"] == results["etcd"]
+    assert results["troika"] == ["OK\n", "k\nv\n", "k\nv\n", "k\nv\n", "True"]
