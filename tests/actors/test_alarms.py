@@ -1,0 +1,60 @@
+"""actors.alarms: the alarm table as etcd applies AlarmRequests, and applierV3Capped's rule."""
+
+from __future__ import annotations
+
+from actors.alarms import AlarmTable, refused_while_alarmed
+from net.etcdpb import raft_internal_pb2, rpc_pb2
+from net.v3 import errors
+
+GET = rpc_pb2.AlarmRequest.GET
+ACTIVATE = rpc_pb2.AlarmRequest.ACTIVATE
+DEACTIVATE = rpc_pb2.AlarmRequest.DEACTIVATE
+
+
+def alarm(action: int, member_id: int = 5, kind: int = rpc_pb2.NOSPACE) -> rpc_pb2.AlarmRequest:
+    return rpc_pb2.AlarmRequest(action=action, memberID=member_id, alarm=kind)  # type: ignore[arg-type]
+
+
+def listed(response: rpc_pb2.AlarmResponse) -> list[tuple[int, int]]:
+    return [(a.memberID, a.alarm) for a in response.alarms]
+
+
+def test_activate_get_deactivate_as_etcd_answers() -> None:
+    table = AlarmTable()
+    assert listed(table.apply(alarm(GET))) == []
+    assert listed(table.apply(alarm(ACTIVATE))) == [(5, rpc_pb2.NOSPACE)]
+    assert listed(table.apply(alarm(ACTIVATE))) == []  # already active: nothing changed
+    assert listed(table.apply(alarm(ACTIVATE, 6, rpc_pb2.CORRUPT))) == [(6, rpc_pb2.CORRUPT)]
+    assert listed(table.apply(alarm(GET, 0, rpc_pb2.NONE))) == [
+        (5, rpc_pb2.NOSPACE),
+        (6, rpc_pb2.CORRUPT),
+    ]
+    assert listed(table.apply(alarm(GET, 0, rpc_pb2.CORRUPT))) == [(6, rpc_pb2.CORRUPT)]
+    assert listed(table.apply(alarm(ACTIVATE, 7, rpc_pb2.NONE))) == []
+    assert table.no_space()
+    assert listed(table.apply(alarm(DEACTIVATE))) == [(5, rpc_pb2.NOSPACE)]
+    assert listed(table.apply(alarm(DEACTIVATE))) == []
+    assert not table.no_space()
+    assert AlarmTable.decode(table.encode()).active() == table.active()
+
+
+def test_nospace_refuses_what_adds_data_only() -> None:
+    table = AlarmTable()
+    put = raft_internal_pb2.InternalRaftRequest(put=rpc_pb2.PutRequest(key=b"k"))
+    assert refused_while_alarmed(table, put) is None
+    table.apply(alarm(ACTIVATE))
+    txn_put = rpc_pb2.TxnRequest(
+        failure=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"k"))]
+    )
+    txn_read = rpc_pb2.TxnRequest(
+        success=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"k"))]
+    )
+    grant = raft_internal_pb2.InternalRaftRequest(lease_grant=rpc_pb2.LeaseGrantRequest(TTL=5))
+    delete = raft_internal_pb2.InternalRaftRequest(
+        delete_range=rpc_pb2.DeleteRangeRequest(key=b"k")
+    )
+    compact = raft_internal_pb2.InternalRaftRequest(compaction=rpc_pb2.CompactionRequest())
+    for refused in (put, grant, raft_internal_pb2.InternalRaftRequest(txn=txn_put)):
+        assert refused_while_alarmed(table, refused) == errors.no_space()
+    for allowed in (delete, compact, raft_internal_pb2.InternalRaftRequest(txn=txn_read)):
+        assert refused_while_alarmed(table, allowed) is None
