@@ -450,3 +450,63 @@ def put_file(endpoint: str, key: str, value_file: Path) -> subprocess.CompletedP
             timeout=COMMAND_TIMEOUT_S,
             check=False,
         )
+
+
+def member_id_at(endpoint: str) -> str:
+    """The hex id of the member serving ``endpoint``."""
+    return f"{as_json(endpoint, 'endpoint', 'status')[0]['Status']['header']['member_id']:x}"
+
+
+def succeeds(endpoints: str | list[str], *args: str) -> bool:
+    return etcdctl(endpoints, *args).returncode == 0
+
+
+def test_troika_learner_hot_standby_takes_over_when_the_leader_is_lost(tmp_path: Path) -> None:
+    """The hot-standby path: a learner (in "another location") follows a 3-member cluster;
+    the leader's machine is lost (kill -9); the two members left elect a leader, the operator
+    removes the lost member and promotes the learner with etcdctl, and the cluster has three
+    voters again: it keeps every acknowledged write and survives losing one more member."""
+    if ETCDCTL is None:
+        pytest.skip("etcdctl is not installed")
+    cluster = TroikaCluster(3, tmp_path / "main")
+    ports = PortBlock.claim([0, 1])
+    standby = None
+    with cluster:
+        try:
+            urls = cluster.client_urls
+            for number in range(30):
+                ok(urls[0], "put", f"standby/{number}", str(number))
+            peer = f"http://127.0.0.1:{ports.base + 1}"
+            added = as_json(urls[0], "member", "add", "dr", "--learner", f"--peer-urls={peer}")
+            standby_id = f"{added['member']['ID']:x}"
+            standby = start_joining_member(
+                cluster, "dr", ports.base, ports.base + 1, tmp_path / "dr"
+            )
+            standby_url = f"http://127.0.0.1:{ports.base}"
+            until(
+                lambda: succeeds(standby_url, "get", "standby/29", "--consistency=s"),
+                "the standby serves serializable reads",
+            )
+            lost = cluster.leader_index()
+            assert lost is not None
+            lost_id = member_id_at(urls[lost])
+            cluster.kill(lost)
+            left = [url for index, url in enumerate(urls) if index != lost]
+            until(lambda: succeeds(left, "put", "standby/after-loss", "x"), "a new leader")
+            ok(left, "member", "remove", lost_id)
+            until(lambda: succeeds(left, "member", "promote", standby_id), "the promotion")
+            listed = as_json(left, "member", "list")["members"]
+            assert [m.get("isLearner", False) for m in listed] == [False] * 3
+            survivors = [index for index in range(3) if index != lost]
+            cluster.kill(survivors[0])
+            remaining = [urls[survivors[1]], standby_url]
+            until(
+                lambda: succeeds(remaining, "put", "standby/after-second-loss", "y"),
+                "the last original member and the promoted standby take writes",
+            )
+            assert len(as_json(remaining, "get", "standby/", "--prefix")["kvs"]) == 32
+        finally:
+            if standby is not None:
+                standby.kill()
+                standby.wait()
+            ports.release()
