@@ -558,3 +558,15 @@ def test_three_members_with_peer_auto_tls_as_etcd(tmp_path: Path, ports: int) ->
                     process.wait()
     assert results["troika"] == results["etcd"]
     assert results["troika"] == ["OK\n", "k\nv\n", "k\nv\n", "k\nv\n", "True"]
+
+
+def test_log_level_and_outputs_take_effect(tmp_path: Path, ports: int) -> None:
+    lines = {}
+    for level in ("info", "warn"):
+        member = Single(TROIKA, tmp_path / level, ports)
+        with running(member, [f"--log-level={level}", "--log-outputs=stdout"], {"ETCD_FOO": "1"}):
+            pass
+        lines[level] = member.data_dir.with_suffix(".log").read_text()
+    assert " INFO " in lines["info"]
+    assert "unrecognized environment variable ETCD_FOO=1" in lines["info"]
+    assert " INFO " not in lines["warn"]
