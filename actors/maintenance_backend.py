@@ -74,6 +74,9 @@ class MemberMaintenanceBackend(MemberView):
     def hash(self) -> tuple[int, int]:
         return records_crc(self.member.kv), self.member.machine.mvcc.current_revision
 
+    def alarms(self) -> list[tuple[int, int]]:
+        return self.member.machine.alarms.active()
+
     async def defragment(self) -> None:
         defragment = getattr(self.member.kv, "defragment", None)
         if defragment is not None:

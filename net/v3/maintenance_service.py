@@ -53,6 +53,10 @@ class MaintenanceBackend(Protocol):
         """(CRC-32 of this member's MVCC and lease records, the current revision)."""
         ...
 
+    def alarms(self) -> list[tuple[int, int]]:
+        """The active alarms as applied here: (member id, ``rpc_pb2.AlarmType`` value)."""
+        ...
+
     async def defragment(self) -> None:
         """Give back the space of deleted and compacted records (this member only)."""
         ...
@@ -90,6 +94,15 @@ class MaintenanceService:
         self._service.fill_header(response.header)
         return response
 
+    async def status(
+        self, request: rpc_pb2.StatusRequest, context: CallContext
+    ) -> rpc_pb2.StatusResponse:
+        """The v3 service's Status, with each active alarm in ``errors`` as etcd lists them
+        (the alarm's text form, ``memberID:<id> alarm:NOSPACE ``)."""
+        response = await self._service.status(request, context)
+        response.errors.extend(alarm_text(*alarm) for alarm in self._backend.alarms())
+        return response
+
     async def defragment(
         self, request: rpc_pb2.DefragmentRequest, context: CallContext
     ) -> rpc_pb2.DefragmentResponse:
@@ -122,6 +135,11 @@ class MaintenanceService:
             await send(message)
 
 
+def alarm_text(member_id: int, alarm_type: int) -> str:
+    """An alarm as etcd's Status lists it (gogoproto's compact text, trailing space kept)."""
+    return f"memberID:{member_id} alarm:{rpc_pb2.AlarmType.Name(alarm_type)} "  # type: ignore[arg-type]
+
+
 def snapshot_messages(body: bytes) -> list[rpc_pb2.SnapshotResponse]:
     """``body`` as etcd's server sends a database: pieces of ``SNAPSHOT_BLOB_BYTES`` with the
     bytes still to come, then the SHA-256 of ``body`` (``remaining_bytes`` 0)."""
@@ -135,11 +153,12 @@ def snapshot_messages(body: bytes) -> list[rpc_pb2.SnapshotResponse]:
 
 
 def maintenance_methods(backend: MaintenanceBackend, service: V3Service) -> Methods:
-    """Maintenance: Hash, Defragment, Alarm, MoveLeader, Snapshot (Status and HashKV are
-    ``net.v3.service``'s)."""
+    """Maintenance: Hash, Defragment, Alarm, MoveLeader, Snapshot, and Status with the alarms
+    (HashKV is ``net.v3.service``'s)."""
     maintenance = MaintenanceService(backend, service)
     return {
         grpc_path("Maintenance", "Hash"): unary_method(rpc_pb2.HashRequest, maintenance.hash),
+        grpc_path("Maintenance", "Status"): unary_method(rpc_pb2.StatusRequest, maintenance.status),
         grpc_path("Maintenance", "Defragment"): unary_method(
             rpc_pb2.DefragmentRequest, maintenance.defragment
         ),

@@ -64,6 +64,9 @@ class FakeMaintenance:
     def hash(self) -> tuple[int, int]:
         return 1234, 7
 
+    def alarms(self) -> list[tuple[int, int]]:
+        return [(5, rpc_pb2.NOSPACE)]
+
     async def defragment(self) -> None:
         pass
 
@@ -159,6 +162,9 @@ async def test_maintenance_answers_have_etcds_shapes() -> None:
     assert (status, alarms) == (200, {"alarms": [{"memberID": "5", "alarm": "NOSPACE"}]})
     assert await call("/v3/maintenance/defragment", "{}") == (200, {})
     assert await call("/v3/maintenance/transfer-leadership", '{"targetID":"2"}') == (200, {})
+    status, listed = await call("/v3/maintenance/status", "{}")
+    assert isinstance(listed, dict)
+    assert listed["errors"] == ["memberID:5 alarm:NOSPACE "]  # as etcd 3.4 lists it, live
     status, hashed = await call("/v3/maintenance/hash", "{}")
     assert isinstance(hashed, dict)
     assert hashed["hash"] == 1234

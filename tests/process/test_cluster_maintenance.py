@@ -415,6 +415,8 @@ def test_nospace_alarm_until_space_freed_and_disarmed(
         member_id = as_json(endpoint, "endpoint", "status")[0]["Status"]["header"]["member_id"]
         alarms = ok(endpoint, "alarm", "list").strip()
         assert alarms == f"memberID:{member_id} alarm:NOSPACE", alarms
+        status = as_json(endpoint, "endpoint", "status")[0]["Status"]
+        assert status["errors"] == [f"memberID:{member_id} alarm:NOSPACE "], status
         small = etcdctl(endpoint, "put", "small", "x")
         read = etcdctl(endpoint, "get", "big/0", "--keys-only")
         ok(endpoint, "del", "big/", "--prefix")
