@@ -58,6 +58,10 @@ class Waiters:
     def __len__(self) -> int:
         return len(self._by_request) + len(self._reads_by_context) + len(self._reads_by_index)
 
+    def proposals(self) -> int:
+        """Proposals waiting for their entry to be applied (reads left out)."""
+        return len(self._by_request)
+
     def _check_room(self) -> None:
         if len(self) >= PENDING_REQUESTS_MAX:
             raise TooManyRequests(f"{PENDING_REQUESTS_MAX} requests are already waiting")
