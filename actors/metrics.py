@@ -259,7 +259,7 @@ class MemberCollector(Collector):
         yield _gauge(
             "etcd_server_proposals_pending",
             "The current number of pending proposals to commit.",
-            float(len(member.waiters)),
+            float(member.waiters.proposals()),
         )
         yield CounterMetricFamily(
             "etcd_server_proposals_failed",
