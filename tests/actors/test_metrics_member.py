@@ -28,6 +28,10 @@ def metrics_of(member: Member) -> CollectorRegistry:
     ).registry
 
 
+def current_revision(member: Member) -> int:
+    return member.machine.mvcc.current_revision
+
+
 async def test_leadership_proposals_and_keys_are_exported(autojump_clock: object) -> None:
     async with trio.open_nursery() as nursery:
         cluster = await start_cluster(nursery)
