@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -53,6 +54,8 @@ from troika.v3_watch_commands import (
     watch_request,
 )
 
+POLL_SECONDS = 0.1
+PIPE_READ_BYTES = 4096
 SETTLE_SECONDS = 1.5
 """How long a background command gets to start (connect, create its watch or session)."""
 EXIT_WAIT_SECONDS = 15.0
@@ -275,9 +278,12 @@ def _background(side: Side) -> dict[str, Shown]:
     results: dict[str, Outcome] = {}
     lease = side.grant(9)
     keeper = side.start(["lease", "keep-alive", lease])
-    time.sleep(SETTLE_SECONDS)
+    first_line = _first_line(keeper)
     side.run(["lease", "revoke", lease])
-    results["keep-alive until revoked"] = _finish(keeper, stop=False)
+    kept = _finish(keeper, stop=False)
+    results["keep-alive until revoked"] = Outcome(
+        first_line + kept.stdout, kept.error, kept.exit_code
+    )
 
     revision = json.loads(side.run(["get", "x", "-w", "json"]).stdout)["header"]["revision"]
     start = ["--rev", str(revision + 1)]
@@ -298,17 +304,17 @@ def _background(side: Side) -> dict[str, Shown]:
     results["watch exec"] = Outcome(b"\n".join(exec_lines), "", 0)
 
     holder = side.start(["lock", "mylock", "--ttl", "20"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "mylock/", 1)
     waiter = side.start(["lock", "mylock", "echo", "second"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "mylock/", 2)
     results["lock holder"] = _finish(holder, stop=True)
     results["lock waiter"] = _finish(waiter, stop=False)
 
     holder = side.start(["lock", "mylock", "-w", "json"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "mylock/", 1)
     results["lock json"] = _finish(holder, stop=True)
     holder = side.start(["lock", "mylock", "--ttl", "5", "-w", "json"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "mylock/", 1)
     side.run(["lease", "revoke", _holder_lease(side, "mylock/")])
     results["lock whose lease is revoked"] = _finish(holder, stop=False)
     hexed = side.start(["watch", "x/a", "--rev", str(revision + 1), "--hex", "--prev-kv"])
@@ -318,23 +324,44 @@ def _background(side: Side) -> dict[str, Shown]:
     observer = side.start(["elect", "-l", "myelection"])
     time.sleep(SETTLE_SECONDS)
     first = side.start(["elect", "myelection", "one"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "myelection/", 1)
     second = side.start(["elect", "myelection", "two"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "myelection/", 2)
     results["elect first"] = _finish(first, stop=True)
+    _wait_for_keys(side, "myelection/", 1)
     time.sleep(SETTLE_SECONDS)
     results["elect second"] = _finish(second, stop=True)
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "myelection/", 0)
     results["elect observer"] = _finish(observer, stop=True)
 
     candidate = side.start(["elect", "myelection", "three", "-w", "json"])
-    time.sleep(SETTLE_SECONDS)
+    _wait_for_keys(side, "myelection/", 1)
     side.run(["lease", "revoke", _holder_lease(side, "myelection/")])
     # The session's TTL is 60 s: its next keep-alive, which finds the lease gone, is 20 s on.
     results["elect whose lease is revoked"] = _finish(
         candidate, stop=False, wait_s=SESSION_KEEP_ALIVE_SECONDS + EXIT_WAIT_SECONDS
     )
     return {name: side.normaliser.outcome(outcome) for name, outcome in results.items()}
+
+
+def _wait_for_keys(side: Side, prefix: str, count: int) -> None:
+    """Wait until ``count`` keys are under ``prefix`` (waiters queued, a key deleted), then a
+    moment more for the process to print what it prints then."""
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        found = side.run(["get", prefix, "--prefix", "--keys-only"]).stdout.split()
+        if len(found) == count:
+            break
+        time.sleep(POLL_SECONDS)
+    time.sleep(SETTLE_SECONDS)
+
+
+def _first_line(process: subprocess.Popen[bytes]) -> bytes:
+    """What a background command printed first (waiting at most ``EXIT_WAIT_SECONDS``), read
+    from the pipe itself so that ``communicate`` reads on from there."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], EXIT_WAIT_SECONDS)
+    return os.read(process.stdout.fileno(), PIPE_READ_BYTES) if ready else b""
 
 
 def _holder_lease(side: Side, prefix: str) -> str:

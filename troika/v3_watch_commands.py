@@ -19,12 +19,13 @@ The pure parts (requests, renderers) are functions; the shells run one Trio run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -334,21 +335,41 @@ async def _interactive_watcher(
 # -- signals ---------------------------------------------------------------------------------------
 
 
-async def until_signalled(work: Callable[[], Awaitable[T]]) -> tuple[T] | None:
+@dataclass(slots=True)
+class StopSignals:
+    """SIGINT and SIGTERM, caught for a whole command (as etcdctl's ``signal.Notify``): one
+    that arrives between two waits is kept for the next."""
+
+    receiver: AsyncIterator[int]
+    received: bool = False
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopSignals]:
+    """Catch SIGINT and SIGTERM until the block ends."""
+    with trio.open_signal_receiver(*STOP_SIGNALS) as receiver:
+        yield StopSignals(receiver)
+
+
+async def until_signalled(
+    work: Callable[[], Awaitable[T]], signals: StopSignals
+) -> tuple[T] | None:
     """Run ``work`` until it returns (its result, in a tuple) or SIGINT/SIGTERM arrives
-    (None; ``work`` is cancelled)."""
+    (None; ``work`` is cancelled, or not started if a signal came already)."""
+    if signals.received:
+        return None
     outcome: tuple[T] | None = None
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
 
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
+        async def stop_on_signal() -> None:
+            async for _ in signals.receiver:
+                signals.received = True
+                nursery.cancel_scope.cancel()
+                return
 
-            nursery.start_soon(stop_on_signal)
-            outcome = (await work(),)
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(stop_on_signal)
+        outcome = (await work(),)
+        nursery.cancel_scope.cancel()
     return outcome
 
 
@@ -386,9 +407,22 @@ async def _lock(
         CtlError: interrupted while waiting (``context canceled``), the command failed,
             the session expired, or a request failed.
     """
+    with stop_signals() as signals:
+        await _lock_with(client, name, ttl, command, display, signals)
+
+
+async def _lock_with(  # noqa: PLR0917 (the command's arguments, and its signals)
+    client: V3Client,
+    name: bytes,
+    ttl: int,
+    command: Sequence[str],
+    display: Display,
+    signals: StopSignals,
+) -> None:
+    """:func:`_lock` with its signals caught."""
     async with trio.open_nursery() as nursery:
         session = await open_session(client, ttl, nursery)
-        held = await until_signalled(lambda: lock(client, session, name))
+        held = await until_signalled(lambda: lock(client, session, name), signals)
         if held is None:
             raise CtlError(EXIT_ERROR, CONTEXT_CANCELED)
         key = held[0].key
@@ -403,17 +437,19 @@ async def _lock(
             if failure is not None:
                 raise CtlError(EXIT_ERROR, failure)
         else:
-            await _hold(client, session, key, display)
+            await _hold(client, session, key, display, signals)
         nursery.cancel_scope.cancel()
 
 
-async def _hold(client: V3Client, session: Session, key: bytes, display: Display) -> None:
+async def _hold(
+    client: V3Client, session: Session, key: bytes, display: Display, signals: StopSignals
+) -> None:
     """Print the lock's key and hold it until a signal (then unlock) or the session ends."""
     found = await client.range(rpc_pb2.RangeRequest(key=key))
     if not found.kvs:
         raise CtlError(EXIT_ERROR, "lock lost on init")
     emit(render(found, display))
-    ended = await until_signalled(session.done.wait)
+    ended = await until_signalled(session.done.wait, signals)
     if ended is not None:
         raise CtlError(EXIT_ERROR, "session expired")
     await unlock(client, key)
@@ -445,18 +481,21 @@ async def _campaign(client: V3Client, name: bytes, proposal: bytes, display: Dis
     Raises:
         CtlError: interrupted before being elected, or the session expired.
     """
-    async with trio.open_nursery() as nursery:
-        session = await open_session(client, 0, nursery)
-        elected = await until_signalled(lambda: campaign(client, session, name, proposal))
-        if elected is None:
-            raise CtlError(EXIT_ERROR, CONTEXT_CANCELED)
-        held: Held = elected[0]
-        found = await client.range(rpc_pb2.RangeRequest(key=held.key))
-        emit(render(found, display))
-        if await until_signalled(session.done.wait) is not None:
-            raise CtlError(EXIT_ERROR, "elect: session expired")
-        await resign(client, held)
-        nursery.cancel_scope.cancel()
+    with stop_signals() as signals:
+        async with trio.open_nursery() as nursery:
+            session = await open_session(client, 0, nursery)
+            elected = await until_signalled(
+                lambda: campaign(client, session, name, proposal), signals
+            )
+            if elected is None:
+                raise CtlError(EXIT_ERROR, CONTEXT_CANCELED)
+            held: Held = elected[0]
+            found = await client.range(rpc_pb2.RangeRequest(key=held.key))
+            emit(render(found, display))
+            if await until_signalled(session.done.wait, signals) is not None:
+                raise CtlError(EXIT_ERROR, "elect: session expired")
+            await resign(client, held)
+            nursery.cancel_scope.cancel()
 
 
 async def _observe(client: V3Client, name: bytes, display: Display) -> None:
@@ -465,19 +504,20 @@ async def _observe(client: V3Client, name: bytes, display: Display) -> None:
     Raises:
         CtlError: the observation ended by itself (``elect: observer lost``).
     """
-    async with trio.open_nursery() as nursery:
-        await open_session(client, 0, nursery)
+    with stop_signals() as signals:
+        async with trio.open_nursery() as nursery:
+            await open_session(client, 0, nursery)
 
-        async def show(response: rpc_pb2.RangeResponse) -> None:
-            emit(render(response, display))
+            async def show(response: rpc_pb2.RangeResponse) -> None:
+                emit(render(response, display))
 
-        try:
-            ended = await until_signalled(lambda: observe(client, name, show))
-        except (RpcError, LostWatcher):
-            ended = (None,)
-        if ended is not None:
-            raise CtlError(EXIT_ERROR, "elect: observer lost")
-        nursery.cancel_scope.cancel()
+            try:
+                ended = await until_signalled(lambda: observe(client, name, show), signals)
+            except (RpcError, LostWatcher):
+                ended = (None,)
+            if ended is not None:
+                raise CtlError(EXIT_ERROR, "elect: observer lost")
+            nursery.cancel_scope.cancel()
 
 
 # -- the shell -------------------------------------------------------------------------------------
