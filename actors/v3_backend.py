@@ -12,6 +12,12 @@ side of the state machine, never the apply actor's write paths.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
 from actors.api_backend import (
     MemberErrors,
     MemberView,
@@ -27,6 +33,20 @@ from net.v3 import errors
 from net.v3.errors import RpcError
 from storage.mvcc.errors import Compacted, FutureRevision
 from storage.space import write_refusal
+
+_Response = TypeVar("_Response", bound=Message)
+
+
+@contextlib.contextmanager
+def _lease_errors() -> Iterator[None]:
+    """The lease shell's failures as the backend's (request timed out, no leader)."""
+    try:
+        yield
+    except LeaseTimeout:
+        raise BackendTimeout() from None
+    except LeaseNoLeader:
+        raise NoLeader() from None
+
 
 LEASE_ID_ATTEMPTS = 3
 """Server-chosen lease ids tried before a grant gives up with "lease already exists"."""
@@ -110,31 +130,34 @@ class MemberV3Backend(MemberView):
         except MemberErrors as error:
             raise translate(error) from None
 
-    async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        response = await self._propose(raft_internal_pb2.InternalRaftRequest(put=request))
-        assert isinstance(response, rpc_pb2.PutResponse), response
+    async def _proposed(
+        self, entry: raft_internal_pb2.InternalRaftRequest, response_type: type[_Response]
+    ) -> _Response:
+        """Propose ``entry``; the response its apply gave (of ``response_type``)."""
+        response = await self._propose(entry)
+        assert isinstance(response, response_type), response
         return response
+
+    async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        entry = raft_internal_pb2.InternalRaftRequest(put=request)
+        return await self._proposed(entry, rpc_pb2.PutResponse)
 
     async def delete_range(
         self, request: rpc_pb2.DeleteRangeRequest
     ) -> rpc_pb2.DeleteRangeResponse:
         entry = raft_internal_pb2.InternalRaftRequest(delete_range=request)
-        response = await self._propose(entry)
-        assert isinstance(response, rpc_pb2.DeleteRangeResponse), response
-        return response
+        return await self._proposed(entry, rpc_pb2.DeleteRangeResponse)
 
     async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         if not txn_has_writes(request):
             await self._confirm_read()
             return self.reader.txn(request)
-        response = await self._propose(raft_internal_pb2.InternalRaftRequest(txn=request))
-        assert isinstance(response, rpc_pb2.TxnResponse), response
-        return response
+        entry = raft_internal_pb2.InternalRaftRequest(txn=request)
+        return await self._proposed(entry, rpc_pb2.TxnResponse)
 
     async def compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         entry = raft_internal_pb2.InternalRaftRequest(compaction=request)
-        response = await self._propose(entry)
-        assert isinstance(response, rpc_pb2.CompactionResponse), response
+        response = await self._proposed(entry, rpc_pb2.CompactionResponse)
         if request.physical:
             await self.member.apply_actor.wait_compaction_finished()
         return response
@@ -155,35 +178,24 @@ class MemberV3Backend(MemberView):
         raise AssertionError("unreachable")
 
     async def _grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
-        response = await self._propose(raft_internal_pb2.InternalRaftRequest(lease_grant=request))
-        assert isinstance(response, rpc_pb2.LeaseGrantResponse), response
-        return response
+        entry = raft_internal_pb2.InternalRaftRequest(lease_grant=request)
+        return await self._proposed(entry, rpc_pb2.LeaseGrantResponse)
 
     async def lease_revoke(
         self, request: rpc_pb2.LeaseRevokeRequest
     ) -> rpc_pb2.LeaseRevokeResponse:
         entry = raft_internal_pb2.InternalRaftRequest(lease_revoke=request)
-        response = await self._propose(entry)
-        assert isinstance(response, rpc_pb2.LeaseRevokeResponse), response
-        return response
+        return await self._proposed(entry, rpc_pb2.LeaseRevokeResponse)
 
     async def lease_renew(self, lease_id: int) -> int:
-        try:
+        with _lease_errors():
             return await self.member.leases.renew(lease_id)
-        except LeaseTimeout:
-            raise BackendTimeout() from None
-        except LeaseNoLeader:
-            raise NoLeader() from None
 
     async def lease_time_to_live(
         self, lease_id: int, keys: bool
     ) -> rpc_pb2.LeaseTimeToLiveResponse | None:
-        try:
+        with _lease_errors():
             ttl = await self.member.leases.time_to_live(lease_id)
-        except LeaseTimeout:
-            raise BackendTimeout() from None
-        except LeaseNoLeader:
-            raise NoLeader() from None
         if ttl is None:
             return None
         response = rpc_pb2.LeaseTimeToLiveResponse(
