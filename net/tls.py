@@ -141,20 +141,26 @@ def _load_ca(context: ssl.SSLContext, ca_file: str) -> None:
         raise TlsConfigError(f"cannot load the trusted CA file {ca_file!r}: {error}") from error
 
 
-def server_context(files: TlsFiles) -> ssl.SSLContext:
-    """The context a TLS listener serves with.
+def server_context(files: TlsFiles, flag_prefix: str = "") -> ssl.SSLContext:
+    """The context a TLS listener serves with (``flag_prefix`` "peer-" names the peer flags
+    in errors).
 
     Raises:
         TlsConfigError: no certificate, an unreadable file, or client-cert-auth without a CA.
     """
     if files.empty():
-        raise TlsConfigError("an https:// URL needs --cert-file and --key-file (or --auto-tls)")
+        raise TlsConfigError(
+            f"an https:// URL needs --{flag_prefix}cert-file and --{flag_prefix}key-file "
+            f"(or --{flag_prefix}auto-tls)"
+        )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(context, files)
     if files.client_cert_auth:
         if not files.trusted_ca_file:
-            raise TlsConfigError("--client-cert-auth needs --trusted-ca-file")
+            raise TlsConfigError(
+                f"--{flag_prefix}client-cert-auth needs --{flag_prefix}trusted-ca-file"
+            )
         _load_ca(context, files.trusted_ca_file)
         context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(list(ALPN_SERVER))

@@ -213,7 +213,7 @@ class ServeOptions:
             if peer.empty() and peer.auto_tls:
                 peer = _auto(peer, data / "fixtures" / "peer", self.listen_peer_urls)
             if any(_tls(url) for url in self.listen_peer_urls):
-                context = server_context(peer)
+                context = server_context(peer, "peer-")
                 contexts.update(
                     (address_from_url(u), context) for u in self.listen_peer_urls if _tls(u)
                 )
