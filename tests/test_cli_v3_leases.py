@@ -438,7 +438,7 @@ def test_troika_lock_and_etcdctl_lock_exclude_each_other(endpoints: tuple[str, s
     """The lock is etcdctl's recipe, so a troika holder keeps an etcdctl waiter out."""
     reference, _ = endpoints
     holder = _troika_process(reference, ["lock", "shared"])
-    time.sleep(SETTLE_SECONDS * 2)
+    _wait_for_keys(Side(reference, "etcdctl", Normaliser()), "shared/", 1)
     waiter = _etcdctl_process(reference, ["lock", "shared", "echo", "etcdctl got it"])
     time.sleep(SETTLE_SECONDS)
     assert waiter.poll() is None, "etcdctl took a lock troika holds"
