@@ -221,8 +221,8 @@ def test_troika_learner_catches_up_and_is_promoted(
     clusters: list[ProcessCluster], tmp_path: Path
 ) -> None:
     """A learner started with ``--initial-cluster-state existing`` catches up (it holds the
-    keys written before it joined), is promoted with ``etcdctl member promote``, then counts as
-    a voter; removed again at the end."""
+    keys written before it joined), is promoted with ``etcdctl member promote`` sent to a
+    follower, then counts as a voter; removed again at the end."""
     troika = clusters[0]
     assert isinstance(troika, TroikaCluster)
     endpoint = troika.client_urls[0]
@@ -242,8 +242,11 @@ def test_troika_learner_catches_up_and_is_promoted(
             return done.returncode == 0 and done.stdout.strip() == "v" * 100
 
         until(caught_up, "the learner serves the keys written before it joined")
+        leader = troika.leader_index()
+        follower = troika.client_urls[(0 if leader is None else leader + 1) % 3]
+        # through a follower: it hands the promotion to the leader, which alone can decide
         until(
-            lambda: etcdctl(endpoint, "member", "promote", learner_id).returncode == 0,
+            lambda: etcdctl(follower, "member", "promote", learner_id).returncode == 0,
             "the learner is promoted",
         )
         assert not any(m.get("isLearner") for m in members(troika))
