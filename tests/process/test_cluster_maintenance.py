@@ -136,6 +136,8 @@ def test_learner_promote_refused_until_in_sync_then_removed(
             assert added["member"]["isLearner"] is True
             assert any(m.get("isLearner") for m in members(cluster))
             refused = etcdctl(endpoint, "member", "promote", learner_id)
+            voter = etcdctl(endpoint, "member", "promote", member_id_at(endpoint))
+            to_learner = etcdctl(cluster.client_urls, "move-leader", learner_id)
             second = etcdctl(
                 endpoint, "member", "add", "x2", "--learner", f"--peer-urls={url[:-1]}9"
             )
@@ -149,6 +151,8 @@ def test_learner_promote_refused_until_in_sync_then_removed(
                     error_line(second),
                     same_url_error(duplicate),
                     error_line(gone),
+                    error_line(voter),
+                    error_line(to_learner),
                     len(members(cluster)),
                 )
             )
