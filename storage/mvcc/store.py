@@ -343,6 +343,21 @@ class MvccStore:
                 events.append(Event(EventType.PUT, kv, None))
         return tuple(events)
 
+    def histories_page(self, start: bytes, end: bytes | None, count: int) -> list[History]:
+        """Up to ``count`` histories of the keys in ``[start, end)`` (``end`` None: unbounded),
+        in key order: a read-only view for statistics that page through the index between
+        other work (``storage.usage``); the caller must not change them."""
+        assert count > 0, count
+        first = self._index.get(start)
+        keys = self._index.keys_after(start, count - (first is not None))
+        histories = [] if first is None else [first]
+        for key in keys:
+            history = self._index.get(key)
+            if history is None or (end is not None and key >= end):
+                break
+            histories.append(history)
+        return histories
+
     def _histories(self, key: bytes, range_end: bytes) -> Iterator[History]:
         if not range_end:
             history = self._index.get(key)
