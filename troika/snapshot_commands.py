@@ -1,4 +1,8 @@
-"""``troika snapshot restore`` and ``troika snapshot status``: a new cluster from a backup.
+"""``troika snapshot save|restore|status``: a backup of a member, and a new cluster from it.
+
+``save`` does what ``etcdctl snapshot save`` does (Maintenance.Snapshot from one endpoint into
+``FILE.part``, renamed once complete), and checks the trailing SHA-256 itself (etcdctl only
+checks that one is there).
 
 A backup is what ``etcdctl snapshot save`` (or any client of Maintenance.Snapshot) wrote from a
 troika member: ``storage.snapshot_file``'s format, its SHA-256 at the end. Restore follows
@@ -22,7 +26,9 @@ that commits it. ``troika serve`` installs that snapshot when it starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,10 +38,23 @@ import typer
 from actors.bootstrap import BOOTSTRAP_INDEX, IDENTITY_KEY, Identity, MemberConfig
 from actors.membership import Member, Membership, cluster_id_for, parse_initial_cluster
 from actors.state_machine import SNAPSHOT_MEMBERS_KEY, chunk_records
+from net.etcdpb import rpc_pb2
+from net.etcdpb.routes import grpc_path
+from net.tcp import TcpNetwork
+from net.v3.client import V3Client
+from net.v3.errors import RpcError
 from storage.kv import RocksKeyValueStore, WriteBatch
 from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord, encode_snapshot_chunk
-from storage.snapshot_file import SnapshotFile, SnapshotFileError, read_snapshot
+from storage.snapshot_file import (
+    DIGEST_BYTES,
+    SnapshotFile,
+    SnapshotFileError,
+    read_snapshot,
+)
 
+SNAPSHOT_PATH = grpc_path("Maintenance", "Snapshot")
+SAVE_TIMEOUT_S = 300.0
+"""The bound on one ``snapshot save`` (a large store streams for a while)."""
 RESTORE_TERM = 1
 """The term of the founding snapshot (a founder's, as ``actors.bootstrap`` writes it)."""
 
@@ -123,6 +142,40 @@ def status_fields(snapshot: SnapshotFile) -> dict[str, int]:
     }
 
 
+async def fetch_snapshot(endpoint: str, path: Path) -> int:
+    """Stream Maintenance.Snapshot from ``endpoint`` into ``path`` (through ``path.part``,
+    fsynced, then renamed); its size in bytes.
+
+    Raises:
+        RpcError: the server's error, or none could be reached.
+        SnapshotFileError: the stream does not end with the SHA-256 of what came before.
+    """
+    partial = path.with_name(path.name + ".part")
+    digest = hashlib.sha256()
+    pieces: list[bytes] = []
+    client = V3Client(TcpNetwork(), [endpoint], timeout_s=SAVE_TIMEOUT_S)
+    try:
+        with trio.fail_after(SAVE_TIMEOUT_S):
+            async with client.stream(SNAPSHOT_PATH, rpc_pb2.SnapshotResponse) as call:
+                await call.send(rpc_pb2.SnapshotRequest())
+                await call.done_writing()
+                async for response in call:
+                    pieces.append(response.blob)
+    finally:
+        await client.aclose()
+    data = b"".join(pieces)
+    body, trailer = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
+    digest.update(body)
+    if len(data) < DIGEST_BYTES or digest.digest() != trailer:
+        raise SnapshotFileError(f"sha256 checksum not found or wrong [bytes: {len(data)}]")
+    with partial.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    partial.rename(path)
+    return len(data)
+
+
 def _read(path: Path) -> SnapshotFile:
     try:
         return read_snapshot(path)
@@ -132,6 +185,29 @@ def _read(path: Path) -> SnapshotFile:
 
 
 snapshot_app = typer.Typer(help="Manages troika node snapshots", no_args_is_help=True)
+
+
+@snapshot_app.command("save")
+def save_command(
+    file: Annotated[Path, typer.Argument(help="where to write the snapshot")],
+    endpoints: Annotated[
+        str, typer.Option("--endpoints", help="the one member to take it from")
+    ] = "127.0.0.1:2379",
+) -> None:
+    """Stores a snapshot of a member's v3 state to a given file."""
+    chosen = [part.strip() for part in endpoints.split(",") if part.strip()]
+    if len(chosen) != 1:
+        typer.echo(
+            f"Error: snapshot must be requested to one selected node, not multiple {chosen}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    try:
+        size = trio.run(fetch_snapshot, chosen[0], file)
+    except (RpcError, SnapshotFileError, OSError, trio.TooSlowError) as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Snapshot saved at {file} ({size} bytes)")
 
 
 @snapshot_app.command("restore")
@@ -185,7 +261,7 @@ def status_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``snapshot restore`` and ``snapshot status`` to ``app``."""
+    """Add ``snapshot save``, ``snapshot restore`` and ``snapshot status`` to ``app``."""
     app.add_typer(snapshot_app, name="snapshot")
 
 

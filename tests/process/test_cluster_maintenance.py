@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bench.clusters import EtcdCluster, PortBlock, ProcessCluster, TroikaCluster, etcd_available
+from storage.snapshot_file import read_snapshot
 
 pytestmark = pytest.mark.process
 
@@ -333,6 +334,16 @@ def test_snapshot_save_restores_into_a_new_cluster(
     saved = etcdctl(endpoint, "snapshot", "save", str(file))
     assert saved.returncode == 0, saved.stderr
     assert "Snapshot saved at" in saved.stdout
+    ours = tmp_path / "ours.db"
+    saved_by_troika = subprocess.run(
+        [sys.executable, "-m", "troika", "snapshot", "save", str(ours), f"--endpoints={endpoint}"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    assert saved_by_troika.returncode == 0, saved_by_troika.stderr
+    assert read_snapshot(ours).records == read_snapshot(file).records
 
     restored = TroikaCluster(3, tmp_path / "restored")
     with restored:
