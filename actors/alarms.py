@@ -2,10 +2,15 @@
 
 Alarms are replicated state, as in etcd: an ``AlarmRequest`` (GET, ACTIVATE, DEACTIVATE) is a
 v3 entry of the log, applied here on every member in log order, so every member answers
-``alarm list`` alike and refuses the same writes. While a NOSPACE alarm is active, applying a
-put, a txn that puts or a lease grant gives "etcdserver: mvcc: database space exceeded"
-(etcd's ``applierV3Capped``); deletes, compactions and revokes go on, so an operator can make
-room, defragment and disarm.
+``alarm list`` alike. While a NOSPACE alarm is active, a member refuses a put, a txn that puts
+or a lease grant (``adds_data``) with "etcdserver: mvcc: database space exceeded" when it
+arrives (``actors.v3_backend``); deletes, compactions and revokes go on, so an operator can
+make room, defragment and disarm.
+
+Unlike etcd's ``applierV3Capped``, applying an entry never depends on the alarms: the table
+does not travel in Raft snapshots (below), so a member that installed one may hold other
+alarms than its peers, and if alarms decided what applying a put does, its data would diverge
+from theirs. A write proposed just before the alarm was applied is therefore still applied.
 
 Who raises NOSPACE: the member that finds its store over ``--quota-backend-bytes`` when a
 client write arrives (``actors.v3_backend``) proposes ACTIVATE for itself and refuses the write,
@@ -22,8 +27,6 @@ from __future__ import annotations
 import cbor2
 
 from net.etcdpb import raft_internal_pb2, rpc_pb2
-from net.v3 import errors
-from net.v3.errors import RpcError
 
 ALARMS_BLOB = b"alarms"
 """The applied-state blob holding the table."""
@@ -109,18 +112,6 @@ class AlarmTable:
                 raise ValueError("an alarm must be [member id, type]")
             alarms.add((item[0], item[1]))
         return cls(alarms)
-
-
-def refused_while_alarmed(
-    table: AlarmTable, request: raft_internal_pb2.InternalRaftRequest
-) -> RpcError | None:
-    """etcd's ``applierV3Capped``: under NOSPACE, the error a write that adds data applies to
-    (a put, a txn that puts, a lease grant); None for anything else."""
-    if not table.no_space():
-        return None
-    if adds_data(request):
-        return errors.no_space()
-    return None
 
 
 def adds_data(request: raft_internal_pb2.InternalRaftRequest) -> bool:

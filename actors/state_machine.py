@@ -36,7 +36,7 @@ import cbor2
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from actors.alarms import ALARMS_BLOB, AlarmTable, refused_while_alarmed
+from actors.alarms import ALARMS_BLOB, AlarmTable
 from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
@@ -403,8 +403,6 @@ class StateMachine:
         try:
             if request.HasField("alarm"):
                 outcome = self.alarms.apply(request.alarm)
-            elif (refused := refused_while_alarmed(self.alarms, request)) is not None:
-                outcome = refused
             elif request.HasField("lease_grant"):
                 outcome = self._grant(request.lease_grant)
             elif request.HasField("lease_revoke"):
