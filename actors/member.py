@@ -266,7 +266,8 @@ class Member:
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._expire_ttl_keys)
                 nursery.start_soon(self._publish_client_urls)
-                nursery.start_soon(self._learn_peers_while_joining)
+                if self.config.initial_cluster_state == "existing" and not self.membership.members:
+                    nursery.start_soon(self._learn_peers_while_joining)
                 client = []
                 if serve_client is not None:
                     for address in self.config.listen_client_addresses:
