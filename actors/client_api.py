@@ -11,6 +11,7 @@ serves clients only once it is ready.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 
 import trio
 from google.protobuf.message import Message
@@ -19,12 +20,14 @@ from actors.api_backend import MemberV2Backend, gate_until_published
 from actors.cluster_backend import MemberClusterBackend
 from actors.maintenance_backend import MemberMaintenanceBackend
 from actors.member import Member
+from actors.usage import record_methods, record_v2, recorder_of, usage_answer
 from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
 from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
 from net.http.messages import Handler
 from net.http.server import HttpServer, ServerLimits
+from net.inspect_api import inspect_routes
 from net.v2api import V2Api
 from net.v3 import errors
 from net.v3.cluster_service import cluster_methods
@@ -201,12 +204,15 @@ async def serve_client_api(
         **cluster_methods(MemberClusterBackend(member), service),
         **maintenance_methods(MemberMaintenanceBackend(member), service),
     }
-    methods = gate_methods(member, every_method)
+    usage = recorder_of(member)  # issue 16: requests counted by key prefix
+    methods = record_methods(usage, gate_methods(member, every_method))
     if wrap_methods is not None:
         methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
-        http = gate_until_published(member, route_v3(gateway, V2Api(MemberV2Backend(member))))
+        v2 = record_v2(usage, V2Api(MemberV2Backend(member)))
+        inspect = partial(usage_answer, member)
+        http = gate_until_published(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
         server = HttpServer(
             member.network,
             http if wrap_http is None else wrap_http(http),
