@@ -21,6 +21,7 @@ from troika import (
     __version__,
     bench_commands,
     client_commands,
+    inspect_commands,
     sim_commands,
     snapshot_commands,
     v3_commands,
@@ -220,6 +221,7 @@ v3_commands.register(app)
 v3_lease_commands.register(app)
 v3_watch_commands.register(app)
 snapshot_commands.register(app)
+inspect_commands.register(app)  # issue 16: inspect hot/usage, del-prefix
 client_commands.register(v2_app)
 client_commands.register_cluster_commands(member_app, endpoint_app)
 
