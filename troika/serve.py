@@ -39,6 +39,7 @@ from actors.member import BoundAddresses, Member, NoLeader, RequestTimeout
 from actors.membership import parse_initial_cluster
 from actors.metrics import CONTENT_TYPE, DiskTimings, MemberMetrics
 from actors.raft_actor import NotLeader
+from actors.usage import UsageCollector, recorder_of
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.http.messages import Handler, Request, Response, StreamingResponse, plain_text
 from net.http.server import HttpServer
@@ -375,6 +376,7 @@ async def serve(
             peer_bytes=network.tally.snapshot,
             disk=timings,
         )
+        metrics.registry.register(UsageCollector(recorder_of(member)))  # issue 16
         client_api = partial(
             serve_client_api,
             limits=options.service_limits(),
