@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from google.protobuf.message import Message
@@ -98,7 +98,7 @@ class UsageRecorder:
         for kind, key, size_bytes in kv_observations(request, response):
             self.record(kind, key, size_bytes)
 
-    def hot(self, prefix: bytes, depth: int, window: str, limit: int) -> dict[str, object]:
+    def hot(self, prefix: bytes, depth: int, window: str, limit: int) -> dict[str, Any]:
         """The JSON answer of ``/troika/v1/hot``.
 
         Raises:
