@@ -49,7 +49,7 @@ from net.v3.methods import (
     UnaryHandler,
     UnaryMethod,
 )
-from storage.usage.prefixes import prefixes
+from storage.usage.prefixes import prefix_depth, prefixes
 from storage.usage.sketch import EVENT, READ, WRITE, Item
 from storage.usage.space import PAGE_KEYS, UsageScan
 from storage.usage.windows import WINDOWS_S, Windows
@@ -106,6 +106,8 @@ class UsageRecorder:
         """
         if not 0 <= depth <= DEPTH_MAX:
             raise InspectError(f"depth must be between 0 and {DEPTH_MAX}")
+        if 0 < depth < prefix_depth(prefix):
+            raise InspectError(f"depth must be 0 or at least the prefix's ({prefix_depth(prefix)})")
         if window not in WINDOWS_S:
             raise InspectError(f"window must be one of {', '.join(WINDOWS_S)}")
         limit = max(1, min(limit, TOP_MAX))

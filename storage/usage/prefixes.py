@@ -28,6 +28,14 @@ def prefix_at_depth(key: bytes, depth: int) -> bytes:
     return key[:position]
 
 
+def prefix_depth(prefix: bytes) -> int:
+    """The depth whose prefixes ``prefix`` is one of, or lies within: its separators, a
+    leading one not counted (``/a/b/`` is 2, ``/a/b`` is 2: the prefixes at depth 2 below it
+    start with it)."""
+    body = prefix[1:] if prefix[:1] == b"/" else prefix
+    return body.count(b"/") + (0 if not body or body.endswith(b"/") else 1)
+
+
 def prefixes(key: bytes, depth_max: int) -> list[bytes]:
     """``[key, prefix at 1, ..., prefix at depth_max]``: one scan of the key for all depths."""
     out = [key]

@@ -63,6 +63,9 @@ def test_hot_answer_by_depth_and_prefix_and_refusals() -> None:
         recorder.hot(b"", 9, "1m", 10)
     with pytest.raises(InspectError):
         recorder.hot(b"", 1, "2h", 10)
+    with pytest.raises(InspectError, match="at least the prefix's"):
+        recorder.hot(b"/t1/app/", 1, "1m", 10)  # /t1/ cannot be under /t1/app/
+    assert recorder.hot(b"/t1/app/", 2, "1m", 10)["items"][0]["count"] == 10
     assert parse_query("prefix=%2F%FF&depth=2") == (b"/\xff", 2, "1m", 20)
 
 

@@ -4,7 +4,7 @@ revisions kept, the bound on rows kept."""
 from __future__ import annotations
 
 from storage.mvcc.store import MvccStore
-from storage.usage.prefixes import prefix_at_depth, prefixes
+from storage.usage.prefixes import prefix_at_depth, prefix_depth, prefixes
 from storage.usage.space import UsageScan
 
 
@@ -32,6 +32,8 @@ def test_prefixes_by_depth() -> None:
     assert prefix_at_depth(b"/registry/pods", 3) == b"/registry/pods"
     assert prefix_at_depth(b"plain", 2) == b"plain" and prefix_at_depth(b"a/b", 1) == b"a/"
     assert prefixes(b"/a/b/c", 3) == [b"/a/b/c", b"/a/", b"/a/b/", b"/a/b/c"]
+    samples = (b"", b"/", b"/a", b"/a/", b"/a/b", b"a/b/")
+    assert [prefix_depth(p) for p in samples] == [0, 0, 1, 1, 2, 2]
 
 
 def test_groups_at_a_depth_with_revisions_kept() -> None:
