@@ -58,7 +58,11 @@ INT64_MAX: Final = (1 << 63) - 1
 
 
 class LeaseRetry(Exception):
-    """The leader cannot answer yet; ask again shortly."""
+    """The leader cannot answer yet; ask again shortly, passing ``after`` back."""
+
+    def __init__(self, after: int = 0) -> None:
+        super().__init__(after)
+        self.after = after
 
 
 class LeaseTimeout(Exception):
@@ -101,6 +105,9 @@ class MemberLeases:
             expiry, not only the leader's.
         tick_s: how long to wait before asking again.
         request_timeout_s: how long a renewal may take in all.
+        applied_index: this member's applied index (a leader answers "no such lease" only
+            once it has applied every entry committed when it was asked, as etcd's
+            ``waitAppliedIndex``: the grant may be committed but not yet applied here).
     """
 
     def __init__(
@@ -114,9 +121,11 @@ class MemberLeases:
         extend_s: float,
         tick_s: float,
         request_timeout_s: float,
+        applied_index: Callable[[], int] = lambda: 0,
         planted_expire_on_followers: bool = False,
     ) -> None:
         self.table = table
+        self._applied_index = applied_index
         self.planted_expire_on_followers = planted_expire_on_followers
         """A planted bug (``actors.bootstrap.LESSOR_EXPIRES_ON_FOLLOWERS``), test only."""
         self.status = status
@@ -196,36 +205,39 @@ class MemberLeases:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def renew_here(self, lease_id: int) -> int:
+    def renew_here(self, lease_id: int, after: int = 0) -> int:
         """Renew on the leader: the TTL, or 0 for a lease that does not exist.
 
         Raises:
-            LeaseRetry: not promoted yet, or the lease expired and its revoke is on its way.
+            LeaseRetry: not promoted yet, the lease expired and its revoke is on its way, or
+                it is not here and entries up to ``LeaseRetry.after`` are not applied yet.
         """
         self._check_role()
         if not self.lessor.primary:
-            raise LeaseRetry()
+            raise LeaseRetry(after)
         lease = self.table.get(lease_id)
         if lease is None:
+            self._check_applied(after)
             return 0
         now_s = trio.current_time()
         if not self.lessor.tracks(lease_id):
             self.lessor.granted(lease_id, lease.ttl_s, now_s)
         if self.lessor.is_expired(lease_id, now_s):
-            raise LeaseRetry()
+            raise LeaseRetry(after)
         return self.lessor.renew(lease_id, now_s)
 
-    def time_to_live_here(self, lease_id: int) -> TimeToLive | None:
+    def time_to_live_here(self, lease_id: int, after: int = 0) -> TimeToLive | None:
         """The leader's view of a lease; None if it does not exist.
 
         Raises:
-            LeaseRetry: not promoted yet.
+            LeaseRetry: as ``renew_here``.
         """
         self._check_role()
         if not self.lessor.primary:
-            raise LeaseRetry()
+            raise LeaseRetry(after)
         lease = self.table.get(lease_id)
         if lease is None:
+            self._check_applied(after)
             return None
         now_s = trio.current_time()
         if not self.lessor.tracks(lease_id):
@@ -256,11 +268,22 @@ class MemberLeases:
         assert type(remaining_s) is int and type(granted_s) is int
         return TimeToLive(remaining_s, granted_s)
 
-    def _answer_here(self, op: str, lease_id: int) -> dict[str, object]:
+    def _check_applied(self, after: int) -> None:
+        """Before saying "no such lease": the entries committed when first asked (``after``,
+        or now) must be applied here.
+
+        Raises:
+            LeaseRetry: they are not.
+        """
+        needed = after or self.status.commit_index
+        if self._applied_index() < needed:
+            raise LeaseRetry(needed)
+
+    def _answer_here(self, op: str, lease_id: int, after: int) -> dict[str, object]:
         """Raises LeaseRetry."""
         if op == "renew":
-            return {"found": True, "ttl": self.renew_here(lease_id)}
-        ttl = self.time_to_live_here(lease_id)
+            return {"found": True, "ttl": self.renew_here(lease_id, after)}
+        ttl = self.time_to_live_here(lease_id, after)
         if ttl is None:
             return {"found": False, "ttl": -1, "granted": 0}
         return {"found": True, "ttl": ttl.remaining_s, "granted": ttl.granted_s}
@@ -268,19 +291,22 @@ class MemberLeases:
     async def _ask(self, op: str, lease_id: int) -> dict[str, object]:
         deadline = trio.current_time() + self.request_timeout_s
         saw_leader = False
+        after = 0
         while trio.current_time() < deadline:
             leader = self.status.leader_id
             if leader == self.member_id and self.status.is_leader():
                 saw_leader = True
                 try:
-                    return self._answer_here(op, lease_id)
-                except LeaseRetry:
-                    pass
+                    return self._answer_here(op, lease_id, after)
+                except LeaseRetry as retry:
+                    after = retry.after
             elif leader != 0:
                 saw_leader = True
-                answer = await self._forward(leader, op, lease_id, deadline)
+                answer = await self._forward(leader, op, lease_id, after, deadline)
                 if answer is not None and not answer.get("retry"):
                     return answer
+                if answer is not None and type(answer.get("after")) is int:
+                    after = answer["after"]  # type: ignore[assignment]
             await trio.sleep(self.tick_s)
         if not saw_leader:
             raise LeaseNoLeader()
@@ -289,7 +315,7 @@ class MemberLeases:
     # -- forwarding ---------------------------------------------------------------------------
 
     async def _forward(
-        self, leader: int, op: str, lease_id: int, deadline: float
+        self, leader: int, op: str, lease_id: int, after: int, deadline: float
     ) -> dict[str, object] | None:
         """One attempt at the leader; its answer, or None when none came in time."""
         if len(self._pending) >= RELAY_PENDING_MAX:
@@ -302,6 +328,7 @@ class MemberLeases:
                 RELAY_KIND: op,
                 "id": lease_id,
                 "seq": sequence,
+                "after": after,
             }
             if not self._send(leader, payload):
                 return None
@@ -322,11 +349,11 @@ class MemberLeases:
         if op == "answer":
             self._on_answer(sequence, payload)
             return
-        lease_id = payload.get("id")
-        if op not in ("renew", "ttl") or type(lease_id) is not int:
+        lease_id, after = payload.get("id"), payload.get("after", 0)
+        if op not in ("renew", "ttl") or type(lease_id) is not int or type(after) is not int:
             log.warning("%x: malformed lease payload from %x", self.member_id, sender)
             return
-        if not INT64_MIN <= lease_id <= INT64_MAX:
+        if not INT64_MIN <= lease_id <= INT64_MAX or not 0 <= after <= INT64_MAX:
             log.warning("%x: lease id out of range from %x", self.member_id, sender)
             return
         try:
@@ -339,7 +366,8 @@ class MemberLeases:
         if pending is None:
             return  # answered too late: the asker moved on
         if payload.get("retry") is True:
-            pending.answer = {"retry": True}
+            after = payload.get("after", 0)
+            pending.answer = {"retry": True, "after": after if type(after) is int else 0}
         else:
             found, ttl_s, granted_s = (
                 payload.get("found"),
@@ -355,14 +383,16 @@ class MemberLeases:
     async def _answer_relayed(self) -> None:
         async for sender, payload in self._inbox_receive:
             op, lease_id, sequence = payload[RELAY_KIND], payload["id"], payload["seq"]
-            assert isinstance(op, str) and type(lease_id) is int
+            after = payload.get("after", 0)
+            assert isinstance(op, str) and type(lease_id) is int and type(after) is int
             answer: dict[str, object] = {RELAY_KIND: "answer", "seq": sequence}
             if self.status.is_leader():
                 try:
                     answer["granted"] = 0
-                    answer.update(self._answer_here(op, lease_id))
-                except LeaseRetry:
-                    answer["retry"] = True
+                    answer.update(self._answer_here(op, lease_id, after))
+                except LeaseRetry as retry:
+                    answer = {RELAY_KIND: "answer", "seq": sequence, "retry": True}
+                    answer["after"] = retry.after
             else:
                 answer["retry"] = True
             if not self._send(sender, answer):

@@ -205,6 +205,7 @@ class Member:
             else config.election_timeout_s(),
             tick_s=config.tick_interval_s,
             request_timeout_s=config.request_timeout_s,
+            applied_index=self.applied_index,
             planted_expire_on_followers=LESSOR_EXPIRES_ON_FOLLOWERS in config.planted_bugs,
         )
         state.machine.lease_listener = self.leases

@@ -93,3 +93,42 @@ def test_malformed_payloads_are_dropped(payload: dict[str, object]) -> None:
     leader, _, _ = pair()
     leader.on_peer_payload(FOLLOWER, payload)
     assert leader._inbox_receive.statistics().current_buffer_used == 0
+
+
+async def test_the_leader_says_no_such_lease_only_once_it_applied_what_was_committed(
+    autojump_clock: object,
+) -> None:
+    """A grant committed but not yet applied at the leader (the client heard of it from the
+    member that proposed it) must not be answered "not found"."""
+    leader, follower, table = pair()
+    applied = [5]
+    leader._applied_index = lambda: applied[0]
+    leader.status.commit_index = 6
+    answers: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader.run)
+        leader.leader_entry_applied()
+
+        async def renew() -> None:
+            answers.append(await follower.renew(7))
+
+        nursery.start_soon(renew)
+        await trio.sleep(1.0)
+        assert answers == []  # entry 6 (the grant) is not applied at the leader yet
+        table.grant(7, 10)
+        leader.granted(7, 10)
+        applied[0] = 6
+        await trio.sleep(1.0)
+        assert answers == [10]
+        leader.status.commit_index = 8  # more entries committed, not yet applied here
+
+        async def renew_unknown() -> None:
+            answers.append(await follower.renew(8))
+
+        nursery.start_soon(renew_unknown)
+        await trio.sleep(1.0)
+        assert answers == [10]  # "not found" waits until entry 8 is applied
+        applied[0] = 8
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert answers == [10, 0]
