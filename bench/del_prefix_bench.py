@@ -46,14 +46,35 @@ async def _fill(url: str, keys: int) -> None:
     await client.aclose()
 
 
+async def _settle(urls: list[str]) -> None:
+    """Wait until every member has applied the same revision (followers catch up on the
+    fill before anything is measured)."""
+    clients = [V3Client(TcpNetwork(), [url], timeout_s=60.0) for url in urls]
+    while True:
+        revisions = set()
+        for client in clients:
+            reply = await client.range(rpc_pb2.RangeRequest(key=b"/live/key", serializable=True))
+            revisions.add(reply.header.revision)
+        if len(revisions) == 1:
+            break
+        await trio.sleep(0.2)
+    for client in clients:
+        await client.aclose()
+    await trio.sleep(2.0)
+
+
 async def _reads_while(url: str, running: Callable[[], bool]) -> list[float]:
     client = V3Client(TcpNetwork(), [url], timeout_s=60.0)
     latencies_ms: list[float] = []
+    first_s = time.perf_counter()
+    slowest = (0.0, 0.0)
     while running():
         started_s = time.perf_counter()
         await client.range(rpc_pb2.RangeRequest(key=b"/live/key"))
         latencies_ms.append((time.perf_counter() - started_s) * 1e3)
+        slowest = max(slowest, (latencies_ms[-1], started_s - first_s))
     await client.aclose()
+    print(f"  (slowest read: {slowest[0]:.1f} ms, {slowest[1]:.2f} s into the run)")
     return latencies_ms
 
 
@@ -85,12 +106,20 @@ def main() -> None:
         endpoint = cluster.client_urls[0].removeprefix("http://")
         print(f"idle cluster:                    {_measure(cluster, None)}")
         trio.run(_fill, cluster.client_urls[0], keys)
+        trio.run(_settle, cluster.client_urls)
         one_shot = ["etcdctl", "--endpoints", endpoint, "del", "--prefix", "/junk/"]
         print(f"etcdctl del --prefix ({keys} keys): {_measure(cluster, one_shot)}")
         trio.run(_fill, cluster.client_urls[0], keys)
+        trio.run(_settle, cluster.client_urls)
         batched = [sys.executable, "-m", "troika", "del-prefix", "/junk/", "--endpoints",
                    endpoint, "--batch", "500", "--rate", "5000"]  # fmt: skip
+        started = time.strftime("%H:%M:%S")
         print(f"troika del-prefix ({keys} keys):    {_measure(cluster, batched)}")
+        print(f"  (started {started}; members' snapshots since the fill:)")
+        for index in range(cluster.size):
+            for line in cluster.log_path(index).read_text().splitlines():
+                if "snapshot at index" in line and line[11:19] >= started:
+                    print(f"  member {index}: {line}")
 
 
 if __name__ == "__main__":
