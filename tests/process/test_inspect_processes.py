@@ -1,8 +1,9 @@
 """troika's views beyond etcd against 3 member processes, through the real CLI
 (``python -m troika``): ``inspect hot`` merges the members' counts, ``inspect usage`` shows the
-storage per prefix, ``--html``/``--png`` draw them, and ``del-prefix`` deletes a prefix in
-batches (dry run first), killed with SIGKILL in the middle and run again to the end, while an
-``etcdctl watch`` sees every key deleted once, an untouched prefix stays and reads go on."""
+storage per prefix, ``--html``/``--png`` draw them, ``/metrics`` shows the top prefixes, and
+``del-prefix`` deletes a prefix in batches (dry run first), killed with SIGKILL in the middle
+and run again to the end, while an ``etcdctl watch`` sees every key deleted once, an untouched
+prefix stays and reads go on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import trio
 
-from bench.clusters import TroikaCluster
+from bench.clusters import TroikaCluster, http_get
 from net.etcdpb import rpc_pb2
 from net.tcp import TcpNetwork
 from net.v3.client import V3Client
@@ -108,6 +109,9 @@ def test_inspect_hot_and_usage_merged_over_the_members(
     assert b"<svg" in (tmp_path / "hot.html").read_bytes()
     assert (tmp_path / "hot.png").read_bytes()[:4] == b"\x89PNG"
     assert "/hot/" in cli(cluster, "inspect", "usage").stdout
+    status, metrics = http_get(cluster.client_urls[1] + "/metrics")
+    assert status == 200
+    assert 'troika_prefix_requests_1m{prefix="/hot/"}' in metrics.decode()
 
 
 @pytest.mark.skipif(ETCDCTL is None, reason="etcdctl is not installed")
