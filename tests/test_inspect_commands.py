@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
 from actors.usage import UsageRecorder
 from net.inspect_page import hot_page
 from storage.usage.sketch import READ, WRITE
+from troika.cli import app
+from troika.del_prefix import check_plan, planned_seconds, prefix_range_end
 from troika.inspect_commands import merge_hot, merge_usage, render_hot, render_usage
 
 
@@ -53,3 +58,16 @@ def test_usage_from_the_member_at_the_highest_revision() -> None:
     assert merged["member_id"] == "b2" and merged["revisions"] == {"a1": 7, "b2": 9, "c3": 8}
     text = render_usage(merged)
     assert "b2 at revision 9" in text and "(total)" in text and "(other)" not in text
+
+
+def test_del_prefix_refuses_an_empty_prefix_and_unbounded_plans() -> None:
+    with pytest.raises(ValueError, match="empty prefix"):
+        check_plan(b"", 10, 10.0)
+    with pytest.raises(ValueError, match="--batch"):
+        check_plan(b"/a/", 0, 10.0)
+    with pytest.raises(ValueError, match="--rate"):
+        check_plan(b"/a/", 10, 0.0)
+    assert planned_seconds(1001, 100, 500.0) == (11, 2.002)
+    assert prefix_range_end(b"/a/") == b"/a0" and prefix_range_end(b"\xff") == b"\x00"
+    result = CliRunner().invoke(app, ["del-prefix", ""])
+    assert result.exit_code == 1 and "refusing an empty prefix" in result.output
