@@ -159,8 +159,28 @@ def draw_png(answer: dict[str, Any], path: Path) -> None:
 # -- the shell ---------------------------------------------------------------------------------
 
 
-def fetch_all(options: GlobalOptions, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
-    """GET ``path`` from every endpoint; the answers of those that answered.
+async def cluster_endpoints(http: HttpClient, endpoints: list[str], timeout_s: float) -> list[str]:
+    """Every member's client URLs, from the first endpoint that lists the members (etcdctl's
+    ``--cluster``); the given endpoints if none does."""
+    for endpoint in endpoints:
+        try:
+            reply = await http.request(
+                "POST", endpoint + "/v3/cluster/member/list", body=b"{}", timeout=timeout_s
+            )
+        except HttpError:
+            continue
+        if reply.status == 200:
+            urls = [url for m in reply.json().get("members", []) for url in m.get("clientURLs", [])]
+            if urls:
+                return [endpoint_url(url) for url in urls]
+    return endpoints
+
+
+def fetch_all(
+    options: GlobalOptions, path: str, query: dict[str, str], *, cluster: bool = False
+) -> list[dict[str, Any]]:
+    """GET ``path`` from every endpoint (every member's, with ``cluster``); the answers of
+    those that answered.
 
     Raises:
         CtlError: no endpoint answered, or one refused the query (its error).
@@ -174,6 +194,8 @@ def fetch_all(options: GlobalOptions, path: str, query: dict[str, str]) -> list[
         failures: list[str] = []
         http = HttpClient(TcpNetwork())
         try:
+            if cluster:
+                endpoints[:] = await cluster_endpoints(http, endpoints, timeout_s)
             for endpoint in endpoints:
                 try:
                     reply = await http.request("GET", endpoint + target, timeout=timeout_s)
@@ -200,6 +222,9 @@ def _prefix_text(prefix: str) -> str:
 
 
 PrefixOption = Annotated[str, typer.Option("--prefix", help="Only keys under this prefix.")]
+ClusterOption = Annotated[
+    bool, typer.Option("--cluster", help="Ask every member listed by the endpoints.")
+]
 
 
 @inspect_app.command("hot")
@@ -213,6 +238,7 @@ def hot_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     limit: Annotated[int, typer.Option("--limit", help="Rows shown.", min=1, max=1000)] = 20,
     html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML page.")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Also write a PNG chart.")] = None,
+    cluster: ClusterOption = False,
     endpoints: EndpointsOption = None,
     dial_timeout: DialTimeoutOption = None,
     write_out: WriteOutOption = None,
@@ -223,7 +249,7 @@ def hot_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     query = {"prefix": _prefix_text(prefix), "depth": str(depth), "window": window,
              "limit": str(limit)}  # fmt: skip
     try:
-        answer = merge_hot(fetch_all(options, "/troika/v1/hot", query), limit)
+        answer = merge_hot(fetch_all(options, "/troika/v1/hot", query, cluster=cluster), limit)
     except CtlError as error:
         raise fail(error) from None
     if html is not None:
@@ -239,6 +265,7 @@ def usage_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     prefix: PrefixOption = "",
     depth: Annotated[int, typer.Option("--depth", help="Group by prefix at this depth.")] = 1,
     limit: Annotated[int, typer.Option("--limit", help="Rows shown.", min=1, max=1000)] = 50,
+    cluster: ClusterOption = False,
     endpoints: EndpointsOption = None,
     dial_timeout: DialTimeoutOption = None,
     write_out: WriteOutOption = None,
@@ -248,7 +275,7 @@ def usage_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
                              command_timeout=None, write_out=write_out, hex_=None)  # fmt: skip
     query = {"prefix": _prefix_text(prefix), "depth": str(depth), "limit": str(limit)}
     try:
-        answer = merge_usage(fetch_all(options, "/troika/v1/usage", query))
+        answer = merge_usage(fetch_all(options, "/troika/v1/usage", query, cluster=cluster))
     except CtlError as error:
         raise fail(error) from None
     typer.echo(json.dumps(answer) if options.write_out == "json" else render_usage(answer))

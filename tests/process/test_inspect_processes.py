@@ -95,6 +95,12 @@ def test_inspect_hot_and_usage_merged_over_the_members(
     assert by_prefix["/hot/"]["count"] == HOT_KEYS + 30 and by_prefix["/hot/"]["error"] == 0
     assert (by_prefix["/hot/"]["writes"], by_prefix["/hot/"]["reads"]) == (HOT_KEYS, 30)
     assert by_prefix["/cold/"]["count"] == COLD_KEYS
+    one = cluster.client_urls[0]
+    listed = subprocess.run(
+        [sys.executable, "-m", "troika", "inspect", "hot", "--cluster", "--endpoints", one,
+         "-w", "json"], capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=True,
+    )  # fmt: skip
+    assert json.loads(listed.stdout)["items"] == hot["items"]  # --cluster: every member asked
     keys = cli_json(cluster, "inspect", "hot", "--depth", "0", "--prefix", "/hot/", "--limit", "1")
     assert keys["items"][0]["key"] == "/hot/007" and keys["items"][0]["count"] == 31
 
