@@ -256,7 +256,7 @@ def test_v2_switch_health_version_and_metrics_listener_as_etcd(tmp_path: Path, p
 @needs_etcd
 def test_metric_names_are_etcds(tmp_path: Path, ports: int) -> None:
     assert ETCD is not None
-    names: dict[str, set[str]] = {}
+    names: dict[str, set[tuple[str, str]]] = {}
     for name, binary, base in (("etcd", [ETCD], ports), ("troika", TROIKA, ports + 5)):
         member = Single(binary, tmp_path / name, base)
         with running(member):
