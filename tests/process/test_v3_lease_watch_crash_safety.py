@@ -10,7 +10,8 @@ While a writer puts new keys under ``PREFIX`` (each key once) through any member
   the last event they saw.
 
 Then the leader is killed with SIGKILL, a new one is elected, the old one restarts, and the
-load goes on a while. Checked at the end:
+load goes on a while; the writers stop, and the watchers once they have seen the last write.
+Checked at the end:
 
 - every watcher saw exactly the writes made under the prefix after its start revision (the
   authoritative list: each key's create revision read at the end, every key written once),
@@ -23,6 +24,7 @@ load goes on a while. Checked at the end:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -74,6 +76,9 @@ def prefix_end(prefix: bytes) -> bytes:
 class Shared:
     urls: list[str]
     stop: threading.Event = field(default_factory=threading.Event)
+    """Stops the writer and the lease holders."""
+    stop_watching: threading.Event = field(default_factory=threading.Event)
+    """Stops the watchers (once they have seen the last write)."""
     acked: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -172,7 +177,7 @@ class Watcher:
 
 def watch(watcher: Watcher, shared: Shared) -> None:
     target = watcher.number % len(shared.urls)
-    while not shared.stop.is_set():
+    while not shared.stop_watching.is_set():
         start = watcher.events[-1][0] + 1 if watcher.events else watcher.start_revision
         channel = channel_to(shared.urls[target])
         outbox: queue.Queue[rpc_pb2.WatchRequest | None] = queue.Queue()
@@ -214,7 +219,7 @@ def queued(outbox: queue.Queue[rpc_pb2.WatchRequest | None]) -> Iterator[rpc_pb2
 
 
 def cancel_on_stop(shared: Shared, responses: grpc.Future, outbox: queue.Queue[object]) -> None:
-    while not shared.stop.wait(0.1):
+    while not shared.stop_watching.wait(0.1):
         if responses.done():
             return
     responses.cancel()
@@ -287,14 +292,25 @@ def test_watchers_and_leases_come_through_a_leader_kill(tmp_path: Path) -> None:
         cluster.restart(leader)
         time.sleep(AFTER_RESTART_S)
         shared.stop.set()
-        for thread in threads:
+        for thread in threads[: 1 + HOLDERS]:
             thread.join(timeout=15)
-        assert not any(thread.is_alive() for thread in threads), "a client did not stop"
         survivor = shared.urls[new_leader]
         written = written_revisions(survivor, start_revision)
         alive = {holder.number: lease_alive(survivor, holder.lease_id) for holder in holders}
+        # The watchers stop once each has seen the last write (or the wait times out, and the
+        # comparison below says what is missing).
+        with contextlib.suppress(AssertionError):
+            wait_until(
+                lambda: all(w.events and w.events[-1][0] >= written[-1] for w in watchers),
+                SETTLE_TIMEOUT_S,
+            )
+        shared.stop_watching.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        assert not any(thread.is_alive() for thread in threads), "a client did not stop"
     finally:
         shared.stop.set()
+        shared.stop_watching.set()
         cluster.close()
 
     print(
