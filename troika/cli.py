@@ -26,6 +26,7 @@ from troika import (
     snapshot_commands,
     v3_commands,
     v3_lease_commands,
+    v3_ops_commands,
     v3_watch_commands,
 )
 
@@ -75,7 +76,7 @@ def _root(
         str, typer.Option("--command-timeout", help="Client commands: request timeout.")
     ] = v3_commands.DEFAULT_COMMAND_TIMEOUT,
     write_out: Annotated[
-        str, typer.Option("-w", "--write-out", help="Client commands: simple or json.")
+        str, typer.Option("-w", "--write-out", help="Client commands: simple, json or table.")
     ] = "simple",
     hex_: Annotated[
         bool, typer.Option("--hex", help="Client commands: print keys and values as hex.")
@@ -223,7 +224,7 @@ v3_watch_commands.register(app)
 snapshot_commands.register(app)
 inspect_commands.register(app)  # issue 16: inspect hot/usage, del-prefix
 client_commands.register(v2_app)
-client_commands.register_cluster_commands(member_app, endpoint_app)
+v3_ops_commands.register(app, member_app, endpoint_app)  # issue 12 item 8
 
 
 def main() -> None:

@@ -1,13 +1,12 @@
-"""``troika put/get/del/ls/watch/member list/endpoint health|status``: a person's client.
+"""``troika v2 put/get/del/ls/watch``: a person's client of the v2 keys API.
 
-Output is meant to be read at a glance: values bare, listings one key a line,
-tables where etcdctl has tables. Errors print as etcdctl prints them
+Output is meant to be read at a glance: values bare, listings one key a line.
+Errors print as etcdctl prints them
 (``Error:  100: Key not found (/x) [12]``) and exit non-zero.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -56,21 +55,6 @@ def _run(endpoints: str, action: Callable[[V2Client], Awaitable[T]]) -> T:
 def _fail(message: str) -> int:
     typer.echo(f"Error:  {message}", err=True)
     return 1
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """An ASCII table as etcdctl draws one."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    rule = "+" + "+".join("-" * (width + 2) for width in widths) + "+"
-
-    def line(cells: list[str]) -> str:
-        return (
-            "|"
-            + "|".join(f" {cell:<{width}} " for cell, width in zip(cells, widths, strict=True))
-            + "|"
-        )
-
-    return "\n".join([rule, line(headers), rule, *(line(row) for row in rows), rule])
 
 
 def register(app: typer.Typer) -> None:
@@ -150,67 +134,3 @@ def _listing(node: dict[str, Any]) -> list[str]:
         lines.append(child["key"] + ("/" if child.get("dir") else ""))
         lines.extend(_listing(child))
     return lines
-
-
-def register_cluster_commands(member_app: typer.Typer, endpoint_app: typer.Typer) -> None:
-    """``member list`` and ``endpoint health|status``."""
-
-    @member_app.command("list")
-    def member_list(
-        output: Annotated[str, typer.Option("-w", "--write-out", help="table or json")] = "table",
-        endpoints: Endpoints = DEFAULT_ENDPOINTS,
-    ) -> None:
-        """List the cluster's members."""
-        members = _run(endpoints, lambda client: client.members())
-        if output == "json":
-            typer.echo(json.dumps({"members": members}, indent=2))
-            return
-        rows = [
-            [
-                m["id"],
-                m.get("name", ""),
-                ",".join(m.get("peerURLs", [])),
-                ",".join(m.get("clientURLs", [])),
-            ]
-            for m in members
-        ]
-        typer.echo(table(["ID", "NAME", "PEER ADDRS", "CLIENT ADDRS"], rows))
-
-    @endpoint_app.command("health")
-    def endpoint_health(endpoints: Endpoints = DEFAULT_ENDPOINTS) -> None:
-        """Is every endpoint healthy (has a leader, commits)?"""
-        unhealthy = 0
-        for endpoint in [url.strip() for url in endpoints.split(",") if url.strip()]:
-            try:
-                healthy = _run(endpoint, lambda client: client.health())
-            except typer.Exit:
-                healthy = False
-            unhealthy += not healthy
-            word = "is healthy" if healthy else "is unhealthy"
-            typer.echo(f"{endpoint} {word}")
-        if unhealthy:
-            raise typer.Exit(1)
-
-    @endpoint_app.command("status")
-    def endpoint_status(endpoints: Endpoints = DEFAULT_ENDPOINTS) -> None:
-        """Version, leader, term and index of each endpoint, as a table."""
-        rows = []
-        for endpoint in [url.strip() for url in endpoints.split(",") if url.strip()]:
-
-            async def status(client: V2Client, endpoint: str = endpoint) -> list[str]:
-                stats = await client.stats_self()
-                version = await client.version()
-                reply = await client.get("/", quorum=False)
-                leader = stats.get("leaderInfo", {}).get("leader", "")
-                return [
-                    endpoint,
-                    stats.get("id", ""),
-                    version.get("etcdserver", ""),
-                    str(stats.get("id") == leader).lower(),
-                    str(reply.raft_term),
-                    str(reply.raft_index),
-                ]
-
-            rows.append(_run(endpoint, status))
-        headers = ["ENDPOINT", "ID", "VERSION", "IS LEADER", "RAFT TERM", "RAFT INDEX"]
-        typer.echo(table(headers, rows))

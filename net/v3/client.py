@@ -49,6 +49,15 @@ LEASE_GRANT_PATH = "/v3/lease/grant"
 LEASE_REVOKE_PATH = "/v3/lease/revoke"
 LEASE_TIME_TO_LIVE_PATH = "/v3/lease/timetolive"
 LEASE_LEASES_PATH = "/v3/lease/leases"
+MEMBER_ADD_PATH = "/v3/cluster/member/add"
+MEMBER_REMOVE_PATH = "/v3/cluster/member/remove"
+MEMBER_UPDATE_PATH = "/v3/cluster/member/update"
+MEMBER_LIST_PATH = "/v3/cluster/member/list"
+MEMBER_PROMOTE_PATH = "/v3/cluster/member/promote"
+ALARM_PATH = "/v3/maintenance/alarm"
+STATUS_PATH = "/v3/maintenance/status"
+DEFRAGMENT_PATH = "/v3/maintenance/defragment"
+MOVE_LEADER_PATH = "/v3/maintenance/transfer-leadership"
 JSON_CONTENT_TYPE = ("Content-Type", "application/json")
 
 WATCH_GRPC_PATH = grpc_path("Watch", "Watch")
@@ -68,6 +77,15 @@ assert all(
         LEASE_REVOKE_PATH,
         LEASE_TIME_TO_LIVE_PATH,
         LEASE_LEASES_PATH,
+        MEMBER_ADD_PATH,
+        MEMBER_REMOVE_PATH,
+        MEMBER_UPDATE_PATH,
+        MEMBER_LIST_PATH,
+        MEMBER_PROMOTE_PATH,
+        ALARM_PATH,
+        STATUS_PATH,
+        DEFRAGMENT_PATH,
+        MOVE_LEADER_PATH,
     )
 )
 
@@ -238,6 +256,65 @@ class V3Client:
         """``Lease.LeaseLeases``."""
         return await self._call(
             LEASE_LEASES_PATH, request, rpc_pb2.LeaseLeasesResponse, idempotent=True
+        )
+
+    async def member_list(self) -> rpc_pb2.MemberListResponse:
+        """``Cluster.MemberList``."""
+        request = rpc_pb2.MemberListRequest()
+        return await self._call(
+            MEMBER_LIST_PATH, request, rpc_pb2.MemberListResponse, idempotent=True
+        )
+
+    async def member_add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
+        """``Cluster.MemberAdd`` (sent once: a retried add could add a second member)."""
+        return await self._call(
+            MEMBER_ADD_PATH, request, rpc_pb2.MemberAddResponse, idempotent=False
+        )
+
+    async def member_remove(
+        self, request: rpc_pb2.MemberRemoveRequest
+    ) -> rpc_pb2.MemberRemoveResponse:
+        """``Cluster.MemberRemove``."""
+        return await self._call(
+            MEMBER_REMOVE_PATH, request, rpc_pb2.MemberRemoveResponse, idempotent=False
+        )
+
+    async def member_update(
+        self, request: rpc_pb2.MemberUpdateRequest
+    ) -> rpc_pb2.MemberUpdateResponse:
+        """``Cluster.MemberUpdate``."""
+        return await self._call(
+            MEMBER_UPDATE_PATH, request, rpc_pb2.MemberUpdateResponse, idempotent=False
+        )
+
+    async def member_promote(
+        self, request: rpc_pb2.MemberPromoteRequest
+    ) -> rpc_pb2.MemberPromoteResponse:
+        """``Cluster.MemberPromote``."""
+        return await self._call(
+            MEMBER_PROMOTE_PATH, request, rpc_pb2.MemberPromoteResponse, idempotent=False
+        )
+
+    async def alarm(self, request: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        """``Maintenance.Alarm`` (list, activate or deactivate)."""
+        return await self._call(ALARM_PATH, request, rpc_pb2.AlarmResponse, idempotent=False)
+
+    async def status(self) -> rpc_pb2.StatusResponse:
+        """``Maintenance.Status`` of the endpoint that answers (one endpoint: that member's)."""
+        request = rpc_pb2.StatusRequest()
+        return await self._call(STATUS_PATH, request, rpc_pb2.StatusResponse, idempotent=True)
+
+    async def defragment(self) -> rpc_pb2.DefragmentResponse:
+        """``Maintenance.Defragment`` of the endpoint that answers."""
+        request = rpc_pb2.DefragmentRequest()
+        return await self._call(
+            DEFRAGMENT_PATH, request, rpc_pb2.DefragmentResponse, idempotent=True
+        )
+
+    async def move_leader(self, request: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
+        """``Maintenance.MoveLeader`` (only the leader accepts it)."""
+        return await self._call(
+            MOVE_LEADER_PATH, request, rpc_pb2.MoveLeaderResponse, idempotent=False
         )
 
     @contextlib.asynccontextmanager
