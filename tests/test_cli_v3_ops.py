@@ -390,3 +390,52 @@ def test_cluster_commands_on_three_members(tmp_path: Path) -> None:
             if outcomes[0] != outcomes[1]:
                 differences.append(f"{template}:\n  etcdctl {outcomes[0]}\n  troika  {outcomes[1]}")
     assert not differences, "\n".join(differences)
+
+
+ALARM_SCRIPT: list[list[str]] = [
+    ["alarm", "list"],
+    ["alarm", "list", "-w", "json"],
+    ["endpoint", "status"],
+    ["put", "more", "x"],
+    ["alarm", "disarm"],
+    ["alarm", "disarm", "-w", "json"],
+    ["alarm", "list"],
+]
+FILL_VALUE = b"x" * 50_000
+FILL_PUTS_MAX = 200
+ETCD_QUOTA_BYTES = 200_000
+TROIKA_QUOTA_BYTES = 4_000_000
+"""Quotas a few puts of FILL_VALUE exceed (troika's empty store is larger than etcd's)."""
+
+
+def _fill(run: Callable[[list[str]], Outcome]) -> None:
+    """Put FILL_VALUE under new keys until the server refuses for space."""
+    for index in range(FILL_PUTS_MAX):
+        if run(["put", f"fill/{index}", FILL_VALUE.decode()]).exit_code != 0:
+            return
+    raise AssertionError(f"{FILL_PUTS_MAX} puts of {len(FILL_VALUE)} bytes raised no alarm")
+
+
+@pytest.mark.process
+def test_nospace_alarm_lists_and_disarms_alike(tmp_path: Path) -> None:
+    """Over --quota-backend-bytes, both raise NOSPACE: alarm list, endpoint status's errors,
+    the refused put and alarm disarm print the same through etcdctl and troika."""
+    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
+        pytest.skip("etcd and etcdctl (3.4) are not on PATH")
+    with (
+        EtcdCluster(
+            1, tmp_path / "etcd", extra_flags=[f"--quota-backend-bytes={ETCD_QUOTA_BYTES}"]
+        ) as etcd,
+        TroikaCluster(
+            1, tmp_path / "troika", extra_flags=[f"--quota-backend-bytes={TROIKA_QUOTA_BYTES}"]
+        ) as troika,
+    ):
+        sides = [_bound(_etcdctl, etcd.client_urls[0]), _bound(_troika, troika.client_urls[0])]
+        for run in sides:
+            _fill(run)
+        differences = []
+        for args in ALARM_SCRIPT:
+            expected, got = (_mask(args, run(args), ("-", "-")) for run in sides)
+            if got != expected:
+                differences.append(f"{args}:\n  etcdctl {expected}\n  troika  {got}")
+    assert not differences, "\n".join(differences)
