@@ -136,6 +136,10 @@ SCRIPT: list[list[str]] = [
     ["endpoint", "health"],
     ["endpoint", "health", "-w", "json"],
     ["endpoint", "health", "--cluster", "-w", "table"],
+    ["endpoint", "--cluster", "-w", "table", "status"],
+    ["endpoint", "--cluster", "hashkv"],
+    ["member", "-w", "json", "list"],
+    ["alarm", "-w", "json", "list"],
     ["alarm", "list"],
     ["alarm", "list", "-w", "json"],
     ["alarm", "list", "-w", "table"],
@@ -187,7 +191,7 @@ def _mask(
     def mask(text: str) -> str:
         text = text.replace(names[0], "NAME").replace(names[1], "NAME")
         text = DURATION.sub("T", PORT.sub("HOST", DECIMAL_ID.sub("ID", HEX_ID.sub("ID", text))))
-        if args[:2] in (["endpoint", "status"], ["endpoint", "hashkv"]):
+        if args[0] == "endpoint" and {"status", "hashkv"} & set(args):
             text = SI_SIZE.sub("SIZE", NUMBER.sub("N", text))
         text = _member_order(_known_server_differences(text) if known else text)
         return TABLE_PADDING.sub(" ", text)

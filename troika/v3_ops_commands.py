@@ -337,11 +337,61 @@ def _opts(ctx: typer.Context, *flags: Any) -> GlobalOptions:
     )
 
 
+CLUSTER_META = "troika.v3_ops.cluster"
+"""Where ``troika endpoint --cluster <command>`` leaves the group's --cluster (ctx.meta)."""
+
+
+def _group_flags(ctx: typer.Context, flags: tuple[Any, ...]) -> None:
+    """etcdctl's flags are persistent: ``member --endpoints=X list`` means what ``member
+    list --endpoints=X`` means. The group's flags become its commands' defaults."""
+    ctx.obj = _opts(ctx, *flags)
+
+
+def _member_group(  # noqa: PLR0917
+    ctx: typer.Context,
+    endpoints: EndpointsOption = None,
+    dial_timeout: DialTimeoutOption = None,
+    command_timeout: CommandTimeoutOption = None,
+    write_out: WriteOutOption = None,
+    hex_: HexOption = None,
+) -> None:
+    """Membership related commands."""
+    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
+
+
+def _endpoint_group(  # noqa: PLR0917
+    ctx: typer.Context,
+    cluster: ClusterOption = False,
+    endpoints: EndpointsOption = None,
+    dial_timeout: DialTimeoutOption = None,
+    command_timeout: CommandTimeoutOption = None,
+    write_out: WriteOutOption = None,
+    hex_: HexOption = None,
+) -> None:
+    """Endpoint related commands."""
+    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
+    ctx.meta[CLUSTER_META] = cluster
+
+
+def _alarm_group(  # noqa: PLR0917
+    ctx: typer.Context,
+    endpoints: EndpointsOption = None,
+    dial_timeout: DialTimeoutOption = None,
+    command_timeout: CommandTimeoutOption = None,
+    write_out: WriteOutOption = None,
+    hex_: HexOption = None,
+) -> None:
+    """Alarm related commands."""
+    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
+
+
 def register(app: typer.Typer, member_app: typer.Typer, endpoint_app: typer.Typer) -> None:
     """Add ``member ...``, ``endpoint ...``, ``alarm ...``, ``defrag`` and ``move-leader``."""
+    member_app.callback()(_member_group)
+    endpoint_app.callback()(_endpoint_group)
     _register_member(member_app)
     _register_endpoint(endpoint_app)
-    alarm_app = typer.Typer(help="Alarm related commands", no_args_is_help=True)
+    alarm_app = typer.Typer(no_args_is_help=True, callback=_alarm_group)
     app.add_typer(alarm_app, name="alarm")
     _register_alarm(alarm_app)
     _register_maintenance(app)
@@ -505,6 +555,7 @@ def _register_endpoint(endpoint_app: typer.Typer) -> None:
         options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         try:
             check_format(options.write_out, TABLE_FORMATS)
+            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
             targets = cluster_endpoints(options, cluster)
         except CtlError as error:
             raise fail(error) from None
@@ -532,6 +583,7 @@ def _register_endpoint(endpoint_app: typer.Typer) -> None:
         options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         try:
             check_format(options.write_out, TABLE_FORMATS)
+            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
             targets = cluster_endpoints(options, cluster)
         except CtlError as error:
             raise fail(error) from None
@@ -557,6 +609,7 @@ def _register_endpoint(endpoint_app: typer.Typer) -> None:
         options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         try:
             check_format(options.write_out, TABLE_FORMATS)
+            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
             targets = cluster_endpoints(options, cluster)
         except CtlError as error:
             raise fail(error) from None
@@ -665,6 +718,7 @@ def _register_maintenance(app: typer.Typer) -> None:
         """Defragments the storage of the etcd members with given endpoints."""
         options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         try:
+            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
             targets = cluster_endpoints(options, cluster)
         except CtlError as error:
             raise fail(error) from None
