@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -442,4 +443,30 @@ def test_nospace_alarm_lists_and_disarms_alike(tmp_path: Path) -> None:
             expected, got = (_mask(args, run(args), ("-", "-")) for run in sides)
             if got != expected:
                 differences.append(f"{args}:\n  etcdctl {expected}\n  troika  {got}")
+    assert not differences, "\n".join(differences)
+
+
+UNREACHABLE_SCRIPT: list[list[str]] = [
+    ["endpoint", "health", "--command-timeout=1s"],
+    ["endpoint", "status", "--command-timeout=1s"],
+    ["endpoint", "hashkv", "--command-timeout=1s", "-w", "json"],
+    ["defrag", "--command-timeout=1s"],
+]
+
+
+@pytest.mark.process
+def test_unreachable_endpoints_fail_as_etcdctl_does(reference: Etcd) -> None:
+    """A live endpoint and one nobody listens on, through both clients to the same etcd: the
+    live one's line, the dead one's ``context deadline exceeded`` and exit 1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    endpoints = f"{reference.endpoint},{dead}"
+    differences = []
+    for args in UNREACHABLE_SCRIPT:
+        expected = _mask(args, _etcdctl(endpoints, args), ("-", "-"))
+        got = _mask(args, _troika(endpoints, args), ("-", "-"))
+        assert "context deadline exceeded" in got.error and got.exit_code == 1, got
+        if got != expected:
+            differences.append(f"{args}:\n  etcdctl {expected}\n  troika  {got}")
     assert not differences, "\n".join(differences)
