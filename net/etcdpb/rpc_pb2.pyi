@@ -1673,8 +1673,10 @@ class AuthUserAddRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    HASHEDPASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     password: _builtins.str
+    hashedPassword: _builtins.str
     @_builtins.property
     def options(self) -> _auth_pb2.UserAddOptions: ...
     def __init__(
@@ -1683,10 +1685,11 @@ class AuthUserAddRequest(_message.Message):
         name: _builtins.str = ...,
         password: _builtins.str = ...,
         options: _auth_pb2.UserAddOptions | None = ...,
+        hashedPassword: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "options", b"options", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashedPassword", b"hashedPassword", "name", b"name", "options", b"options", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1736,17 +1739,20 @@ class AuthUserChangePasswordRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
+    HASHEDPASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     password: _builtins.str
+    hashedPassword: _builtins.str
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         password: _builtins.str = ...,
+        hashedPassword: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashedPassword", b"hashedPassword", "name", b"name", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
