@@ -184,6 +184,77 @@ def not_capable() -> RpcError:
     return RpcError(StatusCode.UNAVAILABLE, "etcdserver: not capable")
 
 
+# -- auth (etcd's rpctypes, with their codes) -------------------------------------------------
+
+
+def _failed(message: str) -> RpcError:
+    return RpcError(StatusCode.FAILED_PRECONDITION, message)
+
+
+def root_user_not_exist() -> RpcError:
+    return _failed("etcdserver: root user does not exist")
+
+
+def root_role_not_exist() -> RpcError:
+    return _failed("etcdserver: root user does not have root role")
+
+
+def user_already_exist() -> RpcError:
+    return _failed("etcdserver: user name already exists")
+
+
+def user_empty() -> RpcError:
+    return _invalid("etcdserver: user name is empty")
+
+
+def user_not_found() -> RpcError:
+    return _failed("etcdserver: user name not found")
+
+
+def role_already_exist() -> RpcError:
+    return _failed("etcdserver: role name already exists")
+
+
+def role_not_found() -> RpcError:
+    return _failed("etcdserver: role name not found")
+
+
+def role_empty() -> RpcError:
+    return _invalid("etcdserver: role name is empty")
+
+
+def auth_failed() -> RpcError:
+    return _invalid("etcdserver: authentication failed, invalid user ID or password")
+
+
+def permission_denied() -> RpcError:
+    return RpcError(StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+
+
+def role_not_granted() -> RpcError:
+    return _failed("etcdserver: role is not granted to the user")
+
+
+def permission_not_granted() -> RpcError:
+    return _failed("etcdserver: permission is not granted to the role")
+
+
+def auth_not_enabled() -> RpcError:
+    return _failed("etcdserver: authentication is not enabled")
+
+
+def invalid_auth_token() -> RpcError:
+    return RpcError(StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+
+
+def invalid_auth_mgmt() -> RpcError:
+    return _invalid("etcdserver: invalid auth management")
+
+
+def auth_old_revision() -> RpcError:
+    return _invalid("etcdserver: revision of auth store is old")
+
+
 # -- transports --------------------------------------------------------------------------------
 
 
