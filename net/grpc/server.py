@@ -124,7 +124,15 @@ class _Call:
 
 class _ServerConnection:
     def __init__(self, stream: trio.abc.Stream, server: GrpcServer, limits: GrpcLimits) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Our own response headers are fixed, lower-case and valid: checking them again on
+        # every send cost 12 % of a unary call's CPU (docs/benchmarks.md, "Levers"). What
+        # clients send is still validated.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         engine = h2.connection.H2Connection(config)
         engine.local_settings = h2.settings.Settings(
             client=False,
