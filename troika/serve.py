@@ -87,6 +87,8 @@ class ServeOptions:
     snapshot_count: int = 10_000
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
+    learner_linearizable_reads: bool = False
+    """``--troika-learner-linearizable-reads`` (beyond etcd; docs/beyond-etcd.md)."""
     watch_progress_notify_interval_s: float = 600.0
     enable_v2: bool = True
     quota_backend_bytes: int = 0
@@ -115,6 +117,7 @@ class ServeOptions:
             snapshot_count=flags.number("snapshot-count"),
             max_txn_ops=flags.number("max-txn-ops"),
             max_request_bytes=flags.number("max-request-bytes"),
+            learner_linearizable_reads=flags.flag("troika-learner-linearizable-reads"),
             watch_progress_notify_interval_s=flags.seconds(
                 "experimental-watch-progress-notify-interval"
             ),
@@ -152,14 +155,17 @@ class ServeOptions:
         return self.quota_backend_bytes
 
     def service_limits(self) -> ServiceLimits:
-        """``--max-txn-ops`` and ``--max-request-bytes``.
+        """``--max-txn-ops``, ``--max-request-bytes`` and whether learners serve
+        linearizable reads.
 
         Raises:
             ValueError: a limit out of range.
         """
         if self.max_request_bytes > MAX_REQUEST_BYTES_MAX:
             raise ValueError(f"--max-request-bytes must be at most {MAX_REQUEST_BYTES_MAX}")
-        return ServiceLimits(self.max_txn_ops, self.max_request_bytes)
+        return ServiceLimits(
+            self.max_txn_ops, self.max_request_bytes, self.learner_linearizable_reads
+        )
 
     def member_config(self) -> MemberConfig:
         """The member's configuration from the flags.

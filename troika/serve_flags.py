@@ -414,6 +414,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
         Use.NO_EFFECT,
         "troika logs no slow-apply warnings",
     ),
+    # -- troika's own (not etcd's)
+    Flag(
+        "troika-learner-linearizable-reads",
+        Kind.BOOL,
+        "false",
+        note="troika only: learners serve linearizable ranges through the leader's ReadIndex "
+        "(etcd 3.4 refuses them on learners); docs/beyond-etcd.md",
+    ),
     # -- unsafe
     Flag(
         "unsafe-no-fsync",

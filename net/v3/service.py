@@ -137,10 +137,16 @@ class ServiceLimits:
     Attributes:
         max_txn_ops: ``--max-txn-ops``.
         max_request_bytes: ``--max-request-bytes``.
+        learner_linearizable_reads: ``--troika-learner-linearizable-reads`` (beyond etcd 3.4,
+            which serves only serializable ranges on a learner): a learner serves a
+            linearizable range too, at the read index it asks the leader for (Raft's ReadIndex
+            forwarded as a follower's is) once it has applied it, so it sees every write
+            acknowledged before the read began.
     """
 
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
+    learner_linearizable_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.max_txn_ops < 1:
@@ -338,7 +344,8 @@ class V3Service:
     async def range(
         self, request: rpc_pb2.RangeRequest, context: CallContext
     ) -> rpc_pb2.RangeResponse:
-        self.admit(context, learner_ok=request.serializable)
+        learner_ok = request.serializable or self._limits.learner_linearizable_reads
+        self.admit(context, learner_ok=learner_ok)
         check_range(request)
         response = await self.call_backend(self._backend.range, request)
         self.fill_header(response.header)

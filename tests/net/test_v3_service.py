@@ -502,3 +502,22 @@ async def test_hash_kv_fills_the_header_and_refuses_a_future_revision() -> None:
     assert reply.hash == backend.hash_kv(0)[0] and reply.compact_revision == -1
     error = await _refused(service.hash_kv(rpc_pb2.HashKVRequest(revision=9), NO_CONTEXT))
     assert error == errors.future_revision()
+
+
+async def test_a_learner_serves_linearizable_ranges_only_when_asked_to() -> None:
+    """etcd 3.4's interceptor: a learner serves serializable ranges and Status only; with
+    ``--troika-learner-linearizable-reads`` it serves linearizable ranges too (through the
+    backend's ReadIndex path), and still nothing that writes."""
+    backend = FakeV3Backend()
+    backend.learner = True
+    linearizable = rpc_pb2.RangeRequest(key=b"k")
+    serializable = rpc_pb2.RangeRequest(key=b"k", serializable=True)
+    put = rpc_pb2.PutRequest(key=b"k", value=b"v")
+    as_etcd = V3Service(backend)
+    await as_etcd.range(serializable, NO_CONTEXT)
+    refused = errors.not_supported_for_learner()
+    assert await _refused(as_etcd.range(linearizable, NO_CONTEXT)) == refused
+    scaled = V3Service(backend, ServiceLimits(learner_linearizable_reads=True))
+    await scaled.range(linearizable, NO_CONTEXT)
+    await scaled.range(serializable, NO_CONTEXT)
+    assert await _refused(scaled.put(put, NO_CONTEXT)) == refused
