@@ -33,6 +33,7 @@ import trio
 from google.protobuf.message import Message as ProtoMessage
 
 from actors.apply_actor import ApplyActor
+from actors.auth_backend import MemberAuth
 from actors.bootstrap import (
     LESSOR_EXPIRES_ON_FOLLOWERS,
     LESSOR_NO_PROMOTION_EXTENSION,
@@ -216,6 +217,8 @@ class Member:
             rng=Random(self.member_id),  # the progress jitter; the member's generator untouched
         )
         self._on_membership(state.machine.membership)
+        self.auth = MemberAuth(self)
+        """Callers, passwords and tokens (``actors.auth_backend``)."""
 
     # -- views -------------------------------------------------------------------------
 

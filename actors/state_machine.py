@@ -37,6 +37,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from actors.alarms import ALARMS_BLOB, AlarmTable
+from actors.auth_apply import AuthApplier, auth_field
 from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
@@ -64,6 +65,8 @@ from net.etcdpb.rpc_pb2 import (
 from net.v3 import errors
 from net.v3.errors import RpcError
 from storage.applied_state import AppliedState
+from storage.auth.store import PREFIX as AUTH_PREFIX
+from storage.auth.store import AuthStore
 from storage.kv import KeyValueStore, WriteBatch, prefix_end
 from storage.lease import PREFIX as LEASE_PREFIX
 from storage.lease import LeaseError, LeaseTable
@@ -280,6 +283,7 @@ class StateMachine:
         applied_index: int,
         *,
         leases: LeaseTable | None = None,
+        auth: AuthStore | None = None,
     ) -> None:
         self.store = store
         self.mvcc = mvcc
@@ -294,6 +298,8 @@ class StateMachine:
         self._kv_events: list[TxnEvents] = []
         self.alarms = AlarmTable()
         """The cluster's alarms (``actors.alarms``; an applied-state blob)."""
+        self.auth = AuthApplier(auth)
+        """Users, roles and permissions (``storage.auth``), and this member's tokens."""
 
     # -- read-only views, for the APIs -------------------------------------------------------
 
@@ -320,7 +326,13 @@ class StateMachine:
         mvcc = _load_mvcc(kv)
         leases = LeaseTable.load(kv, mvcc, min_ttl_s=min_lease_ttl_s)
         machine = cls(
-            V2Store.load(kv), mvcc, membership, conf_state, applied.applied_index(), leases=leases
+            V2Store.load(kv),
+            mvcc,
+            membership,
+            conf_state,
+            applied.applied_index(),
+            leases=leases,
+            auth=AuthStore.load(kv),
         )
         machine.alarms = AlarmTable.decode(applied.get_blob(ALARMS_BLOB))
         return machine
@@ -399,6 +411,12 @@ class StateMachine:
         except DecodeError as error:
             log.error("malformed v3 request in the log (%s); skipped", error)
             return None
+        name = auth_field(request)
+        if name is not None:
+            return self._apply_auth(request, name)
+        denied = self.auth.check(request, self._lease_keys)
+        if denied is not None:
+            return denied  # a refused request changes nothing
         outcome: Outcome
         try:
             if request.HasField("alarm"):
@@ -415,6 +433,13 @@ class StateMachine:
         self.leases.observe(events)
         self._kv_events.extend(events)
         return outcome
+
+    def _apply_auth(self, request: InternalRaftRequest, name: str) -> Outcome:
+        return self.auth.apply(request, name, self.applied_index, self.mvcc.current_revision)
+
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.leases.get(lease_id)
+        return sorted(lease.keys) if lease is not None else []
 
     def _grant(self, request: LeaseGrantRequest) -> LeaseGrantResponse:
         lease = self.leases.grant(request.ID, request.TTL)
@@ -474,7 +499,8 @@ class StateMachine:
         """
         assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
         members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
-        records = itertools.chain(  # in key order: lease/, mvcc/, snapshot/members, v2/
+        records = itertools.chain(  # in key order: auth/, lease/, mvcc/, snapshot/members, v2/
+            kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX)),
             kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
             kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
             [(SNAPSHOT_MEMBERS_KEY, members)],
@@ -510,6 +536,7 @@ class StateMachine:
         batch.delete_range(V2_PREFIX, prefix_end(V2_PREFIX))
         batch.delete_range(MVCC_PREFIX, prefix_end(MVCC_PREFIX))
         batch.delete_range(LEASE_PREFIX, prefix_end(LEASE_PREFIX))
+        batch.delete_range(AUTH_PREFIX, prefix_end(AUTH_PREFIX))
         await kv.write(batch, sync=False)
         members: bytes | None = None
         for body in bodies:
@@ -529,6 +556,8 @@ class StateMachine:
         self.mvcc.reload(kv)
         self.leases.reload(kv, self.mvcc)
         self.lease_listener.reset()
+        self.auth.store.reload(kv)
+        self.auth.reloaded()
         self.membership = membership
         self.conf_state = metadata.conf_state
         self.applied_index = metadata.index
@@ -565,6 +594,7 @@ class StateMachine:
             *self.store.take_changes(),
             *self.mvcc.take_changes(),
             *self.leases.take_changes(),
+            *self.auth.store.take_changes(),
         ]
         for key, value in changed:
             if value is None:
@@ -636,7 +666,8 @@ def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
         if type(key) is not bytes or type(value) is not bytes:
             raise ValueError("snapshot records must be bytes")
         if not (
-            key.startswith((V2_PREFIX, MVCC_PREFIX, LEASE_PREFIX)) or key == SNAPSHOT_MEMBERS_KEY
+            key.startswith((V2_PREFIX, MVCC_PREFIX, LEASE_PREFIX, AUTH_PREFIX))
+            or key == SNAPSHOT_MEMBERS_KEY
         ):
             raise ValueError(f"snapshot record {key!r} is not state machine data")
         if records and key <= records[-1][0]:

@@ -23,6 +23,7 @@ from actors.api_backend import (
     MemberView,
     translate,
 )
+from actors.auth_backend import REQUEST_AUTH
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.leases import LeaseNoLeader, LeaseTimeout
 from actors.maintenance_backend import over_quota, raise_no_space
@@ -125,6 +126,11 @@ class MemberV3Backend(MemberView):
                 await raise_no_space(self.member)  # etcd's quota check raises the alarm
             if refusal is not None or self.member.machine.alarms.no_space():
                 raise errors.no_space()  # etcd's NOSPACE answer; see storage.space
+        caller = REQUEST_AUTH.get()
+        request.header.SetInParent()  # a client's entry: checked at apply while auth is on
+        if caller is not None:
+            request.header.username = caller.username
+            request.header.auth_revision = caller.revision
         try:
             return await self.member.propose_v3(request)
         except MemberErrors as error:

@@ -26,10 +26,13 @@ class CallContext:
             token on both).
         deadline: when the client stops waiting, in Trio's clock (``grpc-timeout``);
             None when it set none.
+        peer_common_name: the CommonName of the client certificate the TLS handshake
+            verified (gRPC only; never from a header), for ``--client-cert-auth``.
     """
 
     metadata: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None
+    peer_common_name: str | None = None
 
     def get(self, name: str) -> str | None:
         """The first metadata value named ``name`` (lower case), or None."""

@@ -1,0 +1,1 @@
+"""Auth: etcd's users, roles and permissions (``storage.auth.store``)."""
