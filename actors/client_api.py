@@ -17,6 +17,7 @@ import trio
 from google.protobuf.message import Message
 
 from actors.api_backend import MemberV2Backend, gate_until_published
+from actors.auth_gate import MemberAuthRpcBackend, authorize_methods
 from actors.cluster_backend import MemberClusterBackend
 from actors.maintenance_backend import MemberMaintenanceBackend
 from actors.member import Member
@@ -30,6 +31,7 @@ from net.http.server import HttpServer, ServerLimits
 from net.inspect_api import inspect_routes
 from net.v2api import V2Api
 from net.v3 import errors
+from net.v3.auth_service import auth_methods
 from net.v3.cluster_service import cluster_methods
 from net.v3.concurrency import ServiceBackend, waits_for_others
 from net.v3.election_service import election_methods
@@ -203,9 +205,10 @@ async def serve_client_api(
         **election_methods(concurrency),
         **cluster_methods(MemberClusterBackend(member), service),
         **maintenance_methods(MemberMaintenanceBackend(member), service),
+        **auth_methods(MemberAuthRpcBackend(member), service),
     }
     usage = recorder_of(member)  # issue 16: requests counted by key prefix
-    methods = record_methods(usage, gate_methods(member, every_method))
+    methods = record_methods(usage, gate_methods(member, authorize_methods(member, every_method)))
     if wrap_methods is not None:
         methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
