@@ -23,7 +23,7 @@ def summary_lines(result: RunResult) -> list[str]:
     lines = [f"SEED={options.seed} scenario={options.scenario}"]
     if options.planted_bug:
         lines[0] += f" planted-bug={options.planted_bug}"
-    verdict = "PASSED" if result.passed else "FAILED"
+    verdict = "PASSED" if result.passed else f"FAILED ({failure_kind(result)})"
     lines.append(
         f"{verdict}: {result.operations} operations, {result.simulated_s:.1f}s simulated in "
         f"{result.wall_s:.1f}s ({result.simulated_s / max(result.wall_s, 1e-9):.1f}x), "
@@ -40,6 +40,24 @@ def summary_lines(result: RunResult) -> list[str]:
     lines.append(f"trace hash {result.trace_hash}")
     lines.append(f"replay: {options.replay_command()}")
     return lines
+
+
+FAILURE_KINDS = ("safety", "linearizability", "watchdog", "liveness")
+"""What a failed run broke, most serious first: an invariant or checker (safety, including
+the watch and lease checkers), linearizability, the watchdog's step budget (a livelock), or
+liveness (the healed cluster did not elect, commit and answer every client in time)."""
+
+
+def failure_kind(result: RunResult) -> str:
+    """The most serious kind of failure in a run (``FAILURE_KINDS``); "" if it passed."""
+    if result.passed:
+        return ""
+    prefixes = [violation.split(":", 1)[0] for violation in result.violations]
+    if any(prefix not in ("liveness", "watchdog") for prefix in prefixes):
+        return "safety"
+    if result.linearizability == "violation":
+        return "linearizability"
+    return "watchdog" if "watchdog" in prefixes else "liveness"
 
 
 def faults_to_json(faults: tuple[Fault, ...]) -> str:
@@ -75,23 +93,44 @@ def faults_from_json(text: str) -> tuple[Fault, ...]:
     )
 
 
-def write_failure(result: RunResult, directory: Path) -> Path:
-    """Write a failed run's files; returns the run's own directory."""
+def failure_files(result: RunResult) -> dict[str, str]:
+    """A failed run's report files by name (``write_failure`` writes them; a remote sweep
+    worker sends them back so that they land where the sweep was started)."""
     options = result.options
-    run_dir = directory / f"seed-{options.seed}-{options.scenario}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.txt").write_text("\n".join(summary_lines(result)) + "\n")
-    (run_dir / "faults.json").write_text(faults_to_json(result.faults) + "\n")
+    files = {
+        "report.txt": "\n".join(summary_lines(result)) + "\n",
+        "faults.json": faults_to_json(result.faults) + "\n",
+    }
     if result.history is not None:
-        (run_dir / "history.json").write_text(result.history.to_json())
+        files["history.json"] = result.history.to_json()
         events = [FaultEvent(time_s, text) for time_s, text in result.events]
         highlight = result.check.failing_op_ids() if result.check is not None else frozenset()
-        page = render_timeline(
+        files["timeline.html"] = render_timeline(
             result.history,
             faults=events,
             highlight=highlight,
             result=result.check,
             title=f"troika sim: seed {options.seed}, {options.scenario}",
         )
-        (run_dir / "timeline.html").write_text(page)
+    return files
+
+
+def run_directory(directory: Path, seed: int, scenario: str) -> Path:
+    """Where a failed seed's files go under a report directory."""
+    return directory / f"seed-{seed}-{scenario}"
+
+
+def write_files(run_dir: Path, files: dict[str, str]) -> Path:
+    """Write report files (``failure_files``) into ``run_dir``; returns it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(files.items()):
+        (run_dir / name).write_text(text)
     return run_dir
+
+
+def write_failure(result: RunResult, directory: Path) -> Path:
+    """Write a failed run's files; returns the run's own directory."""
+    options = result.options
+    return write_files(
+        run_directory(directory, options.seed, options.scenario), failure_files(result)
+    )

@@ -5,6 +5,14 @@ runs does not matter) and sends back a compact outcome; failures also write
 their report files. A wall-clock limit per seed guards the sweep itself
 (the simulation's own watchdog is deterministic; this is a harness guard):
 a seed over the limit is reported as a failure, and replaying it shows why.
+
+Where seeds run: local worker processes by default, or the workers of a Dask
+distributed cluster (``scheduler="tcp://HOST:8786"``, ``sim.dask_sweep``). Either
+way outcomes stream back into the same resumable JSON-lines file.
+
+The determinism self-check: after the seeds, a sweep runs a sample of them again
+(one in ``recheck_every``, at least one) wherever a worker is free, and fails if a
+trace hash differs: the sweep checks its own premise, that a seed replays.
 """
 
 from __future__ import annotations
@@ -15,13 +23,21 @@ import json
 import logging
 import multiprocessing
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.report import summary_lines, write_failure
-from sim.runner import RunOptions, run
+from sim.report import (
+    failure_files,
+    failure_kind,
+    run_directory,
+    summary_lines,
+    write_failure,
+    write_files,
+)
+from sim.runner import RunOptions, RunResult, run
 from sim.scenarios import SCENARIOS
 
 
@@ -32,6 +48,8 @@ def quiet_member_logs() -> None:
 
 SEED_WALL_S_MAX = 600.0
 """A seed that takes longer than this (wall clock) is stopped and reported."""
+RECHECK_EVERY = 50
+"""The determinism self-check reruns one seed in this many (at least one per sweep)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,10 @@ class SeedOutcome:
     report_dir: str = ""
     replay: str = ""
     """The command that replays the seed: it names every option the run had."""
+    trace_hash: str = ""
+    """The run's trace hash ("" when it was stopped): the determinism self-check compares it."""
+    kind: str = ""
+    """What a failure broke: ``sim.report.FAILURE_KINDS``, or timeout, worker, determinism."""
 
 
 @dataclass
@@ -58,11 +80,16 @@ class SweepSummary:
     wall_s: float = 0.0
     resumed: int = 0
     """How many of ``outcomes`` came from an earlier sweep's results file."""
+    rechecked: list[int] = field(default_factory=list)
+    """The seeds the determinism self-check ran again."""
+    nondeterministic: list[SeedOutcome] = field(default_factory=list)
+    """Determinism failures: a seed whose rerun gave another trace hash."""
 
     @property
     def failures(self) -> list[SeedOutcome]:
-        """The seeds that failed, in seed order."""
-        return sorted((o for o in self.outcomes if not o.passed), key=lambda o: o.seed)
+        """The seeds that failed (determinism failures included), in seed order."""
+        failed = [o for o in self.outcomes if not o.passed] + self.nondeterministic
+        return sorted(failed, key=lambda o: o.seed)
 
     def lines(self) -> list[str]:
         """The summary a person reads."""
@@ -81,8 +108,16 @@ class SweepSummary:
         ]
         if self.resumed:
             lines.append(f"{self.resumed} seeds were read back from an earlier sweep's results")
+        if self.rechecked:
+            verdict = "DIFFERENT for some" if self.nondeterministic else "all equal"
+            lines.append(
+                f"determinism self-check: {len(self.rechecked)} seeds run again "
+                f"({', '.join(map(str, self.rechecked[:10]))}"
+                f"{', ...' if len(self.rechecked) > 10 else ''}): trace hashes {verdict}"
+            )
         for outcome in self.failures:
-            lines.append(f"FAILED seed {outcome.seed} ({outcome.scenario}):")
+            kind = f", {outcome.kind}" if outcome.kind else ""
+            lines.append(f"FAILED seed {outcome.seed} ({outcome.scenario}{kind}):")
             lines.extend("  " + line for line in outcome.summary[1:])
             if outcome.report_dir:
                 lines.append(f"  report: {outcome.report_dir}")
@@ -105,28 +140,7 @@ def _too_slow(signum: int, frame: object) -> None:
     raise SeedTooSlow(f"the seed took longer than {SEED_WALL_S_MAX:g}s of wall time")
 
 
-def run_one(
-    options: RunOptions, report_dir: str, wall_s_max: float = SEED_WALL_S_MAX
-) -> SeedOutcome:
-    """Run a seed in a worker (or here) and condense what it saw."""
-    quiet_member_logs()
-    previous = signal.signal(signal.SIGALRM, _too_slow)
-    signal.setitimer(signal.ITIMER_REAL, wall_s_max)
-    try:
-        result = run(options)
-    except SeedTooSlow as error:
-        return SeedOutcome(
-            options.seed, options.scenario, False,
-            [f"SEED={options.seed} scenario={options.scenario}", f"FAILED: {error}",
-             f"replay: {options.replay_command()}"],
-            0.0, wall_s_max, 0, replay=options.replay_command(),
-        )  # fmt: skip
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    written = ""
-    if not result.passed and report_dir:
-        written = str(write_failure(result, Path(report_dir)))
+def _seed_outcome(options: RunOptions, result: RunResult, report_dir: str) -> SeedOutcome:
     return SeedOutcome(
         options.seed,
         options.scenario,
@@ -135,9 +149,89 @@ def run_one(
         result.simulated_s,
         result.wall_s,
         result.operations,
-        written,
+        report_dir,
         options.replay_command(),
+        result.trace_hash,
+        failure_kind(result),
     )
+
+
+def _too_slow_outcome(options: RunOptions, error: Exception, wall_s: float) -> SeedOutcome:
+    return SeedOutcome(
+        options.seed, options.scenario, False,
+        [f"SEED={options.seed} scenario={options.scenario}", f"FAILED: {error}",
+         f"replay: {options.replay_command()}"],
+        0.0, wall_s, 0, replay=options.replay_command(), kind="timeout",
+    )  # fmt: skip
+
+
+def worker_failed_outcome(options: RunOptions, error: BaseException) -> SeedOutcome:
+    """A seed whose worker died (or raised): reported, with its replay command."""
+    return SeedOutcome(
+        options.seed, options.scenario, False,
+        [f"SEED={options.seed}", f"the worker failed: {error!r}",
+         f"replay: {options.replay_command()}"],
+        0.0, 0.0, 0, replay=options.replay_command(), kind="worker",
+    )  # fmt: skip
+
+
+def _run_guarded(options: RunOptions, wall_s_max: float) -> RunResult | SeedOutcome:
+    """Run a seed under the wall-clock guard (an alarm signal, so only on a main thread: a
+    Dask worker runs tasks on other threads, and Dask itself bounds a lost worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        return run(options)
+    previous = signal.signal(signal.SIGALRM, _too_slow)
+    signal.setitimer(signal.ITIMER_REAL, wall_s_max)
+    try:
+        return run(options)
+    except SeedTooSlow as error:
+        return _too_slow_outcome(options, error, wall_s_max)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_one(
+    options: RunOptions, report_dir: str, wall_s_max: float = SEED_WALL_S_MAX
+) -> SeedOutcome:
+    """Run a seed in a worker (or here) and condense what it saw."""
+    quiet_member_logs()
+    result = _run_guarded(options, wall_s_max)
+    if isinstance(result, SeedOutcome):
+        return result
+    written = ""
+    if not result.passed and report_dir:
+        written = str(write_failure(result, Path(report_dir)))
+    return _seed_outcome(options, result, written)
+
+
+_ONE_SIMULATION_AT_A_TIME = threading.Lock()
+"""A simulation seeds Trio's module-level scheduler generator: two at once in one process
+(a Dask worker with several threads) would share it, and neither would replay."""
+
+
+def run_one_remote(
+    options: RunOptions, wall_s_max: float = SEED_WALL_S_MAX
+) -> tuple[SeedOutcome, dict[str, str]]:
+    """Run a seed on a remote worker: the outcome and, for a failure, its report files (by
+    name), which the sweep writes where it was started."""
+    with _ONE_SIMULATION_AT_A_TIME:
+        quiet_member_logs()
+        result = _run_guarded(options, wall_s_max)
+    if isinstance(result, SeedOutcome):
+        return result, {}
+    files = failure_files(result) if not result.passed else {}
+    return _seed_outcome(options, result, ""), files
+
+
+def write_remote_report(
+    outcome: SeedOutcome, files: dict[str, str], report_dir: str
+) -> SeedOutcome:
+    """Write a remote seed's report files under ``report_dir``; the outcome names them."""
+    if not files or not report_dir:
+        return outcome
+    directory = run_directory(Path(report_dir), outcome.seed, outcome.scenario)
+    return dataclasses.replace(outcome, report_dir=str(write_files(directory, files)))
 
 
 def load_results(path: Path) -> list[SeedOutcome]:
@@ -176,6 +270,39 @@ def append_result(path: Path, outcome: SeedOutcome) -> None:
         results.write(json.dumps(dataclasses.asdict(outcome), sort_keys=True) + "\n")
 
 
+OutcomeSource = Callable[[list[RunOptions]], Iterator[SeedOutcome]]
+"""Runs seeds somewhere and yields each outcome as it ends (in any order)."""
+
+
+def local_outcomes(workers: int, report_dir: str) -> OutcomeSource:
+    """Seeds on ``workers`` local processes (here, with one)."""
+
+    def outcomes(options_list: list[RunOptions]) -> Iterator[SeedOutcome]:
+        if workers <= 1:
+            for options in options_list:
+                yield run_one(options, report_dir)
+            return
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {
+                pool.submit(run_one, options, report_dir): options for options in options_list
+            }
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as error:  # a worker that died: report it, keep sweeping
+                    yield worker_failed_outcome(futures[future], error)
+
+    return outcomes
+
+
+def recheck_sample(outcomes: Iterable[SeedOutcome], every: int) -> list[SeedOutcome]:
+    """The outcomes the determinism self-check reruns: one in ``every`` of those with a trace
+    hash, in seed order, the first always (so every sweep checks at least one)."""
+    hashed = sorted((o for o in outcomes if o.trace_hash), key=lambda o: o.seed)
+    return hashed[:: max(every, 1)]
+
+
 def sweep(
     seeds: Iterable[int],
     make_options: Callable[[int], RunOptions],
@@ -184,12 +311,16 @@ def sweep(
     report_dir: str = "",
     on_outcome: Callable[[SeedOutcome], None] | None = None,
     results_path: Path | None = None,
+    scheduler: str | None = None,
+    recheck_every: int = RECHECK_EVERY,
 ) -> SweepSummary:
-    """Run every seed on ``workers`` processes; ``on_outcome`` sees each as it ends.
+    """Run every seed on ``workers`` processes (or on the Dask cluster at ``scheduler``);
+    ``on_outcome`` sees each as it ends.
 
     With ``results_path``, each finished seed is appended there, and seeds
     already in it (from an earlier, interrupted sweep with the same options)
-    are not run again.
+    are not run again. Then a sample of the seeds (``recheck_sample``) runs again
+    and must give the same trace hashes; ``recheck_every=0`` skips that.
     """
     summary = SweepSummary()
     wanted = set(seeds)
@@ -206,31 +337,53 @@ def sweep(
             if inner is not None:
                 inner(outcome)
 
-    started = time.perf_counter()  # the harness reports wall time
-    options_list = [make_options(seed) for seed in sorted(wanted)]
-    if workers <= 1:
-        for options in options_list:
-            _record(summary, run_one(options, report_dir), on_outcome)
+    if scheduler is not None:
+        from sim.dask_sweep import dask_outcomes  # noqa: PLC0415 (distributed: only when asked)
+
+        source = dask_outcomes(scheduler, report_dir)
     else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {
-                pool.submit(run_one, options, report_dir): options for options in options_list
-            }
-            for future in concurrent.futures.as_completed(futures):
-                options = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as error:  # a worker that died: report it, keep sweeping
-                    outcome = SeedOutcome(
-                        options.seed, options.scenario, False,
-                        [f"SEED={options.seed}", f"the worker failed: {error!r}",
-                         f"replay: {options.replay_command()}"],
-                        0.0, 0.0, 0, replay=options.replay_command(),
-                    )  # fmt: skip
-                _record(summary, outcome, on_outcome)
+        source = local_outcomes(workers, report_dir)
+    started = time.perf_counter()  # the harness reports wall time
+    for outcome in source([make_options(seed) for seed in sorted(wanted)]):
+        _record(summary, outcome, on_outcome)
+    if recheck_every > 0:
+        _recheck(summary, source, make_options, recheck_every)
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _recheck(
+    summary: SweepSummary,
+    source: OutcomeSource,
+    make_options: Callable[[int], RunOptions],
+    every: int,
+) -> None:
+    """Run the sample again; a different trace hash is a determinism failure."""
+    first = {o.seed: o for o in recheck_sample(summary.outcomes, every)}
+    summary.rechecked = sorted(first)
+    for again in source([make_options(seed) for seed in sorted(first)]):
+        before = first[again.seed]
+        if again.trace_hash == before.trace_hash:
+            continue
+        summary.nondeterministic.append(
+            SeedOutcome(
+                again.seed,
+                again.scenario,
+                False,
+                [
+                    f"SEED={again.seed} scenario={again.scenario}",
+                    f"FAILED (determinism): trace hash {before.trace_hash} the first time, "
+                    f"{again.trace_hash or 'none'} when run again",
+                    f"replay: {before.replay} (run it twice and compare the trace hashes)",
+                ],
+                again.simulated_s,
+                again.wall_s,
+                again.operations,
+                replay=before.replay,
+                trace_hash=again.trace_hash,
+                kind="determinism",
+            )
+        )
 
 
 def _record(

@@ -105,8 +105,25 @@ def sweep_command(
         ),
     ] = None,
     api: Api = "v2",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Run the seeds as tasks on this Dask scheduler (tcp://HOST:8786) instead of "
+            "local processes (--workers is then ignored).",
+        ),
+    ] = None,
+    recheck_every: Annotated[
+        int,
+        typer.Option(
+            "--recheck-every",
+            help="The determinism self-check: run one seed in N again (at least one) and "
+            "fail on a different trace hash; 0 skips it.",
+        ),
+    ] = 50,
 ) -> None:
-    """Run many seeds across processes, with a progress bar and a summary."""
+    """Run many seeds across processes (or a Dask cluster), with a progress bar and a
+    summary."""
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -142,6 +159,8 @@ def sweep_command(
             report_dir=report_dir,
             on_outcome=on_outcome,
             results_path=Path(results) if results else None,
+            scheduler=scheduler,
+            recheck_every=recheck_every,
         )
     for line in summary.lines():
         typer.echo(line)

@@ -1,11 +1,26 @@
-"""The sweep harness: results appended per seed, and an interrupted sweep that resumes."""
+"""The sweep harness: results appended per seed, an interrupted sweep that resumes, the
+determinism self-check, and a remote seed's report files."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 
+import pytest
+
+import sim.cluster
 from sim.runner import RunOptions
-from sim.sweep import SeedOutcome, append_result, earlier_outcomes, load_results, sweep
+from sim.sweep import (
+    SeedOutcome,
+    append_result,
+    earlier_outcomes,
+    load_results,
+    recheck_sample,
+    run_one_remote,
+    sweep,
+    write_remote_report,
+)
 
 
 def _options(seed: int) -> RunOptions:
@@ -53,3 +68,50 @@ def test_a_failed_seed_is_kept_as_failed(tmp_path: Path) -> None:
     summary = sweep([3], _options, workers=1, results_path=results)
     assert [o.seed for o in summary.failures] == [3]
     assert any("FAILED seed 3" in line for line in summary.lines())
+
+
+def test_the_determinism_self_check_reruns_a_sample_and_passes_on_equal_hashes() -> None:
+    summary = sweep(range(2), _options, workers=1, recheck_every=50)
+    assert summary.rechecked == [0]
+    assert not summary.failures, summary.lines()
+    assert all(o.trace_hash for o in summary.outcomes)
+    assert any("determinism self-check: 1 seeds run again (0)" in line for line in summary.lines())
+
+
+def test_the_determinism_self_check_catches_a_member_that_draws_from_the_os(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planted source of nondeterminism: every generator the cluster hands its members is
+    seeded from the OS, as ``Random()`` or ``uuid4`` in member code would be."""
+
+    def unseeded(seed: int | None = None) -> random.Random:
+        return random.Random()
+
+    monkeypatch.setattr(sim.cluster, "Random", unseeded)
+    summary = sweep([0], _options, workers=1, recheck_every=50)
+    assert [o.kind for o in summary.nondeterministic] == ["determinism"]
+    assert [o.seed for o in summary.failures] == [0]
+    text = "\n".join(summary.lines())
+    assert "trace hashes DIFFERENT" in text and "FAILED (determinism)" in text
+
+
+def test_the_sample_is_one_seed_in_n_and_never_empty() -> None:
+    outcomes = [
+        SeedOutcome(seed, "swarm", True, [], 1.0, 1.0, 1, trace_hash=f"h{seed}")
+        for seed in range(120)
+    ]
+    assert [o.seed for o in recheck_sample(outcomes, 50)] == [0, 50, 100]
+    assert [o.seed for o in recheck_sample(outcomes[7:8], 50)] == [7]
+    assert recheck_sample([dataclasses.replace(outcomes[0], trace_hash="")], 50) == []
+
+
+def test_a_remote_seed_sends_its_report_files_back(tmp_path: Path) -> None:
+    options = RunOptions(
+        seed=2, scenario="split-brain", planted_bug="quorum-read-without-read-index", duration_s=12
+    )
+    outcome, files = run_one_remote(options)
+    assert not outcome.passed and outcome.kind == "linearizability"
+    assert {"report.txt", "faults.json", "history.json", "timeline.html"} <= set(files)
+    written = write_remote_report(outcome, files, str(tmp_path))
+    assert Path(written.report_dir) == tmp_path / "seed-2-split-brain"
+    assert (tmp_path / "seed-2-split-brain" / "report.txt").read_text().startswith("SEED=2 ")
