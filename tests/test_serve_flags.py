@@ -153,7 +153,6 @@ def test_every_flag_has_a_unique_env_name_and_parses_its_default() -> None:
         ["--client-crl-file=crl.pem"],
         ["--peer-cert-allowed-cn=etcd"],
         ["--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
-        ["--auth-token=jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256"],
         ["--enable-pprof"],
         ["--metrics=extensive"],
         ["--unsafe-no-fsync"],

@@ -25,11 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from random import Random
+from random import Random, SystemRandom
 
 import trio
 
 from actors.api_backend import CLUSTER_VERSION, SERVER_VERSION, MemberV2Backend
+from actors.auth_backend import in_thread
+from actors.auth_tokens import (
+    BCRYPT_COST_DEFAULT,
+    SIMPLE_TOKEN_TTL_S_DEFAULT,
+    AuthConfig,
+    parse_auth_token,
+)
 from actors.bootstrap import IDENTITY_KEY, MemberConfig, open_state
 from actors.client_api import MAX_REQUEST_BYTES_MAX, serve_client_api
 from actors.clock import TrioClock
@@ -98,6 +105,9 @@ class ServeOptions:
     listen_metrics_urls: tuple[str, ...] = ()
     client_tls: TlsFiles = NO_TLS
     peer_tls: TlsFiles = NO_TLS
+    auth_token: str = "simple"
+    bcrypt_cost: int = BCRYPT_COST_DEFAULT
+    auth_token_ttl_s: int = SIMPLE_TOKEN_TTL_S_DEFAULT
 
     @classmethod
     def from_flags(cls, flags: ParsedFlags) -> ServeOptions:
@@ -140,6 +150,19 @@ class ServeOptions:
                 flags.flag("peer-client-cert-auth"),
                 flags.flag("peer-auto-tls"),
             ),
+            auth_token=flags.text("auth-token"),
+            bcrypt_cost=flags.number("bcrypt-cost"),
+            auth_token_ttl_s=flags.number("auth-token-ttl"),
+        )
+
+    def auth_config(self) -> AuthConfig:
+        """``--auth-token``, ``--bcrypt-cost``, ``--auth-token-ttl`` (key files read now).
+
+        Raises:
+            AuthConfigError: a malformed ``--auth-token``.
+        """
+        return parse_auth_token(
+            self.auth_token, token_ttl_s=self.auth_token_ttl_s, bcrypt_cost=self.bcrypt_cost
         )
 
     def data_path(self) -> Path:
@@ -363,6 +386,7 @@ async def serve(
 ) -> None:
     """Run one member until cancelled; report its bound peer and client addresses."""
     config = options.member_config()
+    auth = options.auth_config()
     options.data_path().mkdir(parents=True, exist_ok=True)
     network = options.network()
     timings = DiskTimings()
@@ -375,6 +399,12 @@ async def serve(
         clock = TrioClock(time.time_ns())
         rng = Random(secrets.randbits(64))
         member = Member(config, state, network=network, kv=kv, clock=clock, rng=rng)
+        member.auth.configure(
+            auth,
+            rng=SystemRandom(),  # salts and token letters: unpredictable in production
+            hasher=in_thread,
+            client_cert_auth=options.client_tls.client_cert_auth,
+        )
         metrics = MemberMetrics(
             member,
             quota_bytes=kv.space.quota_bytes,

@@ -304,15 +304,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
         accepted=_only("*", ""),
     ),
     # -- auth
-    Flag(
-        "auth-token",
-        Kind.STRING,
-        "simple",
-        note="authentication is not built yet; only the default is taken",
-        accepted=_only("simple"),
-    ),
-    Flag("bcrypt-cost", Kind.UINT, "10", Use.NO_EFFECT, "authentication is not built yet"),
-    Flag("auth-token-ttl", Kind.UINT, "300", Use.NO_EFFECT, "authentication is not built yet"),
+    Flag("auth-token", Kind.STRING, "simple", note="simple, or jwt,pub-key=,priv-key=,..."),
+    Flag("bcrypt-cost", Kind.UINT, "10"),
+    Flag("auth-token-ttl", Kind.UINT, "300"),
     # -- profiling and monitoring
     Flag(
         "enable-pprof", Kind.BOOL, "false", note="Go's profiler has no twin here", accepted=_FALSE
