@@ -203,7 +203,7 @@ async def serve_client_api(
         **watch_methods(MemberWatchBackend(member), limits),
         **lock_methods(concurrency),
         **election_methods(concurrency),
-        **cluster_methods(MemberClusterBackend(member), service),
+        **cluster_methods(MemberClusterBackend(member, limits.learners_max), service),
         **maintenance_methods(MemberMaintenanceBackend(member), service),
         **auth_methods(MemberAuthRpcBackend(member), service),
     }

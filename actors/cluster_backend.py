@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from actors.api_backend import MemberErrors, MemberV2Backend, MemberView, translate
+from actors.member import Member
 from actors.membership import member_id_for
 from net.backend import MemberInfo, MemberNotFound, MemberRemoved, NoLeader
 from net.etcdpb import rpc_pb2
@@ -19,6 +20,7 @@ from net.http.client import HttpClient
 from net.http.errors import HttpError
 from net.v3.client import decode_response, encode_request, rpc_error_from_body
 from net.v3.cluster_service import (
+    LEARNERS_MAX,
     check_add,
     learner_not_ready,
     learner_ready,
@@ -33,7 +35,16 @@ PROMOTE_PATH = "/v3/cluster/member/promote"
 
 
 class MemberClusterBackend(MemberView):
-    """Implements ``net.v3.cluster_service.ClusterBackend`` for one member."""
+    """Implements ``net.v3.cluster_service.ClusterBackend`` for one member.
+
+    Args:
+        learners_max: the learners a MemberAdd here lets the cluster hold (etcd's 1 unless
+            ``--troika-max-learners`` says more).
+    """
+
+    def __init__(self, member: Member, learners_max: int = LEARNERS_MAX) -> None:
+        super().__init__(member)
+        self.learners_max = learners_max
 
     def _v2(self) -> MemberV2Backend:
         return MemberV2Backend(self.member)
@@ -42,7 +53,7 @@ class MemberClusterBackend(MemberView):
         added_at_s = self.member.clock.now_ns() // 1_000_000_000
         token = self.member.config.initial_cluster_token
         member_id = member_id_for(list(peer_urls), token, added_at_s)
-        check_add(self.members(), member_id, list(peer_urls), is_learner)
+        check_add(self.members(), member_id, list(peer_urls), is_learner, self.learners_max)
         return await self._v2().add_member(peer_urls, is_learner)
 
     async def remove_member(self, member_id: int) -> None:

@@ -264,3 +264,17 @@ def test_the_operations_doc_names_every_flag() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     missing = [flag.name for flag in FLAGS if f"`--{flag.name}`" not in doc]
     assert not missing
+
+
+def test_troikas_read_scaling_flags() -> None:
+    """Beyond etcd (issue 16): learners serving linearizable reads and more than one learner;
+    both off (etcd's behaviour) by default, and a limit out of range is refused."""
+    default = ServeOptions.from_flags(parse([], {})).service_limits()
+    assert (default.learner_linearizable_reads, default.learners_max) == (False, 1)
+    argv = ["--troika-learner-linearizable-reads", "--troika-max-learners=2"]
+    limits = ServeOptions.from_flags(parse(argv, {})).service_limits()
+    assert (limits.learner_linearizable_reads, limits.learners_max) == (True, 2)
+    environment = {"ETCD_TROIKA_MAX_LEARNERS": "3"}
+    assert ServeOptions.from_flags(parse([], environment)).service_limits().learners_max == 3
+    with pytest.raises(serve_flags.FlagError):
+        parse(["--troika-max-learners=9"], {})

@@ -95,6 +95,8 @@ class ServeOptions:
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
     learner_linearizable_reads: bool = False
+    learners_max: int = 1
+    """``--troika-max-learners`` (beyond etcd; its ``maxLearners`` is 1)."""
     """``--troika-learner-linearizable-reads`` (beyond etcd; docs/beyond-etcd.md)."""
     watch_progress_notify_interval_s: float = 600.0
     enable_v2: bool = True
@@ -128,6 +130,7 @@ class ServeOptions:
             max_txn_ops=flags.number("max-txn-ops"),
             max_request_bytes=flags.number("max-request-bytes"),
             learner_linearizable_reads=flags.flag("troika-learner-linearizable-reads"),
+            learners_max=flags.number("troika-max-learners"),
             watch_progress_notify_interval_s=flags.seconds(
                 "experimental-watch-progress-notify-interval"
             ),
@@ -187,7 +190,10 @@ class ServeOptions:
         if self.max_request_bytes > MAX_REQUEST_BYTES_MAX:
             raise ValueError(f"--max-request-bytes must be at most {MAX_REQUEST_BYTES_MAX}")
         return ServiceLimits(
-            self.max_txn_ops, self.max_request_bytes, self.learner_linearizable_reads
+            self.max_txn_ops,
+            self.max_request_bytes,
+            self.learner_linearizable_reads,
+            self.learners_max,
         )
 
     def member_config(self) -> MemberConfig:

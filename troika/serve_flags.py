@@ -107,6 +107,10 @@ class Flag:
         return ENV_PREFIX + self.name.upper().replace("-", "_")
 
 
+TROIKA_LEARNERS_MAX: Final = 8
+"""``--troika-max-learners``' bound (``net.v3.service.LEARNERS_MAX_LIMIT``)."""
+
+
 def _only(*values: FlagValue) -> Callable[[FlagValue], bool]:
     return lambda value: value in values
 
@@ -415,6 +419,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "false",
         note="troika only: learners serve linearizable ranges through the leader's ReadIndex "
         "(etcd 3.4 refuses them on learners); docs/beyond-etcd.md",
+    ),
+    Flag(
+        "troika-max-learners",
+        Kind.UINT,
+        "1",
+        note="troika only: how many learners member add lets the cluster hold (etcd 3.4: 1), "
+        "for read scaling with learners; 1..8",
+        accepted=lambda value: isinstance(value, int) and 1 <= value <= TROIKA_LEARNERS_MAX,
     ),
     # -- unsafe
     Flag(

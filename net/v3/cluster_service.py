@@ -7,7 +7,8 @@ The rules are etcd's (``etcdserver/api/v3rpc/member.go`` and ``etcdserver/server
   for one that is not ``scheme://host:port``); the new member has no name and no client URLs
   until it starts and publishes them. Its answer names the added member (id, peer URLs,
   learner flag) and the whole member table after the change.
-- A cluster holds at most ``LEARNERS_MAX`` learners (etcd 3.4's ``maxLearners``).
+- A cluster holds at most ``LEARNERS_MAX`` learners (etcd 3.4's ``maxLearners``), unless the
+  member was started with more (``--troika-max-learners``, for read scaling with learners).
 - MemberPromote is decided by the leader, which refuses a learner whose log is not within
   ``LEARNER_READY_FRACTION`` of its own ("can only promote a learner member which is in
   sync with leader"); a voter is refused with "can only promote a learner member". A member
@@ -120,7 +121,11 @@ def check_peer_urls(peer_urls: list[str]) -> None:
 
 
 def check_add(
-    members: list[MemberInfo], member_id: int, peer_urls: list[str], is_learner: bool
+    members: list[MemberInfo],
+    member_id: int,
+    peer_urls: list[str],
+    is_learner: bool,
+    learners_max: int = LEARNERS_MAX,
 ) -> None:
     """What etcd refuses of a MemberAdd of ``member_id`` before proposing it, in the order of
     its ``ValidateConfigurationChange``: the id in use (two adds of the same URLs within one
@@ -133,7 +138,7 @@ def check_add(
         raise member_exists()
     if any(set(peer_urls) & set(member.peer_urls) for member in members):
         raise peer_url_exists()
-    if is_learner and sum(member.is_learner for member in members) >= LEARNERS_MAX:
+    if is_learner and sum(member.is_learner for member in members) >= learners_max:
         raise too_many_learners()
 
 

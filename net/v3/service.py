@@ -130,6 +130,13 @@ class V3Backend(Protocol):
         ...
 
 
+LEARNERS_MAX_DEFAULT = 1
+"""etcd 3.4's ``maxLearners``."""
+LEARNERS_MAX_LIMIT = 8
+"""The most learners ``--troika-max-learners`` may allow (each is one more stream of the
+leader's log to send)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     """etcd's request limits (its command-line flags of the same names).
@@ -142,17 +149,23 @@ class ServiceLimits:
             linearizable range too, at the read index it asks the leader for (Raft's ReadIndex
             forwarded as a follower's is) once it has applied it, so it sees every write
             acknowledged before the read began.
+        learners_max: ``--troika-max-learners`` (etcd 3.4's ``maxLearners`` is 1, which
+            MemberAdd keeps by default): how many learners MemberAdd lets a cluster hold, for
+            read scaling with learners.
     """
 
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
     learner_linearizable_reads: bool = False
+    learners_max: int = LEARNERS_MAX_DEFAULT
 
     def __post_init__(self) -> None:
         if self.max_txn_ops < 1:
             raise ValueError(f"max_txn_ops {self.max_txn_ops} must be positive")
         if self.max_request_bytes < 1:
             raise ValueError(f"max_request_bytes {self.max_request_bytes} must be positive")
+        if not 1 <= self.learners_max <= LEARNERS_MAX_LIMIT:
+            raise ValueError(f"learners_max {self.learners_max} must be 1..{LEARNERS_MAX_LIMIT}")
 
 
 # -- validation (pure) ----------------------------------------------------------------------

@@ -181,3 +181,17 @@ async def test_snapshot_stream_ends_with_the_sha256() -> None:
     assert b"".join(m.blob for m in messages[:-1]) == body
     assert messages[-1].blob == hashlib.sha256(body).digest()
     assert [len(m.blob) for m in messages] == [SNAPSHOT_BLOB_BYTES, 10, 32]
+
+
+def test_more_learners_only_when_the_member_allows_them() -> None:
+    """``--troika-max-learners``: a second learner is refused with etcd's error by default
+    (etcd 3.4's maxLearners is 1) and taken when the limit is 2; a third is refused then."""
+    members = [VOTER, LEARNER]
+    second = ["http://127.0.0.1:2391"]
+    check_add(members, 9, second, is_learner=True, learners_max=2)
+    with pytest.raises(RpcError) as refused:
+        check_add(members, 9, second, is_learner=True)
+    assert refused.value == too_many_learners()
+    third = MemberInfo(9, "", tuple(second), (), is_learner=True)
+    with pytest.raises(RpcError):
+        check_add([*members, third], 10, ["http://127.0.0.1:2392"], True, learners_max=2)
