@@ -25,13 +25,12 @@ from random import Random
 import trio
 
 from actors.leases import RELAY_RETRY_S
-from net.http.errors import HttpError
-from net.v2client import EtcdError, V2Client
 from sim.cluster import MONITOR_INTERVAL_S, Monitor, SimCluster
 from sim.determinism import run_deterministic
 from sim.history import History, OpKind
 from sim.lease_checker import Election, LeaseFacts, check_leases
 from sim.linearizability import CheckResult, check_history
+from sim.liveness import liveness_phase
 from sim.mvcc_agreement import agreed_history, agreed_leases, check_mvcc_agreement
 from sim.scenarios import SCENARIOS, Fault
 from sim.v3_records import V3Log
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 
 STARTUP_S_MAX = 15.0
 """A new cluster must elect a leader within this much virtual time."""
-RECOVERY_S_MAX = 30.0
-"""After healing, a write must commit everywhere within this much virtual time."""
 TASK_STEPS_PER_SIMULATED_S_MAX = 40_000
 """The watchdog's budget: a healthy run takes about 12,000 task steps per simulated second;
 one that needs more than this (plus a fixed allowance) spins, and is stopped and reported."""
@@ -234,35 +231,6 @@ async def _run_faults(
             await _fire(cluster, fault, rng, nursery)
 
 
-async def _recover(cluster: SimCluster) -> str:
-    """Heal everything; a new write must reach every member. Returns a violation or ""."""
-    cluster.network.heal()
-    for name in cluster.names:
-        await cluster.restart(name)
-    cluster.note("heal everything, restart every member")
-    deadline = trio.current_time() + RECOVERY_S_MAX
-    host = cluster.network.host("recovery")
-    while trio.current_time() < deadline:
-        leader = await cluster.wait_for_leader(deadline - trio.current_time())
-        if leader is None:
-            break
-        client = V2Client(host, cluster.client_url(leader), timeout_s=3.0)
-        try:
-            reply = await client.set("/recovery", f"at {trio.current_time():.3f}")
-        except (EtcdError, HttpError):
-            await trio.sleep(0.2)
-            continue
-        finally:
-            await client.aclose()
-        index = reply.raft_index
-        while trio.current_time() < deadline:
-            if all(cluster.member(name).applied_index() >= index for name in cluster.names):
-                return ""
-            await trio.sleep(0.05)
-    behind = {name: cluster.member(name).applied_index() for name in cluster.up()}
-    return f"liveness: no write committed on every member within {RECOVERY_S_MAX:g}s ({behind})"
-
-
 async def _simulate(
     options: RunOptions, faults: tuple[Fault, ...], result: RunResult, watchdog: Watchdog
 ) -> None:
@@ -312,7 +280,7 @@ async def _simulate_cluster(
             await trio.sleep_until(start_s + duration_s)
             phase.cancel_scope.cancel()
         history.finish(note="the faulty phase ended")
-        problem = await _recover(cluster)
+        problem = await liveness_phase(cluster)
         if problem:
             result.violations.append(problem)
         else:
