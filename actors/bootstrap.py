@@ -68,8 +68,12 @@ renewal (the simulator's lease checker must catch it)."""
 LESSOR_NO_PROMOTION_EXTENSION = "lessor-no-promotion-extension"
 """A planted bug: a new leader gives every lease its TTL again but forgets the election timeout
 etcd adds (the simulator's lease checker must catch it)."""
+PEER_NO_REDIAL = "peer-no-redial"
+"""A planted bug: a peer sender whose connection broke never dials again (the simulator's
+liveness phase must catch it)."""
 MEMBER_PLANTED_BUGS = frozenset(
     {
+        PEER_NO_REDIAL,
         QUORUM_READ_WITHOUT_READ_INDEX,
         WATCH_SKIP_EVENT_WHEN_FULL,
         LESSOR_EXPIRES_ON_FOLLOWERS,

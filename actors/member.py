@@ -37,6 +37,7 @@ from actors.auth_backend import MemberAuth
 from actors.bootstrap import (
     LESSOR_EXPIRES_ON_FOLLOWERS,
     LESSOR_NO_PROMOTION_EXTENSION,
+    PEER_NO_REDIAL,
     WATCH_SKIP_EVENT_WHEN_FULL,
     MemberConfig,
     OpenedState,
@@ -162,6 +163,7 @@ class Member:
             on_unreachable=self._on_unreachable,
             cluster_info=lambda: cluster_info(self.membership),
         )
+        self.transport.planted_no_redial = PEER_NO_REDIAL in config.planted_bugs
         self.transport_actor = TransportActor(
             self.member_id,
             self.transport,

@@ -347,6 +347,10 @@ class PeerTransport:
         self._snapshots_inbound = 0
         self._snapshots_outbound = 0
         self._snapshot_numbers = itertools.count()
+        self.planted_no_redial = False
+        """A planted bug (``actors.bootstrap.PEER_NO_REDIAL``), test only: a sender whose
+        connection failed never dials that peer again, so the peer stops hearing from this
+        member for good; only the simulator's liveness phase can see it."""
 
     # -- the sending side ------------------------------------------------------------------
 
@@ -517,6 +521,8 @@ class PeerTransport:
                     if reason is None:
                         continue  # the address changed: redial at once
                     self._mark_unreachable(peer, reason)
+                    if self.planted_no_redial:
+                        await trio.sleep_forever()
                 await trio.sleep(backoff.next_delay_seconds())
 
     async def _dial(self, member_id: int, address: str, channel: str) -> _Connection:
