@@ -31,6 +31,17 @@ reports the new index in its event but leaves the directory's ``modifiedIndex`` 
 runs into a key counts as a failed set too; a compare-and-delete of the root fails with 102
 and no cause.
 
+The system namespace: etcd keeps its own bookkeeping in the same store as the keys, beside
+them (``/1`` holds the keys; v2 auth keeps users, roles and its enabled flag under ``/2``),
+so those writes go through Raft and move the one store index. Here the keys tree is the
+root, and a second tree, the system namespace, holds the rest of etcd's root: a request
+whose path starts with ``SYSTEM_PREFIX`` (``system_path("/2/users/alice")``) works on that
+tree with the same operations and the same index. A path from ``/v2/keys`` is always
+cleaned to start with ``/``, so no client request reaches it. A system write's event goes
+into the watch history (which stays contiguous) as a refresh, so it is never delivered; its
+nodes never expire; system operations are left out of ``/v2/stats/store`` (etcd counts its
+auth lookups there, so a member with auth checks enabled shows more gets in etcd).
+
 Persistence: ``snapshot()``/``restore()`` carry the whole state (tree, index and watch
 history; not the per-member stats nor the watchers) for Raft snapshots; ``take_changes()``
 lists the key-value records changed since its last call, for a write batch under
@@ -39,10 +50,12 @@ lists the key-value records changed since its last call, for a write batch under
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
@@ -79,6 +92,17 @@ KV_PREFIX: Final = b"v2/"
 KV_META_KEY: Final = KV_PREFIX + b"meta"
 KV_NODE_PREFIX: Final = KV_PREFIX + b"n"
 KV_HISTORY_PREFIX: Final = KV_PREFIX + b"h"
+KV_SYSTEM_PREFIX: Final = KV_PREFIX + b"s"
+"""The system namespace's nodes: ``KV_SYSTEM_PREFIX`` + path."""
+
+SYSTEM_PREFIX: Final = "system:"
+"""Marks a path of the system namespace (see the module docstring)."""
+
+
+def system_path(path: str) -> str:
+    """The store path of ``path`` (etcd's full path, e.g. ``/2/enabled``) in the system
+    namespace."""
+    return SYSTEM_PREFIX + clean_path(path)
 
 
 class ReadableKV(Protocol):
@@ -224,6 +248,8 @@ class V2Store:
     ) -> None:
         self._track_changes = track_changes
         self._root = _Node("/", 0, dir=True)
+        self._system_root = _Node("/", 0, dir=True)
+        self._in_system = False  # True while an operation works on the system namespace
         self._index = 0
         self.stats = StoreStats()
         self.hub = WatcherHub(history_events_max, watcher_buffer_events)
@@ -232,6 +258,7 @@ class V2Store:
         self._ttl_heap: list[tuple[int, str]] = []
         # write-through: what changed since the last take_changes()
         self._dirty_paths: dict[str, None] = {}
+        self._dirty_system_paths: dict[str, None] = {}
         self._dirty_records: dict[bytes, bytes | None] = {}
         self._index_persisted = 0
 
@@ -254,6 +281,9 @@ class V2Store:
                 through a key).
         """
         del sorted
+        if path.startswith(SYSTEM_PREFIX):
+            with self._system():
+                return self.get(path[len(SYSTEM_PREFIX) :], recursive=recursive, now_ns=now_ns)
         path = clean_path(path)
         try:
             node = self._get_node(path)
@@ -301,6 +331,10 @@ class V2Store:
             V2Error: the operation failed; the store is unchanged.
         """
         r = request
+        if r.path.startswith(SYSTEM_PREFIX) and r.method != "SYNC":
+            path = r.path[len(SYSTEM_PREFIX) :]
+            with self._system():  # nothing there expires
+                return self.apply(dataclasses.replace(r, path=path, expiration_ns=0))
         now_ns = r.time_ns
         match r.method:
             case "POST":
@@ -648,9 +682,23 @@ class V2Store:
 
     # ---------------------------------------------------------------- internals
 
+    @contextmanager
+    def _system(self) -> Iterator[None]:
+        """Work on the system namespace: its tree, no stats, no TTLs, hidden events."""
+        assert not self._in_system
+        stats = self.stats
+        self._in_system, self.stats = True, StoreStats()
+        try:
+            yield
+        finally:
+            self._in_system, self.stats = False, stats
+
+    def _tree(self) -> _Node:
+        return self._system_root if self._in_system else self._root
+
     def _get_node(self, path: str) -> _Node:
         """The node at a clean path (etcd's ``internalGet``)."""
-        node = self._root
+        node = self._tree()
         if path == "/":
             return node
         for name in path[1:].split("/"):
@@ -718,7 +766,7 @@ class V2Store:
 
     def _make_dirs(self, dir_path: str, index: int) -> _Node:
         """The directory at ``dir_path``, creating the missing ones (etcd's ``checkDir``)."""
-        node = self._root
+        node = self._tree()
         if dir_path == "/":
             return node
         names = dir_path[1:].split("/")
@@ -780,13 +828,17 @@ class V2Store:
         del parent.children[node.name]
         removed = [each.path for each in node.walk()]
         for path in removed:
-            self._ttl.pop(path, None)
+            if not self._in_system:
+                self._ttl.pop(path, None)
             self._mark_path(path)
         return removed
 
     def _set_expiration(self, node: _Node, expiration_ns: int) -> None:
         node.expiration_ns = expiration_ns
         self._mark_path(node.path)
+        if self._in_system:
+            assert expiration_ns == 0, "system nodes never expire"
+            return
         if expiration_ns == 0:
             self._ttl.pop(node.path, None)
             return
@@ -806,7 +858,10 @@ class V2Store:
 
     def _mark_path(self, path: str) -> None:
         if self._track_changes:
-            self._dirty_paths[path] = None
+            if self._in_system:
+                self._dirty_system_paths[path] = None
+            else:
+                self._dirty_paths[path] = None
 
     def _mark_event(self, index: int, event: Event | None) -> None:
         if self._track_changes:
@@ -815,6 +870,8 @@ class V2Store:
 
     def _publish(self, event: Event, removed: list[str] | None = None) -> None:
         """Record the event (watchers unless it is a refresh) and its history record."""
+        if self._in_system:  # in the history for its index, never delivered
+            event = dataclasses.replace(event, refresh=True)
         if event.refresh:
             evicted = self.hub.add(event)
         else:
@@ -826,11 +883,16 @@ class V2Store:
     # ---------------------------------------------------------------- persistence
 
     def snapshot(self) -> bytes:
-        """The whole state as deterministic CBOR: index, nodes (parents first, sorted) and
-        the watch history. Stats and watchers are per member and not included."""
+        """The whole state as deterministic CBOR: index, nodes (parents first, sorted), the
+        watch history and, when there are any, the system namespace's nodes. Stats and
+        watchers are per member and not included."""
         nodes = [_node_record(node, with_path=True) for node in self._root.walk()][1:]
         history = [_event_record(event) for event in self.hub.history]
-        return cbor2.dumps([SNAPSHOT_FORMAT, self._index, nodes, history], canonical=True)
+        state = [SNAPSHOT_FORMAT, self._index, nodes, history]
+        system = [_node_record(node, with_path=True) for node in self._system_root.walk()][1:]
+        if system:
+            state.append(system)
+        return cbor2.dumps(state, canonical=True)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a ``snapshot()``, keeping the stats and the watchers
@@ -842,25 +904,29 @@ class V2Store:
             ValueError: the snapshot is malformed; the store is unchanged.
         """
         fields_ = _loads(data)
-        if type(fields_) is not list or len(fields_) != 4 or fields_[0] != SNAPSHOT_FORMAT:
-            raise ValueError("v2 snapshot: expected [format, index, nodes, history]")
-        _, index, node_records, history_records = fields_
+        ok = type(fields_) is list and len(fields_) in (4, 5) and fields_[0] == SNAPSHOT_FORMAT
+        if not ok:
+            raise ValueError("v2 snapshot: expected [format, index, nodes, history, system?]")
+        _, index, node_records, history_records, *system_records = fields_
         _require(_is_uint(index), "v2 snapshot: bad index")
-        _require(type(node_records) is list, "v2 snapshot: bad nodes")
         _require(type(history_records) is list, "v2 snapshot: bad history")
-        root = _Node("/", 0, dir=True)
-        for record in node_records:
-            _require(type(record) is list and len(record) == 6, "v2 snapshot: bad node")
-            _attach(root, record[0], _decode_node(record[1:], record[0]))
+        root = _snapshot_tree(node_records)
+        system_root = _snapshot_tree(system_records[0] if system_records else [])
         events = [_decode_event(record) for record in history_records]
         _check_history(events, index)
         old_paths = [node.path for node in self._root.walk()]
+        old_system_paths = [node.path for node in self._system_root.walk()]
         old_history = [event.index for event in self.hub.history]
-        self._install(root, index)
+        self._install(root, index, system_root)
         for path in old_paths:
             self._mark_path(path)
         for node in root.walk():
             self._mark_path(node.path)
+        if self._track_changes:
+            for path in old_system_paths:
+                self._dirty_system_paths[path] = None
+            for node in system_root.walk():
+                self._dirty_system_paths[node.path] = None
         for old_index in old_history:
             self._mark_event(old_index, None)
         for event in events:
@@ -881,14 +947,16 @@ class V2Store:
             history_events_max=self.hub.history.capacity,
             watcher_buffer_events=self.hub.watcher_buffer_events,
         )
-        self._install(loaded._root, loaded._index)
+        self._install(loaded._root, loaded._index, loaded._system_root)
         self._dirty_paths.clear()
+        self._dirty_system_paths.clear()
         self._dirty_records.clear()
         self._index_persisted = loaded._index_persisted
         self.hub.replace_history(list(loaded.hub.history))
 
-    def _install(self, root: _Node, index: int) -> None:
+    def _install(self, root: _Node, index: int, system_root: _Node) -> None:
         self._root = root
+        self._system_root = system_root
         self._index = index
         self._ttl = {node.path: node.expiration_ns for node in root.walk() if node.expiration_ns}
         self._rebuild_ttl_heap()
@@ -905,10 +973,18 @@ class V2Store:
             node = self._find(path)
             key = _node_key(path)
             changes[key] = None if node is None else _encode(_node_record(node))
+        for path in self._dirty_system_paths:
+            if path == "/":
+                continue
+            with self._system():
+                node = self._find(path)
+            key = KV_SYSTEM_PREFIX + path.encode()
+            changes[key] = None if node is None else _encode(_node_record(node))
         if self._index != self._index_persisted:
             changes[KV_META_KEY] = _encode([SNAPSHOT_FORMAT, self._index])
             self._index_persisted = self._index
         self._dirty_paths.clear()
+        self._dirty_system_paths.clear()
         self._dirty_records.clear()
         return sorted(changes.items())
 
@@ -930,6 +1006,7 @@ class V2Store:
         )
         index = 0
         nodes: list[tuple[str, _Node]] = []
+        system_nodes: list[tuple[str, _Node]] = []
         events: list[Event] = []
         for key, value in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX)):
             if key == KV_META_KEY:
@@ -942,15 +1019,16 @@ class V2Store:
                 nodes.append((path, _decode_node(_loads(value), path)))
             elif key.startswith(KV_HISTORY_PREFIX):
                 events.append(_decode_event(_loads(value)))
+            elif key.startswith(KV_SYSTEM_PREFIX):
+                path = _decode_utf8(key[len(KV_SYSTEM_PREFIX) :])
+                system_nodes.append((path, _decode_node(_loads(value), path)))
             else:
                 raise ValueError(f"v2 records: unknown key {key!r}")
-        root = _Node("/", 0, dir=True)
-        nodes.sort(key=lambda item: item[0].count("/"))
-        for path, node in nodes:
-            _attach(root, path, node)
+        root = _tree_of(nodes)
+        system_root = _tree_of(system_nodes)
         events.sort(key=lambda event: event.index)
         _check_history(events, index)
-        store._install(root, index)
+        store._install(root, index, system_root)
         store.hub.history.replace(events)
         store._index_persisted = index
         for event in events[: max(0, len(events) - store.hub.history.capacity)]:
@@ -1054,6 +1132,24 @@ def _attach(root: _Node, path: str, node: _Node) -> None:
     _require(ok, f"v2 node {path!r}: under a key, or a duplicate")
     assert parent.children is not None
     parent.children[names[-1]] = node
+
+
+def _tree_of(nodes: list[tuple[str, _Node]]) -> _Node:
+    """A root holding the decoded ``(path, node)`` pairs (in any order)."""
+    root = _Node("/", 0, dir=True)
+    for path, node in sorted(nodes, key=lambda item: item[0].count("/")):
+        _attach(root, path, node)
+    return root
+
+
+def _snapshot_tree(records: Any) -> _Node:
+    """A root holding a snapshot's node records (parents first)."""
+    _require(type(records) is list, "v2 snapshot: bad nodes")
+    root = _Node("/", 0, dir=True)
+    for record in records:
+        _require(type(record) is list and len(record) == 6, "v2 snapshot: bad node")
+        _attach(root, record[0], _decode_node(record[1:], record[0]))
+    return root
 
 
 def _decode_view(record: Any) -> NodeView:
