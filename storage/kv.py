@@ -477,6 +477,7 @@ class RocksKeyValueStore:
             self._fsync_in_flight = True
             try:
                 if self._fsync_in_thread:
+                    # nondeterminism-ok: the RocksDB store only; the simulator runs the memory one
                     await trio.to_thread.run_sync(db.flush_wal, True, limiter=self._fsync_limiter)
                 else:
                     db.flush_wal(True)
