@@ -11,14 +11,16 @@ and the checks etcd makes on the receiving member are made here:
 - Range and a txn without writes (read locally, never proposed): read on every range, as
   etcd's ``doSerialize``; "revision of auth store is old" if the store changed meanwhile;
 - Watch: each create on the stream is checked for read on its range; a refused one is
-  answered ``created`` and ``canceled`` with watch id -1 and etcd's reason, and the stream
-  goes on (etcd checks a from-key watch as a watch of its key alone; so here);
+  answered ``created`` and ``canceled`` with watch id -1 and etcd's reason (a gRPC status
+  printed as Go prints it), and the stream goes on (etcd checks a from-key watch as a watch
+  of its key alone; so here);
 - Lock, and Campaign, Leader and Observe of an election: read on the name's prefix (etcd's
   lock and election servers are clients of the KV API, whose reads are checked); their
   writes are checked at apply like any other;
 - Defragment, Snapshot, Hash, HashKV, MemberAdd, MemberRemove, MemberUpdate,
-  MemberPromote: the root role (etcd's ``authMaintenanceServer`` and
-  ``checkMembershipOperationPermission``).
+  MemberPromote: the root role (etcd's ``authMaintenanceServer``, which answers with the
+  auth store's raw error, code UNKNOWN and an ``auth:`` message, and
+  ``checkMembershipOperationPermission``, which answers etcd's usual errors).
 
 Everything else (Put, DeleteRange, txns with writes, LeaseRevoke, the Auth RPCs) is checked
 at apply. LeaseGrant, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, Compact, Alarm, Status
@@ -39,6 +41,7 @@ from actors.v3_backend import MemberV3Backend, txn_has_writes
 from net.etcdpb import raft_internal_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
 from net.etcdpb.routes import grpc_path
 from net.v3 import errors
+from net.v3.errors import RpcError, StatusCode
 from net.v3.methods import (
     CallContext,
     Method,
@@ -48,18 +51,25 @@ from net.v3.methods import (
     UnaryMethod,
 )
 from net.v3.service import V3Service
+from storage.auth import store as auth
 from storage.auth.store import FROM_KEY, AuthError, AuthInfo
 from storage.kv import prefix_end
 
 INVALID_WATCH_ID: Final = -1
 """clientv3's ``InvalidWatchID``: the id of a refused watch create."""
 
-ADMIN_PATHS: Final = frozenset(
+MAINTENANCE_ADMIN_PATHS: Final = frozenset(
     {
         grpc_path("Maintenance", "Defragment"),
         grpc_path("Maintenance", "Snapshot"),
         grpc_path("Maintenance", "Hash"),
         grpc_path("Maintenance", "HashKV"),
+    }
+)
+"""etcd's ``authMaintenanceServer`` returns the auth store's own error here, unconverted: gRPC
+code UNKNOWN and the ``auth:`` message (e.g. "auth: permission denied")."""
+ADMIN_PATHS: Final = MAINTENANCE_ADMIN_PATHS | frozenset(
+    {
         grpc_path("Cluster", "MemberAdd"),
         grpc_path("Cluster", "MemberRemove"),
         grpc_path("Cluster", "MemberUpdate"),
@@ -78,6 +88,21 @@ _NAMED_PREFIX_PATHS: Final = frozenset(
     }
 )
 _CHECKED_AFTER: Final = frozenset({_RANGE, _TXN})
+
+
+AUTH_MESSAGES: Final = {
+    auth.USER_EMPTY: "auth: user name is empty",
+    auth.USER_NOT_FOUND: "auth: user not found",
+    auth.PERMISSION_DENIED: "auth: permission denied",
+}
+"""The auth store's own messages of the errors ``check_admin`` raises."""
+
+
+def go_status_text(error: RpcError) -> str:
+    """A gRPC status as Go's ``status.Error().Error()`` prints it (etcd's watch cancel
+    reasons): ``rpc error: code = PermissionDenied desc = ...``."""
+    code = "".join(part.capitalize() for part in error.code.name.split("_"))
+    return f"rpc error: code = {code} desc = {error.message}"
 
 
 class MemberAuthRpcBackend(MemberV3Backend):
@@ -131,6 +156,11 @@ class AuthGate:
                 assert isinstance(request, rpc_pb2.TxnRequest), type(request)
                 if not txn_has_writes(request):
                     self._auth_txn(info, request)
+            elif path in MAINTENANCE_ADMIN_PATHS:
+                try:
+                    store.check_admin(info)
+                except AuthError as error:
+                    raise RpcError(StatusCode.UNKNOWN, AUTH_MESSAGES[error.kind]) from None
             elif path in ADMIN_PATHS:
                 store.check_admin(info)
             elif path in _NAMED_PREFIX_PATHS:
@@ -156,13 +186,13 @@ class AuthGate:
             self._auth.store.check_range(info, key, range_end)
         except AuthError as error:
             reason = rpc_error(error)
-            if reason.message in (
-                errors.invalid_auth_token().message,
-                errors.auth_old_revision().message,
-                errors.user_empty().message,
+            if reason not in (
+                errors.invalid_auth_token(),
+                errors.auth_old_revision(),
+                errors.user_empty(),
             ):
-                return reason.message
-            return errors.permission_denied().message
+                reason = errors.permission_denied()
+            return go_status_text(reason)
         return None
 
     def refused_watch(self, reason: str) -> rpc_pb2.WatchResponse:
