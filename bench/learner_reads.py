@@ -15,9 +15,9 @@ over the reads answered). On a machine with fewer cores than processes the clien
 members share the cores, so throughput can grow only while there are idle cores; CPU per
 read says whether a member costs more per read when there are more of them (it should not).
 
-``python -m bench.learner_reads --learners 0 1 2 --connections 8 --duration 10`` prints one
-line per count; ``--json FILE`` keeps the figures. The process test for linearizable reads
-on a learner is ``tests/process/test_learner_reads.py``.
+``python -m bench.learner_reads --learners 0 1 2 --rounds 3 --connections 8 --duration 10``
+prints one line per run and the medians per count; ``--json FILE`` keeps the figures. The
+process test for linearizable reads on a learner is ``tests/process/test_learner_reads.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,6 @@ import trio
 from bench.clusters import PortBlock, TroikaCluster
 from bench.loadgen import CpuWindow, LoadResult, LoadSpec, Recorder, Workload, summarise
 from bench.loadgen_v3 import V3Requests, _grpc_load, preload_grpc
-from bench.suite import process_cpu_s
 
 VOTERS: Final = 3
 LEARNERS_MAX: Final = 2
@@ -50,6 +50,7 @@ COMMAND_TIMEOUT_S: Final = 30.0
 CLIENT_GRACE_S: Final = 30.0
 """A client process's time beyond its warm-up and window (start-up, connection, report)."""
 POLL_S: Final = 0.2
+ROUNDS_MAX: Final = 10
 WORKLOADS: Final[dict[str, Workload]] = {"s": "v3-range-serializable", "l": "v3-range"}
 """``--read s`` (serializable, the default) or ``l`` (linearizable: a ReadIndex round through
 the leader for each batch of reads; learners need ``--troika-learner-linearizable-reads``)."""
@@ -229,6 +230,8 @@ def run_point(
     endpoints: dict[str, str], pids: dict[str, int | None], shape: Shape, learners: int
 ) -> ScalingPoint:
     """One client process per member, all at once; the members' CPU over the same time."""
+    from bench.suite import process_cpu_s  # noqa: PLC0415 (not in the clients: a long import)
+
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {name: Path(scratch) / f"{name}.json" for name in endpoints}
         cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
@@ -259,10 +262,15 @@ def run_point(
     )
 
 
-def run_scaling(counts: Sequence[int], shape: Shape, root: Path) -> list[ScalingPoint]:
-    """Each learner count in turn on one cluster, learners added as the counts grow."""
-    if any(not 0 <= count <= LEARNERS_MAX for count in counts):
-        raise ValueError(f"learner counts are within 0..{LEARNERS_MAX}")
+def run_scaling(
+    counts: Sequence[int], shape: Shape, root: Path, rounds: int = 1
+) -> list[ScalingPoint]:
+    """Every learner needed is added first; then each round runs every count in turn (the
+    clients load the voters and the first ``count`` learners), so that counts interleave in
+    time and a busy moment of a shared machine does not fall on one count only. The CPU is
+    every member's, idle learners included."""
+    if any(not 0 <= count <= LEARNERS_MAX for count in counts) or not 1 <= rounds <= ROUNDS_MAX:
+        raise ValueError(f"learner counts are within 0..{LEARNERS_MAX}, rounds 1..{ROUNDS_MAX}")
     points: list[ScalingPoint] = []
     learners: list[Learner] = []
     voter_flags = (f"--troika-max-learners={LEARNERS_MAX}",)
@@ -272,25 +280,36 @@ def run_scaling(counts: Sequence[int], shape: Shape, root: Path) -> list[Scaling
             requests = V3Requests(shape.spec(cluster.client_urls[leader]))
             trio.run(preload_grpc, requests)
             last_key = requests.read_keys[-1]
-            for count in sorted(counts):
-                while len(learners) < count:
-                    name = f"learner{len(learners) + 1}"
-                    learner = add_learner(cluster, name, root / name)
-                    learners.append(learner)
-                    wait_serving(learner.client_url, last_key, requests.value_bytes,
-                                 CATCH_UP_TIMEOUT_S)  # fmt: skip
-                endpoints = dict(zip(cluster.names, cluster.client_urls, strict=True))
-                pids = {name: cluster.pid(index) for index, name in enumerate(cluster.names)}
-                for learner in learners:
-                    endpoints[learner.name] = learner.client_url
-                    pids[learner.name] = learner.process.pid
-                point = run_point(endpoints, pids, shape, count)
-                print(format_point(point), flush=True)
-                points.append(point)
+            while len(learners) < max(counts):
+                name = f"learner{len(learners) + 1}"
+                learners.append(add_learner(cluster, name, root / name))
+                wait_serving(learners[-1].client_url, last_key, requests.value_bytes,
+                             CATCH_UP_TIMEOUT_S)  # fmt: skip
+            pids = {name: cluster.pid(index) for index, name in enumerate(cluster.names)}
+            pids.update({learner.name: learner.process.pid for learner in learners})
+            for _ in range(rounds):
+                for count in counts:
+                    endpoints = dict(zip(cluster.names, cluster.client_urls, strict=True))
+                    endpoints.update({lr.name: lr.client_url for lr in learners[:count]})
+                    point = run_point(endpoints, pids, shape, count)
+                    print(format_point(point), flush=True)
+                    points.append(point)
         finally:
             for learner in learners:
                 learner.stop()
     return points
+
+
+def medians(points: Sequence[ScalingPoint]) -> dict[int, tuple[float, float]]:
+    """Per learner count: the median reads per second and server CPU microseconds per read."""
+    counts = sorted({point.learners for point in points})
+    return {
+        count: (
+            statistics.median(p.reads_per_s for p in points if p.learners == count),
+            statistics.median(p.server_cpu_us_per_read for p in points if p.learners == count),
+        )
+        for count in counts
+    }
 
 
 def format_point(point: ScalingPoint) -> str:
@@ -317,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         target.add_argument("--warmup", type=float, default=2.0)
         target.add_argument("--read", choices=sorted(WORKLOADS), default="s")
     parser.add_argument("--learners", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=1, help="each count this many times")
     parser.add_argument("--json", type=Path, help="write the figures here")
     arguments = parser.parse_args(argv)
     shape = Shape(arguments.connections, arguments.duration, arguments.warmup, arguments.read)
@@ -325,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments.json.write_text(json.dumps(asdict(result)) + "\n")
         return
     with tempfile.TemporaryDirectory(prefix="troika-learner-reads-") as root:
-        points = run_scaling(arguments.learners, shape, Path(root))
+        points = run_scaling(arguments.learners, shape, Path(root), arguments.rounds)
+    for count, (rate, cpu_us) in medians(points).items():
+        print(f"median, {count} learners: {rate:.0f} reads/s, {cpu_us:.0f} us of server cpu/read")
     if arguments.json:
         arguments.json.write_text(json.dumps([asdict(p) for p in points], indent=2) + "\n")
 
