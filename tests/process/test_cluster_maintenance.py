@@ -16,13 +16,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from google.protobuf.message import Message
 
 from bench.clusters import EtcdCluster, PortBlock, ProcessCluster, TroikaCluster, etcd_available
+from bench.grpc_lite import LiteConnection
+from net.etcdpb import rpc_pb2
+from net.etcdpb.routes import grpc_path
 from storage.snapshot_file import read_snapshot
 
 pytestmark = pytest.mark.process
@@ -31,6 +36,8 @@ ETCDCTL = shutil.which("etcdctl")
 COMMAND_TIMEOUT_S = 30
 WAIT_S = 20.0
 NO_SPACE = "etcdserver: mvcc: database space exceeded"
+PUT_PATH = grpc_path("KV", "Put")
+DELETE_PATH = grpc_path("KV", "DeleteRange")
 NOT_IN_SYNC = "etcdserver: can only promote a learner member which is in sync with leader"
 
 
@@ -312,24 +319,81 @@ def test_move_leader(clusters: list[ProcessCluster]) -> None:
     assert seen[0] == seen[1]
 
 
+LOADED_KEYS = 3000
+"""Keys of the backup test's load; each is written ``LOADED_ROUNDS`` times, one put each."""
+LOADED_ROUNDS = 3
+LOADED_DELETED_EVERY = 10
+"""Every tenth key is deleted after the last round."""
+LOAD_WRITERS = 16
+"""Puts in flight while loading (one gRPC connection)."""
+LOAD_TIMEOUT_S = 300.0
+
+
+def load_keys(endpoint: str, keys: list[bytes], rounds: int, deleted: list[bytes]) -> None:
+    """Put every key ``rounds`` times (a round after the other, each put its own revision),
+    then delete ``deleted``, over one gRPC connection with ``LOAD_WRITERS`` calls in flight."""
+    host, _, port = endpoint.removeprefix("http://").rpartition(":")
+
+    async def load() -> None:
+        async with trio.open_nursery() as nursery:
+            connection = LiteConnection(host, int(port))
+            await nursery.start(connection.run)
+            for round_number in range(rounds):
+                requests = [
+                    (PUT_PATH, rpc_pb2.PutRequest(key=key, value=b"r%d-%s" % (round_number, key)))
+                    for key in keys
+                ]
+                await send_all(connection, requests)
+            deletes = [(DELETE_PATH, rpc_pb2.DeleteRangeRequest(key=key)) for key in deleted]
+            await send_all(connection, deletes)
+            nursery.cancel_scope.cancel()
+
+    trio.run(load)
+
+
+async def send_all(connection: LiteConnection, requests: Sequence[tuple[str, Message]]) -> None:
+    pending = list(reversed(requests))
+
+    async def writer() -> None:
+        while pending:
+            path, request = pending.pop()
+            await connection.unary(path, request.SerializeToString())
+
+    with trio.fail_after(LOAD_TIMEOUT_S):
+        async with trio.open_nursery() as writers:
+            for _ in range(LOAD_WRITERS):
+                writers.start_soon(writer)
+
+
 def test_snapshot_save_restores_into_a_new_cluster(
     clusters: list[ProcessCluster], tmp_path: Path
 ) -> None:
-    """A backup of a loaded troika cluster (puts, overwrites, deletes, a lease, a compaction)
-    taken with ``etcdctl snapshot save`` restores with ``troika snapshot restore`` into a new
-    3-member cluster: a new cluster id, the same keys with the same revisions, the same
-    HashKV at the backup's revision on every member, and the cluster takes writes."""
+    """A backup of a loaded troika cluster (3,000 keys written 3 times each, one revision a
+    put, every tenth key deleted, overwrites, a lease, a compaction) taken with ``etcdctl
+    snapshot save`` restores with ``troika snapshot restore`` into a new 3-member cluster: a
+    new cluster id, the same keys with the same create/mod revisions and versions, the same
+    history above the compaction, the same HashKV at the backup's revision on every member
+    of both clusters, and the new cluster takes writes."""
     troika = clusters[0]
     endpoint = troika.client_urls[0]
+    keys = [b"backup/%05d" % number for number in range(LOADED_KEYS)]
+    load_keys(endpoint, keys, LOADED_ROUNDS, keys[::LOADED_DELETED_EVERY])
     for number in range(200):
-        ok(endpoint, "put", f"backup/{number % 120}", f"value-{number}")
-    ok(endpoint, "del", "backup/7")
+        ok(endpoint, "put", f"backup/x{number % 120}", f"value-{number}")
+    ok(endpoint, "del", "backup/x7")
     lease = ok(endpoint, "lease", "grant", "600").split()[1]
     ok(endpoint, "put", "backup/leased", "x", f"--lease={lease}")
-    revision = as_json(endpoint, "get", "backup/0")["header"]["revision"]
-    ok(endpoint, "compaction", str(revision - 50))
+    revision = as_json(endpoint, "get", "backup/x0")["header"]["revision"]
+    assert revision > LOADED_KEYS * LOADED_ROUNDS
+    compacted = revision - LOADED_KEYS  # within the last round: its history stays
+    ok(endpoint, "compaction", str(compacted))
+    history_revision = compacted + LOADED_KEYS // 2
     before = as_json(endpoint, "get", "backup/", "--prefix")
-    hash_before = as_json(endpoint, "endpoint", "hashkv")[0]["HashKV"]
+    assert before["count"] == LOADED_KEYS - LOADED_KEYS // LOADED_DELETED_EVERY + 120
+    history_before = as_json(endpoint, "get", "backup/", "--prefix", f"--rev={history_revision}")
+    source_hashes = as_json(troika.client_urls, "endpoint", "hashkv", f"--rev={revision}")
+    hash_before = source_hashes[0]["HashKV"]
+    assert {entry["HashKV"]["hash"] for entry in source_hashes} == {hash_before["hash"]}
     file = tmp_path / "backup.db"
     saved = etcdctl(endpoint, "snapshot", "save", str(file))
     assert saved.returncode == 0, saved.stderr
@@ -378,15 +442,18 @@ def test_snapshot_save_restores_into_a_new_cluster(
             assert done.returncode == 0, done.stderr
         restored.start()
         urls = restored.client_urls
-        after = as_json(urls[0], "get", "backup/", "--prefix")
-        assert after["kvs"] == before["kvs"]
-        assert after["header"]["revision"] == before["header"]["revision"]
-        assert after["header"]["cluster_id"] != before["header"]["cluster_id"]
-        hashes = as_json(urls, "endpoint", "hashkv")
+        for url in urls:  # every member, each from its own store
+            after = as_json(url, "get", "backup/", "--prefix", "--consistency=s")
+            assert after["kvs"] == before["kvs"]
+            assert after["header"]["revision"] == before["header"]["revision"]
+            assert after["header"]["cluster_id"] != before["header"]["cluster_id"]
+        history = as_json(urls[2], "get", "backup/", "--prefix", f"--rev={history_revision}")
+        assert history["kvs"] == history_before["kvs"]
+        below = etcdctl(urls[1], "get", "backup/00001", f"--rev={compacted - 1}")
+        assert "required revision has been compacted" in below.stderr, below.stderr
+        hashes = as_json(urls, "endpoint", "hashkv", f"--rev={revision}")
         assert {entry["HashKV"]["hash"] for entry in hashes} == {hash_before["hash"]}
-        assert {entry["HashKV"]["compact_revision"] for entry in hashes} == {
-            hash_before["compact_revision"]
-        }
+        assert {entry["HashKV"]["compact_revision"] for entry in hashes} == {compacted}
         leased = as_json(urls[0], "get", "backup/leased")["kvs"][0]
         assert f"{leased['lease']:016x}" == lease  # etcdctl prints 16 hex digits
         ok(urls[1], "put", "backup/new", "y")
