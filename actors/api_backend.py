@@ -8,10 +8,13 @@ store, and the member's errors become the ones etcd clients expect.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
+import bcrypt
 import trio
 
+from actors.auth_backend import bcrypt_salt
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.member import Member, NoLeader, RequestTimeout
 from actors.membership import Member as MemberRecord
@@ -41,6 +44,9 @@ SERVER_VERSION = "3.4.23"
 CLUSTER_VERSION = "3.4.0"
 HEALTH_TIMEOUT_S = 1.0
 """etcd's /health gives a linearizable read one second."""
+V2_BCRYPT_COST: Final = 10
+"""etcd 3.4's v2 auth hashes with bcrypt's default cost, whatever ``--bcrypt-cost`` says
+(that flag is v3's)."""
 
 
 MemberErrors = (RequestTimeout, NoLeader, NotLeader, TooManyRequests)
@@ -237,6 +243,33 @@ class MemberV2Backend(MemberView):
                 return False
             return True
         return False
+
+
+class MemberPasswords:
+    """``net.v2auth.Passwords`` of a member: salts from its seeded random source, bcrypt
+    through its hasher (inline under the simulator, a worker thread in production), both
+    read at each call since the composition root may replace them after start."""
+
+    def __init__(self, member: Member) -> None:
+        self._member = member
+
+    async def hash(self, password: str) -> str:
+        auth = self._member.auth
+        salt = bcrypt_salt(auth.rng, V2_BCRYPT_COST)
+        hashed = await auth.hasher(partial(bcrypt.hashpw, password.encode(), salt))
+        return hashed.decode()
+
+    async def check(self, hashed: str, password: str) -> bool:
+        matched = await self._member.auth.hasher(partial(_matches, password, hashed))
+        return matched == b"1"
+
+
+def _matches(password: str, hashed: str) -> bytes:
+    """b"1" when ``password`` has the hash ``hashed`` (a hasher's call gives bytes)."""
+    try:
+        return b"1" if bcrypt.checkpw(password.encode(), hashed.encode()) else b""
+    except ValueError:  # a malformed hash
+        return b""
 
 
 def gate_until_published(member: Member, handler: Handler) -> Handler:

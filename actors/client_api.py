@@ -16,7 +16,7 @@ from functools import partial
 import trio
 from google.protobuf.message import Message
 
-from actors.api_backend import MemberV2Backend, gate_until_published
+from actors.api_backend import MemberPasswords, MemberV2Backend, gate_until_published
 from actors.auth_gate import MemberAuthRpcBackend, authorize_methods
 from actors.cluster_backend import MemberClusterBackend
 from actors.maintenance_backend import MemberMaintenanceBackend
@@ -213,7 +213,7 @@ async def serve_client_api(
         methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
-        v2 = record_v2(usage, V2Api(MemberV2Backend(member)))
+        v2 = record_v2(usage, V2Api(MemberV2Backend(member), MemberPasswords(member)))
         inspect = partial(usage_answer, member)
         http = gate_until_published(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
         server = HttpServer(

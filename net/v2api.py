@@ -15,13 +15,16 @@ tell (checked against etcd 3.4.23 on loopback):
   GET linearizable) or watched (``wait=true``: headers first, then the event; with
   ``stream=true`` one event per chunk until the client leaves);
 - ``/v2/members``, ``/v2/members/leader``, ``/v2/machines``, ``/v2/stats/{self,leader,store}``,
-  ``/version`` and ``/health``.
+  ``/version`` and ``/health``;
+- ``/v2/auth/enable``, ``/v2/auth/users[/<name>]`` and ``/v2/auth/roles[/<name>]`` (etcd 3.4's
+  v2 auth, ``net.v2auth_http``), whose checks guard ``/v2/keys`` (the user's or the guest
+  role's key patterns; refused: error 110) and writes to ``/v2/members`` (the root role).
 
 Where we differ from etcd, on purpose: a path, query or form that is not UTF-8 after
 unescaping is refused (400; etcd keeps the bytes and renders them as U+FFFD), with the shape
 of etcd's form errors (errorCode 210, index 0) under ``/v2/keys`` and as plain text elsewhere.
-The JSON error text of a malformed ``/v2/members`` body is Python's, not Go's. ``/v2/auth``
-and ``/metrics`` are not served here (404).
+The JSON error text of a malformed ``/v2/members`` body is Python's, not Go's. ``/metrics``
+is not served here (404).
 
 The backend is the member: ``V2Backend`` below is all this module needs of it.
 """
@@ -56,6 +59,8 @@ from net.gocompat import (
     unescape_path,
 )
 from net.http.messages import Request, Response, StreamingResponse, plain_text, reason_phrase
+from net.v2auth import Passwords
+from net.v2auth_http import AUTH_PREFIX, V2AuthApi, V2AuthStore, key_refusal
 from net.v2json import error_json, error_status, event_json
 from storage.v2store import clean_path
 from storage.v2store.model import INT64_MAX, NS_PER_SECOND, Action, Event, V2Error, V2Request
@@ -366,15 +371,29 @@ def _with_cors(response: Response | StreamingResponse) -> Response | StreamingRe
     return dataclasses.replace(response, headers=(*CORS_HEADERS, *response.headers))
 
 
+class NoPasswords:
+    """``Passwords`` for an API built without them (tests, ``/health`` alone): creating a
+    user fails (500) and no password matches."""
+
+    async def hash(self, password: str) -> str:
+        raise BackendError("this API has no password hasher")
+
+    async def check(self, hashed: str, password: str) -> bool:
+        return False
+
+
 class V2Api:
     """The v2 client API of one member.
 
     Args:
         backend: the member.
+        passwords: bcrypt for v2 auth (the member's seeded salts and hasher).
     """
 
-    def __init__(self, backend: V2Backend) -> None:
+    def __init__(self, backend: V2Backend, passwords: Passwords | None = None) -> None:
         self._backend = backend
+        store = V2AuthStore(backend, passwords or NoPasswords())
+        self.auth = V2AuthApi(store, self._cluster_header)
 
     async def __call__(self, request: Request) -> Response | StreamingResponse:
         """Answer any request on the client port (unknown paths get 404)."""
@@ -402,6 +421,8 @@ class V2Api:
             return await self._keys(request, path)
         if path == MEMBERS_PREFIX or path.startswith(MEMBERS_PREFIX + "/"):
             return await self._members(request, path)
+        if path.startswith(AUTH_PREFIX + "/"):
+            return await self.auth.route(request, path)
         match path:
             case "/v2/machines":
                 return self._machines(request)
@@ -437,6 +458,10 @@ class V2Api:
             parsed = parse_key_request(request.method, key, form, backend.now_ns())
         except V2Error as error:
             return _key_error(error, cluster)
+        if not await self.auth.key_allowed(
+            request, path[len(KEYS_PREFIX) :], parsed.request.recursive
+        ):
+            return key_refusal(cluster)
         try:
             if parsed.wait and not parsed.quorum:
                 return self._watch(parsed, cluster)
@@ -491,6 +516,8 @@ class V2Api:
     async def _members(self, request: Request, path: str) -> Response:
         if request.method not in MEMBERS_METHODS:
             return _not_allowed(",".join(MEMBERS_METHODS))
+        if not await self.auth.write_root_allowed(request):
+            return _message(401, "Insufficient credentials")
         cluster = self._cluster_header()
         rest = path[len(MEMBERS_PREFIX) :].removeprefix("/")
         match request.method:
