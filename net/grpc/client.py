@@ -15,6 +15,10 @@ Every failure is an :class:`~net.v3.errors.RpcError`: the status of the trailers
 ``DEADLINE_EXCEEDED`` when ``timeout_s`` passes (the server is told with ``grpc-timeout`` and,
 if it is still running, RST_STREAM), ``UNAVAILABLE`` when the connection cannot be opened or
 breaks.
+
+Over TLS (``ssl_context``), the connection is wrapped before HTTP/2 starts and the context
+should offer ALPN ``h2`` only (``net.client_tls``), as gRPC clients do; ``:scheme`` is then
+``https``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -36,6 +41,7 @@ import trio
 import trio.lowlevel
 from google.protobuf.message import DecodeError, Message
 
+from net.client_tls import tls_connect
 from net.grpc.framing import (
     CONTENT_TYPE,
     decode_status_message,
@@ -290,12 +296,21 @@ class GrpcChannel:
         network: how to reach the server.
         address: ``"host:port"``.
         limits: the bounds; the defaults take responses up to 64 MiB.
+        ssl_context: TLS for the connection (None: in the clear).
     """
 
-    def __init__(self, network: Network, address: str, limits: GrpcLimits | None = None) -> None:
+    def __init__(
+        self,
+        network: Network,
+        address: str,
+        limits: GrpcLimits | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._network = network
         self._address = address
         self._limits = limits if limits is not None else CLIENT_LIMITS
+        self._ssl_context = ssl_context
         self._connection: _ClientConnection | None = None
         self._connect_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
@@ -372,7 +387,7 @@ class GrpcChannel:
     ) -> list[tuple[bytes, bytes]]:
         headers = [
             (b":method", b"POST"),
-            (b":scheme", b"http"),
+            (b":scheme", b"http" if self._ssl_context is None else b"https"),
             (b":path", path.encode("ascii")),
             (b":authority", self._address.encode("ascii")),
             (b"content-type", CONTENT_TYPE),
@@ -393,6 +408,8 @@ class GrpcChannel:
                 raise RuntimeError("use GrpcChannel as `async with GrpcChannel(...) as channel`")
             try:
                 stream = await self._network.connect(self._address)
+                if self._ssl_context is not None:
+                    stream = await tls_connect(stream, self._ssl_context, self._address)
             except NetworkError as error:
                 raise RpcError(StatusCode.UNAVAILABLE, f"cannot connect: {error}") from error
             connection = _ClientConnection(stream, self._limits)

@@ -1,0 +1,53 @@
+"""The client's TLS rules (net.client_tls): which endpoints speak TLS, and the contexts."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from net.client_tls import (
+    ALPN_H2,
+    ClientTls,
+    ClientTlsError,
+    endpoint_with_scheme,
+)
+from net.tcp import TcpNetwork
+from net.v3.client import V3Client
+
+
+def test_bare_endpoints_are_clear_unless_a_file_or_secure_transport_is_asked_for() -> None:
+    assert endpoint_with_scheme("127.0.0.1:2379", ClientTls()) == "http://127.0.0.1:2379"
+    with_ca = ClientTls(ca_file="ca.pem")
+    assert endpoint_with_scheme("127.0.0.1:2379", with_ca) == "https://127.0.0.1:2379"
+    secure = ClientTls(insecure_transport=False)
+    assert endpoint_with_scheme("h:1", secure) == "https://h:1"
+
+
+def test_a_scheme_given_wins_over_the_flags() -> None:
+    with_ca = ClientTls(ca_file="ca.pem")
+    assert endpoint_with_scheme("http://h:1/", with_ca) == "http://h:1"
+    assert endpoint_with_scheme("https://h:1", ClientTls()) == "https://h:1"
+    with pytest.raises(ValueError, match="not host:port"):
+        endpoint_with_scheme("unix://x", ClientTls())
+
+
+def test_contexts_verify_unless_told_not_to(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca_path.write_bytes(ca.cert_pem.bytes())
+    context = ClientTls(ca_file=str(ca_path)).context(ALPN_H2)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    skipping = ClientTls(insecure_skip_verify=True).context(ALPN_H2)
+    assert skipping.verify_mode is ssl.CERT_NONE
+
+
+def test_a_missing_file_is_refused_when_the_client_is_made(tmp_path: Path) -> None:
+    missing = ClientTls(ca_file=str(tmp_path / "nothing.pem"))
+    with pytest.raises(ClientTlsError, match="cannot load the TLS files"):
+        V3Client(TcpNetwork(), ["127.0.0.1:1"], tls=missing)
+    # an http:// endpoint needs no context, so nothing is loaded
+    V3Client(TcpNetwork(), ["http://127.0.0.1:1"], tls=missing)
