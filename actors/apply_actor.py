@@ -20,21 +20,31 @@ made, then named by the snapshot metadata (one fsync); one from the leader is
 installed from the chunks the storage actor's save named, read from the
 RaftStore one at a time. Chunk sets older than the snapshot made or installed
 are then dropped.
+
+A snapshot made here does not hold up applying. The scans are opened between
+two batches, so they see the state exactly at the snapshot's index; a task of
+the actor's own (one at a time) then turns them into chunks, stores them and
+writes the metadata, while the actor goes on applying. At 100,000 keys the
+scan takes one to two seconds, which before this stalled every write and read
+behind it (docs/benchmarks.md, "Levers"). A snapshot from the leader to
+install first cancels a snapshot still being made (its chunks are below the
+installed index, so the install drops them).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
 from actors.codec import SnapshotManifest
 from actors.membership import Membership
-from actors.raft import Snapshot
+from actors.raft import ConfState, Snapshot
 from actors.raft_actor import Applied, ApplyWork, RaftInput
 from actors.state_machine import Applied as Outcome
-from actors.state_machine import StateMachine
+from actors.state_machine import ChunkBuilder, StateMachine
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.kv import KeyValueStore
@@ -47,6 +57,9 @@ SNAPSHOT_EVERY_ENTRIES = 10_000
 """Applied entries between two snapshots of the state machine."""
 CATCH_UP_ENTRIES = 5_000
 """Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot."""
+SNAPSHOT_RECORDS_PER_STEP = 256
+"""Records scanned into a snapshot between two checkpoints: about 0.1 MB, a millisecond or
+two of the event loop (a whole 1 MiB chunk at once held every other task 25 ms)."""
 
 
 class ApplyActor:
@@ -80,20 +93,30 @@ class ApplyActor:
         self.watch_hub = WatchHub(machine.mvcc)
         """The v3 watchers (the member runs its catch-up task: ``actors.watch_hub``)."""
         self._compaction_lot = trio.lowlevel.ParkingLot()
+        self._nursery: trio.Nursery | None = None
+        """Where snapshots are made while ``run`` runs (None: inline, as direct calls do)."""
+        self._snapshot_scope: trio.CancelScope | None = None
+        self._snapshot_done = trio.Event()
+        self._snapshot_done.set()
 
     async def run(self) -> None:
         """Apply every batch until cancelled; between batches, finish any MVCC compaction
         a bounded step at a time (so a large compaction never holds up the next batch)."""
-        async with self.inbox, self.to_raft:
-            while True:
-                try:
-                    work = await self._next_work()
-                except trio.EndOfChannel:
-                    return
-                if work is None:
-                    await self.compaction_step()
-                else:
-                    await self.apply(work)
+        async with self.inbox, self.to_raft, trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                while True:
+                    try:
+                        work = await self._next_work()
+                    except trio.EndOfChannel:
+                        return
+                    if work is None:
+                        await self.compaction_step()
+                    else:
+                        await self.apply(work)
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()  # a snapshot being made is abandoned
 
     async def _next_work(self) -> ApplyWork | None:
         """The next batch; None when there is none yet and a compaction step is due."""
@@ -149,6 +172,7 @@ class ApplyActor:
 
     async def install(self, snapshot: Snapshot) -> None:
         """Install a snapshot the storage actor saved, from its chunks in the RaftStore."""
+        await self.abandon_snapshot()
         index = snapshot.metadata.index
         await self.machine.install_stored_snapshot(
             self.kv,
@@ -163,28 +187,59 @@ class ApplyActor:
         log.info("installed a snapshot at index %d", index)
 
     async def maybe_snapshot(self) -> None:
-        """Snapshot the state machine and compact the log, every so many entries."""
+        """Snapshot the state machine and compact the log, every so many entries: the scans
+        are opened now, the rest runs beside the applying when ``run`` runs."""
         index = self.machine.applied_index
         if index - self.last_snapshot_index < self.snapshot_every_entries:
             return
-        if self._leader_snapshot_pending(index):
+        if not self._snapshot_done.is_set() or self._leader_snapshot_pending(index):
             return
-        chunks, size_bytes = await self._store_chunks(index)
+        # Everything the snapshot says is taken now, between two batches.
+        records = self.machine.snapshot_records(self.kv, self.applied)
+        term = self.raft_store.term(index)
+        conf = self.machine.conf_state
+        self._snapshot_done = trio.Event()
+        self._snapshot_scope = trio.CancelScope()
+        if self._nursery is None:
+            await self._make_snapshot(index, term, conf, records)
+        else:
+            self._nursery.start_soon(self._make_snapshot, index, term, conf, records)
+
+    async def abandon_snapshot(self) -> None:
+        """Cancel a snapshot being made and return once it has stopped."""
+        if self._snapshot_scope is not None:
+            self._snapshot_scope.cancel()
+        await self._snapshot_done.wait()
+
+    async def _make_snapshot(
+        self, index: int, term: int, conf: ConfState, records: Iterator[tuple[bytes, bytes]]
+    ) -> None:
+        started_s = trio.current_time()
+        done, scope = self._snapshot_done, self._snapshot_scope
+        assert scope is not None
+        try:
+            with scope:
+                await self._write_snapshot(index, term, conf, records, started_s)
+        finally:
+            self._snapshot_scope = None
+            done.set()
+
+    async def _write_snapshot(
+        self,
+        index: int,
+        term: int,
+        conf: ConfState,
+        records: Iterator[tuple[bytes, bytes]],
+        started_s: float,
+    ) -> None:
+        chunks, size_bytes = await self._store_chunks(index, records)
         if self._leader_snapshot_pending(index):
             # The storage actor saved the leader's snapshot meanwhile (and perhaps
             # replaced the log): ours is out of date.
             self.raft_store.clear_snapshot_chunks(index, received=False)
             return
-        conf = self.machine.conf_state
         record = SnapshotRecord(
-            index,
-            self.raft_store.term(index),
-            conf.voters,
-            conf.learners,
-            b"",
-            chunks,
-            size_bytes,
-            received=False,
+            index, term, conf.voters, conf.learners, b"", chunks, size_bytes, received=False
         )
         await self.raft_store.create_snapshot(record)
         self.raft_store.drop_snapshot_chunks_below(index)
@@ -192,19 +247,41 @@ class ApplyActor:
         compact_index = index - self.catch_up_entries
         if compact_index >= self.raft_store.first_index():
             await self.raft_store.compact(compact_index)
-        log.info("snapshot at index %d; log compacted up to %d", index, max(compact_index, 0))
+        log.info(
+            "snapshot at index %d (%d chunks, %d bytes, %.2f s); log compacted up to %d",
+            index,
+            chunks,
+            size_bytes,
+            trio.current_time() - started_s,
+            max(compact_index, 0),
+        )
 
-    async def _store_chunks(self, index: int) -> tuple[int, int]:
-        """Scan the persisted state (persisted up to ``index`` by ``apply``) into chunks in
-        the RaftStore, one at a time; returns how many, and their bytes (sealed)."""
+    async def _store_chunks(
+        self, index: int, records: Iterator[tuple[bytes, bytes]]
+    ) -> tuple[int, int]:
+        """Cut the records (the state persisted up to ``index``) into chunks and store each
+        in the RaftStore as it closes, a bounded step at a time; returns how many chunks,
+        and their bytes (sealed)."""
         self.raft_store.clear_snapshot_chunks(index, received=False)
+        builder = ChunkBuilder()
         chunks = size_bytes = 0
-        for seq, body in enumerate(self.machine.snapshot_chunks(self.kv, self.applied)):
-            value = encode_snapshot_chunk(index, seq, body)
-            self.raft_store.put_snapshot_chunk(index, False, seq, value)
+
+        def store(body: bytes) -> None:
+            nonlocal chunks, size_bytes
+            value = encode_snapshot_chunk(index, chunks, body)
+            self.raft_store.put_snapshot_chunk(index, False, chunks, value)
             chunks += 1
             size_bytes += len(value)
+
+        while step := list(itertools.islice(records, SNAPSHOT_RECORDS_PER_STEP)):
+            for key, value in step:
+                body = builder.add(key, value)
+                if body is not None:
+                    store(body)
             await trio.lowlevel.checkpoint()
+        last = builder.finish()
+        if last is not None:
+            store(last)
         return chunks, size_bytes
 
     def _leader_snapshot_pending(self, index: int) -> bool:

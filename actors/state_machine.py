@@ -497,16 +497,21 @@ class StateMachine:
         Call it right after ``persist``: the records are then exactly the applied state (the
         configuration travels in the snapshot metadata). Consumed lazily, one chunk at a time.
         """
+        return chunk_records(self.snapshot_records(kv, applied), chunk_bytes)
+
+    def snapshot_records(
+        self, kv: KeyValueStore, applied: AppliedState
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The records ``snapshot_chunks`` cuts into chunks, in key order, from prefix scans
+        made at the call (so a caller may consume them while later batches are applied)."""
         assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
         members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
-        records = itertools.chain(  # in key order: auth/, lease/, mvcc/, snapshot/members, v2/
-            kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX)),
+        return itertools.chain(  # in key order: lease/, mvcc/, snapshot/members, v2/
             kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
             kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
             [(SNAPSHOT_MEMBERS_KEY, members)],
             kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
         )
-        return chunk_records(records, chunk_bytes)
 
     @staticmethod
     def bootstrap_snapshot_chunks(members: list[Member]) -> list[bytes]:
@@ -626,21 +631,51 @@ def chunk_records(
     Raises:
         ValueError: one record alone is over ``SNAPSHOT_CHUNK_BYTES_MAX``.
     """
-    pairs: list[list[bytes]] = []
-    size_bytes = 0
-    emitted = False
+    builder = ChunkBuilder(chunk_bytes)
     for key, value in records:
+        body = builder.add(key, value)
+        if body is not None:
+            yield body
+    last = builder.finish()
+    if last is not None:
+        yield last
+
+
+class ChunkBuilder:
+    """``chunk_records`` a record at a time, for a caller that pauses between records."""
+
+    def __init__(self, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._pairs: list[list[bytes]] = []
+        self._size_bytes = 0
+        self._emitted = False
+
+    def add(self, key: bytes, value: bytes) -> bytes | None:
+        """Take one record; the chunk body it closed, if it closed one.
+
+        Raises:
+            ValueError: the record alone is over ``SNAPSHOT_CHUNK_BYTES_MAX``.
+        """
         record_bytes = len(key) + len(value)
         if record_bytes > SNAPSHOT_CHUNK_BYTES_MAX - CHUNK_OVERHEAD_BYTES:
             raise ValueError(f"record {key!r} of {record_bytes} bytes is too large to snapshot")
-        if pairs and size_bytes + record_bytes > chunk_bytes:
-            yield cbor2.dumps(pairs)
-            emitted = True
-            pairs, size_bytes = [], 0
-        pairs.append([key, value])
-        size_bytes += record_bytes
-    if pairs or not emitted:
-        yield cbor2.dumps(pairs)
+        body = None
+        if self._pairs and self._size_bytes + record_bytes > self._chunk_bytes:
+            body = cbor2.dumps(self._pairs)
+            self._emitted = True
+            self._pairs, self._size_bytes = [], 0
+        self._pairs.append([key, value])
+        self._size_bytes += record_bytes
+        return body
+
+    def finish(self) -> bytes | None:
+        """The last chunk body: the records not yet in one, or an empty chunk if none was."""
+        if not self._pairs and self._emitted:
+            return None
+        body = cbor2.dumps(self._pairs)
+        self._emitted = True
+        self._pairs, self._size_bytes = [], 0
+        return body
 
 
 CHUNK_OVERHEAD_BYTES = 64

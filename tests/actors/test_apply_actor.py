@@ -10,10 +10,10 @@ from actors.apply_actor import ApplyActor
 from actors.codec import SnapshotManifest, snapshot_from_record
 from actors.raft import Entry, ReadState, Snapshot
 from actors.raft_actor import Applied, ApplyWork, RaftInput
-from actors.state_machine import StateMachine
+from actors.state_machine import StateMachine, decode_snapshot_chunk
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
-from storage.kv import MemoryKeyValueStore
+from storage.kv import MemoryKeyValueStore, WriteBatch
 from storage.raft_store import (
     HardStateRecord,
     LogRecord,
@@ -153,3 +153,74 @@ async def test_the_answer_goes_before_the_waiters_are_woken() -> None:
     actor.waiters.applied = lambda applied_index: seen.append(answers(raft_inbox))  # type: ignore[method-assign]
     await actor.apply(ApplyWork(None, entries(2, 3), ()))
     assert seen == [[Applied(3)]]
+
+
+FILLER_RECORDS = 5_000
+"""Records under ``mvcc/`` (not a real MVCC store's: only scanned into chunks), enough for a
+snapshot to take many bounded steps."""
+
+
+def running_actor(
+    raft_store: RaftStore, applied: AppliedState, machine: StateMachine, kv: MemoryKeyValueStore
+) -> tuple[ApplyActor, trio.MemorySendChannel[ApplyWork], trio.MemoryReceiveChannel[RaftInput]]:
+    """An actor for ``run``, snapshotting every 5 entries: its inbox and the raft inbox."""
+    work_in, inbox = trio.open_memory_channel[ApplyWork](4)
+    to_raft, raft_inbox = trio.open_memory_channel[RaftInput](RAFT_INBOX_LENGTH)
+    actor = ApplyActor(
+        machine, kv=kv, applied=applied, raft_store=raft_store, inbox=inbox, to_raft=to_raft,
+        waiters=Waiters(), on_membership=lambda membership: None, snapshot_every_entries=5,
+        catch_up_entries=2,
+    )  # fmt: skip
+    return actor, work_in, raft_inbox
+
+
+def fill(kv: MemoryKeyValueStore) -> None:
+    batch = WriteBatch()
+    for number in range(FILLER_RECORDS):
+        batch.put(b"mvcc/filler/%06d" % number, b"v" * 200)
+    kv.apply(batch)
+
+
+async def test_batches_are_applied_while_a_snapshot_is_being_made() -> None:
+    """The snapshot's scan runs beside the applying: the batch after the one that started it
+    is applied and answered before the snapshot is stored, which then holds every record."""
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    fill(kv)
+    actor, work_in, raft_inbox = running_actor(raft_store, applied, machine, kv)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run)
+        await work_in.send(ApplyWork(None, entries(2, 10), ()))  # starts a snapshot at 10
+        await work_in.send(ApplyWork(None, entries(11, 11), ()))
+        assert await raft_inbox.receive() == Applied(10)
+        assert await raft_inbox.receive() == Applied(11)
+        assert snapshot_index(raft_store) == 1  # still being made
+        while snapshot_index(raft_store) != 10:
+            await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    stored = raft_store.snapshot()
+    assert stored is not None
+    bodies = [bytes(body) for _, body, _ in raft_store.snapshot_chunks(10, False, stored.chunks)]
+    keys = [key for body in bodies for key, _ in decode_snapshot_chunk(body)]
+    assert sum(key.startswith(b"mvcc/filler/") for key in keys) == FILLER_RECORDS
+    assert raft_store.first_index() == 9
+
+
+async def test_a_leader_snapshot_to_install_abandons_the_one_being_made() -> None:
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    fill(kv)
+    actor, work_in, raft_inbox = running_actor(raft_store, applied, machine, kv)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run)
+        await work_in.send(ApplyWork(None, entries(2, 10), ()))  # starts a snapshot at 10
+        assert await raft_inbox.receive() == Applied(10)
+        leader_snapshot = snapshot_record(raft_store, 20, 2)
+        await raft_store.save(HardStateRecord(term=2, vote=0, commit=20), [], leader_snapshot)
+        await work_in.send(ApplyWork(as_snapshot(leader_snapshot), (), ()))
+        assert await raft_inbox.receive() == Applied(20)
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert snapshot_index(raft_store) == 20
+    assert machine.applied_index == 20
+    assert actor.last_snapshot_index == 20
