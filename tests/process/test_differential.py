@@ -9,9 +9,9 @@ own. How replies are compared (indexes as deltas from an anchor write, loose tim
 reads see the member's own writes; each case has its own key prefix ``/diff/<case>``.
 
 Error codes of §1.6 that the v2 keys API of etcd 3.4 never sends, so there is no request to
-compare: 103, 106 (keys live under etcd's internal ``/1``), 109, 110 (v2 auth, not served by
-troika), 200 and 204-208 (v2http does not use them), 301 (v2http answers 300 for every raft
-error), 400 (needs a snapshot to reach a watching member), 402-404, 500.
+compare: 103, 106 (keys live under etcd's internal ``/1``), 109, 110 (v2 auth: compared in
+``test_v2_auth_differential.py``), 200 and 204-208 (v2http does not use them), 301 (v2http
+answers 300 for every raft error), 400 (needs a snapshot to reach a watching member), 402-404, 500.
 """
 
 from __future__ import annotations
