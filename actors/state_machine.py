@@ -89,9 +89,11 @@ log = logging.getLogger(__name__)
 MEMBERSHIP_BLOB = b"membership"
 CONF_STATE_BLOB = b"conf-state"
 
-SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
 """A snapshot chunk is cut before the record that would take its keys and values past this
-(a chunk holds at least one record, and none is over ``SNAPSHOT_CHUNK_BYTES_MAX``)."""
+(a chunk holds at least one record, and none is over ``SNAPSHOT_CHUNK_BYTES_MAX``). Closing a
+chunk (encoding, sealing and writing it) is the longest step the apply actor's snapshot task
+takes without a checkpoint: 3-25 ms at 1 MiB on a busy machine, a quarter of that here."""
 SNAPSHOT_MEMBERS_KEY = b"snapshot/members"
 """The member table's key in a snapshot's records (it lives in an applied-state blob)."""
 MVCC_PREFIX = b"mvcc/"
