@@ -1,0 +1,121 @@
+"""What troika's gRPC server costs per unary call, apart from any handler's work.
+
+``python -m bench.grpc_transport -c 1 -c 16 -d 4``: a server process runs ``net.grpc.server``
+with one Range method whose handler returns a fixed response (one 256-byte key-value); this
+process drives it with the lean client (``bench.grpc_lite``), ``C`` calls in flight on one
+HTTP/2 connection, and reads the server's CPU time from ``/proc``. Prints calls per second
+and the server's CPU microseconds per call: the transport's whole cost (h2, HPACK, framing,
+the call's task and scopes, the socket writes), which every v3 request pays before and
+after its handler. CPU per call is the figure to compare: the rate moves with the machine's
+load, the CPU per call much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from bench.grpc_lite import LiteConnection
+from net.etcdpb import kv_pb2, rpc_pb2
+from net.grpc.server import GrpcServer
+from net.v3.methods import CallContext, unary_method
+
+RANGE_PATH = "/etcdserverpb.KV/Range"
+HOST = "127.0.0.1"
+SERVER_START_S = 1.0
+WARMUP_S = 0.5
+VALUE_BYTES = 256
+
+
+def serve(port: int) -> None:
+    """The server process: a trivial Range on ``port`` until killed."""
+    response = rpc_pb2.RangeResponse(
+        count=1, kvs=[kv_pb2.KeyValue(key=b"k", value=b"v" * VALUE_BYTES, mod_revision=5)]
+    )
+
+    async def handler(request: rpc_pb2.RangeRequest, context: CallContext) -> rpc_pb2.RangeResponse:
+        return response
+
+    server = GrpcServer({RANGE_PATH: unary_method(rpc_pb2.RangeRequest, handler)})
+
+    async def main() -> None:
+        async def connection(stream: trio.SocketStream) -> None:
+            await server.serve_connection(stream)
+
+        await trio.serve_tcp(connection, port, host=HOST)
+
+    trio.run(main)
+
+
+async def drive(port: int, in_flight: int, duration_s: float) -> int:
+    """Calls completed in ``duration_s`` with ``in_flight`` closed-loop callers."""
+    request = rpc_pb2.RangeRequest(key=b"k").SerializeToString()
+    done = 0
+    async with trio.open_nursery() as nursery:
+        connection = LiteConnection(HOST, port)
+        await nursery.start(connection.run)
+        stop_s = trio.current_time() + duration_s
+
+        async def caller() -> None:
+            nonlocal done
+            while trio.current_time() < stop_s:
+                await connection.unary(RANGE_PATH, request, None)
+                done += 1
+
+        async with trio.open_nursery() as callers:
+            for _ in range(in_flight):
+                callers.start_soon(caller)
+        nursery.cancel_scope.cancel()
+    return done
+
+
+def process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(in_flight: int, duration_s: float, port: int) -> tuple[float, float]:
+    """(calls per second, server CPU microseconds per call) against a fresh server."""
+    server = subprocess.Popen([sys.executable, "-m", "bench.grpc_transport", "--serve", str(port)])
+    try:
+        time.sleep(SERVER_START_S)
+        trio.run(drive, port, in_flight, WARMUP_S)
+        cpu_before_s, started_s = process_cpu_s(server.pid), time.perf_counter()
+        calls = trio.run(drive, port, in_flight, duration_s)
+        elapsed_s, cpu_s = time.perf_counter() - started_s, process_cpu_s(server.pid) - cpu_before_s
+    finally:
+        server.kill()
+        server.wait()
+    return calls / elapsed_s, cpu_s / max(calls, 1) * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-c", "--in-flight", type=int, action="append", help="repeatable")
+    parser.add_argument("-d", "--duration", type=float, default=4.0, help="seconds per sample")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--port", type=int, default=0, help="default: from the process id")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.serve is not None:
+        serve(arguments.serve)
+        return
+    port = arguments.port or 30000 + os.getpid() % 20000
+    for in_flight in arguments.in_flight or [1, 16]:
+        for run in range(1, arguments.runs + 1):
+            rate, cpu_us = measure(in_flight, arguments.duration, port)
+            print(
+                f"in flight {in_flight:3d}  run {run}  {rate:7.0f} calls/s  "
+                f"server CPU {cpu_us:6.1f} us/call"
+            )
+
+
+if __name__ == "__main__":
+    main()
