@@ -188,6 +188,25 @@ def peer_client_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+def verified_common_name(stream: trio.abc.Stream) -> str | None:
+    """The CommonName of the client certificate a TLS server stream verified (None: no TLS,
+    no certificate asked for, or none verified): with ``--client-cert-auth`` it names the
+    user, as etcd's ``AuthInfoFromTLS``."""
+    while isinstance(stream, _CountingStream):
+        stream = stream.inner
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    try:
+        certificate = stream.getpeercert()
+    except (ValueError, AttributeError):  # no handshake yet
+        return None
+    for rdn in (certificate or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName" and isinstance(value, str):
+                return value
+    return None
+
+
 class _CountingStream(trio.abc.Stream):
     """A stream that adds the bytes it carries to its network's tallies for one address."""
 

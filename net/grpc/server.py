@@ -51,6 +51,7 @@ from net.grpc.framing import (
 )
 from net.grpc.limits import GrpcLimits
 from net.grpc.transport import H2Shell, Inbound, StreamClosed
+from net.tls import verified_common_name
 from net.v3.errors import RpcError, StatusCode
 from net.v3.methods import CallContext, Method, Methods, UnaryMethod
 
@@ -124,6 +125,7 @@ class _Call:
 
 class _ServerConnection:
     def __init__(self, stream: trio.abc.Stream, server: GrpcServer, limits: GrpcLimits) -> None:
+        self._peer_name = verified_common_name(stream)  # --client-cert-auth's user
         # Our own response headers are fixed, lower-case and valid: checking them again on
         # every send cost 12 % of a unary call's CPU (docs/benchmarks.md, "Levers"). What
         # clients send is still validated.
@@ -296,7 +298,7 @@ class _ServerConnection:
             deadline = trio.current_time() + timeout_s
         encoding = fields.get(b"grpc-encoding", b"").decode("latin-1")
         inbound = Inbound(stream_id, self._limits.receive_message_bytes_max, encoding)
-        call = _Call(inbound, CallContext(_metadata(headers), deadline))
+        call = _Call(inbound, CallContext(_metadata(headers), deadline, self._peer_name))
         self._shell.inbound[stream_id] = inbound
         self._calls[stream_id] = call
         self._set_idle_deadline()
