@@ -120,7 +120,12 @@ def add_learner(
             "--initial-cluster-token", cluster.layout.token,
             *extra_flags,
         ]  # fmt: skip
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        # its own session, as TroikaCluster starts the voters: with the kernel's autogroup
+        # scheduling a session shares CPU as one, so a learner left in ours would share a
+        # voter's slice with the clients and every other learner
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
     except BaseException:
         ports.release()
@@ -236,7 +241,7 @@ def run_point(
         outputs = {name: Path(scratch) / f"{name}.json" for name in endpoints}
         cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
         clients = [
-            subprocess.Popen(shape.client_argv(url, outputs[name]))
+            subprocess.Popen(shape.client_argv(url, outputs[name]), start_new_session=True)
             for name, url in endpoints.items()
         ]
         for client in clients:
