@@ -118,6 +118,18 @@ SEQUENCE: tuple[Step, ...] = (
     Step("PUT", f"{USERS}/dora", '{"user":"dora"}'),  # now unchanged
     Step("DELETE", f"{USERS}/dora"),
     Step("DELETE", f"{USERS}/nobody"),
+    Step("PUT", f"{USERS}/erin", '{"user":"erin","password":"e","roles":[]}'),  # roles []
+    Step("DELETE", f"{USERS}/erin"),
+    Step("PUT", f"{ROLES}/_hidden", '{"role":"_hidden"}'),
+    Step("GET", ROLES),  # a hidden record is not listed
+    Step("GET", f"{ROLES}/_hidden"),
+    Step("DELETE", f"{ROLES}/_hidden"),
+    Step("PUT", f"{ROLES}/r%C3%A9le", '{"role":"r\u00e9le"}'),  # an escaped name
+    Step("GET", f"{ROLES}/r%C3%A9le"),
+    Step("DELETE", f"{ROLES}/r%C3%A9le"),
+    Step("GET", f"{USERS}/a%2Fb"),
+    Step("GET", f"{USERS}/./x"),  # unclean: redirected
+    Step("GET", f"{USERS}?a=%zz"),  # a malformed query
     # malformed requests, paths and methods
     Step("PUT", f"{USERS}/bob", "xx"),
     Step("PUT", f"{USERS}/bob", ""),
@@ -148,11 +160,15 @@ SEQUENCE: tuple[Step, ...] = (
     Step("DELETE", f"{USERS}/root", user=ROOT),
     # the guest role lets everyone in; the keys check comes after the parameters' check
     Step("GET", "/v2/keys/foo/x"),
+    Step("GET", "/v2/keys"),  # the key "" matches no pattern, not even /*
+    Step("GET", "/v2/keys/"),
+    Step("HEAD", "/v2/keys/foo/x"),
     Step("PUT", "/v2/keys/foo/y", "value=2"),
     Step("GET", "/v2/keys/foo/x?wait=true&waitIndex=abc"),
     Step("DELETE", f"{ROLES}/guest", user=ROOT),
     Step("GET", "/v2/keys/foo/x"),
     Step("GET", "/v2/keys/foo/x?prevIndex=abc"),
+    Step("GET", "/v2/keys/foo/x?wait=true"),  # refused at once, not a watch
     Step("PUT", "/v2/keys/foo/x", "value=3"),
     Step("PUT", "/v2/keys/foo/x", "value=3", user=ALICE),
     Step("PUT", "/v2/keys/foo", "value=3", user=ALICE),
