@@ -504,17 +504,17 @@ class V2AuthApi:
         store = self.store
         names = await store.all_users()
         _parse_form(request)
-        users: list[dict[str, Any]] | None = None
+        users: list[dict[str, Any]] = []
         for name in names:
             user = await store.get_user(name)
             roles = []
             for role_name in user.roles or ():
                 try:
                     roles.append(await store.get_role(role_name))
-                except AuthError:
+                except AuthError:  # the listing skips a missing role; GET of the user fails
                     continue
-            users = [*(users or []), _user_with_roles(user, roles)]
-        return _json(200, {"users": users}, cluster)
+            users.append(_user_with_roles(user, roles))
+        return _json(200, {"users": users or None}, cluster)
 
     async def _all_roles(self, request: Request, cluster: tuple[str, str]) -> Response:
         store = self.store
