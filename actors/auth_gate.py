@@ -165,7 +165,12 @@ class AuthGate:
                 store.check_admin(info)
             elif path in _NAMED_PREFIX_PATHS:
                 prefix = _named_prefix(request)
-                store.check_range(info, prefix, prefix_end(prefix))
+                try:
+                    store.check_range(info, prefix, prefix_end(prefix))
+                except AuthError as error:
+                    # etcd's lock and election servers pass on their KV client's error as it
+                    # is: code UNKNOWN, the KV error's message
+                    raise RpcError(StatusCode.UNKNOWN, rpc_error(error).message) from None
         except AuthError as error:
             raise rpc_error(error) from None
 
