@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
 from actors.auth_apply import AuthApplier, rpc_error
@@ -231,6 +232,8 @@ def _authorized(gate: AuthGate, path: str, method: Method) -> Method:
         try:
             if path == _WATCH:
                 requests = _permitted_watches(gate, info, requests, send)
+            elif path in ADMIN_PATHS:  # Snapshot: checked before it starts, whatever it reads
+                gate.before(path, Empty(), info)
             else:
                 first = _FirstChecked(gate, path, info, requests)
                 requests = first.requests()
