@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ from net.v3.methods import CallContext, unary_method
 
 RANGE_PATH = "/etcdserverpb.KV/Range"
 HOST = "127.0.0.1"
-SERVER_START_S = 1.0
+SERVER_START_TIMEOUT_S = 15.0
+SERVER_POLL_S = 0.05
 WARMUP_S = 0.5
 VALUE_BYTES = 256
 
@@ -81,11 +83,24 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_port(port: int) -> None:
+    """Return once the server accepts connections (imports take a while on a busy machine)."""
+    deadline_s = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=SERVER_POLL_S).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline_s:
+                raise
+            time.sleep(SERVER_POLL_S)
+
+
 def measure(in_flight: int, duration_s: float, port: int) -> tuple[float, float]:
     """(calls per second, server CPU microseconds per call) against a fresh server."""
     server = subprocess.Popen([sys.executable, "-m", "bench.grpc_transport", "--serve", str(port)])
     try:
-        time.sleep(SERVER_START_S)
+        wait_for_port(port)
         trio.run(drive, port, in_flight, WARMUP_S)
         cpu_before_s, started_s = process_cpu_s(server.pid), time.perf_counter()
         calls = trio.run(drive, port, in_flight, duration_s)

@@ -35,6 +35,42 @@ def encode_message(payload: bytes) -> bytes:
     return _PREFIX.pack(0, len(payload)) + payload
 
 
+_HPACK_STATUS_200 = b"\x88"
+"""``:status: 200``, entry 8 of HPACK's static table."""
+_HPACK_LITERAL_NEW_NAME = b"\x00"
+"""A literal field without indexing, its name a literal too (RFC 7541, 6.2.2)."""
+_HPACK_STRING_PREFIX_BITS = 7
+
+
+def _hpack_integer(value: int, prefix_bits: int) -> bytes:
+    """RFC 7541, 5.1 (the byte's other bits zero: a string that is not Huffman-coded)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([value])
+    encoded = bytearray([limit])
+    value -= limit
+    while value >= 0x80:
+        encoded.append((value & 0x7F) | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
+def literal_header_block(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """An HPACK block that neither side's dynamic table takes part in: ``:status: 200`` by
+    its static index, every other field a literal without indexing. Such a block means the
+    same whatever the tables hold, so it can be encoded once and sent on every call."""
+    block = bytearray()
+    for name, value in headers:
+        if (name, value) == (b":status", b"200"):
+            block += _HPACK_STATUS_200
+            continue
+        block += _HPACK_LITERAL_NEW_NAME
+        block += _hpack_integer(len(name), _HPACK_STRING_PREFIX_BITS) + name
+        block += _hpack_integer(len(value), _HPACK_STRING_PREFIX_BITS) + value
+    return bytes(block)
+
+
 def too_large_to_receive(length: int, limit: int) -> RpcError:
     return RpcError(
         StatusCode.RESOURCE_EXHAUSTED,

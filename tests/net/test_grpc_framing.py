@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from random import Random
 
+import hpack
 import pytest
 
 from net.grpc.framing import (
@@ -14,6 +15,7 @@ from net.grpc.framing import (
     encode_message,
     encode_status_message,
     format_timeout,
+    literal_header_block,
     parse_timeout,
 )
 from net.v3.errors import RpcError, StatusCode
@@ -107,3 +109,29 @@ def test_the_frame_guard_bounds_a_header_block_over_continuations() -> None:
     ended = FrameGuard(0, 100, 250)
     wire = frame(100, 1) + b"h" * 100 + frame(100, 9, 0x4) + b"c" * 100
     assert ended.feed(wire + frame(100, 1, 0x4) + b"h" * 100) is None
+
+
+@pytest.mark.parametrize("table_bytes", [4096, 0])
+def test_a_literal_header_block_decodes_alike_whatever_the_table_holds(table_bytes: int) -> None:
+    """hpack's own decoder reads it back, before and after indexed blocks changed its table
+    (or with a table of 0 bytes), and it adds nothing to the table."""
+    headers = (
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"x-long", b"v" * 300),  # lengths over 127: a multi-byte integer
+        (b"grpc-status", b"0"),
+    )
+    block = literal_header_block(headers)
+    decoder = hpack.Decoder()
+    encoder = hpack.Encoder()
+    decoder.header_table_size = encoder.header_table_size = table_bytes
+    for round_number in range(3):
+        assert tuple(decoder.decode(block, raw=True)) == headers
+        indexed = encoder.encode([(b"grpc-status", b"%d" % round_number), (b"x-other", b"o")])
+        assert decoder.decode(indexed, raw=True) == [
+            (b"grpc-status", b"%d" % round_number),
+            (b"x-other", b"o"),
+        ]
+    table_before = len(decoder.header_table.dynamic_entries)
+    decoder.decode(block, raw=True)
+    assert len(decoder.header_table.dynamic_entries) == table_before
