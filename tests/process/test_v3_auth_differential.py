@@ -104,6 +104,24 @@ class Grpc:
         assert isinstance(response, rpc_pb2.AuthenticateResponse), seen
         return response.token
 
+    def snapshot_answer(self, token: str) -> Observation:
+        """Whether a Snapshot stream starts (its first message) or the error it ends with."""
+        method = self.target.channel.unary_stream(
+            "/etcdserverpb.Maintenance/Snapshot",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=rpc_pb2.SnapshotResponse.FromString,
+        )
+        call = method(
+            rpc_pb2.SnapshotRequest(), timeout=GRPC_TIMEOUT_S, metadata=[("token", token)]
+        )
+        try:
+            next(call)
+        except grpc.RpcError as error:
+            return ("snapshot", error.code().name, error.details())
+        finally:
+            call.cancel()
+        return ("snapshot", "OK")
+
     def first_watch_answer(self, create: rpc_pb2.WatchCreateRequest, token: str) -> Observation:
         """The first answer to one watch create (then the stream is cancelled)."""
         stop: queue.Queue[None] = queue.Queue()
@@ -293,6 +311,8 @@ def test_leases_watches_and_tokens_over_grpc(
                     "Maintenance/HashKV", rpc_pb2.HashKVRequest(), rpc_pb2.HashKVResponse, alice
                 )[1]
             )
+            seen.append(rpc.snapshot_answer(alice))
+            seen.append(rpc.snapshot_answer(root))
             seen.append(
                 rpc.call(
                     "Maintenance/Defragment",
@@ -345,7 +365,10 @@ def test_leases_watches_and_tokens_over_grpc(
                     root,
                 )[1]
             )
-            # a token is a member's memory: gone after a restart
+            carol = rpc_pb2.AuthUserAddRequest(name="carol-grpc", password="c")
+            seen.append(rpc.call("Auth/UserAdd", carol, rpc_pb2.AuthUserAddResponse, root)[1])
+            # kill -9 right after: the user stays; a token is a member's memory, gone
+            cluster.kill(0)
             cluster.restart(0)
         finally:
             rpc.close()
@@ -402,6 +425,19 @@ def test_the_gateway_with_the_authorization_header(
             gateway(cluster, "/v3/auth/role/get", {"role": "ro-gw"}, root),
             gateway(cluster, "/v3/auth/user/get", {"name": "nobody"}, root),
             gateway(cluster, "/v3/auth/role/get", {"role": "nope"}, root),
+            gateway(cluster, "/v3/lease/grant", {"TTL": 60, "ID": 7777}, root),
+            gateway(cluster, "/v3/lock/lock", {"name": b64(f"{p}/ro/lk"), "lease": 7777}, token),
+            gateway(cluster, "/v3/lock/lock", {"name": b64(f"{p}/rw"), "lease": 7777}, token),
+            gateway(cluster, "/v3/lock/lock", {"name": b64(f"{p}/ro/lk"), "lease": 7777}, root),
+            gateway(
+                cluster,
+                "/v3/election/campaign",
+                {"name": b64(f"{p}/ro/el"), "lease": 7777, "value": b64("me")},
+                token,
+            ),
+            gateway(cluster, "/v3/election/leader", {"name": b64(f"{p}/ro/el")}, token),
+            gateway(cluster, "/v3/maintenance/hash", {}, token),
+            gateway(cluster, "/v3/maintenance/status", {}, token)[:3],
             gateway(cluster, "/v3/auth/disable", {}, root),
             gateway(cluster, "/v3/auth/authenticate", {"name": "root", "password": "rootpw"}),
         ]
