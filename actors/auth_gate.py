@@ -135,11 +135,12 @@ class AuthGate:
 
     def __init__(self, member: Member) -> None:
         self._auth: MemberAuth = member.auth
+        self._store = member.machine.auth.store  # reloaded in place, never replaced
         self._service = V3Service(MemberV3Backend(member))
 
     def bypass(self, context: CallContext) -> bool:
         """Whether the call needs nothing: auth disabled and no token."""
-        return not self._auth.store.enabled and token_of(context) is None
+        return not self._store.enabled and token_of(context) is None
 
     async def caller(self, context: CallContext) -> AuthInfo:
         """The caller (an empty one when unknown). Raises ``RpcError``."""
