@@ -26,18 +26,34 @@ backpressure and timeouts see a disk that takes time. A batch applied while an f
 way is not covered by it (the store's rule), and a crash during the sleep loses what the fsync
 would have made durable (the ``sync()`` raises ``StorageClosed``).
 
-Everything random comes from the injected generator; ``trace`` lists crashes and restarts as
-``(virtual time, event)``.
+Failing writes and fsyncs. ``disk.fail_next("write" | "fsync", "EIO" | "ENOSPC")`` arms one
+failure: the next ``apply`` raises ``StorageFailed`` before changing anything, or the next
+fsync raises it after its delay. A failed fsync behaves as Linux's does (the "fsyncgate"
+semantics): the kernel marks the pages it could not write clean and forgets them, so the
+batches it covered are *doomed*: they stay readable until a crash, a later fsync that
+succeeds does not save them, and a crash takes them back even though later batches survive.
+A member must therefore stop at the first ``StorageFailed`` (never retry the fsync and
+acknowledge), and the simulator then crashes it (``sim.cluster``): everything unsynced or
+doomed is lost, and a restart opens what the disk kept.
+
+Slow disks. ``disk.slow_until(until_s, fsync_s)`` makes every fsync take ``fsync_s`` (hundreds
+of ms: a disk that stalls) until virtual time ``until_s``.
+
+Everything random comes from the injected generator; ``trace`` lists crashes, restarts and
+failures as ``(virtual time, event)``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from random import Random
 
 import trio
 
-from storage.kv import MemoryKeyValueStore
+from storage.errors import StorageFailed
+from storage.kv import MemoryKeyValueStore, WriteBatch
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +72,27 @@ class SimKeyValueStore(MemoryKeyValueStore):
             await trio.sleep(delay_s)
         else:
             await trio.lowlevel.checkpoint()
+        self._disk.check_armed("fsync")
+
+    def apply(self, batch: WriteBatch) -> None:
+        self._check_open()
+        if len(batch):
+            self._disk.check_armed("write")
+        super().apply(batch)
+
+    async def sync(self) -> None:
+        """As the memory store's, but a failed fsync dooms the batches it covered."""
+        self._check_open()
+        covered = len(self._unsynced)
+        try:
+            await self._wait_for_fsync()
+        except StorageFailed:
+            if not self._closed:
+                self._disk.doomed.extend(self._unsynced[:covered])
+                del self._unsynced[:covered]
+            raise
+        self._check_open()
+        del self._unsynced[:covered]
 
     def _hand_on(self) -> MemoryKeyValueStore:
         """The next incarnation is a SimKeyValueStore of the same disk, with this one's data."""
@@ -96,12 +133,53 @@ class SimDisk:
         """The store of the current incarnation."""
         self.fsyncs = 0
         self.trace: list[tuple[float, str]] = []
+        self.armed: dict[str, str] = {}
+        """One pending failure per operation ("write", "fsync"): the errno name it fails with."""
+        self.doomed: list[list[tuple[bytes, bytes | None]]] = []
+        """Undo records of batches a failed fsync covered: lost at the next crash."""
+        self.slow_until_s = 0.0
+        self.slow_fsync_s = 0.0
 
     def draw_fsync_delay_s(self) -> float:
         """How long the next fsync takes."""
+        if trio.current_time() < self.slow_until_s:
+            return self.slow_fsync_s
         if self.fsync_jitter_s > 0:
             return self.fsync_latency_s + self.fsync_jitter_s * self._rng.random()
         return self.fsync_latency_s
+
+    def fail_next(self, operation: str, error: str) -> None:
+        """Arm one failure: the next ``operation`` ("write" or "fsync") fails with ``error``
+        ("EIO" or "ENOSPC")."""
+        if operation not in FAILING_OPERATIONS or error not in FAILURE_ERRNOS:
+            raise ValueError(f"cannot fail {operation!r} with {error!r}")
+        self.armed[operation] = error
+        self._record(f"arm {self.name}: the next {operation} fails with {error}")
+
+    def disarm(self) -> None:
+        """No pending failure, no slow fsyncs (the faults are over)."""
+        self.armed.clear()
+        self.slow_until_s = 0.0
+
+    def slow_until(self, until_s: float, fsync_s: float) -> None:
+        """Every fsync takes ``fsync_s`` until virtual time ``until_s``."""
+        self.slow_until_s, self.slow_fsync_s = until_s, fsync_s
+        self._record(f"slow {self.name}: fsyncs of {fsync_s * 1000:.0f}ms until {until_s:.3f}s")
+
+    def check_armed(self, operation: str) -> None:
+        """Raise the armed failure of ``operation``, once.
+
+        Raises:
+            StorageFailed: a failure was armed for it.
+        """
+        error = self.armed.pop(operation, None)
+        if error is None:
+            return
+        code = FAILURE_ERRNOS[error]
+        self._record(f"{operation} on {self.name} failed: {error}")
+        raise StorageFailed(
+            f"cannot {operation} on {self.name}: [Errno {code}] {os.strerror(code)}"
+        )
 
     def crash(self) -> SimKeyValueStore:
         """Lose power: unsynced batches are lost (or a seed-chosen prefix of them kept, each
@@ -114,8 +192,12 @@ class SimDisk:
         kept = self._rng.randint(0, unsynced) if self.torn_writes and unsynced else 0
         store = self.store.crash(keep_unsynced_batches=kept)
         assert isinstance(store, SimKeyValueStore)
+        doomed, self.doomed = self.doomed, []
+        for undo in reversed(doomed):
+            store._take_back(undo)
         self.store = store
-        self._record(f"crash {self.name}: kept {kept} of {unsynced} unsynced batches")
+        lost = f", lost {len(doomed)} a failed fsync doomed" if doomed else ""
+        self._record(f"crash {self.name}: kept {kept} of {unsynced} unsynced batches{lost}")
         return store
 
     def restart(self) -> SimKeyValueStore:
@@ -132,4 +214,7 @@ class SimDisk:
         self.trace.append((trio.current_time(), event))
 
 
-__all__ = ["SimDisk", "SimKeyValueStore"]
+FAILING_OPERATIONS = ("write", "fsync")
+FAILURE_ERRNOS = {"EIO": errno.EIO, "ENOSPC": errno.ENOSPC}
+
+__all__ = ["FAILING_OPERATIONS", "FAILURE_ERRNOS", "SimDisk", "SimKeyValueStore"]

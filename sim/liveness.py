@@ -24,6 +24,7 @@ import trio
 from net.http.errors import HttpError
 from net.v2client import EtcdError, V2Client
 from sim.cluster import MONITOR_INTERVAL_S, SimCluster
+from sim.faults_disk import disarm_all
 
 LEADER_ELECTION_TIMEOUTS_MAX = 10
 """After healing, a leader must be up within this many election timeouts (10 s by default:
@@ -39,8 +40,9 @@ KEY = "/liveness"
 
 
 async def heal_and_restart(cluster: SimCluster) -> None:
-    """End every fault: heal the network, restart every crashed member."""
+    """End every fault: heal the network, disarm every disk, restart every crashed member."""
     cluster.network.heal()
+    disarm_all(cluster)
     for name in cluster.names:
         await cluster.restart(name)
     cluster.note("heal everything, restart every member")
@@ -50,6 +52,8 @@ async def liveness_phase(cluster: SimCluster) -> str:
     """Heal, then require a leader, a commit applied everywhere, and an answer from every
     member, each within its bound. Returns a ``liveness:`` violation, or ""."""
     await heal_and_restart(cluster)
+    if cluster.open_failures:
+        return f"durability: {cluster.open_failures[0]}"
     election_s = cluster.config(cluster.names[0]).election_timeout_s()
     leader_s_max = LEADER_ELECTION_TIMEOUTS_MAX * election_s
     healed_s = trio.current_time()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from random import Random
 
 from sim.cluster import ClusterOptions
+from sim.faults_disk import FAIL_KINDS, SLOW_DISK, SLOW_FSYNC_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,8 @@ class Fault:
     symbolic; the rest is the other side), isolate, cut (two targets), cut-one-way
     (from, to), clog (two targets, for ``duration_s``), latency (``duration_s``
     of ``value_s`` extra delay on a target's links), crash, restart, restart-all,
-    reset, heal.
+    reset, heal; and the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
+    slow-disk for ``duration_s`` with fsyncs of ``value_s``).
     """
 
     at_s: float
@@ -204,6 +206,51 @@ def _snapshot_cluster(rng: Random) -> ClusterOptions:
     return replace(_default_cluster(rng), snapshot_every_entries=40, snapshot_catch_up_entries=10)
 
 
+def _disk_faults(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """Failures on one member after another: a failed write or fsync, often a crash of that
+    member a little later (what a failed fsync doomed is lost then), and a restart of every
+    stopped member after that; now and then a slow disk instead."""
+    faults: list[Fault] = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        member = rng.choice(MEMBERS)
+        if rng.random() < 0.25:
+            length = rng.uniform(1.0, 3.0)
+            faults.append(Fault(at, SLOW_DISK, (member,), length, rng.choice(SLOW_FSYNC_S)))
+            at += rng.uniform(0.5, 2.0)
+            continue
+        faults.append(Fault(at, rng.choice(FAIL_KINDS), (member,)))
+        later = at + rng.uniform(0.2, 1.5)
+        if rng.random() < 0.7:
+            faults.append(Fault(later, "crash", (member,)))
+        faults.append(Fault(later + rng.uniform(0.2, 1.0), "restart-all"))
+        at = later + rng.uniform(0.5, 1.5)
+    faults.sort(key=lambda fault: fault.at_s)
+    return tuple(faults)
+
+
+def _slow_disk(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """A member's disk stalls (fsyncs of hundreds of ms), and the member crashes during a
+    stall now and then (what it had not synced is lost), then restarts."""
+    faults: list[Fault] = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        member = rng.choice(MEMBERS)
+        length = rng.uniform(1.0, 3.0)
+        faults.append(Fault(at, SLOW_DISK, (member,), length, rng.choice(SLOW_FSYNC_S)))
+        if rng.random() < 0.6:
+            crash_at = at + rng.uniform(0.2, length)
+            faults.append(Fault(crash_at, "crash", (member,)))
+            faults.append(Fault(crash_at + rng.uniform(0.2, 1.0), "restart-all"))
+        at += length + rng.uniform(0.3, 1.5)
+    faults.sort(key=lambda fault: fault.at_s)
+    return tuple(faults)
+
+
+MEMBERS = ClusterOptions().names()
+"""Disk faults name members (a symbolic target could resolve to another member at the crash)."""
+
+
 SWARM_KINDS = ("partition", "isolate", "cut-one-way", "clog", "latency", "crash", "reset")
 
 
@@ -271,6 +318,10 @@ SCENARIOS: dict[str, Scenario] = {
                  _default_cluster, _unsynced_loss),
         Scenario("snapshot-catch-up", "a follower falls behind the compacted log",
                  _snapshot_cluster, _snapshot_catch_up),
+        Scenario("disk-faults", "writes and fsyncs that fail (EIO, ENOSPC), crashes after them",
+                 _default_cluster, _disk_faults),
+        Scenario("slow-disk", "a disk whose fsyncs take hundreds of ms, crashes during it",
+                 _default_cluster, _slow_disk),
         Scenario("swarm", "every fault kind, knobs drawn per seed", _default_cluster, _swarm),
     )
 }  # fmt: skip

@@ -365,6 +365,11 @@ def _recheck(
         before = first[again.seed]
         if again.trace_hash == before.trace_hash:
             continue
+        if not again.trace_hash:  # the rerun itself failed (a lost worker, the time limit)
+            why = f"the determinism self-check could not run seed {again.seed} again:"
+            failed = dataclasses.replace(again, summary=[again.summary[0], why, *again.summary[1:]])
+            summary.nondeterministic.append(failed)
+            continue
         summary.nondeterministic.append(
             SeedOutcome(
                 again.seed,

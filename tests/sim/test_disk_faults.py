@@ -1,0 +1,99 @@
+"""Disk faults (``sim.disk``, ``sim.faults_disk``): failing writes and fsyncs with Linux's
+semantics, slow fsyncs, and a planted bug that retries a failed fsync, which the sweep must
+catch."""
+
+from __future__ import annotations
+
+from random import Random
+
+import pytest
+import trio
+import trio.testing
+
+from sim.disk import SimDisk
+from sim.report import failure_kind, summary_lines
+from sim.runner import RunOptions, run
+from storage.errors import StorageFailed
+from storage.kv import WriteBatch
+
+PLANTED_BUG_SEEDS_MAX = 200
+
+
+def _batch(key: bytes, value: bytes) -> WriteBatch:
+    batch = WriteBatch()
+    batch.put(key, value)
+    return batch
+
+
+def test_a_failed_write_changes_nothing_and_fails_once() -> None:
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1))
+        disk.fail_next("write", "ENOSPC")
+        with pytest.raises(StorageFailed, match="No space left on device"):
+            disk.store.apply(_batch(b"k", b"v"))
+        assert disk.store.get(b"k") is None
+        disk.store.apply(_batch(b"k", b"v"))
+        assert disk.store.get(b"k") == b"v"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_failed_fsync_dooms_what_it_covered_even_after_a_later_fsync_succeeds() -> None:
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1))
+        store = disk.store
+        store.apply(_batch(b"a", b"synced"))
+        await store.sync()
+        store.apply(_batch(b"a", b"doomed"))
+        store.apply(_batch(b"b", b"doomed"))
+        disk.fail_next("fsync", "EIO")
+        with pytest.raises(StorageFailed, match="Input/output error"):
+            await store.sync()
+        assert store.get(b"a") == b"doomed"  # still in the page cache
+        store.apply(_batch(b"c", b"later"))
+        await store.sync()  # succeeds, but does not save what the failed one covered
+        after = disk.crash()
+        assert (after.get(b"a"), after.get(b"b"), after.get(b"c")) == (b"synced", None, b"later")
+        assert "lost 2 a failed fsync doomed" in disk.trace[-1][1]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_slow_disk_takes_its_fsync_time_until_it_recovers() -> None:
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1), fsync_latency_s=0.001)
+        disk.slow_until(trio.current_time() + 1.0, 0.3)
+        started = trio.current_time()
+        disk.store.apply(_batch(b"k", b"v"))
+        await disk.store.sync()
+        assert trio.current_time() - started == pytest.approx(0.3)
+        await trio.sleep(1.0)
+        started = trio.current_time()
+        await disk.store.sync()
+        assert trio.current_time() - started == pytest.approx(0.001)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_members_stop_on_disk_failures_and_the_cluster_recovers() -> None:
+    result = run(RunOptions(seed=1, scenario="disk-faults", duration_s=6))
+    assert result.passed, "\n".join(summary_lines(result))
+    stops = [text for _, text in result.events if " stopped: cannot " in text]
+    assert stops, result.events
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bug", "scenario", "kind"),
+    [("retry-failed-fsync", "disk-faults", "safety"), ("ack-before-sync", "slow-disk", "safety")],
+)
+def test_a_planted_disk_bug_is_caught_within_200_seeds(bug: str, scenario: str, kind: str) -> None:
+    for seed in range(PLANTED_BUG_SEEDS_MAX):
+        result = run(RunOptions(seed, scenario, planted_bug=bug, duration_s=6))
+        if result.passed:
+            continue
+        assert failure_kind(result) == kind, "\n".join(summary_lines(result))
+        clean = run(RunOptions(seed, scenario, duration_s=6))
+        assert clean.passed, "\n".join(summary_lines(clean))
+        return
+    pytest.fail(f"{bug} went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds of {scenario}")
