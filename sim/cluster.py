@@ -31,7 +31,7 @@ from actors.member import BoundAddresses, Member
 from actors.raft import Role
 from sim.disk import SimDisk
 from sim.network import SimNetwork
-from storage.errors import LogCompacted, LogUnavailable
+from storage.errors import LogCompacted, LogUnavailable, StorageCorrupted, StorageFailed
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class SimCluster:
             skew_ns = int(rng.uniform(-1, 1) * options.clock_skew_s_max * 1e9)
             self.slots[name] = SimMember(name, disk, skew_ns)
         self.events: list[tuple[float, str]] = []
+        self.open_failures: list[str] = []
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -146,16 +147,23 @@ class SimCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, name: str) -> Member:
-        """Start (or restart) a member from what its disk holds."""
+    async def start(self, name: str) -> Member | None:
+        """Start (or restart) a member from what its disk holds (None: its data is damaged,
+        and it refuses to start; ``open_failures`` says why)."""
         slot = self.slots[name]
         assert slot.member is None, f"{name} is running"
         self.network.restart_host(name)
         config = self.config(name)
         store = slot.disk.store
+        try:
+            state = await open_state(config, store)
+        except StorageCorrupted as error:  # what the disk kept is damaged: the member refuses
+            self.open_failures.append(f"{name} cannot open what its disk kept: {error}")
+            self.note(f"{name} refuses to start: {error}")
+            return None
         member = Member(
             config,
-            await open_state(config, store),
+            state,
             network=self.network.host(name),
             kv=store,
             clock=TrioClock(EPOCH_NS + slot.skew_ns),
@@ -167,7 +175,12 @@ class SimCluster:
             task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             with scope:
-                await member.run(partial(serve_client_api), task_status=task_status)
+                try:
+                    await member.run(partial(serve_client_api), task_status=task_status)
+                except* StorageFailed as failure:  # the member stops, as it must: a crash
+                    if self.slots[name].member is member:
+                        self.note(f"{name} stopped: {failure.exceptions[0]}")
+                        self.crash(name)
 
         await self.nursery.start(run)
         slot.member, slot.scope = member, scope
