@@ -27,6 +27,7 @@ import trio
 from actors.leases import RELAY_RETRY_S
 from sim.cluster import MONITOR_INTERVAL_S, Monitor, SimCluster
 from sim.determinism import run_deterministic
+from sim.faults_disk import DISK_FAULT_KINDS, fire_disk_fault
 from sim.history import History, OpKind
 from sim.lease_checker import Election, LeaseFacts, check_leases
 from sim.linearizability import CheckResult, check_history
@@ -184,6 +185,8 @@ async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nu
                 network.reset(name)
         case "heal":
             network.heal()
+        case kind if kind in DISK_FAULT_KINDS:
+            fire_disk_fault(cluster, fault, names)
         case _:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
     cluster.note(f"{fault.kind} {' '.join(names)}".rstrip())
