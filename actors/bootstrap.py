@@ -71,9 +71,13 @@ etcd adds (the simulator's lease checker must catch it)."""
 PEER_NO_REDIAL = "peer-no-redial"
 """A planted bug: a peer sender whose connection broke never dials again (the simulator's
 liveness phase must catch it)."""
+RETRY_FAILED_FSYNC = "retry-failed-fsync"
+"""A planted bug: the storage actor retries a failed fsync and acknowledges the append once the
+retry succeeds, though the kernel dropped the pages it failed on (the simulator must catch it)."""
 MEMBER_PLANTED_BUGS = frozenset(
     {
         PEER_NO_REDIAL,
+        RETRY_FAILED_FSYNC,
         QUORUM_READ_WITHOUT_READ_INDEX,
         WATCH_SKIP_EVENT_WHEN_FULL,
         LESSOR_EXPIRES_ON_FOLLOWERS,

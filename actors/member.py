@@ -38,6 +38,7 @@ from actors.bootstrap import (
     LESSOR_EXPIRES_ON_FOLLOWERS,
     LESSOR_NO_PROMOTION_EXTENSION,
     PEER_NO_REDIAL,
+    RETRY_FAILED_FSYNC,
     WATCH_SKIP_EVENT_WHEN_FULL,
     MemberConfig,
     OpenedState,
@@ -183,6 +184,7 @@ class Member:
         self.storage_actor = StorageActor(
             state.raft_store, storage_receive, self.raft_send.clone(), self.transport_actor.send
         )
+        self.storage_actor.planted_retry_failed_fsync = RETRY_FAILED_FSYNC in config.planted_bugs
         self.apply_actor = ApplyActor(
             state.machine,
             kv=kv,

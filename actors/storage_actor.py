@@ -21,6 +21,7 @@ import trio
 from actors.codec import entry_to_record, hard_state_to_record, snapshot_to_record
 from actors.raft import Message, StorageAppend
 from actors.raft_actor import Persisted, RaftInput
+from storage.errors import StorageFailed
 from storage.raft_store import RaftStore
 
 
@@ -38,6 +39,9 @@ class StorageActor:
         self.inbox = inbox
         self.to_raft = to_raft
         self.send = send
+        self.planted_retry_failed_fsync = False
+        """A planted bug (``actors.bootstrap.RETRY_FAILED_FSYNC``), test only: a failed fsync is
+        retried, and what it covered acknowledged once a retry succeeds."""
 
     async def run(self) -> None:
         """Persist every append until cancelled."""
@@ -49,11 +53,16 @@ class StorageActor:
     async def persist(self, append: StorageAppend) -> None:
         """Write ``append`` durably, then release the messages that depended on it."""
         if append.has_write():
-            await self.store.save(
-                None if append.hard_state is None else hard_state_to_record(append.hard_state),
-                [entry_to_record(entry) for entry in append.entries],
-                None if append.snapshot is None else snapshot_to_record(append.snapshot),
-                sync=append.must_sync,
-            )
+            try:
+                await self.store.save(
+                    None if append.hard_state is None else hard_state_to_record(append.hard_state),
+                    [entry_to_record(entry) for entry in append.entries],
+                    None if append.snapshot is None else snapshot_to_record(append.snapshot),
+                    sync=append.must_sync,
+                )
+            except StorageFailed:
+                if not self.planted_retry_failed_fsync:
+                    raise
+                await self.store.save(None, [], None, sync=True)  # the planted bug: "fsyncgate"
         for message in append.messages_after_persist:
             self.send(message)
