@@ -20,9 +20,9 @@ The first frame is the header, a CBOR map (``SnapshotHeader``): the format versi
 member and cluster it was taken from, its applied Raft index, the MVCC revision and compact
 revision, and how many records follow. Every later frame is a CBOR list of ``[key, value]``
 pairs, in ascending key order across frames, each key under one of ``RECORD_PREFIXES`` (the
-MVCC store's and the lease table's records, as they are stored). v2 data and the member table
-are not in it: etcd's restore does not bring back v2 data, and the members come from the
-restore's flags.
+auth store's, the lease table's and the MVCC store's records, as they are stored). v2 data and
+the member table are not in it: etcd's restore does not bring back v2 data, and the members
+come from the restore's flags.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ FRAME_BYTES_MAX: Final = 8 * 1024 * 1024
 """A frame longer than this is refused when reading (frames are cut at ``FRAME_BYTES``)."""
 FRAME_BYTES: Final = 1024 * 1024
 """Records are cut into frames of about this many key and value bytes."""
-RECORD_PREFIXES: Final = (b"lease/", b"mvcc/")
-"""The records a snapshot holds (``actors.state_machine``'s MVCC and lease prefixes)."""
+RECORD_PREFIXES: Final = (b"auth/", b"lease/", b"mvcc/")
+"""The records a snapshot holds (``actors.state_machine``'s auth, lease and MVCC prefixes, in
+key order): users and roles come back with a restore, as from etcd's bbolt file."""
 READ_BYTES: Final = 64 * 1024
 PAGE_BYTES: Final = 512
 """The body is padded to a multiple of this (``etcdctl snapshot save``'s ``hasChecksum``)."""
