@@ -213,7 +213,12 @@ async def serve_client_api(
         methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(methods, streams, receive_message_bytes_max=receive_bytes_max)
-        v2 = record_v2(usage, V2Api(MemberV2Backend(member), MemberPasswords(member)))
+        v2_api = V2Api(
+            MemberV2Backend(member),
+            MemberPasswords(member),
+            client_cert_auth=lambda: member.auth.client_cert_auth,
+        )
+        v2 = record_v2(usage, v2_api)
         inspect = partial(usage_answer, member)
         http = gate_until_published(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
         server = HttpServer(

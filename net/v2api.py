@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -388,12 +388,19 @@ class V2Api:
     Args:
         backend: the member.
         passwords: bcrypt for v2 auth (the member's seeded salts and hasher).
+        client_cert_auth: whether ``--client-cert-auth`` is on (then a client certificate's
+            CommonName names the v2 auth user of a request without credentials).
     """
 
-    def __init__(self, backend: V2Backend, passwords: Passwords | None = None) -> None:
+    def __init__(
+        self,
+        backend: V2Backend,
+        passwords: Passwords | None = None,
+        client_cert_auth: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._backend = backend
         store = V2AuthStore(backend, passwords or NoPasswords())
-        self.auth = V2AuthApi(store, self._cluster_header)
+        self.auth = V2AuthApi(store, self._cluster_header, client_cert_auth)
 
     async def __call__(self, request: Request) -> Response | StreamingResponse:
         """Answer any request on the client port (unknown paths get 404)."""

@@ -16,8 +16,10 @@ messages, and answers whether a request may go on:
 - ``/v2/members``: the root role for anything but GET and HEAD.
 
 When auth is off everything is allowed. Passwords are checked with bcrypt on every request
-that carries them, as in etcd (``Passwords``, injected). etcd's ``--client-cert-auth``
-alternative (a client certificate's CommonName as the user) is not done here.
+that carries them, as in etcd (``Passwords``, injected). With ``--client-cert-auth``, a
+request without an ``Authorization`` header is the user named by its verified client
+certificate's CommonName (``Request.peer_common_name``; no such user: the guest role for
+keys, refused for root's endpoints), as etcd's ``userFromClientCertificate``.
 """
 
 from __future__ import annotations
@@ -370,11 +372,18 @@ class V2AuthApi:
     Args:
         store: the auth store.
         cluster_header: ``X-Etcd-Cluster-Id`` of this member.
+        client_cert_auth: whether ``--client-cert-auth`` is on (asked at each request).
     """
 
-    def __init__(self, store: V2AuthStore, cluster_header: Callable[[], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        store: V2AuthStore,
+        cluster_header: Callable[[], tuple[str, str]],
+        client_cert_auth: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.store = store
         self._cluster_header = cluster_header
+        self._client_cert_auth = client_cert_auth
 
     async def route(self, request: Request, path: str) -> Response | None:
         """Answer a ``/v2/auth`` path (unescaped and clean); None when it is not one."""
@@ -406,7 +415,10 @@ class V2AuthApi:
         """etcd's ``hasRootAccess``: auth off, or a basic-auth user with the root role."""
         if not await self.store.enabled():
             return True
-        user = await self._user_of(request)
+        if not request.headers.get("authorization") and self._client_cert_auth():
+            user = await self._certificate_user(request)
+        else:
+            user = await self._user_of(request)
         return user is not None and ROOT_ROLE in (user.roles or ())
 
     async def write_root_allowed(self, request: Request) -> bool:
@@ -420,14 +432,19 @@ class V2AuthApi:
             return True
         write = request.method not in READ_METHODS
         if not request.headers.get("authorization"):  # Go: an empty header is none
-            try:
-                guest = await store.get_role(GUEST_ROLE)
-            except AuthError:
+            user = None
+            if self._client_cert_auth():
+                user = await self._certificate_user(request)
+            if user is None:
+                try:
+                    guest = await store.get_role(GUEST_ROLE)
+                except AuthError:
+                    return False
+                return guest.has_key_access(key, write)
+        else:
+            user = await self._user_of(request)
+            if user is None:
                 return False
-            return guest.has_key_access(key, write)
-        user = await self._user_of(request)
-        if user is None:
-            return False
         for name in user.roles or ():
             try:
                 role = await store.get_role(name)
@@ -440,6 +457,15 @@ class V2AuthApi:
                 return True
         logger.info("v2 auth: %s may not %s %s", user.user, request.method, key)
         return False
+
+    async def _certificate_user(self, request: Request) -> User | None:
+        """The user named by the verified client certificate's CommonName, if any."""
+        if request.peer_common_name is None:
+            return None
+        try:
+            return await self.store.get_user(request.peer_common_name)
+        except AuthError:
+            return None
 
     async def _user_of(self, request: Request) -> User | None:
         """The user named by HTTP basic auth, if its password matches."""

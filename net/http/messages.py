@@ -75,6 +75,9 @@ class Request:
         body: the whole body (de-chunked).
         http_version: ``"1.1"`` or ``"1.0"``.
         keep_alive: whether the client lets the connection stay open afterwards.
+        peer_common_name: the CommonName of the client certificate a TLS connection verified
+            (None: no TLS, or no verified certificate); with ``--client-cert-auth`` it names
+            the v2 auth user of a request without credentials, as in etcd.
     """
 
     method: str
@@ -85,6 +88,7 @@ class Request:
     body: bytes = b""
     http_version: str = "1.1"
     keep_alive: bool = True
+    peer_common_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

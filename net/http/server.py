@@ -40,6 +40,7 @@ its client left). HEAD responses carry the headers of GET and no body.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections import deque
@@ -60,6 +61,7 @@ from net.http.messages import (
     status_has_body,
 )
 from net.network import Network
+from net.tls import verified_common_name
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +348,8 @@ class _Connection:
         self._linger = False
         self._failed = False
         self.watched: Callable[[Request], bool] | None = None
+        self._peer_name: str | None = None
+        self._peer_name_known = False
 
     async def run(self) -> None:
         try:
@@ -454,6 +458,11 @@ class _Connection:
 
     async def _answer(self, request: Request) -> bool:
         """Run the handler and send its response; whether the connection stays open."""
+        if not self._peer_name_known:  # the TLS handshake is done once a request came
+            self._peer_name = verified_common_name(self._stream)
+            self._peer_name_known = True
+        if self._peer_name is not None:
+            request = dataclasses.replace(request, peer_common_name=self._peer_name)
         if self.watched is not None and self.watched(request):
             watched = await self._call_watched_handler(request)
             if watched is None:

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+from pathlib import Path
 
 import pytest
+import trio
+import trustme
 
-from net.http import Headers, Request, Response, StreamingResponse
+from net.http import Headers, HttpServer, Request, Response, StreamingResponse
+from net.tcp import TcpNetwork
+from net.tls import ServingNetwork, TlsFiles, server_context
 from net.v2api import V2Api
 from net.v2auth import (
     AuthError,
@@ -135,12 +141,18 @@ def test_basic_auth() -> None:
 
 
 class Client:
-    def __init__(self) -> None:
+    def __init__(self, *, client_cert_auth: bool = False) -> None:
         self.backend = FakeBackend()
-        self.api = V2Api(self.backend, PlainPasswords())
+        self.api = V2Api(self.backend, PlainPasswords(), lambda: client_cert_auth)
 
     async def call(
-        self, method: str, path: str, body: str = "", *, user: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: str = "",
+        *,
+        user: str | None = None,
+        certificate: str | None = None,
     ) -> Response:
         headers: list[tuple[str, str]] = []
         if user is not None:
@@ -148,7 +160,15 @@ class Client:
         if method in ("PUT", "POST") and path.startswith("/v2/keys"):
             headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         target_path, _, query = path.partition("?")
-        request = Request(method, path, target_path, query, Headers(headers), body.encode())
+        request = Request(
+            method,
+            path,
+            target_path,
+            query,
+            Headers(headers),
+            body.encode(),
+            peer_common_name=certificate,
+        )
         response = await self.api(request)
         assert not isinstance(response, StreamingResponse)
         return response
@@ -258,3 +278,63 @@ async def test_auth_records_are_out_of_reach_of_the_keys() -> None:
     assert "/2" not in [node["key"] for node in json.loads(reply.body)["node"].get("nodes", [])]
     # the four bookkeeping writes and the user moved the index, as in etcd
     assert dict(reply.headers)["X-Etcd-Index"] == str(before + 5)
+
+
+@pytest.mark.parametrize("client_cert_auth", [True, False])
+async def test_a_client_certificate_names_the_user_with_client_cert_auth(
+    client_cert_auth: bool,
+) -> None:
+    c = Client(client_cert_auth=client_cert_auth)
+    await c.call("PUT", "/v2/auth/users/root", '{"user":"root","password":"pw"}')
+    await c.call("PUT", "/v2/auth/roles/r", '{"role":"r","permissions":{"kv":{"read":["/a"]}}}')
+    await c.call("PUT", "/v2/auth/users/carol", '{"user":"carol","password":"c","roles":["r"]}')
+    await c.call("PUT", "/v2/auth/enable")
+    revoke = '{"role":"guest","revoke":{"kv":{"read":["/*"]}}}'
+    assert (await c.call("PUT", "/v2/auth/roles/guest", revoke, user="root:pw")).status == 200
+    # a certificate: its user when the flag is on, ignored (guest: no read left) when off
+    reply = await c.call("GET", "/v2/keys/a", certificate="carol")
+    assert reply.status == (404 if client_cert_auth else 401)
+    reply = await c.call("GET", "/v2/auth/users", certificate="root")
+    assert reply.status == (200 if client_cert_auth else 401)
+    # an unknown name falls back to the guest role (keys) or is refused (root's endpoints)
+    guest_write = await c.call("PUT", "/v2/keys/b", "value=1", certificate="nobody")
+    assert guest_write.status == 201  # the guest role can still write /*
+    assert (await c.call("GET", "/v2/auth/users", certificate="nobody")).status == 401
+    # credentials win over the certificate
+    reply = await c.call("GET", "/v2/auth/users", user="carol:c", certificate="root")
+    assert reply.status == 401
+
+
+async def test_requests_on_tls_carry_the_verified_client_certificates_name(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("127.0.0.1", common_name="carol")
+    for name, blob in (("ca", ca.cert_pem), ("cert", server.cert_chain_pems[0])):
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    files = TlsFiles(
+        str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "ca.pem"), True
+    )
+    seen: list[str | None] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request.peer_common_name)
+        return Response(200)
+
+    network = ServingNetwork(TcpNetwork(), server_contexts={"127.0.0.1:0": server_context(files)})
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(HttpServer(network, handler).serve, "127.0.0.1:0")
+        host, port = address.rsplit(":", 1)
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        client.configure_cert(context)
+        stream = trio.SSLStream(
+            await trio.open_tcp_stream(host, int(port)), context, server_hostname=host
+        )
+        for _ in range(2):  # named on each request of the connection
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await stream.receive_some()).startswith(b"HTTP/1.1 200")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert seen == ["carol", "carol"]
