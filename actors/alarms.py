@@ -7,19 +7,18 @@ or a lease grant (``adds_data``) with "etcdserver: mvcc: database space exceeded
 arrives (``actors.v3_backend``); deletes, compactions and revokes go on, so an operator can
 make room, defragment and disarm.
 
-Unlike etcd's ``applierV3Capped``, applying an entry never depends on the alarms: the table
-does not travel in Raft snapshots (below), so a member that installed one may hold other
-alarms than its peers, and if alarms decided what applying a put does, its data would diverge
-from theirs. A write proposed just before the alarm was applied is therefore still applied.
+Unlike etcd's ``applierV3Capped``, applying an entry never depends on the alarms (a write
+proposed just before the alarm was applied is still applied): refusing at arrival is enough,
+and keeps what applying does a function of the log alone.
 
 Who raises NOSPACE: the member that finds its store over ``--quota-backend-bytes`` when a
 client write arrives (``actors.v3_backend``) proposes ACTIVATE for itself and refuses the write,
 as etcd's quota check does. Disarming does not free space: the next write that finds the store
 still over the quota raises the alarm again.
 
-The table is an applied-state blob (``ALARMS_BLOB``), written with the applied index. It does
-not travel in Raft snapshots (a member that installs one keeps the alarms it had applied);
-see docs/maintenance.md.
+The table is an applied-state blob (``ALARMS_BLOB``), written with the applied index, and
+travels in Raft snapshots as the ``snapshot/alarms`` record (``actors.state_machine``): a
+member that catches up through a snapshot holds its peers' alarms; see docs/maintenance.md.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ persist (in either store) is written in one batch together with the applied
 index (``storage.applied_state``), so a restart resumes exactly after the last
 applied entry: nothing is applied twice, nothing skipped.
 
-Snapshots carry all of it (v2 tree, MVCC records and member table; the
+Snapshots carry all of it (v2 tree, MVCC records, leases, auth, member table and alarms; the
 configuration travels in the snapshot metadata). A snapshot is never one value:
 ``snapshot_chunks`` scans the persisted records (the v2 store's and the MVCC
 store's key prefixes, and the member table's blob) into chunks of at most about
@@ -96,6 +96,10 @@ chunk (encoding, sealing and writing it) is the longest step the apply actor's s
 takes without a checkpoint: 3-25 ms at 1 MiB on a busy machine, a quarter of that here."""
 SNAPSHOT_MEMBERS_KEY = b"snapshot/members"
 """The member table's key in a snapshot's records (it lives in an applied-state blob)."""
+SNAPSHOT_ALARMS_KEY = b"snapshot/alarms"
+"""The alarm table's key in a snapshot's records (an applied-state blob too), so that a member
+that installs a snapshot holds the alarms its peers hold (etcd's alarm bucket travels in its
+snapshots). A snapshot without it (made before alarms travelled) installs an empty table."""
 MVCC_PREFIX = b"mvcc/"
 """Where the MVCC store's records live (``MvccStore``'s default prefix)."""
 
@@ -508,10 +512,13 @@ class StateMachine:
         made at the call (so a caller may consume them while later batches are applied)."""
         assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
         members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
-        return itertools.chain(  # in key order: lease/, mvcc/, snapshot/members, v2/
+        alarms = applied.get_blob(ALARMS_BLOB) or AlarmTable().encode()
+        # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, v2/
+        return itertools.chain(
+            kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX)),
             kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
             kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
-            [(SNAPSHOT_MEMBERS_KEY, members)],
+            [(SNAPSHOT_ALARMS_KEY, alarms), (SNAPSHOT_MEMBERS_KEY, members)],
             kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
         )
 
@@ -546,18 +553,25 @@ class StateMachine:
         batch.delete_range(AUTH_PREFIX, prefix_end(AUTH_PREFIX))
         await kv.write(batch, sync=False)
         members: bytes | None = None
+        alarms = AlarmTable()
         for body in bodies:
             batch = WriteBatch()
             for key, value in decode_snapshot_chunk(body):
                 if key == SNAPSHOT_MEMBERS_KEY:
                     members = value
+                elif key == SNAPSHOT_ALARMS_KEY:
+                    alarms = AlarmTable.decode(value)
                 else:
                     batch.put(key, value)
             await kv.write(batch, sync=False)
         if members is None:
             raise ValueError(f"the snapshot at {metadata.index} has no member table")
         membership = Membership.decode(members)
-        blobs = {MEMBERSHIP_BLOB: members, CONF_STATE_BLOB: encode_conf_state(metadata.conf_state)}
+        blobs = {
+            MEMBERSHIP_BLOB: members,
+            CONF_STATE_BLOB: encode_conf_state(metadata.conf_state),
+            ALARMS_BLOB: alarms.encode(),
+        }
         await applied.commit(WriteBatch(), metadata.index, blobs=blobs, sync=sync)
         self.store.reload(kv)
         self.mvcc.reload(kv)
@@ -569,6 +583,7 @@ class StateMachine:
         self.conf_state = metadata.conf_state
         self.applied_index = metadata.index
         self.membership_changed = True
+        self.alarms = alarms
 
     async def install_stored_snapshot(
         self,
@@ -686,8 +701,8 @@ CHUNK_OVERHEAD_BYTES = 64
 
 def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
     """The records of a chunk body, checked: pairs of bytes, keys in ascending order, each
-    under the v2 store's, the MVCC store's or the lease table's prefix, or the member table's
-    key.
+    under the v2 store's, the MVCC store's, the lease table's or the auth store's prefix, or
+    the member table's or the alarm table's key.
 
     Raises:
         ValueError: it is not.
@@ -704,7 +719,7 @@ def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
             raise ValueError("snapshot records must be bytes")
         if not (
             key.startswith((V2_PREFIX, MVCC_PREFIX, LEASE_PREFIX, AUTH_PREFIX))
-            or key == SNAPSHOT_MEMBERS_KEY
+            or key in (SNAPSHOT_MEMBERS_KEY, SNAPSHOT_ALARMS_KEY)
         ):
             raise ValueError(f"snapshot record {key!r} is not state machine data")
         if records and key <= records[-1][0]:

@@ -3,8 +3,15 @@ refuses."""
 
 from __future__ import annotations
 
+import cbor2
+
 from actors.alarms import AlarmTable, adds_data
+from actors.raft import ConfState, SnapshotMetadata
+from actors.state_machine import SNAPSHOT_ALARMS_KEY, StateMachine, decode_snapshot_chunk
 from net.etcdpb import raft_internal_pb2, rpc_pb2
+from storage.applied_state import AppliedState
+from storage.auth.store import PREFIX as AUTH_PREFIX
+from storage.kv import MemoryKeyValueStore
 
 GET = rpc_pb2.AlarmRequest.GET
 ACTIVATE = rpc_pb2.AlarmRequest.ACTIVATE
@@ -55,3 +62,40 @@ def test_nospace_refuses_what_adds_data_only() -> None:
         assert adds_data(refused)
     for allowed in (delete, compact, raft_internal_pb2.InternalRaftRequest(txn=txn_read)):
         assert not adds_data(allowed)
+
+
+async def test_alarms_and_auth_travel_in_raft_snapshots_and_survive_a_restart() -> None:
+    """A member that installs a snapshot (it was down while NOSPACE was raised) holds the
+    alarms and the users of the member that made it, persisted: a restart keeps them. A
+    snapshot from before alarms travelled (no alarm record) installs an empty table."""
+    kv = MemoryKeyValueStore()
+    applied = AppliedState(kv)
+    leader = StateMachine.empty()
+    leader.alarms.apply(alarm(ACTIVATE, 7))
+    leader.auth.store.user_add("alice", b"hash", no_password=False)
+    leader.applied_index = 30
+    await leader.persist(applied)
+    bodies = list(leader.snapshot_chunks(kv, applied))
+    keys = [key for body in bodies for key, _ in decode_snapshot_chunk(body)]
+    assert SNAPSHOT_ALARMS_KEY in keys
+    assert any(key.startswith(AUTH_PREFIX) for key in keys)
+
+    target_kv = MemoryKeyValueStore()
+    target_applied = AppliedState(target_kv)
+    lagging = StateMachine.empty()
+    metadata = SnapshotMetadata(30, 2, ConfState((1, 2, 3), ()))
+    await lagging.install_snapshot(target_kv, target_applied, metadata, bodies)
+    assert lagging.alarms.active() == [(7, rpc_pb2.NOSPACE)]
+    assert lagging.auth.store.user_list() == ["alice"]
+    restarted = StateMachine.load(target_kv, AppliedState(target_kv))
+    assert restarted.alarms.no_space()
+    assert restarted.auth.store.user_list() == ["alice"]
+
+    old = [cbor2.dumps([[k, v] for k, v in decode_snapshot_chunk(body) if k != SNAPSHOT_ALARMS_KEY])
+           for body in bodies]  # fmt: skip
+    again = StateMachine.empty()
+    again.alarms.apply(alarm(ACTIVATE, 9))  # a stale alarm of its own: replaced
+    await again.install_snapshot(
+        MemoryKeyValueStore(), AppliedState(MemoryKeyValueStore()), metadata, old
+    )
+    assert again.alarms.active() == []
