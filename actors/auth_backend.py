@@ -58,6 +58,10 @@ _BCRYPT_ALPHABET: Final = bytes.maketrans(
     b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
 )
 _SALT_BYTES: Final = 16
+BCRYPT_PASSWORD_BYTES: Final = 72
+"""bcrypt reads at most this much of a password: etcd 3.4's Go bcrypt ignores the rest (a
+longer password is accepted, and so is any with the same first 72 bytes); Python's bcrypt
+refuses longer ones, so they are cut here."""
 
 Hasher = Callable[[Callable[[], bytes]], Awaitable[bytes]]
 """Runs a CPU-heavy call (bcrypt) and gives its result."""
@@ -158,7 +162,7 @@ class MemberAuth:
     async def hash_password(self, password: str) -> str:
         """The bcrypt hash of ``password`` at ``--bcrypt-cost``."""
         salt = bcrypt_salt(self.rng, self.config.bcrypt_cost)
-        secret = password.encode()
+        secret = password.encode()[:BCRYPT_PASSWORD_BYTES]
         hashed = await self.hasher(lambda: bcrypt.hashpw(secret, salt))
         return hashed.decode()
 
@@ -177,7 +181,8 @@ class MemberAuth:
             except AuthError as error:
                 raise rpc_error(error) from None
             checked_revision = self.store.revision
-            matched = await self.hasher(partial(_matches, password.encode(), stored))
+            secret = password.encode()[:BCRYPT_PASSWORD_BYTES]
+            matched = await self.hasher(partial(_matches, secret, stored))
             if not matched:
                 raise errors.auth_failed()
             entry = raft_internal_pb2.InternalRaftRequest(

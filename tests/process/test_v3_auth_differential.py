@@ -233,6 +233,10 @@ def test_users_roles_and_a_read_only_user_over_etcdctl(
                 user=alice,
                 stdin=f'value("{p}/ro/a") = "1"\n\nget {p}/ro/a\n\nget {p}/rw\n\n',
             ),
+            etcdctl(cluster, "user", "add", "long-kv:" + "x" * 100, user=ROOT),
+            # bcrypt reads 72 bytes: another tail authenticates (then has no rights)
+            etcdctl(cluster, "get", f"{p}/ro/a", user="long-kv:" + "x" * 72 + "y" * 28),
+            etcdctl(cluster, "get", f"{p}/ro/a", user="long-kv:" + "x" * 71),
             etcdctl(cluster, "get", f"{p}/ro/a", user="alice-kv:wrong"),
             etcdctl(cluster, "get", f"{p}/ro/a", user="nobody:x"),
             etcdctl(cluster, "user", "get", "alice-kv", user=alice),  # oneself
