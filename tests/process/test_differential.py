@@ -442,7 +442,7 @@ DELIBERATE = [
         ),
     ),
     Case("1.1 a value that is not UTF-8 is refused", (PUT("k", "value=%ff"),)),
-    Case("1.7 v2 auth is not served", (Req("GET", "/v2/auth/enable"),)),
+    Case("1.7 v2 auth is served (test_v2_auth_differential.py)", (Req("GET", "/v2/auth/enable"),)),
 ]
 
 KNOWN_DIFFERENCES: dict[str, str] = {
@@ -462,7 +462,6 @@ KNOWN_DIFFERENCES: dict[str, str] = {
         "deliberate (docs/http.md): troika refuses non-UTF-8 with 400/210; etcd stores the "
         "bytes and shows them as U+FFFD"
     ),
-    "1.7 v2 auth is not served": "not built yet (docs/http.md): /v2/auth/* is 404 in troika",
 }
 """Case name -> why troika differs from etcd there (the case is an expected failure)."""
 
