@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -597,3 +598,79 @@ def test_troika_learner_hot_standby_takes_over_when_the_leader_is_lost(tmp_path:
                 standby.kill()
                 standby.wait()
             ports.release()
+
+
+ALARM_CATCH_UP_ENTRIES = 6500
+"""More entries than the 5,000 entries a leader keeps behind its snapshot: a member down through
+them catches up only by installing a Raft snapshot."""
+
+
+def activate_alarm(endpoint: str, member_id: int, alarm: int) -> None:
+    """Maintenance/Alarm ACTIVATE over gRPC (etcdctl can only list and disarm)."""
+    host, _, port = endpoint.removeprefix("http://").rpartition(":")
+    request = rpc_pb2.AlarmRequest(
+        action=rpc_pb2.AlarmRequest.ACTIVATE,
+        memberID=member_id,
+        alarm=alarm,  # type: ignore[arg-type]
+    )
+
+    async def send() -> None:
+        async with trio.open_nursery() as nursery:
+            connection = LiteConnection(host, int(port))
+            await nursery.start(connection.run)
+            await connection.unary(grpc_path("Maintenance", "Alarm"), request.SerializeToString())
+            nursery.cancel_scope.cancel()
+
+    trio.run(send)
+
+
+def test_an_alarm_reaches_a_member_through_a_raft_snapshot(tmp_path: Path) -> None:
+    """NOSPACE raised while a follower is down; the follower comes back after more entries
+    than the leader keeps, installs a Raft snapshot, and then holds the alarm as its peers do:
+    its own ``endpoint status`` names it and it refuses a put with etcd's error (both are
+    answered from the member's own table, not through the log); so after a kill -9 and a
+    restart."""
+    if ETCDCTL is None:
+        pytest.skip("etcdctl is not installed")
+    with TroikaCluster(3, tmp_path / "alarms", extra_flags=("--snapshot-count=1000",)) as cluster:
+        leader = cluster.wait_for_leader()
+        lagging = (leader + 1) % 3
+        urls = cluster.client_urls
+        live = [url for index, url in enumerate(urls) if index != lagging]
+        leader_id = as_json(urls[leader], "endpoint", "status")[0]["Status"]["header"]["member_id"]
+        cluster.stop_member(lagging)
+        activate_alarm(urls[leader], leader_id, rpc_pb2.NOSPACE)  # before the snapshot's index
+        expected = f"memberID:{leader_id} alarm:NOSPACE"
+        assert ok(live, "alarm", "list").strip() == expected
+        # entries NOSPACE lets through: deletes (of keys that are not there; each is an entry)
+        keys = [b"catch-up/%05d" % number for number in range(ALARM_CATCH_UP_ENTRIES)]
+        load_keys(urls[leader], [], 0, keys)
+
+        def compacted() -> bool:  # the alarm's entry is gone from the leader's log
+            found = re.findall(r"log compacted up to (\d+)", cluster.log_tail(leader, 400))
+            return bool(found) and int(found[-1]) > 0
+
+        until(compacted, "the leader compacts its log past the alarm's entry")
+        cluster.restart(lagging, wait=False)  # (its /health is false once it holds NOSPACE)
+        until(
+            lambda: "installed a snapshot" in cluster.log_tail(lagging, 400),
+            "the lagging member installs a snapshot",
+        )
+        for restarted in (False, True):
+            if restarted:
+                cluster.kill(lagging)
+                cluster.restart(lagging, wait=False)
+
+            def errors() -> list[str]:
+                done = etcdctl(urls[lagging], "endpoint", "status", "-w", "json")
+                if done.returncode != 0:
+                    return ["no answer"]
+                listed: list[str] = json.loads(done.stdout)[0]["Status"].get("errors", [])
+                return listed
+
+            until(lambda: "etcdserver: no leader" not in errors(), "it knows the leader")
+            assert errors() == [f"{expected} "]
+            refused = etcdctl(urls[lagging], "put", "catch-up/after", "x")
+            assert error_line(refused) == f"Error: {NO_SPACE}"
+        assert ok(urls[lagging], "alarm", "disarm").strip() == expected
+        ok(urls[lagging], "put", "catch-up/after", "x")
