@@ -1,0 +1,201 @@
+"""The replicated tenant table: which key prefixes are tenants and what limits they have.
+
+A tenant is a key prefix (``/tenants/a/``). Its limits (``TenantLimits``, 0 meaning none) are
+set and deleted at runtime by ``QOS`` log entries (``actors.envelope.EnvelopeKind.QOS``),
+applied by every member in log order, so every member enforces the same limits. The table is an
+applied-state blob (``QOS_BLOB``) and travels in Raft snapshots (``actors.state_machine``).
+
+Which tenant a key belongs to: for rates and watches, the tenant with the **longest** prefix of
+the key (one bucket is charged); for space quotas, **every** tenant whose prefix the key has
+(``/a/`` counts what ``/a/b/`` stores too). Tenants are few (``TENANTS_MAX``): both lookups scan
+the table, and the request path asks only when the table is not empty.
+
+Entry bodies (CBOR): ``["set", prefix, {field: int, ...}]`` replaces a tenant's limits;
+``["delete", prefix]`` removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+import cbor2
+
+QOS_BLOB: Final = b"qos"
+"""The applied-state blob holding the table."""
+TENANTS_MAX: Final = 256
+"""Tenants a cluster holds (a set past it is refused): every request scans them."""
+PREFIX_BYTES_MAX: Final = 1024
+LIMIT_MAX: Final = 1 << 62
+
+
+class QosError(Exception):
+    """A QoS request the table refuses (a bad prefix or limit, too many tenants)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """One tenant's limits; 0 is no limit. Rates are per member serving the request."""
+
+    read_requests_per_s: int = 0
+    write_requests_per_s: int = 0
+    read_bytes_per_s: int = 0
+    write_bytes_per_s: int = 0
+    watches_max: int = 0
+    """Watches open on one member on keys of the tenant."""
+    keys_max: int = 0
+    """Live keys stored under the prefix (the state machine refuses a write past it)."""
+    stored_bytes_max: int = 0
+    """Bytes of live keys and values stored under the prefix."""
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if type(value) is not int or not 0 <= value <= LIMIT_MAX:
+                raise QosError(f"{name} must be an integer from 0 to {LIMIT_MAX}")
+
+    @property
+    def has_quota(self) -> bool:
+        """Whether the state machine must count this tenant's space."""
+        return self.keys_max > 0 or self.stored_bytes_max > 0
+
+    @property
+    def has_rates(self) -> bool:
+        """Whether the serving member meters this tenant's requests."""
+        return (
+            self.read_requests_per_s > 0
+            or self.write_requests_per_s > 0
+            or self.read_bytes_per_s > 0
+            or self.write_bytes_per_s > 0
+        )
+
+    def to_plain(self) -> dict[str, int]:
+        """The nonzero limits, by field name."""
+        return {name: value for name, value in asdict(self).items() if value}
+
+    @classmethod
+    def from_plain(cls, plain: object) -> TenantLimits:
+        """Limits from a mapping of field names to integers (missing ones are 0).
+
+        Raises:
+            QosError: not such a mapping, or an unknown field.
+        """
+        if not isinstance(plain, dict) or not all(type(name) is str for name in plain):
+            raise QosError("limits must be a mapping of names to integers")
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(plain) - known)
+        if unknown:
+            raise QosError(f"unknown limit {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**plain)
+
+
+def encode_set(prefix: bytes, limits: TenantLimits) -> bytes:
+    """A ``QOS`` entry body setting ``prefix``'s limits."""
+    return cbor2.dumps(["set", prefix, limits.to_plain()])
+
+
+def encode_delete(prefix: bytes) -> bytes:
+    """A ``QOS`` entry body deleting ``prefix``'s tenant."""
+    return cbor2.dumps(["delete", prefix])
+
+
+def _check_prefix(prefix: object) -> bytes:
+    if type(prefix) is not bytes or not 0 < len(prefix) <= PREFIX_BYTES_MAX:
+        raise QosError(f"a tenant prefix must be 1 to {PREFIX_BYTES_MAX} bytes")
+    return prefix
+
+
+class QosTable:
+    """The tenants and their limits; ``version`` grows with every change (the serving
+    member's buckets are rebuilt when it moves)."""
+
+    def __init__(self, tenants: dict[bytes, TenantLimits] | None = None) -> None:
+        self.tenants: dict[bytes, TenantLimits] = dict(tenants or {})
+        self.version = 0
+        self.changed = False
+        """Set by ``apply``; the state machine clears it when it persists the blob."""
+
+    def __len__(self) -> int:
+        return len(self.tenants)
+
+    # -- applying the log ------------------------------------------------------------------
+
+    def apply(self, body: bytes) -> tuple[bytes, TenantLimits | None]:
+        """Apply one ``QOS`` entry: (prefix, its limits now, None if deleted).
+
+        Raises:
+            QosError: a malformed entry or one the table refuses (it changes nothing).
+        """
+        try:
+            item: Any = cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as error:
+            raise QosError(f"qos entry is not cbor: {error}") from None
+        if isinstance(item, list) and len(item) == 3 and item[0] == "set":
+            prefix = _check_prefix(item[1])
+            limits = TenantLimits.from_plain(item[2])
+            if prefix not in self.tenants and len(self.tenants) >= TENANTS_MAX:
+                raise QosError(f"too many tenants (at most {TENANTS_MAX})")
+            self.tenants[prefix] = limits
+            self._changed()
+            return prefix, limits
+        if isinstance(item, list) and len(item) == 2 and item[0] == "delete":
+            prefix = _check_prefix(item[1])
+            if self.tenants.pop(prefix, None) is None:
+                raise QosError(f"no tenant {prefix!r}")
+            self._changed()
+            return prefix, None
+        raise QosError("a qos entry must be [set, prefix, limits] or [delete, prefix]")
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.changed = True
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def tenant_of(self, key: bytes) -> bytes | None:
+        """The tenant with the longest prefix of ``key`` (rates and watches), if any."""
+        best: bytes | None = None
+        for prefix in self.tenants:
+            if key.startswith(prefix) and (best is None or len(prefix) > len(best)):
+                best = prefix
+        return best
+
+    def quota_tenants(self) -> dict[bytes, TenantLimits]:
+        """The tenants with a space quota."""
+        return {prefix: limits for prefix, limits in self.tenants.items() if limits.has_quota}
+
+    # -- persisting ------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """The blob (and the snapshot record)."""
+        return cbor2.dumps(
+            [[prefix, limits.to_plain()] for prefix, limits in sorted(self.tenants.items())]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> QosTable:
+        """The table a blob holds (empty for None).
+
+        Raises:
+            ValueError: malformed.
+        """
+        if not data:
+            return cls()
+        try:
+            item: Any = cbor2.loads(data)
+            if not isinstance(item, list):
+                raise QosError("the qos table must be a list")
+            tenants = {}
+            for pair in item:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise QosError("a qos record must be [prefix, limits]")
+                tenants[_check_prefix(pair[0])] = TenantLimits.from_plain(pair[1])
+        except (cbor2.CBORDecodeError, QosError, TypeError, OverflowError) as error:
+            raise ValueError(f"malformed qos table: {error}") from None
+        return cls(tenants)
+
+    def to_json(self) -> list[dict[str, object]]:
+        """The tenants for the HTTP API and the CLI (prefixes as latin-1-free UTF-8 text)."""
+        return [
+            {"prefix": prefix.decode("utf-8", "surrogateescape"), **limits.to_plain()}
+            for prefix, limits in sorted(self.tenants.items())
+        ]
