@@ -29,6 +29,8 @@ class EnvelopeKind(enum.IntEnum):
     """New peer URLs for a member (no configuration change)."""
     V3_REQUEST = 4
     """A v3 write: etcd's ``InternalRaftRequest`` protobuf (``net.etcdpb.raft_internal_pb2``)."""
+    QOS = 5
+    """A tenant's QoS limits set or deleted (``storage.qos.limits``; issue 16)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ persist (in either store) is written in one batch together with the applied
 index (``storage.applied_state``), so a restart resumes exactly after the last
 applied entry: nothing is applied twice, nothing skipped.
 
-Snapshots carry all of it (v2 tree, MVCC records, leases, auth, member table and alarms; the
+Snapshots carry all of it (v2 tree, MVCC records, leases, auth, member table, alarms and QoS
+limits; the
 configuration travels in the snapshot metadata). A snapshot is never one value:
 ``snapshot_chunks`` scans the persisted records (the v2 store's and the MVCC
 store's key prefixes, and the member table's blob) into chunks of at most about
@@ -42,6 +43,7 @@ from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
 from actors.membership import Member, Membership
+from actors.qos_apply import QosState
 from actors.raft import (
     ConfChange,
     ConfChangeType,
@@ -78,6 +80,7 @@ from storage.lease.table import (
 )
 from storage.mvcc import MvccStore
 from storage.mvcc.model import HashResult, TxnEvents
+from storage.qos.limits import QOS_BLOB, QosTable
 from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import KV_PREFIX as V2_PREFIX
@@ -100,6 +103,8 @@ SNAPSHOT_ALARMS_KEY = b"snapshot/alarms"
 """The alarm table's key in a snapshot's records (an applied-state blob too), so that a member
 that installs a snapshot holds the alarms its peers hold (etcd's alarm bucket travels in its
 snapshots). A snapshot without it (made before alarms travelled) installs an empty table."""
+SNAPSHOT_QOS_KEY = b"snapshot/qos"
+"""The tenants' QoS limits in a snapshot's records (an applied-state blob, ``storage.qos``)."""
 MVCC_PREFIX = b"mvcc/"
 """Where the MVCC store's records live (``MvccStore``'s default prefix)."""
 
@@ -306,6 +311,8 @@ class StateMachine:
         """The cluster's alarms (``actors.alarms``; an applied-state blob)."""
         self.auth = AuthApplier(auth)
         """Users, roles and permissions (``storage.auth``), and this member's tokens."""
+        self.qos = QosState()
+        """Tenants' limits and their space use (``actors.qos_apply``; an applied-state blob)."""
 
     # -- read-only views, for the APIs -------------------------------------------------------
 
@@ -341,6 +348,8 @@ class StateMachine:
             auth=AuthStore.load(kv),
         )
         machine.alarms = AlarmTable.decode(applied.get_blob(ALARMS_BLOB))
+        machine.qos = QosState(QosTable.decode(applied.get_blob(QOS_BLOB)))
+        machine.qos.rebuild(mvcc)
         return machine
 
     @classmethod
@@ -378,6 +387,8 @@ class StateMachine:
                 return self._apply_v2(envelope.body)
             case EnvelopeKind.V3_REQUEST:
                 return self._apply_v3(envelope.body)
+            case EnvelopeKind.QOS:
+                return self.qos.apply_entry(envelope.body, self.mvcc)
             case EnvelopeKind.PUBLISH:
                 try:
                     name, client_urls = _decode_urls_body(envelope.body, "publish")
@@ -423,6 +434,9 @@ class StateMachine:
         denied = self.auth.check(request, self._lease_keys)
         if denied is not None:
             return denied  # a refused request changes nothing
+        over_quota = self.qos.refusal(request, self.mvcc)
+        if over_quota is not None:
+            return over_quota  # a tenant's space quota (issue 16): changes nothing either
         outcome: Outcome
         try:
             if request.HasField("alarm"):
@@ -437,6 +451,7 @@ class StateMachine:
             outcome = _LEASE_ERRORS[error.kind]()
         events = self.mvcc.take_events()
         self.leases.observe(events)
+        self.qos.usage.observe(events)
         self._kv_events.extend(events)
         return outcome
 
@@ -513,12 +528,18 @@ class StateMachine:
         assert self.mvcc.prefix == MVCC_PREFIX, self.mvcc.prefix
         members = applied.get_blob(MEMBERSHIP_BLOB) or Membership().encode()
         alarms = applied.get_blob(ALARMS_BLOB) or AlarmTable().encode()
-        # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, v2/
+        qos = applied.get_blob(QOS_BLOB) or QosTable().encode()
+        # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, snapshot/qos,
+        # v2/
         return itertools.chain(
             kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX)),
             kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
             kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
-            [(SNAPSHOT_ALARMS_KEY, alarms), (SNAPSHOT_MEMBERS_KEY, members)],
+            [
+                (SNAPSHOT_ALARMS_KEY, alarms),
+                (SNAPSHOT_MEMBERS_KEY, members),
+                (SNAPSHOT_QOS_KEY, qos),
+            ],
             kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
         )
 
@@ -554,6 +575,7 @@ class StateMachine:
         await kv.write(batch, sync=False)
         members: bytes | None = None
         alarms = AlarmTable()
+        qos = QosTable()
         for body in bodies:
             batch = WriteBatch()
             for key, value in decode_snapshot_chunk(body):
@@ -561,6 +583,8 @@ class StateMachine:
                     members = value
                 elif key == SNAPSHOT_ALARMS_KEY:
                     alarms = AlarmTable.decode(value)
+                elif key == SNAPSHOT_QOS_KEY:
+                    qos = QosTable.decode(value)
                 else:
                     batch.put(key, value)
             await kv.write(batch, sync=False)
@@ -571,6 +595,7 @@ class StateMachine:
             MEMBERSHIP_BLOB: members,
             CONF_STATE_BLOB: encode_conf_state(metadata.conf_state),
             ALARMS_BLOB: alarms.encode(),
+            QOS_BLOB: qos.encode(),
         }
         await applied.commit(WriteBatch(), metadata.index, blobs=blobs, sync=sync)
         self.store.reload(kv)
@@ -584,6 +609,8 @@ class StateMachine:
         self.applied_index = metadata.index
         self.membership_changed = True
         self.alarms = alarms
+        self.qos = QosState(qos)
+        self.qos.rebuild(self.mvcc)
 
     async def install_stored_snapshot(
         self,
@@ -631,6 +658,9 @@ class StateMachine:
         if self.alarms.changed:
             blobs[ALARMS_BLOB] = self.alarms.encode()
             self.alarms.changed = False
+        if self.qos.table.changed:
+            blobs[QOS_BLOB] = self.qos.table.encode()
+            self.qos.table.changed = False
         return batch, blobs
 
     async def persist(self, applied: AppliedState, *, sync: bool = False) -> None:
@@ -719,7 +749,7 @@ def decode_snapshot_chunk(body: bytes) -> list[tuple[bytes, bytes]]:
             raise ValueError("snapshot records must be bytes")
         if not (
             key.startswith((V2_PREFIX, MVCC_PREFIX, LEASE_PREFIX, AUTH_PREFIX))
-            or key in (SNAPSHOT_MEMBERS_KEY, SNAPSHOT_ALARMS_KEY)
+            or key in (SNAPSHOT_MEMBERS_KEY, SNAPSHOT_ALARMS_KEY, SNAPSHOT_QOS_KEY)
         ):
             raise ValueError(f"snapshot record {key!r} is not state machine data")
         if records and key <= records[-1][0]:
