@@ -143,6 +143,7 @@ class _Direction:
         "queued_bytes",
         "reader_closed",
         "reset",
+        "stranded",
     )
 
     def __init__(self, network: SimNetwork, link: _Link, connection_id: int) -> None:
@@ -158,6 +159,8 @@ class _Direction:
         self.eof_arrived = False
         self.reader_closed = False
         self.reset = False
+        self.stranded = False
+        """The writer gave up on it (``SimNetwork.strand``); what is in flight still arrives."""
         self.changed = trio.lowlevel.ParkingLot()
         """Every task waiting on this direction (reader or writer) parks here."""
 
@@ -267,7 +270,7 @@ class SimStream(trio.abc.HalfCloseableStream):
     def _check_can_send(self) -> None:
         if self._closed or self._outgoing.eof_sent:
             raise trio.ClosedResourceError("the stream is closed for sending")
-        if self._outgoing.dead():
+        if self._outgoing.dead() or self._outgoing.stranded:
             raise trio.BrokenResourceError("the connection was reset or closed by the peer")
 
     async def _wait_for_window(self) -> None:
@@ -561,6 +564,28 @@ class SimNetwork:
         self._reset_where(
             lambda connection: {connection.client_host, connection.server_host} == hosts
         )
+
+    def strand(self, a: str, b: str, delay_s: float) -> None:
+        """Reorder across a reconnect: every connection's bytes from ``a`` to ``b`` still in
+        flight arrive ``delay_s`` later, then a FIN, while ``a``'s writes on it fail at once
+        (``BrokenResourceError``), so ``a`` redials and its new connection's bytes can
+        arrive first (a path that stalled while the new one went around it)."""
+        self._record(f"strand {a}->{b} +{delay_s!r}s")
+        link = self._link(a, b)
+        for connection_id in sorted(link.directions):
+            direction = link.directions[connection_id]
+            if direction.dead() or direction.stranded:
+                continue
+            direction.stranded = True
+            for segment in direction.in_flight:
+                segment.arrive_at_s += delay_s
+            if not direction.eof_sent:
+                direction.eof_sent = True
+                direction.last_arrival_s = max(
+                    direction.last_arrival_s + delay_s, trio.current_time() + delay_s
+                )
+                direction.in_flight.append(_Segment(direction.last_arrival_s, None))
+            direction.changed.unpark_all()
 
     # -- observation ---------------------------------------------------------------------
 
