@@ -8,6 +8,11 @@ and the server's CPU microseconds per call: the transport's whole cost (h2, HPAC
 the call's task and scopes, the socket writes), which every v3 request pays before and
 after its handler. CPU per call is the figure to compare: the rate moves with the machine's
 load, the CPU per call much less.
+
+``--responses N``: instead, one Watch stream whose handler answers each request with N
+watch responses (one event of a 256-byte value each) sent back to back, as a watch stream
+with many watchers does when a revision lands; prints responses per second and the
+server's CPU microseconds per response.
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import trio
+from google.protobuf.message import Message
 
 from bench.grpc_lite import LiteConnection
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.grpc.server import GrpcServer
-from net.v3.methods import CallContext, unary_method
+from net.v3.methods import CallContext, SendMessage, StreamMethod, unary_method
 
 RANGE_PATH = "/etcdserverpb.KV/Range"
+WATCH_PATH = "/etcdserverpb.Watch/Watch"
 HOST = "127.0.0.1"
 SERVER_START_TIMEOUT_S = 15.0
 SERVER_POLL_S = 0.05
@@ -44,7 +51,22 @@ def serve(port: int) -> None:
     async def handler(request: rpc_pb2.RangeRequest, context: CallContext) -> rpc_pb2.RangeResponse:
         return response
 
-    server = GrpcServer({RANGE_PATH: unary_method(rpc_pb2.RangeRequest, handler)})
+    event = kv_pb2.Event(kv=kv_pb2.KeyValue(key=b"w/k", value=b"v" * VALUE_BYTES, mod_revision=7))
+
+    async def watch(
+        requests: AsyncIterator[Message], send: SendMessage, context: CallContext
+    ) -> None:
+        async for request in requests:
+            assert isinstance(request, rpc_pb2.WatchRequest)
+            for watch_id in range(request.create_request.start_revision):
+                await send(rpc_pb2.WatchResponse(watch_id=watch_id, events=[event]))
+
+    server = GrpcServer(
+        {
+            RANGE_PATH: unary_method(rpc_pb2.RangeRequest, handler),
+            WATCH_PATH: StreamMethod(rpc_pb2.WatchRequest, watch),
+        }
+    )
 
     async def main() -> None:
         async def connection(stream: trio.SocketStream) -> None:
@@ -77,6 +99,37 @@ async def drive(port: int, in_flight: int, duration_s: float) -> int:
     return done
 
 
+async def stream(port: int, responses: int, duration_s: float) -> int:
+    """Responses received in ``duration_s``, asking for ``responses`` at a time on one Watch
+    stream (the next request goes once the last answer of the one before arrived)."""
+    received = 0
+    batch_done = trio.Event()
+    request = rpc_pb2.WatchRequest(
+        create_request=rpc_pb2.WatchCreateRequest(key=b"w/", start_revision=responses)
+    ).SerializeToString()
+
+    def on_message(message: memoryview) -> None:
+        nonlocal received
+        received += 1
+        if received % responses == 0:
+            batch_done.set()
+
+    def on_end(error: object) -> None:
+        batch_done.set()
+
+    async with trio.open_nursery() as nursery:
+        connection = LiteConnection(HOST, port)
+        await nursery.start(connection.run)
+        stream_id = connection.open_stream(WATCH_PATH, on_message, on_end)
+        stop_s = trio.current_time() + duration_s
+        while trio.current_time() < stop_s:
+            batch_done = trio.Event()
+            await connection.send(stream_id, request)
+            await batch_done.wait()
+        nursery.cancel_scope.cancel()
+    return received
+
+
 def process_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -96,14 +149,23 @@ def wait_for_port(port: int) -> None:
             time.sleep(SERVER_POLL_S)
 
 
-def measure(in_flight: int, duration_s: float, port: int) -> tuple[float, float]:
-    """(calls per second, server CPU microseconds per call) against a fresh server."""
+def measure(
+    in_flight: int, duration_s: float, port: int, responses: int = 0
+) -> tuple[float, float]:
+    """(calls per second, server CPU microseconds per call) against a fresh server; with
+    ``responses``, (responses per second, CPU microseconds per response) on a Watch stream."""
     server = subprocess.Popen([sys.executable, "-m", "bench.grpc_transport", "--serve", str(port)])
     try:
         wait_for_port(port)
-        trio.run(drive, port, in_flight, WARMUP_S)
+        if responses:
+            trio.run(stream, port, responses, WARMUP_S)
+        else:
+            trio.run(drive, port, in_flight, WARMUP_S)
         cpu_before_s, started_s = process_cpu_s(server.pid), time.perf_counter()
-        calls = trio.run(drive, port, in_flight, duration_s)
+        if responses:
+            calls = trio.run(stream, port, responses, duration_s)
+        else:
+            calls = trio.run(drive, port, in_flight, duration_s)
         elapsed_s, cpu_s = time.perf_counter() - started_s, process_cpu_s(server.pid) - cpu_before_s
     finally:
         server.kill()
@@ -117,12 +179,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-d", "--duration", type=float, default=4.0, help="seconds per sample")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--port", type=int, default=0, help="default: from the process id")
+    parser.add_argument("--responses", type=int, default=0, help="watch responses per request")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.serve is not None:
         serve(arguments.serve)
         return
     port = arguments.port or 30000 + os.getpid() % 20000
+    if arguments.responses:
+        for run in range(1, arguments.runs + 1):
+            rate, cpu_us = measure(1, arguments.duration, port, arguments.responses)
+            print(
+                f"watch responses {arguments.responses}  run {run}  {rate:7.0f} responses/s  "
+                f"server CPU {cpu_us:6.1f} us/response"
+            )
+        return
     for in_flight in arguments.in_flight or [1, 16]:
         for run in range(1, arguments.runs + 1):
             rate, cpu_us = measure(in_flight, arguments.duration, port)

@@ -343,6 +343,7 @@ class _ServerConnection:
             if call.inbound.failure is not None:
                 status = call.inbound.failure
             if not call.inbound.reset:
+                self._shell.send_queued()  # what a cancelled call queued, as windows allow
                 self._send_status(call.stream_id, status, call.headers_sent)
                 if not call.inbound.ended:
                     self._reset(call.stream_id, h2.errors.ErrorCodes.NO_ERROR)
@@ -362,9 +363,14 @@ class _ServerConnection:
                 requests = _Requests(self._shell, call.inbound, method.request_type)
 
                 async def send(message: Message) -> None:
-                    await self._send(call, message)
+                    await self._send(call, message, queue=True)
 
-                await method.handler(requests, send, call.context)
+                try:
+                    await method.handler(requests, send, call.context)
+                except RpcError:
+                    await self._shell.flush(call.stream_id)  # the messages, then the status
+                    raise
+                await self._shell.flush(call.stream_id)
         except RpcError as error:
             return error
         except StreamClosed:
@@ -382,7 +388,8 @@ class _ServerConnection:
             raise RpcError(StatusCode.INTERNAL, "grpc: error while receiving request: EOF")
         return payload
 
-    async def _send(self, call: _Call, message: Message) -> None:
+    async def _send(self, call: _Call, message: Message, *, queue: bool = False) -> None:
+        """Send one message (``queue``: leave it to the writer, ``H2Shell.queue_message``)."""
         payload = message.SerializeToString()
         if len(payload) > self._limits.send_message_bytes_max:
             raise too_large_to_send(len(payload), self._limits.send_message_bytes_max)
@@ -392,7 +399,10 @@ class _ServerConnection:
                 self._engine.send_headers(call.stream_id, list(_RESPONSE_HEADERS))
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as error:
                 raise StreamClosed(f"stream {call.stream_id} closed") from error
-        await self._shell.send_message(call.stream_id, payload)
+        if queue:
+            await self._shell.queue_message(call.stream_id, payload)
+        else:
+            await self._shell.send_message(call.stream_id, payload)
 
     def _send_status(self, stream_id: int, status: RpcError | None, headers_sent: bool) -> None:
         code = StatusCode.OK if status is None else status.code

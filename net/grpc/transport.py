@@ -20,6 +20,14 @@ partial messages, each at most one message long) to less than ``connection_buffe
 past that the acknowledgement waits until a message is taken, so the peer's windows close and
 memory stays bounded by the buffers plus the windows we advertise.
 Sending respects the peer's windows: a sender waits for WINDOW_UPDATE or SETTINGS.
+
+A streaming call's messages may be *queued* (:meth:`H2Shell.queue_message`) instead of sent:
+they gather per stream, and the writer turns each stream's queue into as few DATA frames as
+the windows allow just before it writes, so a watch stream with many responses ready pays
+``h2`` once for all of them, not once a response (at 1,000 watchers that was the largest
+part of delivering an event). A queue past ``QUEUED_STREAM_BYTES_MAX`` is sent by its
+caller at once, waiting for the windows as ``send_message`` does; ``flush`` sends a stream's
+queue before its trailers.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ from net.grpc.limits import GrpcLimits
 from net.v3.errors import RpcError, StatusCode
 
 logger = logging.getLogger(__name__)
+
+QUEUED_STREAM_BYTES_MAX = 16384
+"""Queued message bytes of one stream past which its sender sends them itself (one DATA
+frame of the default size)."""
 
 
 class StreamClosed(Exception):
@@ -92,6 +104,11 @@ class H2Shell:
         self._withheld: dict[int, Inbound] = {}
         """Streams whose acknowledgement waits for the connection to hold less."""
         self._gone_scope: trio.CancelScope | None = None
+        self._queued: dict[int, bytearray] = {}
+        """Per stream, encoded messages not yet given to ``h2`` (``queue_message``)."""
+        self._queued_bytes = 0
+        self._queue_changed = False
+        """A stream's queue began, or a window opened: the writer looks at the queues."""
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -104,7 +121,7 @@ class H2Shell:
 
     @property
     def unsent_bytes(self) -> int:
-        return len(self._outbox) + self._in_flight_bytes
+        return len(self._outbox) + self._in_flight_bytes + self._queued_bytes
 
     async def wait_for_outbox_room(self) -> None:
         """Return once the outbox holds less than its bound."""
@@ -115,8 +132,13 @@ class H2Shell:
         """Send the outbox as it fills; cancel ``gone_scope`` when the peer stops taking it."""
         self._gone_scope = gone_scope
         while True:
-            while not self._outbox:
+            while not self._outbox and not self._queue_changed:
                 await self._outbox_lot.park()
+            if self._queue_changed:
+                self._queue_changed = False
+                self.send_queued()
+                if not self._outbox:
+                    continue  # what is queued waits for a window
             if not await self._write_outbox():
                 self.broken = True
                 gone_scope.cancel()
@@ -156,7 +178,71 @@ class H2Shell:
         Raises:
             StreamClosed: the stream was reset or closed before all of it was sent.
         """
-        data = memoryview(encode_message(payload))
+        await self._send_data(stream_id, memoryview(encode_message(payload)))
+
+    async def queue_message(self, stream_id: int, payload: bytes) -> None:
+        """Queue one message on a stream for the writer (see the module docstring); past
+        the bound, send the stream's queue now.
+
+        Raises:
+            StreamClosed: the stream is closed (found when the queue is sent here).
+        """
+        if self.broken:
+            raise StreamClosed("connection closed")
+        queued = self._queued.get(stream_id)
+        if queued is None:
+            queued = self._queued[stream_id] = bytearray()
+            self._queue_changed = True
+            self._outbox_lot.unpark_all()
+        message = encode_message(payload)
+        queued += message
+        self._queued_bytes += len(message)
+        if len(queued) >= QUEUED_STREAM_BYTES_MAX:
+            await self.flush(stream_id)
+        else:
+            await self.wait_for_outbox_room()
+
+    async def flush(self, stream_id: int) -> None:
+        """Send what is queued on the stream, as the peer's windows allow.
+
+        Raises:
+            StreamClosed: the stream was reset or closed before all of it was sent.
+        """
+        queued = self._drop_queue(stream_id)
+        if queued:
+            await self._send_data(stream_id, memoryview(queued))
+
+    def send_queued(self) -> None:
+        """Give every stream's queue to ``h2`` as far as the windows allow, without waiting;
+        what a window holds back stays queued. A closed stream's queue is dropped."""
+        engine = self.engine
+        for stream_id, queued in list(self._queued.items()):
+            before = len(queued)
+            try:
+                while queued:
+                    window = min(
+                        engine.local_flow_control_window(stream_id),
+                        engine.max_outbound_frame_size,
+                    )
+                    if window <= 0:
+                        break
+                    engine.send_data(stream_id, bytes(queued[:window]))
+                    del queued[:window]
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                queued.clear()
+            self._queued_bytes -= before - len(queued)
+            if not queued:
+                del self._queued[stream_id]
+        self.pull()
+
+    def _drop_queue(self, stream_id: int) -> bytearray | None:
+        queued = self._queued.pop(stream_id, None)
+        if queued is not None:
+            self._queued_bytes -= len(queued)
+            self._drained_lot.unpark_all()
+        return queued
+
+    async def _send_data(self, stream_id: int, data: memoryview) -> None:
         while data:
             try:
                 window = min(
@@ -181,6 +267,9 @@ class H2Shell:
     def windows_changed(self) -> None:
         """A WINDOW_UPDATE, a SETTINGS change or a closed stream: senders look again."""
         self._window_lot.unpark_all()
+        if self._queued:
+            self._queue_changed = True
+            self._outbox_lot.unpark_all()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -267,6 +356,7 @@ class H2Shell:
     def forget(self, inbound: Inbound) -> None:
         """The stream is done: drop what it holds and give its window back."""
         self._withheld.pop(inbound.stream_id, None)
+        self._drop_queue(inbound.stream_id)
         if self.inbound.pop(inbound.stream_id, None) is None:
             return
         self._held_bytes -= inbound.held_bytes

@@ -17,7 +17,7 @@ import trio.testing
 
 from net.etcdpb import rpc_pb2
 from net.grpc import GrpcLimits
-from net.grpc.framing import encode_message
+from net.grpc.framing import MessageDecoder, encode_message
 from net.grpc.limits import CONCURRENT_STREAMS_MAX, IDLE_TIMEOUT_S
 from net.http.server import HTTP2_PREFACE
 from tests.net.memory_network import MemoryNetwork
@@ -385,3 +385,26 @@ async def test_messages_a_handler_does_not_take_are_bounded_by_withheld_acknowle
         assert 10_000 <= sent <= 10_000 + 65_535 + len(chunk)
         assert peer.engine.local_flow_control_window(stream_id) < len(chunk)
         assert served.toy.cancelled == []
+
+
+async def test_a_burst_of_streamed_responses_shares_data_frames_in_order() -> None:
+    """Responses a streaming handler sends without pausing are queued and go out in a few
+    DATA frames (not one each), every one of them, in order, before the trailers."""
+    responses = 200
+    async with peer_of() as (peer, served):
+        request = rpc_pb2.LeaseKeepAliveRequest(ID=responses)
+        stream_id = peer.call(LEASE_KEEP_ALIVE, encode_message(request.SerializeToString()))
+        await peer.flush()
+        await peer.read_until(lambda: peer.status(stream_id) is not None)
+        assert peer.status(stream_id) == (0, "")
+        frames = [
+            event
+            for event in peer.events
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id
+        ]
+        decoder = MessageDecoder(1 << 20)
+        messages = [message for frame in frames for message in decoder.feed(frame.data or b"")]
+        ids = [rpc_pb2.LeaseKeepAliveResponse.FromString(message).ID for message in messages]
+        assert ids == list(range(responses))
+        assert len(frames) <= responses // 20
+        assert len(served.toy.started) == responses
