@@ -1,0 +1,411 @@
+"""Per-tenant QoS on the member that serves a request (issue 16 item 3): request and byte
+rates, open watches, and the ``/troika/v1/qos`` endpoints that set the limits.
+
+Why here
+--------
+
+The limits are replicated (``storage.qos``, applied by ``actors.state_machine``): every member
+holds the same table. Rates are enforced by the member that **serves** the request, with token
+buckets on Trio's clock (virtual in the simulator; no wall clock), so each member gives a tenant
+at most its rate: a cluster of N members serves at most N times the rate in all. Space quotas
+are enforced at apply (``actors.qos_apply``), where every member agrees.
+
+The hook
+--------
+
+:func:`qos_methods` wraps the KV calls and the Watch stream of the client port's method table,
+as ``actors.usage.record_methods`` does: no service changes. With no tenant set, a call costs
+one attribute chain and one empty-dict test before the handler runs.
+
+- Range, and a Txn without writes: a read of the tenant of its key(s) (one request token; the
+  response's bytes charged after it is served, so the bucket may go into bounded debt);
+- Put, DeleteRange, a Txn with writes: a write (one request token and the request's key and
+  value bytes, taken before anything is proposed);
+- over a rate: gRPC ResourceExhausted "etcdserver: too many requests" (etcd's error when its
+  apply falls behind), before the request is served: nothing changes;
+- Watch: a create on a key of a tenant with ``watches_max`` open watches on this member is
+  answered ``created`` and ``canceled`` (watch id -1, that reason), and the stream goes on.
+
+A txn's tenants are those of every key its operations name (both branches, nested txns
+included), each charged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+from google.protobuf.message import Message
+
+from actors.envelope import EnvelopeKind
+from actors.member import Member, NoLeader, RequestTimeout
+from actors.watch_backend import MemberWatchBackend
+from net.etcdpb import rpc_pb2
+from net.etcdpb.routes import grpc_path
+from net.http.messages import Handler, Request, Response, StreamingResponse
+from net.v3 import errors
+from net.v3.errors import RpcError
+from net.v3.methods import (
+    CallContext,
+    Methods,
+    SendMessage,
+    StreamHandler,
+    StreamMethod,
+    UnaryHandler,
+    UnaryMethod,
+)
+from storage.auth.store import AuthError
+from storage.qos import QosError, QosTable, TenantLimits, TokenBucket
+from storage.qos.limits import encode_delete, encode_set
+
+log = logging.getLogger(__name__)
+
+QOS_PATH: Final = "/troika/v1/qos"
+QOS_SET_PATH: Final = "/troika/v1/qos/set"
+QOS_DELETE_PATH: Final = "/troika/v1/qos/delete"
+BODY_BYTES_MAX: Final = 64 * 1024
+INVALID_WATCH_ID: Final = -1
+TOO_MANY_REQUESTS: Final = "etcdserver: too many requests"
+JSON_TYPE: Final = ("Content-Type", "application/json")
+
+READ: Final = False
+WRITE: Final = True
+
+
+@dataclass(slots=True)
+class TenantBuckets:
+    """One tenant's buckets on this member (None: that rate is not limited). A bucket holds
+    one second of its rate."""
+
+    read_requests: TokenBucket | None
+    write_requests: TokenBucket | None
+    read_bytes: TokenBucket | None
+    write_bytes: TokenBucket | None
+
+    @classmethod
+    def of(cls, limits: TenantLimits, now_s: float) -> TenantBuckets:
+        def bucket(rate: int) -> TokenBucket | None:
+            return TokenBucket(rate, rate, updated_s=now_s) if rate else None
+
+        return cls(
+            bucket(limits.read_requests_per_s),
+            bucket(limits.write_requests_per_s),
+            bucket(limits.read_bytes_per_s),
+            bucket(limits.write_bytes_per_s),
+        )
+
+
+class QosLimiter:
+    """The member's buckets and open-watch counts, rebuilt when the replicated table
+    changes (a changed limit starts with full buckets)."""
+
+    def __init__(self, member: Member) -> None:
+        self._member = member
+        self._version = -1
+        self._table: QosTable | None = None
+        self.buckets: dict[bytes, TenantBuckets] = {}
+        self.watches: dict[bytes, int] = {}
+        self.refused = 0
+        """Requests refused for a rate (for tests and logs)."""
+
+    @property
+    def table(self) -> QosTable:
+        """The applied table (the state machine may replace it on a snapshot install)."""
+        return self._member.machine.qos.table
+
+    def _current(self, now_s: float) -> dict[bytes, TenantBuckets]:
+        table = self.table
+        if table is not self._table or table.version != self._version:
+            self._table, self._version = table, table.version
+            self.buckets = {
+                prefix: TenantBuckets.of(limits, now_s)
+                for prefix, limits in table.tenants.items()
+                if limits.has_rates
+            }
+        return self.buckets
+
+    def admit(self, observations: list[tuple[bool, bytes, int]]) -> None:
+        """Take a request's tokens: (write?, key, bytes) per key it names.
+
+        Raises:
+            RpcError: a tenant is over a rate ("etcdserver: too many requests").
+        """
+        now_s = trio.current_time()
+        buckets = self._current(now_s)
+        if not buckets:
+            return
+        table = self.table
+        for is_write, key, size_bytes in observations:
+            tenant = table.tenant_of(key)
+            found = buckets.get(tenant) if tenant is not None else None
+            if found is None:
+                continue
+            requests = found.write_requests if is_write else found.read_requests
+            if requests is not None and not requests.take(1, now_s):
+                self._refuse(tenant)
+            volume = found.write_bytes if is_write else found.read_bytes
+            if is_write and volume is not None and not volume.take(size_bytes, now_s):
+                self._refuse(tenant)
+            if not is_write and volume is not None and not volume.take(0, now_s):
+                self._refuse(tenant)  # a read while the tenant's byte debt is not paid
+
+    def charge_read(self, key: bytes, size_bytes: int) -> None:
+        """Charge a served read's response bytes to its tenant."""
+        tenant = self.table.tenant_of(key)
+        found = self.buckets.get(tenant) if tenant is not None else None
+        if found is not None and found.read_bytes is not None:
+            found.read_bytes.charge(size_bytes, trio.current_time())
+
+    def _refuse(self, tenant: bytes | None) -> None:
+        self.refused += 1
+        if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8, ...: bounded log volume
+            log.warning("qos: tenant %r over its rate (%d refused so far)", tenant, self.refused)
+        raise errors.too_many_requests()
+
+
+# -- what a request names ------------------------------------------------------------------
+
+
+def observations(request: Message) -> Iterator[tuple[bool, bytes, int]]:
+    """(write?, key, bytes) of each key a KV request names."""
+    match request:
+        case rpc_pb2.RangeRequest():
+            yield READ, request.key, 0
+        case rpc_pb2.PutRequest():
+            yield WRITE, request.key, len(request.key) + len(request.value)
+        case rpc_pb2.DeleteRangeRequest():
+            yield WRITE, request.key, len(request.key)
+        case rpc_pb2.TxnRequest():
+            ops = [*txn_observations(request)]
+            writes = any(is_write for is_write, _, _ in ops)
+            for _, key, size_bytes in ops:
+                yield writes, key, size_bytes
+
+
+def txn_observations(request: rpc_pb2.TxnRequest) -> Iterator[tuple[bool, bytes, int]]:
+    """Every operation of both branches, nested txns included."""
+    for op in (*request.success, *request.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_txn":
+            yield from txn_observations(op.request_txn)
+        elif kind is not None:
+            yield from observations(getattr(op, kind))
+
+
+# -- the method wrappers ----------------------------------------------------------------------
+
+_LIMITERS: weakref.WeakKeyDictionary[Member, QosLimiter] = weakref.WeakKeyDictionary()
+LIMITED_KV = frozenset(grpc_path("KV", name) for name in ("Range", "Put", "DeleteRange", "Txn"))
+WATCH_PATH = grpc_path("Watch", "Watch")
+
+
+def limiter_of(member: Member) -> QosLimiter:
+    """The member's one limiter, shared by its client listeners."""
+    limiter = _LIMITERS.get(member)
+    if limiter is None:
+        limiter = QosLimiter(member)
+        _LIMITERS[member] = limiter
+    return limiter
+
+
+def qos_methods(member: Member, methods: Methods) -> Methods:
+    """``methods`` with the KV calls metered and the Watch stream's creates counted."""
+    limiter = limiter_of(member)
+    wrapped = dict(methods)
+    for path in LIMITED_KV & methods.keys():
+        method = methods[path]
+        assert isinstance(method, UnaryMethod), path
+        wrapped[path] = UnaryMethod(method.request_type, _limited_unary(limiter, method))
+    watch = methods.get(WATCH_PATH)
+    if isinstance(watch, StreamMethod):
+        wrapped[WATCH_PATH] = StreamMethod(
+            watch.request_type, _limited_watch(member, limiter, watch)
+        )
+    return wrapped
+
+
+def _limited_unary(limiter: QosLimiter, method: UnaryMethod) -> UnaryHandler:
+    handler = method.handler
+    machine_of = limiter._member
+
+    async def call(request: Message, context: CallContext) -> Message:
+        if not machine_of.machine.qos.table.tenants:
+            return await handler(request, context)
+        limiter.admit(list(observations(request)))
+        response = await handler(request, context)
+        if isinstance(request, rpc_pb2.RangeRequest):
+            limiter.charge_read(request.key, response.ByteSize())
+        return response
+
+    return call
+
+
+def _limited_watch(member: Member, limiter: QosLimiter, method: StreamMethod) -> StreamHandler:
+    handler = method.handler
+    view = MemberWatchBackend(member)
+
+    def refused() -> rpc_pb2.WatchResponse:
+        response = rpc_pb2.WatchResponse(
+            watch_id=INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=TOO_MANY_REQUESTS
+        )
+        header = response.header
+        header.cluster_id, header.member_id = view.cluster_id, view.member_id
+        header.revision, header.raft_term = member.machine.mvcc.current_revision, view.raft_term()
+        return response
+
+    async def call(
+        requests: AsyncIterator[Message], send: SendMessage, context: CallContext
+    ) -> None:
+        pending: deque[bytes | None] = deque()  # tenants of creates not yet answered
+        opened: dict[int, bytes] = {}  # watch id -> tenant counted
+
+        def release(tenant: bytes | None) -> None:
+            if tenant is not None:
+                limiter.watches[tenant] -= 1
+
+        async def admitted() -> AsyncIterator[Message]:
+            async for request in requests:
+                if isinstance(request, rpc_pb2.WatchRequest) and request.HasField("create_request"):
+                    admit, tenant = _watch_tenant(limiter, request.create_request.key)
+                    if not admit:
+                        await send(refused())
+                        continue
+                    pending.append(tenant)
+                yield request
+
+        async def counted(message: Message) -> None:
+            if isinstance(message, rpc_pb2.WatchResponse):
+                if message.created and pending:
+                    tenant = pending.popleft()
+                    if message.canceled:
+                        release(tenant)
+                    elif tenant is not None:
+                        opened[message.watch_id] = tenant
+                elif message.canceled and message.watch_id in opened:
+                    release(opened.pop(message.watch_id))
+            await send(message)
+
+        try:
+            await handler(admitted(), counted, context)
+        finally:
+            for tenant in (*pending, *opened.values()):
+                release(tenant)
+
+    return call
+
+
+def _watch_tenant(limiter: QosLimiter, key: bytes) -> tuple[bool, bytes | None]:
+    """Whether a new watch may open (its tenant is under its ``watches_max``), and the tenant
+    it is counted against (counted now; None if no limit counts it)."""
+    table = limiter.table
+    if not table.tenants:
+        return True, None
+    tenant = table.tenant_of(key)
+    limits = table.tenants.get(tenant) if tenant is not None else None
+    if tenant is None or limits is None or not limits.watches_max:
+        return True, None
+    if limiter.watches.get(tenant, 0) >= limits.watches_max:
+        return False, None
+    limiter.watches[tenant] = limiter.watches.get(tenant, 0) + 1
+    return True, tenant
+
+
+# -- the HTTP endpoints ------------------------------------------------------------------------
+
+
+def qos_routes(member: Member, fallback: Handler) -> Handler:
+    """``/troika/v1/qos`` (GET: the tenants, their space use and this member's counts),
+    ``/troika/v1/qos/set`` and ``/troika/v1/qos/delete`` (POST, a JSON body; with auth
+    enabled, the ``Authorization`` token of a root user); every other path to ``fallback``."""
+
+    async def handle(request: Request) -> Response | StreamingResponse:
+        if not request.path.startswith(QOS_PATH):
+            return await fallback(request)
+        if request.path == QOS_PATH and request.method == "GET":
+            return _json(qos_answer(member))
+        if request.path in (QOS_SET_PATH, QOS_DELETE_PATH) and request.method == "POST":
+            return await _change(member, request)
+        return _json({"error": f"no such path or method: {request.method} {request.path}"}, 404)
+
+    return handle
+
+
+def qos_answer(member: Member) -> dict[str, object]:
+    """The JSON of ``GET /troika/v1/qos``."""
+    qos = member.machine.qos
+    limiter = limiter_of(member)
+    return {
+        "member_id": f"{member.member_id:x}",
+        "tenants": qos.table.to_json(),
+        "usage": {
+            prefix.decode("utf-8", "surrogateescape"): usage.to_json()
+            for prefix, usage in sorted(qos.usage.usage.items())
+        },
+        "watches": {
+            prefix.decode("utf-8", "surrogateescape"): count
+            for prefix, count in sorted(limiter.watches.items())
+            if count
+        },
+        "refused": limiter.refused,
+    }
+
+
+async def _change(member: Member, request: Request) -> Response:
+    denied = _admin_denied(member, request)
+    if denied is not None:
+        return _json({"error": denied}, 403)
+    try:
+        body = _parse_change(request)
+    except QosError as error:
+        return _json({"error": str(error)}, 400)
+    try:
+        outcome = await member.propose(EnvelopeKind.QOS, body)
+    except (RequestTimeout, NoLeader) as error:
+        return _json({"error": str(error) or type(error).__name__}, 503)
+    if isinstance(outcome, RpcError):
+        return _json({"error": str(outcome)}, 400)
+    return _json(qos_answer(member))
+
+
+def _parse_change(request: Request) -> bytes:
+    """The ``QOS`` entry body a set or delete asks for.
+
+    Raises:
+        QosError: a malformed body.
+    """
+    if len(request.body) > BODY_BYTES_MAX:
+        raise QosError("body too large")
+    try:
+        item = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise QosError(f"body is not JSON: {error}") from None
+    if not isinstance(item, dict) or type(item.get("prefix")) is not str or not item["prefix"]:
+        raise QosError('body must be {"prefix": "...", <limit>: <integer>, ...}')
+    prefix = item.pop("prefix").encode("utf-8", "surrogateescape")
+    if request.path == QOS_DELETE_PATH:
+        return encode_delete(prefix)
+    return encode_set(prefix, TenantLimits.from_plain(item))
+
+
+def _admin_denied(member: Member, request: Request) -> str | None:
+    """Why a change is refused under auth (None: auth is off, or a root user's token)."""
+    auth = member.machine.auth
+    if not auth.store.enabled:
+        return None
+    token = request.headers.get("Authorization")
+    info = auth.tokens.info(token, auth.store.revision) if token else None
+    try:
+        auth.store.check_admin(info)
+    except AuthError as error:
+        return f"troika: qos: auth: {error}"
+    return None
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(status, (JSON_TYPE,), json.dumps(value).encode() + b"\n")
