@@ -21,6 +21,7 @@ from actors.auth_gate import MemberAuthRpcBackend, authorize_methods
 from actors.cluster_backend import MemberClusterBackend
 from actors.maintenance_backend import MemberMaintenanceBackend
 from actors.member import Member
+from actors.qos import qos_methods, qos_routes
 from actors.usage import record_methods, record_v2, recorder_of, usage_answer
 from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
@@ -208,7 +209,8 @@ async def serve_client_api(
         **auth_methods(MemberAuthRpcBackend(member), service),
     }
     usage = recorder_of(member)  # issue 16: requests counted by key prefix
-    methods = record_methods(usage, gate_methods(member, authorize_methods(member, every_method)))
+    metered = qos_methods(member, every_method)  # issue 16: per-tenant rates, after auth
+    methods = record_methods(usage, gate_methods(member, authorize_methods(member, metered)))
     if wrap_methods is not None:
         methods = wrap_methods(methods)
     async with trio.open_nursery() as streams:
@@ -220,7 +222,8 @@ async def serve_client_api(
         )
         v2 = record_v2(usage, v2_api)
         inspect = partial(usage_answer, member)
-        http = gate_until_published(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
+        routes = qos_routes(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
+        http = gate_until_published(member, routes)
         server = HttpServer(
             member.network,
             http if wrap_http is None else wrap_http(http),
