@@ -233,6 +233,12 @@ def test_users_roles_and_a_read_only_user_over_etcdctl(
                 user=alice,
                 stdin=f'value("{p}/ro/a") = "1"\n\nget {p}/ro/a\n\nget {p}/rw\n\n',
             ),
+            etcdctl(  # the failure branch is not taken, and still checked
+                cluster,
+                "txn",
+                user=alice,
+                stdin=f'value("{p}/ro/a") = "1"\n\nget {p}/ro/a\n\nput {p}/ro/b 2\n\n',
+            ),
             etcdctl(cluster, "user", "add", "long-kv:" + "x" * 100, user=ROOT),
             # bcrypt reads 72 bytes: another tail authenticates (then has no rights)
             etcdctl(cluster, "get", f"{p}/ro/a", user="long-kv:" + "x" * 72 + "y" * 28),
