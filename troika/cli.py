@@ -22,6 +22,7 @@ from troika import (
     bench_commands,
     client_commands,
     inspect_commands,
+    qos_commands,
     sim_commands,
     snapshot_commands,
     v3_commands,
@@ -223,6 +224,7 @@ v3_lease_commands.register(app)
 v3_watch_commands.register(app)
 snapshot_commands.register(app)
 inspect_commands.register(app)  # issue 16: inspect hot/usage, del-prefix
+qos_commands.register(app)  # issue 16: per-tenant QoS limits
 client_commands.register(v2_app)
 v3_ops_commands.register(app, member_app, endpoint_app)  # issue 12 item 8
 
