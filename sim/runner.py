@@ -26,7 +26,7 @@ import trio
 
 from actors.leases import RELAY_RETRY_S
 from sim.cluster import MONITOR_INTERVAL_S, Monitor, SimCluster
-from sim.determinism import run_deterministic
+from sim.determinism import TaskSteps, run_deterministic
 from sim.faults_disk import DISK_FAULT_KINDS, fire_disk_fault
 from sim.history import History, OpKind
 from sim.lease_checker import Election, LeaseFacts, check_leases
@@ -55,7 +55,11 @@ STREAMS_SEED_SALT = 0x57EA
 adding them left the KV clients' draws as they were."""
 
 
-class Watchdog(trio.abc.Instrument):
+WATCHDOG_CHECK_EVERY_PASSES = 256
+"""The watchdog compares the task steps with its budget every this many run-loop passes."""
+
+
+class Watchdog(TaskSteps):
     """Stops a run that spins: counts task steps, a deterministic measure of work (wall time
     is not: it depends on the machine), and cancels the run past the budget.
 
@@ -64,16 +68,22 @@ class Watchdog(trio.abc.Instrument):
     """
 
     def __init__(self) -> None:
-        self.steps = 0
+        super().__init__()
+        self.passes = 0
         self.expired = False
         self.scope: trio.CancelScope | None = None
 
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps += 1
-        if self.steps % 10_000 or self.expired or self.scope is None:
+    @property
+    def steps(self) -> int:
+        """Task steps so far (all of the run's, once it has ended)."""
+        return self.count()
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.passes += 1
+        if self.passes % WATCHDOG_CHECK_EVERY_PASSES or self.expired or self.scope is None:
             return
         budget = TASK_STEPS_ALLOWANCE + trio.current_time() * TASK_STEPS_PER_SIMULATED_S_MAX
-        if self.steps > budget:
+        if self.count() > budget:
             self.expired = True
             self.scope.cancel()
 
@@ -185,6 +195,9 @@ async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nu
                 network.reset(name)
         case "heal":
             network.heal()
+        case "strand":
+            if len(names) == 2:
+                network.strand(names[0], names[1], fault.value_s)
         case kind if kind in DISK_FAULT_KINDS:
             fire_disk_fault(cluster, fault, names)
         case _:
@@ -258,7 +271,8 @@ async def _simulate_cluster(
     scenario = SCENARIOS[options.scenario]
     cluster_options = scenario.cluster(Random(rng.getrandbits(64)))
     if options.planted_bug:
-        cluster_options = replace(cluster_options, planted_bugs=frozenset({options.planted_bug}))
+        bugs = frozenset(options.planted_bug.split(","))  # several: comma-separated
+        cluster_options = replace(cluster_options, planted_bugs=bugs)
     duration_s = options.duration_s if options.duration_s is not None else scenario.duration_s
     history = result.history
     assert history is not None
