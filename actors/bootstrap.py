@@ -74,8 +74,12 @@ liveness phase must catch it)."""
 RETRY_FAILED_FSYNC = "retry-failed-fsync"
 """A planted bug: the storage actor retries a failed fsync and acknowledges the append once the
 retry succeeds, though the kernel dropped the pages it failed on (the simulator must catch it)."""
+PEER_KEEP_STALE_STREAMS = "peer-keep-stale-streams"
+"""A planted bug: a peer's new stream does not replace its older one, so late messages of the
+older one reach Raft after newer ones (the simulator's stale-reconnect scenario)."""
 MEMBER_PLANTED_BUGS = frozenset(
     {
+        PEER_KEEP_STALE_STREAMS,
         PEER_NO_REDIAL,
         RETRY_FAILED_FSYNC,
         QUORUM_READ_WITHOUT_READ_INDEX,

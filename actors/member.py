@@ -37,6 +37,7 @@ from actors.auth_backend import MemberAuth
 from actors.bootstrap import (
     LESSOR_EXPIRES_ON_FOLLOWERS,
     LESSOR_NO_PROMOTION_EXTENSION,
+    PEER_KEEP_STALE_STREAMS,
     PEER_NO_REDIAL,
     RETRY_FAILED_FSYNC,
     WATCH_SKIP_EVENT_WHEN_FULL,
@@ -165,6 +166,7 @@ class Member:
             cluster_info=lambda: cluster_info(self.membership),
         )
         self.transport.planted_no_redial = PEER_NO_REDIAL in config.planted_bugs
+        self.transport.planted_keep_stale_streams = PEER_KEEP_STALE_STREAMS in config.planted_bugs
         self.transport_actor = TransportActor(
             self.member_id,
             self.transport,

@@ -351,6 +351,10 @@ class PeerTransport:
         """A planted bug (``actors.bootstrap.PEER_NO_REDIAL``), test only: a sender whose
         connection failed never dials that peer again, so the peer stops hearing from this
         member for good; only the simulator's liveness phase can see it."""
+        self.planted_keep_stale_streams = False
+        """A planted bug (``actors.bootstrap.PEER_KEEP_STALE_STREAMS``), test only: a new stream
+        from a peer does not end the older one, so what the older one still delivers reaches
+        Raft after newer messages (reordered across a reconnect)."""
 
     # -- the sending side ------------------------------------------------------------------
 
@@ -865,7 +869,7 @@ class PeerTransport:
         reader.items_max = self._limits.frame_items_max
         scope = trio.CancelScope()
         older = self._inbound_streams.get(sender)
-        if older is not None:
+        if older is not None and not self.planted_keep_stale_streams:
             older.cancel()
         self._inbound_streams[sender] = scope
         try:

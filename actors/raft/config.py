@@ -29,6 +29,9 @@ class PlantedBug(enum.Enum):
     """Commit an entry of an earlier term by counting replicas (Figure 8)."""
     ACK_BEFORE_SYNC = "ack-before-sync"
     """Release append acknowledgements before the entries are persisted."""
+    TRUNCATE_ON_STALE_APPEND = "truncate-on-stale-append"
+    """Replace the log after an append's entries even when they all match (a late, stale
+    append then cuts off entries this follower acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -489,6 +489,12 @@ class Raft:
         if message.index < self.log.committed:
             self._send(MessageType.APPEND_RESPONSE, message.sender, index=self.log.committed)
             return
+        if (
+            PlantedBug.TRUNCATE_ON_STALE_APPEND in self._bugs
+            and message.entries
+            and self.log.matches_term(message.index, message.log_term)
+        ):
+            self.log.append(list(message.entries))
         last_new_index = self.log.maybe_append(
             message.index, message.log_term, message.commit, message.entries
         )
