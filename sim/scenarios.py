@@ -28,7 +28,8 @@ class Fault:
     symbolic; the rest is the other side), isolate, cut (two targets), cut-one-way
     (from, to), clog (two targets, for ``duration_s``), latency (``duration_s``
     of ``value_s`` extra delay on a target's links), crash, restart, restart-all,
-    reset, heal; and the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
+    reset, heal, strand (from, to; ``value_s``: how much later the given-up connection's
+    bytes arrive); and the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
     slow-disk for ``duration_s`` with fsyncs of ``value_s``).
     """
 
@@ -247,6 +248,19 @@ def _slow_disk(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
+def _stale_reconnect(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """A member's connections to another stall and are given up while their bytes are still
+    on the way; the new connection overtakes them (reordering across a reconnect)."""
+    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"))
+    faults = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        delay_s = rng.choice((0.05, 0.2, 0.5, 1.0))
+        faults.append(Fault(at, "strand", rng.choice(pairs), value_s=delay_s))
+        at += rng.expovariate(1 / 0.4)
+    return tuple(faults)
+
+
 MEMBERS = ClusterOptions().names()
 """Disk faults name members (a symbolic target could resolve to another member at the crash)."""
 
@@ -322,6 +336,8 @@ SCENARIOS: dict[str, Scenario] = {
                  _default_cluster, _disk_faults),
         Scenario("slow-disk", "a disk whose fsyncs take hundreds of ms, crashes during it",
                  _default_cluster, _slow_disk),
+        Scenario("stale-reconnect", "connections given up with bytes still on the way",
+                 _default_cluster, _stale_reconnect),
         Scenario("swarm", "every fault kind, knobs drawn per seed", _default_cluster, _swarm),
     )
 }  # fmt: skip
