@@ -39,8 +39,10 @@ from tests.process.test_ops_systemd_tls_auth import (
     PORTS_PER_MEMBER,
     TROIKA,
     UnitCluster,
+    authenticate,
     error_lines,
     etcdctl,
+    grpc_channel,
     pki,
     tls_flags,
 )
@@ -203,16 +205,6 @@ def test_oversized_requests_and_txns_over_max_txn_ops(clusters: list[UnitCluster
 # -- auth ---------------------------------------------------------------------------------------
 
 
-def grpc_channel(cluster: UnitCluster) -> Any:
-    """A gRPC channel to member 0 with the client certificate."""
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=(cluster.pki / "ca.pem").read_bytes(),
-        private_key=(cluster.pki / "client-key.pem").read_bytes(),
-        certificate_chain=(cluster.pki / "client.pem").read_bytes(),
-    )
-    return grpc.secure_channel(cluster.endpoints[0].removeprefix("https://"), credentials)
-
-
 def grpc_put(channel: Any, token: str, key: bytes) -> tuple[str, str]:
     """A put with ``token``: ("OK", "") or the status code's name and the message."""
     call = channel.unary_unary(
@@ -229,16 +221,6 @@ def grpc_put(channel: Any, token: str, key: bytes) -> tuple[str, str]:
     except grpc.RpcError as error:
         return error.code().name, error.details()
     return "OK", ""
-
-
-def authenticate(channel: Any, name: str, password: str) -> str:
-    call = channel.unary_unary(
-        "/etcdserverpb.Auth/Authenticate",
-        request_serializer=rpc_pb2.AuthenticateRequest.SerializeToString,
-        response_deserializer=rpc_pb2.AuthenticateResponse.FromString,
-    )
-    answer = call(rpc_pb2.AuthenticateRequest(name=name, password=password), timeout=GRPC_TIMEOUT_S)
-    return str(answer.token)
 
 
 def test_wrong_passwords_unknown_users_and_expired_tokens(clusters: list[UnitCluster]) -> None:
