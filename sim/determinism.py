@@ -40,7 +40,21 @@ What else we found in Trio 0.35.0's run loop under a MockClock, and what it mean
   (``gc.freeze``: objects from before the run are never collected during it), turns automatic
   collection off, and collects at fixed points of the run instead (every
   ``COLLECT_EVERY_ITERATIONS`` passes of the run loop, from a Trio instrument). Everything is
-  restored afterwards.
+  restored afterwards. The fixed points are generational, as the automatic collector is: the
+  young generation every time, the middle one every ``OLDER_GENERATION_EVERY`` times, a full
+  collection every ``OLDER_GENERATION_EVERY`` squared; a full collection walks everything the
+  run built (stores, logs, the history), and doing one at every fixed point was a sixth of a
+  run's time. Which objects a generational collection sees depends only on what the run
+  allocated since its start, so the schedule is as deterministic as before.
+
+Speed (the simulated path touches no real OS): under ``MockClock(autojump_threshold=0)`` every
+pass of the run loop asks the I/O manager for events with a zero timeout, an ``epoll_wait``
+system call per pass that can only ever return the wakeup socket Trio writes to when something
+calls ``run_sync_soon`` (the garbage collector's async generator finalizer, a signal). The run
+here uses an I/O manager that skips that call while Trio's entry queue is empty
+(:class:`_NoIdlePollIOManager`), and a ``MockClock`` whose ``current_time`` does not read the
+real clock (:func:`virtual_clock`; the run loop asks the time several times per pass). Task
+steps are counted without a hook per step (:class:`TaskSteps`).
 - Trio's end-of-run finalization of leftover async generators walks a set (order by
   address); it runs after the run's result is decided, so it cannot change a trace taken
   during the run.
@@ -56,16 +70,18 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final, TypeVar, TypeVarTuple
+from typing import Any, Final, TypeVar, TypeVarTuple
 
 import trio
 import trio._core._run as trio_run
-import trio.testing
+from trio._core._mock_clock import MockClock
 
 TRIO_VERSION_PINNED: Final = "0.35.0"
 """The Trio whose private scheduler this module was written against (pinned in pyproject)."""
 COLLECT_EVERY_ITERATIONS: Final = 1000
 """Run-loop passes between two garbage collections in a deterministic run."""
+OLDER_GENERATION_EVERY: Final = 10
+"""Every this many collections of a generation, the next older one is collected too."""
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -121,16 +137,87 @@ def deterministic_scheduling(seed: int) -> Iterator[None]:
 
 
 class _CollectAtFixedPoints(trio.abc.Instrument):
-    """Collects garbage every ``every_iterations`` passes of the run loop."""
+    """Collects garbage every ``every_iterations`` passes of the run loop: the young
+    generation each time, older ones every ``OLDER_GENERATION_EVERY``-th time per level."""
 
     def __init__(self, every_iterations: int) -> None:
         self._every_iterations = every_iterations
         self._iterations = 0
+        self._collections = 0
 
     def before_io_wait(self, timeout: float) -> None:
         self._iterations += 1
-        if self._iterations % self._every_iterations == 0:
-            gc.collect()
+        if self._iterations % self._every_iterations:
+            return
+        self._collections += 1
+        generation = 0
+        while generation < 2 and not self._collections % OLDER_GENERATION_EVERY ** (generation + 1):
+            generation += 1
+        gc.collect(generation)
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts task steps (every time a task runs until its next checkpoint), a deterministic
+    measure of work, without a hook per step (that hook cost more than the counting): Trio
+    counts each task's ``_schedule_points``; a task's last step, the one it exits in, is not
+    counted there, so each exit adds its count plus one.
+
+    ``count()`` is exact during the run (it sums the live tasks) and after it.
+    """
+
+    def __init__(self) -> None:
+        self._exited_steps = 0
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self._exited_steps += task._schedule_points + 1
+
+    def count(self) -> int:
+        """Task steps so far."""
+        runner = getattr(trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
+        live = 0 if runner is None else sum(task._schedule_points for task in runner.tasks)
+        return self._exited_steps + live
+
+
+def virtual_clock() -> MockClock:
+    """A ``MockClock(autojump_threshold=0)`` at rate 0 that answers the time without reading
+    the real clock (``MockClock.current_time`` reads it and multiplies by the rate, 0). Its
+    rate must stay 0 (``MockClock`` cannot be subclassed; the method is replaced on the
+    instance)."""
+    clock = MockClock(autojump_threshold=0)
+
+    def current_time() -> float:
+        return clock._virtual_base
+
+    setattr(clock, "current_time", current_time)  # noqa: B010 (a method, on this instance)
+    return clock
+
+
+_TRIO_IO_MANAGER: Any = getattr(trio_run, "TheIOManager")  # noqa: B009 (not exported)
+
+
+class _NoIdlePollIOManager(_TRIO_IO_MANAGER):  # type: ignore[misc]  # per platform
+    """Trio's I/O manager (epoll on Linux), but a zero-timeout wait with nothing in Trio's
+    entry queue makes no system call: no simulated task waits on a real file descriptor, and
+    the only descriptor Trio registers itself, the entry queue's wakeup socket, is written
+    only when something is queued (``run_sync_soon``), which this checks first. A wait with a
+    timeout (never, under an autojumping clock) polls as usual."""
+
+    def get_events(self, timeout: float) -> Any:
+        if timeout <= 0:
+            entry_queue = trio_run.GLOBAL_RUN_CONTEXT.runner.entry_queue
+            if not (entry_queue.queue or entry_queue.idempotent_queue):
+                return []
+        return super().get_events(timeout)
+
+
+@contextlib.contextmanager
+def _no_idle_polling() -> Iterator[None]:
+    """Within the block, new Trio runs use ``_NoIdlePollIOManager``."""
+    setattr(trio_run, "TheIOManager", _NoIdlePollIOManager)  # noqa: B010 (not exported)
+    try:
+        yield
+    finally:
+        setattr(trio_run, "TheIOManager", _TRIO_IO_MANAGER)  # noqa: B010
 
 
 @contextlib.contextmanager
@@ -152,7 +239,7 @@ def run_deterministic(
     async_fn: Callable[[*Ts], Awaitable[T]],
     seed: int,
     *args: *Ts,
-    clock: trio.testing.MockClock | None = None,
+    clock: MockClock | None = None,
     collect_every_iterations: int = COLLECT_EVERY_ITERATIONS,
     instruments: Sequence[trio.abc.Instrument] = (),
 ) -> T:
@@ -161,8 +248,9 @@ def run_deterministic(
     Args:
         async_fn, args: what to run.
         seed: decides every scheduling choice Trio makes.
-        clock: the run's clock; by default a new ``MockClock(autojump_threshold=0)``: time
-            jumps to the next deadline whenever every task is blocked.
+        clock: the run's clock; by default ``virtual_clock()``, a
+            ``MockClock(autojump_threshold=0)``: time jumps to the next deadline whenever
+            every task is blocked.
         collect_every_iterations: garbage is collected every this many passes of the run
             loop (and never otherwise), so that finalizers run at the same points every run.
         instruments: more Trio instruments (a watchdog, say); they must be deterministic.
@@ -174,8 +262,12 @@ def run_deterministic(
     if collect_every_iterations < 1:
         raise ValueError("collect_every_iterations must be >= 1")
     if clock is None:
-        clock = trio.testing.MockClock(autojump_threshold=0)
-    with deterministic_scheduling(seed), _garbage_collected_at_fixed_points():
+        clock = virtual_clock()
+    with (
+        deterministic_scheduling(seed),
+        _garbage_collected_at_fixed_points(),
+        _no_idle_polling(),
+    ):
         return trio.run(
             async_fn,
             *args,
@@ -186,9 +278,12 @@ def run_deterministic(
 
 __all__ = [
     "COLLECT_EVERY_ITERATIONS",
+    "OLDER_GENERATION_EVERY",
     "TRIO_VERSION_PINNED",
+    "TaskSteps",
     "UnsupportedTrioVersion",
     "check_trio_version",
     "deterministic_scheduling",
     "run_deterministic",
+    "virtual_clock",
 ]
