@@ -228,12 +228,17 @@ def _authorized(gate: AuthGate, path: str, method: Method) -> Method:
         if gate.bypass(context):
             await stream(requests, send, context)
             return
+        if path == _WATCH:  # as etcd: an unknown token cancels each create, not the stream
+            try:
+                caller: AuthInfo | RpcError = await gate.caller(context)
+            except RpcError as error:
+                caller = error
+            await stream(_permitted_watches(gate, caller, requests, send), send, context)
+            return
         info = await gate.caller(context)
         bound = REQUEST_AUTH.set(info)
         try:
-            if path == _WATCH:
-                requests = _permitted_watches(gate, info, requests, send)
-            elif path in ADMIN_PATHS:  # Snapshot: checked before it starts, whatever it reads
+            if path in ADMIN_PATHS:  # Snapshot: checked before it starts, whatever it reads
                 gate.before(path, Empty(), info)
             else:
                 first = _FirstChecked(gate, path, info, requests)
@@ -265,13 +270,20 @@ def _unary(
 
 
 async def _permitted_watches(
-    gate: AuthGate, info: AuthInfo, requests: AsyncIterator[Message], send: SendMessage
+    gate: AuthGate,
+    caller: AuthInfo | RpcError,
+    requests: AsyncIterator[Message],
+    send: SendMessage,
 ) -> AsyncIterator[Message]:
-    """The stream's requests without the refused creates, each answered here."""
+    """The stream's requests without the refused creates, each answered here (all of them
+    when the caller could not be resolved)."""
     async for request in requests:
         assert isinstance(request, rpc_pb2.WatchRequest), type(request)
         if request.HasField("create_request"):
-            reason = gate.watch_refusal(info, request.create_request)
+            if isinstance(caller, RpcError):
+                reason: str | None = go_status_text(caller)
+            else:
+                reason = gate.watch_refusal(caller, request.create_request)
             if reason is not None:
                 await send(gate.refused_watch(reason))
                 continue

@@ -338,6 +338,7 @@ def test_leases_watches_and_tokens_over_grpc(
                 rpc_pb2.WatchCreateRequest(key=f"{p}/zz".encode()),
             ):
                 seen.append(rpc.first_watch_answer(create, alice))
+            seen.append(rpc.first_watch_answer(rpc_pb2.WatchCreateRequest(key=b"k"), "bad.1"))
             seen.append(
                 rpc.call(
                     "Maintenance/HashKV", rpc_pb2.HashKVRequest(), rpc_pb2.HashKVResponse, alice
