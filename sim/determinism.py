@@ -162,7 +162,8 @@ class TaskSteps(trio.abc.Instrument):
     counts each task's ``_schedule_points``; a task's last step, the one it exits in, is not
     counted there, so each exit adds its count plus one.
 
-    ``count()`` is exact during the run (it sums the live tasks) and after it.
+    ``count()`` is exact between steps (a run-loop hook), from inside a task it leaves out
+    the step in progress, and after the run it is the run's total.
     """
 
     def __init__(self) -> None:

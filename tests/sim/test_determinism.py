@@ -13,6 +13,7 @@ import trio.testing
 
 from sim.determinism import (
     TRIO_VERSION_PINNED,
+    TaskSteps,
     UnsupportedTrioVersion,
     check_trio_version,
     deterministic_scheduling,
@@ -174,3 +175,58 @@ def test_garbage_is_collected_at_the_same_points_whatever_ran_before() -> None:
     assert with_helper != {-1}
     without = {run_after_allocating(objects, seeded_only) for objects in allocations}
     assert len(without) > 1, "automatic collection did not depend on earlier allocations"
+
+
+class _StepHook(trio.abc.Instrument):
+    """The plain way to count task steps: a hook on every step."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+def test_task_steps_counts_every_step_as_a_hook_per_step_does() -> None:
+    counted, hooked = TaskSteps(), _StepHook()
+    during: list[tuple[int, int]] = []
+
+    async def workload() -> list[str]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(racing_workload, 7)
+            for _ in range(20):
+                await trio.sleep(0.05)
+                during.append((counted.count(), hooked.steps))
+        return []
+
+    run_deterministic(workload, 7, instruments=[counted, hooked])
+    assert hooked.steps > 200
+    assert counted.count() == hooked.steps
+    # Inside a task, the step in progress is not counted yet (the hook counted it already).
+    assert all(steps == hook_steps - 1 for steps, hook_steps in during)
+
+
+async def sleep_often_then_queue_a_job() -> None:
+    for _ in range(100):
+        await trio.sleep(0.01)
+    trio.lowlevel.current_trio_token().run_sync_soon(lambda: None)
+    await trio.sleep(0.01)
+
+
+def test_the_simulated_path_polls_the_os_only_when_trio_queued_a_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    polls: list[float] = []
+    io_manager = getattr(trio_run, "TheIOManager")  # noqa: B009 (Trio's, not exported)
+    real_get_events = io_manager.get_events
+
+    def get_events(self: object, timeout: float) -> object:
+        polls.append(timeout)
+        return real_get_events(self, timeout)
+
+    monkeypatch.setattr(io_manager, "get_events", get_events)
+    run_deterministic(sleep_often_then_queue_a_job, 1)
+    assert 1 <= len(polls) <= 2  # the queued job's wakeup, and nothing else
+    polls.clear()
+    trio.run(sleep_often_then_queue_a_job, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(polls) > 100  # a plain run polls on every pass
