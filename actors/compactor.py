@@ -10,6 +10,19 @@
 - revision, retention R: every 5 minutes, compact to current revision - R when that is
   positive and not the revision compacted last time.
 
+troika adds a third mode (issue 16 item 4), ``adaptive``, retention R revisions: every
+``ADAPTIVE_INTERVAL_S`` the leader looks at the write rate (revisions a second since the last
+look) and, when it is quiet (at most ``QUIET_FRACTION`` of its recent average, or under
+``QUIET_FLOOR_PER_S``), compacts a small step: at most ``step_revisions`` past the last
+compaction, never within the last R revisions. Busy, it waits. A hard limit bounds the history
+whatever the load: once more than ``HISTORY_FACTOR`` x R revisions are kept, it compacts to
+current - R at once (``forced``), so space never runs out under a constant flood. The apply
+actor reclaims any compaction a bounded step at a time between batches (``MvccStore.
+compaction_step``), so a compaction never holds the apply path for longer than one step; small
+adaptive steps make each compaction's work small too, and put it where clients do not wait.
+Every decision is counted (``AdaptivePlan.decisions``, exported by :class:`AdaptiveCollector`
+as ``troika_adaptive_compaction_*``) and each compaction is logged with its reason.
+
 Only the leader runs it (etcd pauses the compactor on followers), and a compaction is an
 ordinary proposal, so every member applies the same one. "Already compacted" counts as done.
 
@@ -22,11 +35,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +50,20 @@ RETRY_DIVISOR: Final = 10
 """A periodic compactor samples the revision ten times a (capped) period."""
 REVISION_INTERVAL_S: Final = 300.0
 """A revision compactor looks every 5 minutes (etcd's revInterval)."""
-MODES: Final = ("periodic", "revision")
+MODES: Final = ("periodic", "revision", "adaptive")
+ADAPTIVE_INTERVAL_S: Final = 1.0
+"""How often the adaptive compactor looks at the write rate."""
+QUIET_FRACTION: Final = 0.5
+"""Quiet: a rate at most half the recent average..."""
+QUIET_FLOOR_PER_S: Final = 20.0
+"""... or under 20 revisions a second, whatever the average."""
+RATE_SMOOTHING: Final = 0.2
+"""Weight of the newest rate in the recent average (an exponential moving average)."""
+HISTORY_FACTOR: Final = 4
+"""The hard limit: at most 4 x the retention kept before a compaction is forced."""
+STEP_DIVISOR: Final = 10
+"""A quiet step compacts at most a tenth of the retention (at least one revision)."""
+DECISIONS: Final = ("quiet", "forced", "busy", "nothing")
 
 
 @dataclass
@@ -106,6 +134,94 @@ class RevisionPlan:
         self.last_compacted = target
 
 
+@dataclass
+class AdaptivePlan:
+    """The adaptive compactor's decisions, pure: call :meth:`step` every interval with the
+    time, the current revision and the compact revision; it answers (decision, target)."""
+
+    retention: int
+    average_rate_per_s: float = 0.0
+    last: tuple[float, int] | None = None
+    rate_per_s: float = 0.0
+    history_revisions: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DECISIONS, 0))
+
+    def __post_init__(self) -> None:
+        assert self.retention > 0, self.retention
+
+    @property
+    def history_max(self) -> int:
+        """The hard limit on revisions kept."""
+        return HISTORY_FACTOR * self.retention
+
+    @property
+    def step_revisions(self) -> int:
+        """The most a quiet step compacts."""
+        return max(1, self.retention // STEP_DIVISOR)
+
+    def step(self, now_s: float, revision: int, compacted: int) -> tuple[str, int | None]:
+        """The decision now: ``quiet`` or ``forced`` with the revision to compact to,
+        ``busy`` (something to compact, but not now) or ``nothing``."""
+        self._observe(now_s, revision)
+        self.history_revisions = revision - max(compacted, 0)
+        ceiling = revision - self.retention
+        if ceiling <= compacted:
+            return self._decide("nothing", None)
+        if self.history_revisions > self.history_max:
+            return self._decide("forced", ceiling)
+        if self.rate_per_s <= max(QUIET_FLOOR_PER_S, QUIET_FRACTION * self.average_rate_per_s):
+            return self._decide("quiet", min(ceiling, compacted + self.step_revisions))
+        return self._decide("busy", None)
+
+    def _observe(self, now_s: float, revision: int) -> None:
+        if self.last is not None and now_s > self.last[0]:
+            self.rate_per_s = max(0, revision - self.last[1]) / (now_s - self.last[0])
+            self.average_rate_per_s += RATE_SMOOTHING * (self.rate_per_s - self.average_rate_per_s)
+        self.last = (now_s, revision)
+
+    def _decide(self, decision: str, target: int | None) -> tuple[str, int | None]:
+        self.decisions[decision] += 1
+        return decision, target
+
+    def forget_rate(self) -> None:
+        """Not leading: the next look starts a new rate (the revision went on meanwhile)."""
+        self.last = None
+
+
+class AdaptiveCollector(Collector):
+    """Prometheus view of an adaptive plan: decisions by kind, history kept, the write rate
+    it saw and its average (labels bounded: the four decisions)."""
+
+    def __init__(self, plan: AdaptivePlan) -> None:
+        self._plan = plan
+
+    def collect(self) -> Iterator[Metric]:
+        plan = self._plan
+        decisions = CounterMetricFamily(
+            "troika_adaptive_compaction_decisions",
+            "Adaptive compactor decisions, by kind (quiet and forced compact).",
+            labels=["decision"],
+        )
+        for name in DECISIONS:
+            decisions.add_metric([name], plan.decisions[name])
+        yield decisions
+        yield GaugeMetricFamily(
+            "troika_adaptive_compaction_history_revisions",
+            "Revisions kept above the compact revision at the last look.",
+            value=plan.history_revisions,
+        )
+        yield GaugeMetricFamily(
+            "troika_adaptive_compaction_write_rate_per_second",
+            "Revisions a second at the last look.",
+            value=plan.rate_per_s,
+        )
+        yield GaugeMetricFamily(
+            "troika_adaptive_compaction_average_write_rate_per_second",
+            "The recent average the quiet test compares with.",
+            value=plan.average_rate_per_s,
+        )
+
+
 Compact = Callable[[int], Awaitable[bool]]
 """Propose a compaction to a revision; True once applied or already compacted, False when it
 failed and should be retried (no leader, timeout)."""
@@ -118,6 +234,8 @@ async def run_compactor(
     is_leader: Callable[[], bool],
     revision: Callable[[], int],
     compact: Compact,
+    compacted: Callable[[], int] = lambda: 0,
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Run etcd's compactor of ``mode`` until cancelled (does nothing for retention 0).
 
@@ -127,12 +245,19 @@ async def run_compactor(
         is_leader: whether this member leads now (only the leader compacts).
         revision: the current revision of the v3 store.
         compact: proposes a compaction.
+        compacted: the store's compact revision (adaptive mode).
+        registry: where the adaptive mode's metrics are registered.
     """
     assert mode in MODES, mode
     if retention <= 0:
         return
     if mode == "revision":
         await _run_revision(RevisionPlan(int(retention)), is_leader, revision, compact)
+    elif mode == "adaptive":
+        adaptive = AdaptivePlan(int(retention))
+        if registry is not None:
+            registry.register(AdaptiveCollector(adaptive))
+        await _run_adaptive(adaptive, is_leader, revision, compacted, compact)
     else:
         plan = PeriodicPlan(retention, trio.current_time())
         await _run_periodic(plan, is_leader, revision, compact)
@@ -176,3 +301,27 @@ async def _run_revision(
         log.info("auto revision compaction at revision %d (retention %d)", target, plan.retention)
         if await compact(target):
             plan.done(target)
+
+
+async def _run_adaptive(
+    plan: AdaptivePlan,
+    is_leader: Callable[[], bool],
+    revision: Callable[[], int],
+    compacted: Callable[[], int],
+    compact: Compact,
+) -> None:
+    while True:
+        await trio.sleep(ADAPTIVE_INTERVAL_S)
+        if not is_leader():
+            plan.forget_rate()
+            continue
+        decision, target = plan.step(trio.current_time(), revision(), compacted())
+        if target is None:
+            continue
+        log.info(
+            "auto adaptive compaction (%s) at revision %d: %.0f revisions/s (average %.0f), "
+            "%d revisions kept (hard limit %d)",
+            decision, target, plan.rate_per_s, plan.average_rate_per_s,
+            plan.history_revisions, plan.history_max,
+        )  # fmt: skip
+        await compact(target)

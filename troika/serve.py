@@ -438,6 +438,8 @@ async def serve(
                     is_leader=member.is_leader,
                     revision=lambda: member.machine.mvcc.current_revision,
                     compact=partial(compact_to, member),
+                    compacted=lambda: member.machine.mvcc.compact_revision,
+                    registry=metrics.registry,
                 )
             )
             task_status.started(bound)

@@ -229,7 +229,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "0",
         note="periodic: hours, or a Go duration; revision: revisions kept; 0: off",
     ),
-    Flag("auto-compaction-mode", Kind.STRING, "periodic", note="periodic or revision"),
+    Flag("auto-compaction-mode", Kind.STRING, "periodic", note="periodic, revision or adaptive"),
     Flag("enable-v2", Kind.BOOL, "false", note="serve the v2 keys API (/v2/keys, /v2/members...)"),
     # -- proxy (off)
     Flag(
@@ -480,7 +480,7 @@ HELP_NAMES: Final = frozenset({"h", "help"})
 
 LOG_LEVELS: Final = ("debug", "info", "warn", "error", "panic", "fatal")
 LOGGERS: Final = ("capnslog", "zap")
-COMPACTION_MODES: Final = ("periodic", "revision")
+COMPACTION_MODES: Final = ("periodic", "revision", "adaptive")  # adaptive: issue 16
 
 
 @dataclass
