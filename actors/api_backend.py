@@ -14,7 +14,7 @@ from typing import Any, Final
 import bcrypt
 import trio
 
-from actors.auth_backend import bcrypt_salt
+from actors.auth_backend import BCRYPT_PASSWORD_BYTES, bcrypt_salt
 from actors.bootstrap import QUORUM_READ_WITHOUT_READ_INDEX
 from actors.member import Member, NoLeader, RequestTimeout
 from actors.membership import Member as MemberRecord
@@ -256,7 +256,8 @@ class MemberPasswords:
     async def hash(self, password: str) -> str:
         auth = self._member.auth
         salt = bcrypt_salt(auth.rng, V2_BCRYPT_COST)
-        hashed = await auth.hasher(partial(bcrypt.hashpw, password.encode(), salt))
+        secret = password.encode()[:BCRYPT_PASSWORD_BYTES]  # as Go's bcrypt reads it
+        hashed = await auth.hasher(partial(bcrypt.hashpw, secret, salt))
         return hashed.decode()
 
     async def check(self, hashed: str, password: str) -> bool:
@@ -266,8 +267,9 @@ class MemberPasswords:
 
 def _matches(password: str, hashed: str) -> bytes:
     """b"1" when ``password`` has the hash ``hashed`` (a hasher's call gives bytes)."""
+    secret = password.encode()[:BCRYPT_PASSWORD_BYTES]  # as Go's bcrypt reads it
     try:
-        return b"1" if bcrypt.checkpw(password.encode(), hashed.encode()) else b""
+        return b"1" if bcrypt.checkpw(secret, hashed.encode()) else b""
     except ValueError:  # a malformed hash
         return b""
 
