@@ -21,8 +21,9 @@ one attribute chain and one empty-dict test before the handler runs.
   response's bytes charged after it is served, so the bucket may go into bounded debt);
 - Put, DeleteRange, a Txn with writes: a write (one request token and the request's key and
   value bytes, taken before anything is proposed);
-- over a rate: gRPC ResourceExhausted "etcdserver: too many requests" (etcd's error when its
-  apply falls behind), before the request is served: nothing changes;
+- over a rate: the request waits for tokens due within ``WAIT_MAX_S`` (0.25 s; its turn
+  reserved, as a shaper), else gRPC ResourceExhausted "etcdserver: too many requests" (etcd's
+  error when its apply falls behind), before the request is served: nothing changes;
 - Watch: a create on a key of a tenant with ``watches_max`` open watches on this member is
   answered ``created`` and ``canceled`` (watch id -1, that reason), and the stream goes on.
 
@@ -70,6 +71,10 @@ QOS_PATH: Final = "/troika/v1/qos"
 QOS_SET_PATH: Final = "/troika/v1/qos/set"
 QOS_DELETE_PATH: Final = "/troika/v1/qos/delete"
 BODY_BYTES_MAX: Final = 64 * 1024
+WAIT_MAX_S: Final = 0.25
+"""A request over its tenant's rate waits for tokens due within this (its place in line
+reserved), else it is refused. A closed-loop flood is slowed to the rate rather than spun
+into refusals it answers at once with another request (each costs the member a parse)."""
 INVALID_WATCH_ID: Final = -1
 TOO_MANY_REQUESTS: Final = "etcdserver: too many requests"
 JSON_TYPE: Final = ("Content-Type", "application/json")
@@ -113,6 +118,8 @@ class QosLimiter:
         self.watches: dict[bytes, int] = {}
         self.refused = 0
         """Requests refused for a rate (for tests and logs)."""
+        self.delayed = 0
+        """Requests that waited for their tenant's tokens."""
 
     @property
     def table(self) -> QosTable:
@@ -130,8 +137,9 @@ class QosLimiter:
             }
         return self.buckets
 
-    def admit(self, observations: list[tuple[bool, bytes, int]]) -> None:
-        """Take a request's tokens: (write?, key, bytes) per key it names.
+    async def admit(self, observations: list[tuple[bool, bytes, int]]) -> None:
+        """Take a request's tokens: (write?, key, bytes) per key it names, waiting (at most
+        ``WAIT_MAX_S`` in all) for tokens a tenant's rate will give it soon.
 
         Raises:
             RpcError: a tenant is over a rate ("etcdserver: too many requests").
@@ -141,19 +149,25 @@ class QosLimiter:
         if not buckets:
             return
         table = self.table
+        wait_s = 0.0
         for is_write, key, size_bytes in observations:
             tenant = table.tenant_of(key)
             found = buckets.get(tenant) if tenant is not None else None
             if found is None:
                 continue
             requests = found.write_requests if is_write else found.read_requests
-            if requests is not None and not requests.take(1, now_s):
-                self._refuse(tenant)
             volume = found.write_bytes if is_write else found.read_bytes
-            if is_write and volume is not None and not volume.take(size_bytes, now_s):
-                self._refuse(tenant)
-            if not is_write and volume is not None and not volume.take(0, now_s):
-                self._refuse(tenant)  # a read while the tenant's byte debt is not paid
+            amounts = ((requests, 1), (volume, size_bytes if is_write else 0))
+            for bucket, amount in amounts:
+                if bucket is None:
+                    continue
+                waited = bucket.reserve(amount, now_s, WAIT_MAX_S - wait_s)
+                if waited is None:
+                    self._refuse(tenant)
+                wait_s = max(wait_s, waited or 0.0)
+        if wait_s > 0:
+            self.delayed += 1
+            await trio.sleep(wait_s)
 
     def charge_read(self, key: bytes, size_bytes: int) -> None:
         """Charge a served read's response bytes to its tenant."""
@@ -237,7 +251,7 @@ def _limited_unary(limiter: QosLimiter, method: UnaryMethod) -> UnaryHandler:
     async def call(request: Message, context: CallContext) -> Message:
         if not machine_of.machine.qos.table.tenants:
             return await handler(request, context)
-        limiter.admit(list(observations(request)))
+        await limiter.admit(list(observations(request)))
         response = await handler(request, context)
         if isinstance(request, rpc_pb2.RangeRequest):
             limiter.charge_read(request.key, response.ByteSize())
@@ -353,6 +367,7 @@ def qos_answer(member: Member) -> dict[str, object]:
             if count
         },
         "refused": limiter.refused,
+        "delayed": limiter.delayed,
     }
 
 

@@ -1,7 +1,8 @@
 """A token bucket: at most ``rate_per_s`` on average, bursts of at most ``burst``.
 
 Pure: the caller passes the time (the serving member's Trio clock, virtual in the simulator;
-never the wall clock). ``take`` refuses when fewer tokens than asked remain and then takes
+never the wall clock). ``reserve`` spends now and says how long to wait first (bounded);
+``take`` refuses when fewer tokens than asked remain and then takes
 nothing; ``charge`` takes unconditionally (a read's response size, known only after it ran),
 so the bucket may go into debt and later requests wait until it is paid back.
 """
@@ -46,6 +47,20 @@ class TokenBucket:
             self.tokens = max(self.tokens, -DEBT_BURSTS_MAX * self.burst)
             return True
         return False
+
+    def reserve(self, amount: float, now_s: float, wait_max_s: float) -> float | None:
+        """Spend ``amount`` now, in debt if need be, when the debt is paid back within
+        ``wait_max_s``: the seconds to wait before serving (0: at once); None (nothing spent)
+        when it would take longer. Waiters reserve in turn, so they wake one rate apart
+        rather than all at once."""
+        self._refill(now_s)
+        wait_s = max(0.0, (amount - self.tokens) / self.rate_per_s) if amount > 0 else 0.0
+        if amount <= 0 and self.tokens < 0:
+            wait_s = -self.tokens / self.rate_per_s
+        if wait_s > wait_max_s:
+            return None
+        self.tokens -= amount
+        return wait_s
 
     def charge(self, amount: float, now_s: float) -> None:
         """Spend ``amount`` whatever the bucket holds (bounded debt)."""

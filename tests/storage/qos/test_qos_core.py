@@ -26,6 +26,18 @@ def test_bucket_charge_goes_into_bounded_debt() -> None:
     assert bucket.take(1, 4.02)
 
 
+def test_bucket_reservations_wait_in_turn_and_refuse_past_the_bound() -> None:
+    bucket = TokenBucket(rate_per_s=10, burst=2, updated_s=0.0)
+    waits = [bucket.reserve(1, 0.0, wait_max_s=0.25) for _ in range(6)]
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2] == pytest.approx(0.1) and waits[3] == pytest.approx(0.2)
+    assert waits[4:] == [None, None]  # 0.3 s away: refused, nothing spent
+    assert bucket.tokens == pytest.approx(-2)
+    bucket.charge(8, 0.0)  # a read's response: debt capped at four bursts (8 tokens)
+    assert bucket.reserve(0, 0.0, wait_max_s=0.5) is None
+    assert bucket.reserve(0, 0.0, wait_max_s=1.0) == pytest.approx(0.8)
+
+
 def test_bucket_never_goes_back_in_time() -> None:
     bucket = TokenBucket(rate_per_s=1, burst=1, updated_s=10.0)
     assert bucket.take(1, 10.0)
