@@ -192,6 +192,7 @@ class SimDisk:
         kept = self._rng.randint(0, unsynced) if self.torn_writes and unsynced else 0
         store = self.store.crash(keep_unsynced_batches=kept)
         assert isinstance(store, SimKeyValueStore)
+        self.armed.clear()  # a failure armed for this incarnation dies with it
         doomed, self.doomed = self.doomed, []
         for undo in reversed(doomed):
             store._take_back(undo)

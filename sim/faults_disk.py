@@ -45,6 +45,8 @@ SLOW_FSYNC_S = (0.1, 0.3, 0.6)
 def fire_disk_fault(cluster: SimCluster, fault: Fault, names: list[str]) -> None:
     """Carry out a disk fault on the members ``names`` (resolved from ``fault.targets``)."""
     for name in names:
+        if name not in cluster.up():
+            continue  # armed while down, a failure would hit the restart's own writes
         disk = cluster.slots[name].disk
         if fault.kind == SLOW_DISK:
             disk.slow_until(trio.current_time() + fault.duration_s, fault.value_s)
