@@ -53,8 +53,10 @@ system call per pass that can only ever return the wakeup socket Trio writes to 
 calls ``run_sync_soon`` (the garbage collector's async generator finalizer, a signal). The run
 here uses an I/O manager that skips that call while Trio's entry queue is empty
 (:class:`_NoIdlePollIOManager`), and a ``MockClock`` whose ``current_time`` does not read the
-real clock (:func:`virtual_clock`; the run loop asks the time several times per pass). Task
-steps are counted without a hook per step (:class:`TaskSteps`).
+real clock (:func:`virtual_clock`; the run loop asks the time several times per pass), and
+whose autojump also fires :class:`Timers`, wake-ups at virtual times that cost no cancel scope
+(the simulated network's arrivals use them). Task steps are counted without a hook per step
+(:class:`TaskSteps`).
 - Trio's end-of-run finalization of leftover async generators walks a set (order by
   address); it runs after the run's result is decided, so it cannot change a trace taken
   during the run.
@@ -69,6 +71,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
+import itertools
+import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar, TypeVarTuple
 
@@ -179,17 +184,63 @@ class TaskSteps(trio.abc.Instrument):
         return self._exited_steps + live
 
 
+class Timers:
+    """Callbacks at virtual times, run when the clock jumps to them: a wake-up without a
+    cancel scope (a scope that expires costs a heap entry, a ``Cancelled`` raised through
+    the task and caught again; the simulated network needs one per segment in flight).
+
+    Only a ``virtual_clock()`` has them (``timers_of_current_clock``). They fire when Trio
+    autojumps the clock: every task blocked, time moves to the earliest Trio deadline or
+    timer, and every timer due by then runs, in (time, registration) order. A callback may
+    reschedule tasks (unpark them); it must not block.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
+        self._order = itertools.count()
+
+    def call_at(self, at_s: float, callback: Callable[[float], None]) -> None:
+        """Run ``callback(at_s)`` once the clock has reached ``at_s`` (a finite time)."""
+        heapq.heappush(self._heap, (at_s, next(self._order), callback))
+
+    def next_s(self) -> float:
+        return self._heap[0][0] if self._heap else math.inf
+
+    def fire_due(self, now_s: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now_s:
+            at_s, _, callback = heapq.heappop(heap)
+            callback(at_s)
+
+
+def timers_of_current_clock() -> Timers | None:
+    """The running clock's ``Timers``, or None (a plain ``MockClock``, the system clock)."""
+    timers = getattr(trio.lowlevel.current_clock(), "sim_timers", None)
+    return timers if isinstance(timers, Timers) else None
+
+
 def virtual_clock() -> MockClock:
     """A ``MockClock(autojump_threshold=0)`` at rate 0 that answers the time without reading
-    the real clock (``MockClock.current_time`` reads it and multiplies by the rate, 0). Its
-    rate must stay 0 (``MockClock`` cannot be subclassed; the method is replaced on the
-    instance)."""
+    the real clock (``MockClock.current_time`` reads it and multiplies by the rate, 0), and
+    that has ``Timers``: its autojump goes to the earlier of Trio's next deadline and the
+    next timer, lands on it exactly, and fires the timers due. Its rate must stay 0
+    (``MockClock`` cannot be subclassed; the methods are replaced on the instance)."""
     clock = MockClock(autojump_threshold=0)
+    timers = Timers()
 
     def current_time() -> float:
         return clock._virtual_base
 
+    def autojump() -> None:
+        runner = trio_run.GLOBAL_RUN_CONTEXT.runner
+        target_s = min(runner.deadlines.next_deadline(), timers.next_s())
+        if clock._virtual_base < target_s < math.inf:
+            clock._virtual_base = target_s
+        timers.fire_due(clock._virtual_base)
+
     setattr(clock, "current_time", current_time)  # noqa: B010 (a method, on this instance)
+    setattr(clock, "_autojump", autojump)  # noqa: B010
+    setattr(clock, "sim_timers", timers)  # noqa: B010
     return clock
 
 
@@ -282,9 +333,11 @@ __all__ = [
     "OLDER_GENERATION_EVERY",
     "TRIO_VERSION_PINNED",
     "TaskSteps",
+    "Timers",
     "UnsupportedTrioVersion",
     "check_trio_version",
     "deterministic_scheduling",
     "run_deterministic",
+    "timers_of_current_clock",
     "virtual_clock",
 ]

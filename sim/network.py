@@ -61,12 +61,14 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from random import Random
 
 import trio
 import trio.lowlevel
 
 from net.network import ConnectionRefused, StreamHandler, split_address
+from sim.determinism import Timers, timers_of_current_clock
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ class _Direction:
         "reader_closed",
         "reset",
         "stranded",
+        "timer_at_s",
     )
 
     def __init__(self, network: SimNetwork, link: _Link, connection_id: int) -> None:
@@ -163,6 +166,8 @@ class _Direction:
         """The writer gave up on it (``SimNetwork.strand``); what is in flight still arrives."""
         self.changed = trio.lowlevel.ParkingLot()
         """Every task waiting on this direction (reader or writer) parks here."""
+        self.timer_at_s = math.inf
+        """When the pending arrival timer fires (``inf``: none pending)."""
 
     def dead(self) -> bool:
         return self.reset or self.reader_closed
@@ -182,6 +187,19 @@ class _Direction:
             moved = True
         if moved:
             self.changed.unpark_all()
+
+    def wake_at(self, timers: Timers, at_s: float) -> None:
+        """Settle (and so wake the waiters) at ``at_s`` unless a timer fires no later."""
+        if at_s < self.timer_at_s:
+            self.timer_at_s = at_s
+            timers.call_at(at_s, partial(self._on_timer, timers))
+
+    def _on_timer(self, timers: Timers, at_s: float) -> None:
+        if at_s == self.timer_at_s:
+            self.timer_at_s = math.inf
+        self.settle(trio.current_time())
+        if self.changed:  # still waiting (a cut or clog came in between): the next arrival
+            self.wake_at(timers, self.next_arrival_s())
 
     def next_arrival_s(self) -> float:
         if not self.in_flight or self.dead():
@@ -312,7 +330,12 @@ class SimStream(trio.abc.HalfCloseableStream):
                     return incoming.take(max_bytes)
                 if incoming.eof_arrived:
                     return b""
-                with trio.move_on_at(incoming.next_arrival_s()):
+                timers = self._connection.network.timers()
+                if timers is None:  # not a virtual_clock(): a cancel scope's deadline
+                    with trio.move_on_at(incoming.next_arrival_s()):
+                        await incoming.changed.park()
+                else:
+                    incoming.wake_at(timers, incoming.next_arrival_s())
                     await incoming.changed.park()
 
     # -- closing
@@ -452,6 +475,9 @@ class SimNetwork:
         self._paths_changed = trio.lowlevel.ParkingLot()
         """Connects waiting for a cut or clogged link park here."""
         self._traffic = hashlib.blake2b(digest_size=16)
+        self._timers: Timers | None = None
+        self._timers_known = False
+        """Whether ``_timers`` holds the run's (None: its clock has none)."""
 
     # -- hosts ---------------------------------------------------------------------------
 
@@ -602,6 +628,12 @@ class SimNetwork:
         return hasher.hexdigest()
 
     # -- for SimHost and the streams -------------------------------------------------------
+
+    def timers(self) -> Timers | None:
+        """The clock's timers (``sim.determinism.virtual_clock``), looked up once."""
+        if not self._timers_known:
+            self._timers, self._timers_known = timers_of_current_clock(), True
+        return self._timers
 
     def draw_delay_s(self, link: _Link) -> float:
         if link.jitter_s > 0:
