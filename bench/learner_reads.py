@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -38,7 +40,7 @@ from typing import Any, Final
 
 import trio
 
-from bench.clusters import PortBlock, TroikaCluster
+from bench.clusters import _LAUNCHER, PortBlock, TroikaCluster
 from bench.loadgen import CpuWindow, LoadResult, LoadSpec, Recorder, Workload, summarise
 from bench.loadgen_v3 import V3Requests, _grpc_load, preload_grpc
 
@@ -120,6 +122,12 @@ def add_learner(
             "--initial-cluster-token", cluster.layout.token,
             *extra_flags,
         ]  # fmt: skip
+        if (
+            sys.platform.startswith("linux")
+            and threading.current_thread() is threading.main_thread()
+        ):
+            # killed with us, as TroikaCluster's members are (PR_SET_PDEATHSIG)
+            argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
         # its own session, as TroikaCluster starts the voters: with the kernel's autogroup
         # scheduling a session shares CPU as one, so a learner left in ours would share a
         # voter's slice with the clients and every other learner
