@@ -195,9 +195,9 @@ async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nu
                 network.reset(name)
         case "heal":
             network.heal()
-        case "strand":
-            if len(names) == 2:
-                network.strand(names[0], names[1], fault.value_s)
+        case "strand":  # (from, to), or one target: its connections to every other member
+            for peer in names[1:2] or (others if names else []):
+                network.strand(names[0], peer, fault.value_s)
         case kind if kind in DISK_FAULT_KINDS:
             fire_disk_fault(cluster, fault, names)
         case _:
