@@ -251,13 +251,26 @@ def _slow_disk(rng: Random, duration_s: float) -> tuple[Fault, ...]:
 def _stale_reconnect(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     """A member's connections to another stall and are given up while their bytes are still
     on the way; the new connection overtakes them (reordering across a reconnect)."""
-    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"))
+    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"), ("leader",))
     faults = []
     at = rng.uniform(0.5, 1.5)
     while at < duration_s - 1:
+        if rng.random() < 0.3:
+            # The leader and one follower in a minority: nothing commits there, so a late
+            # append is not below the follower's commit index when it lands.
+            length = rng.uniform(1.0, 2.5)
+            faults.append(Fault(at, "partition", ("leader", "follower"), duration_s=length))
+            for step in range(3):
+                late_s = rng.choice((0.2, 0.5, 1.0))
+                faults.append(Fault(at + 0.2 + step * length / 3, "strand", ("leader",),
+                                    value_s=late_s))  # fmt: skip
+            faults.append(Fault(at + length, "heal"))
+            at += length + rng.uniform(0.3, 1.0)
+            continue
         delay_s = rng.choice((0.05, 0.2, 0.5, 1.0))
         faults.append(Fault(at, "strand", rng.choice(pairs), value_s=delay_s))
         at += rng.expovariate(1 / 0.4)
+    faults.sort(key=lambda fault: fault.at_s)
     return tuple(faults)
 
 
