@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import signal
 import ssl
@@ -66,6 +67,7 @@ from net.v3.service import MAX_REQUEST_BYTES_DEFAULT, MAX_TXN_OPS_DEFAULT, Servi
 from storage.kv import RocksKeyValueStore, WriteBatch
 from storage.space import QUOTA_BACKEND_BYTES_DEFAULT, SpaceGuard
 from troika.serve_flags import ParsedFlags, compaction_retention_s
+from troika.systemd_notify import notify_when_ready
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +429,7 @@ async def serve(
         )
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(member.run, client_api)
+            nursery.start_soon(notify_when_ready, member.published, os.environ)  # Type=notify
             for url in options.listen_metrics_urls:
                 server = HttpServer(network, metrics_listener_handler(member, metrics))
                 await nursery.start(server.serve, address_from_url(url))

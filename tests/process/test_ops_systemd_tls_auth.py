@@ -32,6 +32,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -647,3 +648,27 @@ def test_the_unit_with_jwt_tokens(pki: Path, tmp_path: Path) -> None:
     ]
     assert not differences, "\n".join(differences)
     assert sessions["troika"][-1] == "jwt: RS256 ['exp', 'revision', 'username'] app"
+
+
+@needs_etcd
+def test_type_notify_readiness_as_etcd(pki: Path, tmp_path: Path) -> None:
+    """The unit says ``Type=notify``: systemd waits for ``READY=1`` on ``$NOTIFY_SOCKET``.
+    etcd sends it once it serves clients; so does troika (one member of each, from the
+    unit)."""
+    assert ETCD is not None
+    received: dict[str, bytes] = {}
+    for system, binary in (("etcd", [ETCD]), ("troika", TROIKA)):
+        path = tmp_path / f"{system}.notify"
+        ports = PortBlock.claim(range(PORTS_PER_MEMBER))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(str(path))
+            receiver.settimeout(START_TIMEOUT_S)
+            environment = {"NOTIFY_SOCKET": str(path)}
+            cluster = UnitCluster(system, binary, tmp_path / system, pki, ports, environment, 1)
+            try:
+                cluster.start()
+                received[system] = receiver.recv(64)
+            finally:
+                cluster.stop()
+                ports.release()
+    assert received == {"etcd": b"READY=1", "troika": b"READY=1"}
