@@ -16,7 +16,9 @@ Per phase: B's p50/p99/max and how many of B's puts failed; A's puts accepted an
 second; whether every member still answered at the end (the cluster did not fall over). The
 flooders are separate processes, so B's client is not starved by them inside one event loop;
 all of it shares the machine's cores with the members, as a real noisy neighbour shares
-them. Wall-clock time is fine here: this is a benchmark, not member code.
+them (``--flood-nice 19`` lowers the flooders' priority: on a 2-core machine their own CPU
+otherwise weighs more than anything the members do). Wall-clock time is fine here: this is
+a benchmark, not member code.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
@@ -80,8 +83,10 @@ async def measure_b(url: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def flood_process(urls: list[str], seconds: float, out: Any) -> None:
-    """One flooding process: ``FLOOD_CONNECTIONS`` clients putting as fast as answered."""
+def flood_process(urls: list[str], seconds: float, out: Any, nice: int = 0) -> None:
+    """One flooding process: ``FLOOD_CONNECTIONS`` clients putting as fast as answered (at
+    ``nice``: a flooder on another machine costs this one nothing)."""
+    os.nice(nice)
     counts = {"accepted": 0, "refused": 0, "other": 0}
 
     async def worker(number: int) -> None:
@@ -107,7 +112,7 @@ def flood_process(urls: list[str], seconds: float, out: Any) -> None:
     out.put(counts)
 
 
-def phase(cluster: TroikaCluster, seconds: float, *, flood: bool) -> dict[str, Any]:
+def phase(cluster: TroikaCluster, seconds: float, *, flood: bool, nice: int) -> dict[str, Any]:
     """B measured for ``seconds``, with or without A's flood beside it."""
     urls = cluster.client_urls
     queue: Any = multiprocessing.get_context("spawn").Queue()
@@ -115,7 +120,7 @@ def phase(cluster: TroikaCluster, seconds: float, *, flood: bool) -> dict[str, A
     if flood:
         for _ in range(FLOOD_PROCESSES):
             process = multiprocessing.get_context("spawn").Process(
-                target=flood_process, args=(urls, seconds + SETTLE_S, queue)
+                target=flood_process, args=(urls, seconds + SETTLE_S, queue, nice)
             )
             process.start()
             flooders.append(process)
@@ -146,19 +151,19 @@ def set_limit(cluster: TroikaCluster, limit: int | None) -> None:
     time.sleep(SETTLE_S)
 
 
-def run(repeat: int, seconds: float) -> list[dict[str, Any]]:
+def run(repeat: int, seconds: float, nice: int = 0) -> list[dict[str, Any]]:
     """Every repetition's three phases."""
     rows = []
     with tempfile.TemporaryDirectory() as scratch, TroikaCluster(3, Path(scratch)) as cluster:
         cluster.wait_for_leader()
         for repetition in range(repeat):
-            idle = phase(cluster, seconds, flood=False)
-            flooded = phase(cluster, seconds, flood=True)
+            idle = phase(cluster, seconds, flood=False, nice=nice)
+            flooded = phase(cluster, seconds, flood=True, nice=nice)
             set_limit(cluster, A_LIMIT_PER_S)
-            limited = phase(cluster, seconds, flood=True)
+            limited = phase(cluster, seconds, flood=True, nice=nice)
             set_limit(cluster, None)
             for name, result in (("idle", idle), ("flood", flooded), ("flood+limit", limited)):
-                row = {"repetition": repetition, "phase": name, **result}
+                row = {"repetition": repetition, "phase": name, "flood_nice": nice, **result}
                 row["p99_vs_idle"] = round(result["p99_ms"] / idle["p99_ms"], 2)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -170,8 +175,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--flood-nice", type=int, default=0,
+        help="run the flooders at this nice value (19: as if on other machines)",
+    )  # fmt: skip
     args = parser.parse_args()
-    rows = run(args.repeat, args.seconds)
+    rows = run(args.repeat, args.seconds, args.flood_nice)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
