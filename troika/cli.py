@@ -19,6 +19,7 @@ import typer
 
 from troika import (
     __version__,
+    auth_commands,
     bench_commands,
     client_commands,
     inspect_commands,
@@ -30,6 +31,7 @@ from troika import (
     v3_ops_commands,
     v3_watch_commands,
 )
+from troika.ctl import GlobalOptions, ctl_group, go_bool_args
 
 app = typer.Typer(
     name="troika",
@@ -50,9 +52,9 @@ def _print_version_and_exit(requested: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
-    ctx: typer.Context,
+    options: GlobalOptions,
+    *,
     version: Annotated[
         bool,
         typer.Option(
@@ -62,41 +64,16 @@ def _root(
             is_eager=True,
         ),
     ] = False,
-    endpoints: Annotated[
-        str,
-        typer.Option(
-            "--endpoints",
-            envvar=["TROIKA_ENDPOINTS", "ETCDCTL_ENDPOINTS"],
-            help="Client commands: endpoints (host:port or URLs, comma separated).",
-        ),
-    ] = v3_commands.DEFAULT_ENDPOINTS,
-    dial_timeout: Annotated[
-        str, typer.Option("--dial-timeout", help="Client commands: dial timeout.")
-    ] = v3_commands.DEFAULT_DIAL_TIMEOUT,
-    command_timeout: Annotated[
-        str, typer.Option("--command-timeout", help="Client commands: request timeout.")
-    ] = v3_commands.DEFAULT_COMMAND_TIMEOUT,
-    write_out: Annotated[
-        str, typer.Option("-w", "--write-out", help="Client commands: simple, json or table.")
-    ] = "simple",
-    hex_: Annotated[
-        bool, typer.Option("--hex", help="Client commands: print keys and values as hex.")
-    ] = False,
 ) -> None:
     """troika: an etcd-compatible Raft key-value store on Trio, and its simulator.
 
     put/get/del/txn/compaction are etcdctl's v3 commands (ETCDCTL_API=3); `troika v2 ...`
-    (or ETCDCTL_API=2 / TROIKA_API=2) runs the v2 ones. etcdctl's global flags may come
-    before the command or after it.
+    (or ETCDCTL_API=2 / TROIKA_API=2) runs the v2 ones. etcdctl's global flags (and their
+    ETCDCTL_* variables) may come before the command or after it.
     """
-    v3_commands.store_global_options(
-        ctx,
-        endpoints=endpoints,
-        dial_timeout=dial_timeout,
-        command_timeout=command_timeout,
-        write_out=write_out,
-        hex_=hex_,
-    )
+
+
+app.callback()(ctl_group(_root, root=True))
 
 
 @app.command("version")
@@ -227,12 +204,26 @@ inspect_commands.register(app)  # issue 16: inspect hot/usage, del-prefix
 qos_commands.register(app)  # issue 16: per-tenant QoS limits
 client_commands.register(v2_app)
 v3_ops_commands.register(app, member_app, endpoint_app)  # issue 12 item 8
+auth_commands.register(app)  # issue 12 items 4, 8: user, role, auth
+
+
+def ctl_argv(argv: list[str], environ: Mapping[str, str]) -> list[str]:
+    """The arguments as the Typer app takes them: the API version's commands, watch's exec
+    command marked, and pflag's ``--flag=false`` spelled as Typer's ``--no-flag``.
+
+    Raises:
+        CtlError: an unsupported ETCDCTL_API.
+    """
+    selected = v3_commands.select_api(argv, environ)
+    if selected[:1] == ["serve"]:
+        return selected
+    return go_bool_args(v3_watch_commands.mark_exec_args(selected))
 
 
 def main() -> None:
     """Entry point of the `troika` console script (``ETCDCTL_API=2`` picks the v2 commands)."""
     try:
-        argv = v3_watch_commands.mark_exec_args(v3_commands.select_api(sys.argv[1:], os.environ))
+        argv = ctl_argv(sys.argv[1:], os.environ)
     except v3_commands.CtlError as error:
         typer.echo(error.message, err=True)
         sys.exit(error.exit_code)

@@ -26,18 +26,14 @@ import typer
 from net.http.client import HttpClient
 from net.http.errors import HttpError
 from net.inspect_page import hot_page
-from net.tcp import TcpNetwork
 from net.v3.client import endpoint_url
 from storage.usage.sketch import Item, merge
 from troika import del_prefix as deletion
-from troika.v3_commands import (
+from troika.ctl import (
     CtlError,
-    DialTimeoutOption,
-    EndpointsOption,
     GlobalOptions,
-    WriteOutOption,
-    fail,
-    global_options,
+    ctl_command,
+    make_client,
     parse_go_duration,
     run_client,
     to_bytes,
@@ -185,14 +181,15 @@ def fetch_all(
     Raises:
         CtlError: no endpoint answered, or one refused the query (its error).
     """
-    endpoints = [endpoint_url(e) for e in options.endpoints.split(",") if e.strip()]
+    client = make_client(options)
+    endpoints = list(client.endpoints)
     target = path + "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
     timeout_s = parse_go_duration(options.command_timeout)
 
     async def main() -> tuple[list[dict[str, Any]], list[str]]:
         answers: list[dict[str, Any]] = []
         failures: list[str] = []
-        http = HttpClient(TcpNetwork())
+        http = client.http
         try:
             if cluster:
                 endpoints[:] = await cluster_endpoints(http, endpoints, timeout_s)
@@ -227,9 +224,10 @@ ClusterOption = Annotated[
 ]
 
 
-@inspect_app.command("hot")
-def hot_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-    ctx: typer.Context,
+@ctl_command(inspect_app, "hot")
+def hot_command(
+    options: GlobalOptions,
+    *,
     prefix: PrefixOption = "",
     depth: Annotated[
         int, typer.Option("--depth", help="0: whole keys; N: prefixes up to the N-th '/'.")
@@ -239,19 +237,11 @@ def hot_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML page.")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Also write a PNG chart.")] = None,
     cluster: ClusterOption = False,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
-    write_out: WriteOutOption = None,
 ) -> None:
     """The hot keys or prefixes, merged over every endpoint."""
-    options = global_options(ctx, endpoints=endpoints, dial_timeout=dial_timeout,
-                             command_timeout=None, write_out=write_out, hex_=None)  # fmt: skip
     query = {"prefix": _prefix_text(prefix), "depth": str(depth), "window": window,
              "limit": str(limit)}  # fmt: skip
-    try:
-        answer = merge_hot(fetch_all(options, "/troika/v1/hot", query, cluster=cluster), limit)
-    except CtlError as error:
-        raise fail(error) from None
+    answer = merge_hot(fetch_all(options, "/troika/v1/hot", query, cluster=cluster), limit)
     if html is not None:
         html.write_bytes(hot_page([answer], "troika: hot prefixes (merged over the members)"))
     if png is not None:
@@ -259,30 +249,24 @@ def hot_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     typer.echo(json.dumps(answer) if options.write_out == "json" else render_hot(answer))
 
 
-@inspect_app.command("usage")
-def usage_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-    ctx: typer.Context,
+@ctl_command(inspect_app, "usage")
+def usage_command(
+    options: GlobalOptions,
+    *,
     prefix: PrefixOption = "",
     depth: Annotated[int, typer.Option("--depth", help="Group by prefix at this depth.")] = 1,
     limit: Annotated[int, typer.Option("--limit", help="Rows shown.", min=1, max=1000)] = 50,
     cluster: ClusterOption = False,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
-    write_out: WriteOutOption = None,
 ) -> None:
     """Storage use (keys, bytes, revisions kept) per prefix, from the most recent member."""
-    options = global_options(ctx, endpoints=endpoints, dial_timeout=dial_timeout,
-                             command_timeout=None, write_out=write_out, hex_=None)  # fmt: skip
     query = {"prefix": _prefix_text(prefix), "depth": str(depth), "limit": str(limit)}
-    try:
-        answer = merge_usage(fetch_all(options, "/troika/v1/usage", query, cluster=cluster))
-    except CtlError as error:
-        raise fail(error) from None
+    answer = merge_usage(fetch_all(options, "/troika/v1/usage", query, cluster=cluster))
     typer.echo(json.dumps(answer) if options.write_out == "json" else render_usage(answer))
 
 
-def del_prefix_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-    ctx: typer.Context,
+def del_prefix_command(
+    options: GlobalOptions,
+    *,
     prefix: Annotated[str, typer.Argument(help="Delete every key starting with this.")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
@@ -293,30 +277,23 @@ def del_prefix_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     rate: Annotated[
         float, typer.Option("--rate", help="At most this many keys deleted per second.")
     ] = deletion.RATE_KEYS_S_DEFAULT,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
 ) -> None:
     """Delete every key under PREFIX in bounded batches at a bounded rate (resumable: run it
     again after a crash; --dry-run shows counts and bytes first)."""
-    options = global_options(ctx, endpoints=endpoints, dial_timeout=dial_timeout,
-                             command_timeout=None, write_out=None, hex_=None)  # fmt: skip
     key = to_bytes(prefix)
     try:
         deletion.check_plan(key, batch, rate)
     except ValueError as error:
-        raise fail(CtlError(1, str(error))) from None
-    try:
-        if dry_run:
-            _dry_run(options, prefix, batch, rate)
-            return
-        summary = run_client(
-            options,
-            lambda client: deletion.delete_prefix(
-                client, key, batch_keys=batch, rate_keys_s=rate, on_batch=_print_batch
-            ),
-        )
-    except CtlError as error:
-        raise fail(error) from None
+        raise CtlError(1, str(error)) from None
+    if dry_run:
+        _dry_run(options, prefix, batch, rate)
+        return
+    summary = run_client(
+        options,
+        lambda client: deletion.delete_prefix(
+            client, key, batch_keys=batch, rate_keys_s=rate, on_batch=_print_batch
+        ),
+    )
     typer.echo(
         f"deleted {summary.deleted} keys in {summary.batches} batches "
         f"(revisions {summary.first_revision}..{summary.last_revision})"
@@ -345,4 +322,4 @@ def _dry_run(options: GlobalOptions, prefix: str, batch: int, rate: float) -> No
 def register(app: typer.Typer) -> None:
     """Add ``inspect hot``, ``inspect usage`` and ``del-prefix`` to ``app``."""
     app.add_typer(inspect_app, name="inspect")
-    app.command("del-prefix")(del_prefix_command)
+    ctl_command(app, "del-prefix")(del_prefix_command)

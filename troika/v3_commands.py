@@ -19,55 +19,52 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import trio
 import typer
 from google.protobuf.message import Message
 
 from net.etcdpb import kv_pb2, rpc_pb2
-from net.http.errors import HttpConnectError, HttpError, HttpTimeout
-from net.tcp import TcpNetwork
-from net.v3.client import V3Client
-from net.v3.errors import RpcError, StatusCode
+from troika.ctl import (
+    EXIT_BAD_ARGS,
+    EXIT_BAD_FEATURE,
+    EXIT_ERROR,
+    EXIT_INVALID_INPUT,
+    FLAGS_WITH_VALUES,
+    CtlError,
+    GlobalOptions,
+    ctl_command,
+    emit,
+    go_quote,
+    parse_go_duration,
+    run_client,
+    stdin_bytes,
+    stdin_readline,
+    to_bytes,
+)
+
+__all__ = [
+    "EXIT_BAD_ARGS",
+    "EXIT_BAD_FEATURE",
+    "EXIT_ERROR",
+    "EXIT_INVALID_INPUT",
+    "CtlError",
+    "go_quote",
+    "parse_go_duration",
+    "to_bytes",
+]
 
 T = TypeVar("T")
 
-# etcdctl's exit codes (etcdctl/ctlv3/command/error.go).
-EXIT_ERROR = 1
-EXIT_INVALID_INPUT = 3
-EXIT_BAD_FEATURE = 4
-EXIT_BAD_ARGS = 128
-
-DEFAULT_ENDPOINTS = "127.0.0.1:2379"
-DEFAULT_DIAL_TIMEOUT = "2s"
-DEFAULT_COMMAND_TIMEOUT = "5s"
 OUTPUT_FORMATS_SUPPORTED = ("simple", "json")
-DEADLINE_EXCEEDED = "context deadline exceeded"
-"""What etcdctl prints when no endpoint answered in time (Go's context error)."""
-CANNOT_CONNECT = "cannot connect"
-"""How a gRPC stream's UNAVAILABLE begins when no endpoint could be reached."""
-
 V2_COMMANDS = frozenset({"put", "get", "del", "ls", "watch"})
 """The commands ``ETCDCTL_API=2`` (or ``TROIKA_API=2``) sends to ``troika v2``."""
 V3_COMMANDS = frozenset(
     {"put", "get", "del", "txn", "compaction", "lease", "watch", "lock", "elect"}
 )
-ROOT_OPTIONS_WITH_VALUES = frozenset(
-    {"--endpoints", "--dial-timeout", "--command-timeout", "-w", "--write-out"}
-)
-
-
-class CtlError(Exception):
-    """A command fails as etcdctl fails: ``Error: <message>`` and an exit code."""
-
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.message = message
+ROOT_OPTIONS_WITH_VALUES = FLAGS_WITH_VALUES
 
 
 # -- Go's string syntax ------------------------------------------------------------------------
@@ -83,34 +80,6 @@ _GO_SIMPLE_ESCAPES = {
     "\\": 0x5C,
     '"': 0x22,
 }
-_GO_QUOTE_ESCAPES = {0x07: "\\a", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r"}
-_GO_QUOTE_ESCAPES |= {0x09: "\\t", 0x0B: "\\v", 0x5C: "\\\\", 0x22: '\\"'}
-
-
-def to_bytes(text: str) -> bytes:
-    """A command-line or stdin string as the bytes it came from (Go's strings are bytes)."""
-    return text.encode("utf-8", errors="surrogateescape")
-
-
-def go_quote(text: str) -> str:
-    """``strconv.Quote``: how etcdctl's messages show a string (``%q``)."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if code in _GO_QUOTE_ESCAPES:
-            out.append(_GO_QUOTE_ESCAPES[code])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def scan_go_quoted(text: str, start: int) -> tuple[bytes, int] | None:
@@ -190,34 +159,6 @@ def parse_go_int(text: str, base: int = 10) -> int:
             EXIT_ERROR, f"strconv.ParseInt: parsing {go_quote(text)}: value out of range"
         )
     return value
-
-
-_DURATION_UNITS_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-_DURATION_UNITS_SECONDS["h"] = 3600.0
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """A Go duration (``2s``, ``500ms``, ``1m30s``) in seconds.
-
-    Raises:
-        CtlError: not a duration (exit code 1, as a bad flag value is in etcdctl).
-    """
-    body = text[1:] if text[:1] in "+-" else text
-    if body == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(body):
-        match = _DURATION_PART.match(body, position)
-        if match is None:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS_SECONDS[match.group(2)]
-        position = match.end()
-    if body and position == 0 and body.replace(".", "").isdigit():
-        raise CtlError(EXIT_ERROR, f"time: missing unit in duration {go_quote(text)}")
-    if not body or position != len(body):
-        raise CtlError(EXIT_ERROR, f"time: invalid duration {go_quote(text)}")
-    return -total if text.startswith("-") else total
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -849,172 +790,13 @@ def select_api(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
 # -- the shell: Typer commands ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class GlobalOptions:
-    """etcdctl's global flags, given before the command (on ``troika``) or after it."""
-
-    endpoints: str = DEFAULT_ENDPOINTS
-    dial_timeout: str = DEFAULT_DIAL_TIMEOUT
-    command_timeout: str = DEFAULT_COMMAND_TIMEOUT
-    write_out: str = "simple"
-    hex: bool = False
-
-
-EndpointsOption = Annotated[
-    str | None,
-    typer.Option("--endpoints", help="gRPC endpoints (host:port or URLs, comma separated)."),
-]
-DialTimeoutOption = Annotated[
-    str | None, typer.Option("--dial-timeout", help="dial timeout for client connections")
-]
-CommandTimeoutOption = Annotated[
-    str | None,
-    typer.Option("--command-timeout", help="timeout for short running command"),
-]
-WriteOutOption = Annotated[
-    str | None,
-    typer.Option("-w", "--write-out", help="set the output format (simple, json)"),
-]
-HexOption = Annotated[
-    bool | None, typer.Option("--hex", help="print byte strings as hex encoded strings")
-]
-
-
-def store_global_options(
-    ctx: typer.Context,
-    *,
-    endpoints: str,
-    dial_timeout: str,
-    command_timeout: str,
-    write_out: str,
-    hex_: bool,
-) -> None:
-    """Keep the root's global flags for the command (called from ``troika``'s callback)."""
-    ctx.obj = GlobalOptions(endpoints, dial_timeout, command_timeout, write_out, hex_)
-
-
-def global_options(
-    ctx: typer.Context,
-    *,
-    endpoints: str | None,
-    dial_timeout: str | None,
-    command_timeout: str | None,
-    write_out: str | None,
-    hex_: bool | None,
-) -> GlobalOptions:
-    """The command's global flags over the root's, over the defaults."""
-    root = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
-    return GlobalOptions(
-        endpoints if endpoints is not None else root.endpoints,
-        dial_timeout if dial_timeout is not None else root.dial_timeout,
-        command_timeout if command_timeout is not None else root.command_timeout,
-        write_out if write_out is not None else root.write_out,
-        hex_ if hex_ is not None else root.hex,
-    )
-
-
-def fail(error: CtlError) -> typer.Exit:
-    """Print etcdctl's ``Error: <message>`` line; the exit to raise with its code."""
-    typer.echo(f"Error: {error.message}", err=True)
-    return typer.Exit(error.exit_code)
-
-
-def emit(lines: list[bytes]) -> None:
-    """Write output lines (bytes, as Go prints its strings) to stdout."""
-    typer.echo(b"".join(line + b"\n" for line in lines), nl=False)
-
-
-def _call(options: GlobalOptions, action: Callable[[V3Client], Awaitable[T]]) -> T:
-    """Run one request against the endpoints (see :func:`run_client`)."""
-    return run_client(options, action)
-
-
-def run_client(
-    options: GlobalOptions,
-    action: Callable[[V3Client], Awaitable[T]],
-    *,
-    exit_code: int = EXIT_ERROR,
-    describe: Callable[[str], str] = str,
-) -> T:
-    """Run ``action`` with a client of the endpoints, in its own Trio run.
-
-    Args:
-        options: the global flags (endpoints and timeouts).
-        action: what to do with the client.
-        exit_code: the exit code of a failure (etcdctl's differs from command to command).
-        describe: the error line's message from the error's (``failed to grant lease (%v)``).
-
-    Raises:
-        CtlError: the server's error (``Error: etcdserver: ...``), or no endpoint answered in
-            time (``context deadline exceeded``).
-    """
-    endpoints = [url for url in (part.strip() for part in options.endpoints.split(",")) if url]
-    try:
-        client = V3Client(
-            TcpNetwork(),
-            endpoints,
-            dial_timeout_s=parse_go_duration(options.dial_timeout),
-            timeout_s=parse_go_duration(options.command_timeout),
-        )
-    except ValueError as error:
-        raise CtlError(EXIT_ERROR, str(error)) from None
-
-    async def main() -> T:
-        try:
-            return await action(client)
-        finally:
-            await client.aclose()
-
-    try:
-        return _single_error(lambda: trio.run(main))
-    except RpcError as error:
-        unreachable = error.code is StatusCode.UNAVAILABLE and error.message.startswith(
-            CANNOT_CONNECT
-        )
-        message = DEADLINE_EXCEEDED if unreachable else error.message
-        raise CtlError(exit_code, describe(message)) from None
-    except (HttpConnectError, HttpTimeout):
-        raise CtlError(exit_code, describe(DEADLINE_EXCEEDED)) from None
-    except HttpError as error:
-        raise CtlError(exit_code, describe(str(error))) from None
-
-
-def _single_error(run: Callable[[], T]) -> T:
-    """``run()``, with an exception group of one error (what a Trio nursery raises when one
-    task fails and the others are cancelled) raised as that error."""
-    try:
-        return run()
-    except BaseExceptionGroup as group:
-        errors: list[BaseException] = []
-        pending: list[BaseException] = [group]
-        while pending:
-            error = pending.pop()
-            if isinstance(error, BaseExceptionGroup):
-                pending.extend(error.exceptions)
-            elif not isinstance(error, trio.Cancelled):
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0] from None
-        raise
-
-
-def _stdin_bytes() -> bytes:
-    stream = getattr(sys.stdin, "buffer", None)
-    return stream.read() if stream is not None else to_bytes(sys.stdin.read())
-
-
-def _stdin_readline() -> str:
-    stream = getattr(sys.stdin, "buffer", None)
-    line = stream.readline() if stream is not None else to_bytes(sys.stdin.readline())
-    return bytes(line).decode("utf-8", errors="surrogateescape")
-
-
 def register(app: typer.Typer) -> None:
     """Add ``put``, ``get``, ``del``, ``txn`` and ``compaction`` to ``app``."""
 
-    @app.command("put")
-    def put(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "put")
+    def put(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<key> [<value>]")] = None,
         lease: Annotated[
             str, typer.Option("--lease", help="lease ID (in hexadecimal) to attach to the key")
@@ -1031,35 +813,20 @@ def register(app: typer.Typer) -> None:
         ignore_lease: Annotated[
             bool, typer.Option("--ignore-lease", help="updates the key using its current lease")
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Puts the given key into the store (<value> can also be given from stdin)."""
-        options = global_options(
-            ctx,
-            endpoints=endpoints,
-            dial_timeout=dial_timeout,
-            command_timeout=command_timeout,
-            write_out=write_out,
-            hex_=hex_,
+        request = put_request(
+            [to_bytes(arg) for arg in args or []],
+            PutOptions(lease, prev_kv, ignore_value, ignore_lease),
+            stdin_bytes,
         )
-        try:
-            request = put_request(
-                [to_bytes(arg) for arg in args or []],
-                PutOptions(lease, prev_kv, ignore_value, ignore_lease),
-                _stdin_bytes,
-            )
-            response = _call(options, lambda client: client.put(request))
-            emit(render(response, Display(options.write_out, options.hex)))
-        except CtlError as error:
-            raise fail(error) from None
+        response = run_client(options, lambda client: client.put(request))
+        emit(render(response, Display(options.write_out, options.hex)))
 
-    @app.command("get")
-    def get(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "get")
+    def get(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<key> [range_end]")] = None,
         consistency: Annotated[
             str, typer.Option("--consistency", help="Linearizable(l) or Serializable(s)")
@@ -1087,21 +854,8 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--print-value-only", help="Only write values (simple output only)"),
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Gets the key or a range of keys."""
-        options = global_options(
-            ctx,
-            endpoints=endpoints,
-            dial_timeout=dial_timeout,
-            command_timeout=command_timeout,
-            write_out=write_out,
-            hex_=hex_,
-        )
         get_options = GetOptions(
             consistency,
             order,
@@ -1114,17 +868,15 @@ def register(app: typer.Typer) -> None:
             count_only,
             print_value_only,
         )
-        try:
-            request = range_request([to_bytes(arg) for arg in args or []], get_options)
-            response = _call(options, lambda client: client.range(request))
-            display = Display(options.write_out, options.hex, print_value_only)
-            emit(render(response, display, count_only=count_only))
-        except CtlError as error:
-            raise fail(error) from None
+        request = range_request([to_bytes(arg) for arg in args or []], get_options)
+        response = run_client(options, lambda client: client.range(request))
+        display = Display(options.write_out, options.hex, print_value_only)
+        emit(render(response, display, count_only=count_only))
 
-    @app.command("del")
-    def delete(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "del")
+    def delete(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<key> [range_end]")] = None,
         prefix: Annotated[
             bool, typer.Option("--prefix", help="delete keys with matching prefix")
@@ -1135,43 +887,25 @@ def register(app: typer.Typer) -> None:
         from_key: Annotated[
             bool, typer.Option("--from-key", help="delete keys that are >= the given key")
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Removes the specified key or range of keys [key, range_end)."""
-        options = global_options(
-            ctx,
-            endpoints=endpoints,
-            dial_timeout=dial_timeout,
-            command_timeout=command_timeout,
-            write_out=write_out,
-            hex_=hex_,
+        request = delete_request(
+            [to_bytes(arg) for arg in args or []], DelOptions(prefix, prev_kv, from_key)
         )
-        try:
-            request = delete_request(
-                [to_bytes(arg) for arg in args or []], DelOptions(prefix, prev_kv, from_key)
-            )
-            response = _call(options, lambda client: client.delete_range(request))
-            emit(render(response, Display(options.write_out, options.hex)))
-        except CtlError as error:
-            raise fail(error) from None
+        response = run_client(options, lambda client: client.delete_range(request))
+        emit(render(response, Display(options.write_out, options.hex)))
 
-    @app.command("txn")
-    def txn(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "txn")
+    def txn(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
         interactive: Annotated[
             bool,
-            typer.Option("-i", "--interactive", help="Input transaction in interactive mode"),
+            typer.Option(
+                "-i", "--interactive/--no-interactive", help="Input transaction in interactive mode"
+            ),
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Txn processes all the requests in one transaction (read from stdin).
 
@@ -1179,31 +913,21 @@ def register(app: typer.Typer) -> None:
         success requests (get, put, del with their flags), a blank line, failure
         requests, a blank line.
         """
-        options = global_options(
-            ctx,
-            endpoints=endpoints,
-            dial_timeout=dial_timeout,
-            command_timeout=command_timeout,
-            write_out=write_out,
-            hex_=hex_,
-        )
 
         def prompt(title: str) -> None:
             if interactive:
                 typer.echo(title)
 
-        try:
-            if args:
-                raise CtlError(EXIT_BAD_ARGS, "txn command does not accept argument")
-            request = read_txn(_stdin_readline, prompt)
-            response = _call(options, lambda client: client.txn(request))
-            emit(render(response, Display(options.write_out, options.hex)))
-        except CtlError as error:
-            raise fail(error) from None
+        if args:
+            raise CtlError(EXIT_BAD_ARGS, "txn command does not accept argument")
+        request = read_txn(stdin_readline, prompt)
+        response = run_client(options, lambda client: client.txn(request))
+        emit(render(response, Display(options.write_out, options.hex)))
 
-    @app.command("compaction")
-    def compaction(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "compaction")
+    def compaction(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<revision>")] = None,
         physical: Annotated[
             bool,
@@ -1212,24 +936,8 @@ def register(app: typer.Typer) -> None:
                 help="'true' to wait for compaction to physically remove all old revisions",
             ),
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Compacts the event history in etcd."""
-        options = global_options(
-            ctx,
-            endpoints=endpoints,
-            dial_timeout=dial_timeout,
-            command_timeout=command_timeout,
-            write_out=write_out,
-            hex_=hex_,
-        )
-        try:
-            request = compaction_request(args or [], physical)
-            _call(options, lambda client: client.compact(request))
-        except CtlError as error:
-            raise fail(error) from None
+        request = compaction_request(args or [], physical)
+        run_client(options, lambda client: client.compact(request))
         typer.echo(f"compacted revision {request.revision}")

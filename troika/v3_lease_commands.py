@@ -23,29 +23,18 @@ import typer
 
 from net.etcdpb import rpc_pb2
 from net.v3.client import V3Client
-from troika.v3_commands import (
+from troika.ctl import (
     EXIT_BAD_ARGS,
+    EXIT_BAD_CONNECTION,
     EXIT_BAD_FEATURE,
-    OUTPUT_FORMATS_SUPPORTED,
-    CommandTimeoutOption,
     CtlError,
-    DialTimeoutOption,
-    EndpointsOption,
     GlobalOptions,
-    HexOption,
-    WriteOutOption,
+    ctl_command,
     emit,
-    fail,
-    global_options,
-    go_struct,
-    parse_go_int,
     run_client,
 )
+from troika.v3_commands import OUTPUT_FORMATS_SUPPORTED, go_struct, parse_go_int
 from troika.v3_concurrency import keep_alive
-
-EXIT_BAD_CONNECTION = 2
-"""etcdctl's ExitBadConnection: timetolive, list and keep-alive fail with it."""
-
 
 # -- requests --------------------------------------------------------------------------------------
 
@@ -198,128 +187,76 @@ def _base64(data: bytes) -> str:
 ArgsArgument = Annotated[list[str] | None, typer.Argument(help="<leaseID> (hexadecimal)")]
 
 
-def _options(  # noqa: PLR0917 (the global flags, as each command receives them)
-    ctx: typer.Context,
-    endpoints: str | None,
-    dial_timeout: str | None,
-    command_timeout: str | None,
-    write_out: str | None,
-    hex_: bool | None,
-) -> GlobalOptions:
-    return global_options(
-        ctx,
-        endpoints=endpoints,
-        dial_timeout=dial_timeout,
-        command_timeout=command_timeout,
-        write_out=write_out,
-        hex_=hex_,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add ``lease`` and its subcommands to ``app``."""
     lease_app = typer.Typer(help="Lease related commands", no_args_is_help=True)
     app.add_typer(lease_app, name="lease")
 
-    @lease_app.command("grant")
-    def grant(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(lease_app, "grant")
+    def grant(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<ttl> in seconds")] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Creates leases."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            request = grant_request(args or [])
-            response = run_client(
-                options,
-                lambda client: client.lease_grant(request),
-                describe=lambda message: f"failed to grant lease ({message})",
-            )
-            emit(render_grant(response, options.write_out))
-        except CtlError as error:
-            raise fail(error) from None
+        request = grant_request(args or [])
+        response = run_client(
+            options,
+            lambda client: client.lease_grant(request),
+            describe=lambda message: f"failed to grant lease ({message})",
+        )
+        emit(render_grant(response, options.write_out))
 
-    @lease_app.command("revoke")
-    def revoke(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(lease_app, "revoke")
+    def revoke(
+        options: GlobalOptions,
+        *,
         args: ArgsArgument = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Revokes leases."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            lease_id = one_lease_id(args or [], "lease revoke command needs 1 argument")
-            response = run_client(
-                options,
-                lambda client: client.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id)),
-                describe=lambda message: f"failed to revoke lease ({message})",
-            )
-            emit(render_revoke(lease_id, response, options.write_out))
-        except CtlError as error:
-            raise fail(error) from None
+        lease_id = one_lease_id(args or [], "lease revoke command needs 1 argument")
+        response = run_client(
+            options,
+            lambda client: client.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id)),
+            describe=lambda message: f"failed to revoke lease ({message})",
+        )
+        emit(render_revoke(lease_id, response, options.write_out))
 
-    @lease_app.command("timetolive")
-    def time_to_live(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(lease_app, "timetolive")
+    def time_to_live(
+        options: GlobalOptions,
+        *,
         args: ArgsArgument = None,
         keys: Annotated[
             bool, typer.Option("--keys", help="Get keys attached to this lease")
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Get lease information."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            lease_id = one_lease_id(
-                args or [], "lease timetolive command needs lease ID as argument"
-            )
-            request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
-            response = run_client(
-                options,
-                lambda client: client.lease_time_to_live(request),
-                exit_code=EXIT_BAD_CONNECTION,
-            )
-            emit(render_time_to_live(response, keys, options.write_out))
-        except CtlError as error:
-            raise fail(error) from None
+        lease_id = one_lease_id(args or [], "lease timetolive command needs lease ID as argument")
+        request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+        response = run_client(
+            options,
+            lambda client: client.lease_time_to_live(request),
+            exit_code=EXIT_BAD_CONNECTION,
+        )
+        emit(render_time_to_live(response, keys, options.write_out))
 
-    @lease_app.command("list")
-    def leases(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
+    @ctl_command(lease_app, "list")
+    def leases(
+        options: GlobalOptions,
     ) -> None:
         """List all active leases."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            response = run_client(
-                options,
-                lambda client: client.lease_leases(rpc_pb2.LeaseLeasesRequest()),
-                exit_code=EXIT_BAD_CONNECTION,
-            )
-            emit(render_leases(response, options.write_out))
-        except CtlError as error:
-            raise fail(error) from None
+        response = run_client(
+            options,
+            lambda client: client.lease_leases(rpc_pb2.LeaseLeasesRequest()),
+            exit_code=EXIT_BAD_CONNECTION,
+        )
+        emit(render_leases(response, options.write_out))
 
-    @lease_app.command("keep-alive")
-    def keep_alive_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(lease_app, "keep-alive")
+    def keep_alive_command(
+        options: GlobalOptions,
+        *,
         args: ArgsArgument = None,
         once: Annotated[
             bool,
@@ -328,26 +265,15 @@ def register(app: typer.Typer) -> None:
                 help="Resets the keep-alive time to its original value and exits immediately",
             ),
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Keeps leases alive (renew)."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            lease_id = one_lease_id(
-                args or [], "lease keep-alive command needs lease ID as argument"
-            )
-            check_format(options.write_out)
-            run_client(
-                options,
-                lambda client: _keep_alive(client, lease_id, once, options.write_out),
-                exit_code=EXIT_BAD_CONNECTION,
-            )
-        except CtlError as error:
-            raise fail(error) from None
+        lease_id = one_lease_id(args or [], "lease keep-alive command needs lease ID as argument")
+        check_format(options.write_out)
+        run_client(
+            options,
+            lambda client: _keep_alive(client, lease_id, once, options.write_out),
+            exit_code=EXIT_BAD_CONNECTION,
+        )
 
 
 async def _keep_alive(client: V3Client, lease_id: int, once: bool, write_out: str) -> None:

@@ -17,35 +17,27 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import typer
 
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
-from net.grpc.client import GrpcChannel
-from net.tcp import TcpNetwork
 from net.v3.client import V3Client
-from troika.v3_commands import (
+from troika.ctl import (
     EXIT_BAD_ARGS,
     EXIT_BAD_FEATURE,
     EXIT_ERROR,
-    CommandTimeoutOption,
     CtlError,
-    DialTimeoutOption,
-    EndpointsOption,
     GlobalOptions,
-    HexOption,
-    WriteOutOption,
+    ctl_command,
+    ctl_group,
     emit,
-    fail,
-    global_options,
-    go_json,
     go_quote,
-    go_struct,
     run_client,
 )
+from troika.v3_commands import go_json, go_struct
 
 UINT64_MAX = 2**64 - 1
 HASH_KV_GRPC_PATH = grpc_path("Maintenance", "HashKV")
@@ -271,7 +263,7 @@ def _endpoints(options: GlobalOptions) -> list[str]:
 
 
 def _one(options: GlobalOptions, endpoint: str) -> GlobalOptions:
-    return GlobalOptions(endpoint, options.dial_timeout, options.command_timeout)
+    return replace(options, endpoints=endpoint)
 
 
 def cluster_endpoints(options: GlobalOptions, cluster: bool) -> list[str]:
@@ -288,14 +280,12 @@ def cluster_endpoints(options: GlobalOptions, cluster: bool) -> list[str]:
 
 
 async def _hash_kv(client: V3Client, revision: int) -> rpc_pb2.HashKVResponse:
-    address = client.endpoints[0].split("://", 1)[1]
-    async with GrpcChannel(TcpNetwork(), address) as channel:
-        return await channel.unary(
-            HASH_KV_GRPC_PATH,
-            rpc_pb2.HashKVRequest(revision=revision),
-            rpc_pb2.HashKVResponse,
-            timeout_s=client.timeout_s,
-        )
+    return await client.grpc_unary(
+        client.endpoints[0],
+        HASH_KV_GRPC_PATH,
+        rpc_pb2.HashKVRequest(revision=revision),
+        rpc_pb2.HashKVResponse,
+    )
 
 
 def _each(
@@ -325,103 +315,54 @@ ClusterOption = Annotated[
 ]
 
 
-def _opts(ctx: typer.Context, *flags: Any) -> GlobalOptions:
-    endpoints, dial_timeout, command_timeout, write_out, hex_ = flags
-    return global_options(
-        ctx,
-        endpoints=endpoints,
-        dial_timeout=dial_timeout,
-        command_timeout=command_timeout,
-        write_out=write_out,
-        hex_=hex_,
-    )
-
-
 CLUSTER_META = "troika.v3_ops.cluster"
 """Where ``troika endpoint --cluster <command>`` leaves the group's --cluster (ctx.meta)."""
 
 
-def _group_flags(ctx: typer.Context, flags: tuple[Any, ...]) -> None:
-    """etcdctl's flags are persistent: ``member --endpoints=X list`` means what ``member
-    list --endpoints=X`` means. The group's flags become its commands' defaults."""
-    ctx.obj = _opts(ctx, *flags)
-
-
-def _member_group(  # noqa: PLR0917
-    ctx: typer.Context,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
-    command_timeout: CommandTimeoutOption = None,
-    write_out: WriteOutOption = None,
-    hex_: HexOption = None,
-) -> None:
+def _member_group(options: GlobalOptions) -> None:
     """Membership related commands."""
-    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
 
 
-def _endpoint_group(  # noqa: PLR0917
-    ctx: typer.Context,
-    cluster: ClusterOption = False,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
-    command_timeout: CommandTimeoutOption = None,
-    write_out: WriteOutOption = None,
-    hex_: HexOption = None,
+def _endpoint_group(
+    options: GlobalOptions, *, ctx: typer.Context, cluster: ClusterOption = False
 ) -> None:
     """Endpoint related commands."""
-    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
     ctx.meta[CLUSTER_META] = cluster
 
 
-def _alarm_group(  # noqa: PLR0917
-    ctx: typer.Context,
-    endpoints: EndpointsOption = None,
-    dial_timeout: DialTimeoutOption = None,
-    command_timeout: CommandTimeoutOption = None,
-    write_out: WriteOutOption = None,
-    hex_: HexOption = None,
-) -> None:
+def _alarm_group(options: GlobalOptions) -> None:
     """Alarm related commands."""
-    _group_flags(ctx, (endpoints, dial_timeout, command_timeout, write_out, hex_))
 
 
 def register(app: typer.Typer, member_app: typer.Typer, endpoint_app: typer.Typer) -> None:
     """Add ``member ...``, ``endpoint ...``, ``alarm ...``, ``defrag`` and ``move-leader``."""
-    member_app.callback()(_member_group)
-    endpoint_app.callback()(_endpoint_group)
+    member_app.callback()(ctl_group(_member_group))
+    endpoint_app.callback()(ctl_group(_endpoint_group))
     _register_member(member_app)
     _register_endpoint(endpoint_app)
-    alarm_app = typer.Typer(no_args_is_help=True, callback=_alarm_group)
+    alarm_app = typer.Typer(no_args_is_help=True, callback=ctl_group(_alarm_group))
     app.add_typer(alarm_app, name="alarm")
     _register_alarm(alarm_app)
     _register_maintenance(app)
 
 
 def _register_member(member_app: typer.Typer) -> None:
-    @member_app.command("list")
-    def member_list(  # noqa: PLR0917
-        ctx: typer.Context,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
+    @ctl_command(member_app, "list")
+    def member_list(
+        options: GlobalOptions,
     ) -> None:
         """Lists all members in the cluster."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            check_format(options.write_out, TABLE_FORMATS)
-            response = run_client(options, lambda client: client.member_list())
-        except CtlError as error:
-            raise fail(error) from None
+        check_format(options.write_out, TABLE_FORMATS)
+        response = run_client(options, lambda client: client.member_list())
         if options.write_out == "json":
             _lines([go_json(response).decode()])
         else:
             _lines(rows_output(options.write_out, MEMBER_HEADERS, member_rows(response), []))
 
-    @member_app.command("add")
-    def member_add(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(member_app, "add")
+    def member_add(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<memberName>")] = None,
         peer_urls: Annotated[
             str, typer.Option("--peer-urls", help="comma separated peer URLs for the new member.")
@@ -429,56 +370,36 @@ def _register_member(member_app: typer.Typer) -> None:
         learner: Annotated[
             bool, typer.Option("--learner", help="indicates if the new member is raft learner")
         ] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Adds a member into the cluster."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            request = member_add_request(args or [], peer_urls, learner)
-            response = run_client(options, lambda client: client.member_add(request))
-            check_format(options.write_out, PLAIN_FORMATS)
-        except CtlError as error:
-            raise fail(error) from None
+        request = member_add_request(args or [], peer_urls, learner)
+        response = run_client(options, lambda client: client.member_add(request))
+        check_format(options.write_out, PLAIN_FORMATS)
         _lines(member_add_lines(response, (args or [""])[0], peer_urls, options.write_out))
 
     def change(
-        ctx: typer.Context,
-        flags: tuple[Any, ...],
+        options: GlobalOptions,
         args: list[str] | None,
         verb: str,
         send: Callable[[V3Client, int], Any],
     ) -> None:
-        options = _opts(ctx, *flags)
-        try:
-            member_id = one_member_id(args or [])
-            response = run_client(options, lambda client: send(client, member_id))
-            check_format(options.write_out, PLAIN_FORMATS)
-        except CtlError as error:
-            raise fail(error) from None
+        member_id = one_member_id(args or [])
+        response = run_client(options, lambda client: send(client, member_id))
+        check_format(options.write_out, PLAIN_FORMATS)
         if options.write_out == "json":
             _lines([go_json(response).decode()])
         else:
             _lines([member_change_line(verb, member_id, response.header)])
 
-    @member_app.command("remove")
-    def member_remove(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(member_app, "remove")
+    def member_remove(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<memberID>")] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Removes a member from the cluster."""
-        flags = (endpoints, dial_timeout, command_timeout, write_out, hex_)
         change(
-            ctx,
-            flags,
+            options,
             args,
             "removed from",
             lambda client, member_id: client.member_remove(
@@ -486,30 +407,21 @@ def _register_member(member_app: typer.Typer) -> None:
             ),
         )
 
-    @member_app.command("update")
-    def member_update(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(member_app, "update")
+    def member_update(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<memberID>")] = None,
         peer_urls: Annotated[
             str, typer.Option("--peer-urls", help="comma separated peer URLs for the member.")
         ] = "",
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Updates a member in the cluster."""
-        flags = (endpoints, dial_timeout, command_timeout, write_out, hex_)
         if args is not None and len(args) == 1 and not peer_urls:
-            try:
-                one_member_id(args)
-                raise CtlError(EXIT_BAD_ARGS, "member peer urls not provided")
-            except CtlError as error:
-                raise fail(error) from None
+            one_member_id(args)
+            raise CtlError(EXIT_BAD_ARGS, "member peer urls not provided")
         change(
-            ctx,
-            flags,
+            options,
             args,
             "updated in",
             lambda client, member_id: client.member_update(
@@ -517,21 +429,15 @@ def _register_member(member_app: typer.Typer) -> None:
             ),
         )
 
-    @member_app.command("promote")
-    def member_promote(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(member_app, "promote")
+    def member_promote(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<memberID>")] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Promotes a non-voting member in the cluster."""
-        flags = (endpoints, dial_timeout, command_timeout, write_out, hex_)
         change(
-            ctx,
-            flags,
+            options,
             args,
             "promoted in",
             lambda client, member_id: client.member_promote(
@@ -541,24 +447,17 @@ def _register_member(member_app: typer.Typer) -> None:
 
 
 def _register_endpoint(endpoint_app: typer.Typer) -> None:
-    @endpoint_app.command("status")
-    def endpoint_status(  # noqa: PLR0917
+    @ctl_command(endpoint_app, "status")
+    def endpoint_status(
+        options: GlobalOptions,
+        *,
         ctx: typer.Context,
         cluster: ClusterOption = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Prints out the status of endpoints specified in `--endpoints` flag."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            check_format(options.write_out, TABLE_FORMATS)
-            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
-            targets = cluster_endpoints(options, cluster)
-        except CtlError as error:
-            raise fail(error) from None
+        check_format(options.write_out, TABLE_FORMATS)
+        cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
+        targets = cluster_endpoints(options, cluster)
         failure = "Failed to get the status of endpoint {endpoint} ({error})"
         answers, last = _each(options, targets, lambda client: client.status(), failure)
         records = [{"Endpoint": e, "Status": go_struct(s)} for e, s in answers]
@@ -566,53 +465,39 @@ def _register_endpoint(endpoint_app: typer.Typer) -> None:
         if last is not None:
             raise typer.Exit(EXIT_ERROR)
 
-    @endpoint_app.command("hashkv")
-    def endpoint_hashkv(  # noqa: PLR0917
+    @ctl_command(endpoint_app, "hashkv")
+    def endpoint_hashkv(
+        options: GlobalOptions,
+        *,
         ctx: typer.Context,
         rev: Annotated[
             int, typer.Option("--rev", help="maximum revision to hash (default: all revisions)")
         ] = 0,
         cluster: ClusterOption = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Prints the KV history hash for each endpoint in --endpoints."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            check_format(options.write_out, TABLE_FORMATS)
-            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
-            targets = cluster_endpoints(options, cluster)
-        except CtlError as error:
-            raise fail(error) from None
+        check_format(options.write_out, TABLE_FORMATS)
+        cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
+        targets = cluster_endpoints(options, cluster)
         failure = "Failed to get the hash of endpoint {endpoint} ({error})"
         answers, last = _each(options, targets, lambda client: _hash_kv(client, rev), failure)
         records = [{"Endpoint": e, "HashKV": go_struct(h)} for e, h in answers]
         rows = [[endpoint, str(answer.hash)] for endpoint, answer in answers]
         _lines(rows_output(options.write_out, HASH_HEADERS, rows, records))
         if last is not None:
-            raise fail(last)
+            raise last
 
-    @endpoint_app.command("health")
-    def endpoint_health(  # noqa: PLR0917
+    @ctl_command(endpoint_app, "health")
+    def endpoint_health(
+        options: GlobalOptions,
+        *,
         ctx: typer.Context,
         cluster: ClusterOption = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Checks the healthiness of endpoints specified in `--endpoints` flag."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            check_format(options.write_out, TABLE_FORMATS)
-            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
-            targets = cluster_endpoints(options, cluster)
-        except CtlError as error:
-            raise fail(error) from None
+        check_format(options.write_out, TABLE_FORMATS)
+        cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
+        targets = cluster_endpoints(options, cluster)
         checks = [_health(_one(options, endpoint), endpoint) for endpoint in targets]
         if options.write_out == "simple":
             for check in checks:
@@ -622,7 +507,7 @@ def _register_endpoint(endpoint_app: typer.Typer) -> None:
             records = [check.record() for check in checks]
             _lines(rows_output(options.write_out, HEALTH_HEADERS, rows, records))
         if any(check.error for check in checks):
-            raise fail(CtlError(EXIT_ERROR, "unhealthy cluster"))
+            raise CtlError(EXIT_ERROR, "unhealthy cluster")
 
 
 def health_line(check: Health) -> str:
@@ -647,47 +532,31 @@ def _health(options: GlobalOptions, endpoint: str) -> Health:
 
 
 def _register_alarm(alarm_app: typer.Typer) -> None:
-    @alarm_app.command("list")
-    def alarm_list(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(alarm_app, "list")
+    def alarm_list(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Lists all alarms."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            if args:
-                raise CtlError(EXIT_BAD_ARGS, "alarm list command accepts no arguments")
-            request = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET)
-            response = run_client(options, lambda client: client.alarm(request))
-            check_format(options.write_out, PLAIN_FORMATS)
-        except CtlError as error:
-            raise fail(error) from None
+        if args:
+            raise CtlError(EXIT_BAD_ARGS, "alarm list command accepts no arguments")
+        request = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET)
+        response = run_client(options, lambda client: client.alarm(request))
+        check_format(options.write_out, PLAIN_FORMATS)
         _lines(alarm_lines(response, options.write_out))
 
-    @alarm_app.command("disarm")
-    def alarm_disarm(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(alarm_app, "disarm")
+    def alarm_disarm(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Disarms all alarms."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            if args:
-                raise CtlError(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments")
-            response = run_client(options, disarm_all)
-            check_format(options.write_out, PLAIN_FORMATS)
-        except CtlError as error:
-            raise fail(error) from None
+        if args:
+            raise CtlError(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments")
+        response = run_client(options, disarm_all)
+        check_format(options.write_out, PLAIN_FORMATS)
         _lines(alarm_lines(response, options.write_out))
 
 
@@ -705,23 +574,16 @@ async def disarm_all(client: V3Client) -> rpc_pb2.AlarmResponse:
 
 
 def _register_maintenance(app: typer.Typer) -> None:
-    @app.command("defrag")
-    def defrag(  # noqa: PLR0917
+    @ctl_command(app, "defrag")
+    def defrag(
+        options: GlobalOptions,
+        *,
         ctx: typer.Context,
         cluster: ClusterOption = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Defragments the storage of the etcd members with given endpoints."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
-            targets = cluster_endpoints(options, cluster)
-        except CtlError as error:
-            raise fail(error) from None
+        cluster = cluster or bool(ctx.meta.get(CLUSTER_META))
+        targets = cluster_endpoints(options, cluster)
         failure = "Failed to defragment etcd member[{endpoint}] ({error})"
         failures = 0
         for endpoint in targets:
@@ -732,26 +594,18 @@ def _register_maintenance(app: typer.Typer) -> None:
         if failures:
             raise typer.Exit(EXIT_ERROR)
 
-    @app.command("move-leader")
-    def move_leader(  # noqa: PLR0917
-        ctx: typer.Context,
+    @ctl_command(app, "move-leader")
+    def move_leader(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<transferee-member-id>")] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Transfers leadership to another etcd cluster member."""
-        options = _opts(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
-        try:
-            if len(args or []) != 1:
-                raise CtlError(EXIT_BAD_ARGS, "move-leader command needs 1 argument")
-            target = parse_member_id((args or [""])[0], bad_arg=False)
-            leader_id, response = _move_leader(options, target)
-            check_format(options.write_out, PLAIN_FORMATS)
-        except CtlError as error:
-            raise fail(error) from None
+        if len(args or []) != 1:
+            raise CtlError(EXIT_BAD_ARGS, "move-leader command needs 1 argument")
+        target = parse_member_id((args or [""])[0], bad_arg=False)
+        leader_id, response = _move_leader(options, target)
+        check_format(options.write_out, PLAIN_FORMATS)
         if options.write_out == "json":
             _lines([go_json(response).decode()])
         else:

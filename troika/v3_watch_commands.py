@@ -35,30 +35,26 @@ import typer
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.v3.client import WATCH_GRPC_PATH, V3Client
 from net.v3.errors import RpcError
-from troika.v3_commands import (
+from troika.ctl import (
     EXIT_BAD_ARGS,
     EXIT_ERROR,
     EXIT_INVALID_INPUT,
-    CommandTimeoutOption,
     CtlError,
-    DialTimeoutOption,
-    Display,
-    EndpointsOption,
     GlobalOptions,
-    HexOption,
-    WriteOutOption,
-    argify,
+    ctl_command,
     emit,
-    fail,
-    global_options,
     go_quote,
+    run_client,
+    to_bytes,
+)
+from troika.v3_commands import (
+    Display,
+    argify,
     go_struct,
     parse_flags,
     prefix_range_end,
     render,
-    run_client,
     simple_kv,
-    to_bytes,
 )
 from troika.v3_concurrency import (
     Held,
@@ -523,33 +519,16 @@ async def _observe(client: V3Client, name: bytes, display: Display) -> None:
 # -- the shell -------------------------------------------------------------------------------------
 
 
-def _options(  # noqa: PLR0917 (the global flags, as each command receives them)
-    ctx: typer.Context,
-    endpoints: str | None,
-    dial_timeout: str | None,
-    command_timeout: str | None,
-    write_out: str | None,
-    hex_: bool | None,
-) -> GlobalOptions:
-    return global_options(
-        ctx,
-        endpoints=endpoints,
-        dial_timeout=dial_timeout,
-        command_timeout=command_timeout,
-        write_out=write_out,
-        hex_=hex_,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add ``watch``, ``lock`` and ``elect`` to ``app``."""
 
-    @app.command("watch")
-    def watch_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "watch")
+    def watch_command(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<key> [range_end]")] = None,
         interactive: Annotated[
-            bool, typer.Option("-i", "--interactive", help="Interactive mode")
+            bool, typer.Option("-i", "--interactive/--no-interactive", help="Interactive mode")
         ] = False,
         prefix: Annotated[
             bool, typer.Option("--prefix", help="Watch on a prefix if prefix is set")
@@ -562,11 +541,6 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         exec_count: Annotated[int | None, typer.Option(EXEC_COUNT_OPTION, hidden=True)] = None,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Watches events stream on keys or prefixes.
 
@@ -575,69 +549,47 @@ def register(app: typer.Typer) -> None:
         and ETCD_WATCH_VALUE set. ETCDCTL_WATCH_KEY and ETCDCTL_WATCH_RANGE_END may give the
         key and range end instead of arguments.
         """
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         display = Display(options.write_out, options.hex)
-        try:
-            if interactive:
-                run_client(options, lambda client: _watch_interactive(client, display))
-                return
-            keys, command = split_exec_args(args or [], exec_count, os.environ)
-            request = watch_request(
-                [to_bytes(arg) for arg in keys], WatchOptions(prefix, rev, prev_kv)
-            )
-            run_client(options, lambda client: _watch_once(client, request, display, command))
-        except CtlError as error:
-            raise fail(error) from None
+        if interactive:
+            run_client(options, lambda client: _watch_interactive(client, display))
+            return
+        keys, command = split_exec_args(args or [], exec_count, os.environ)
+        request = watch_request([to_bytes(arg) for arg in keys], WatchOptions(prefix, rev, prev_kv))
+        run_client(options, lambda client: _watch_once(client, request, display, command))
 
-    @app.command("lock")
-    def lock_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "lock")
+    def lock_command(
+        options: GlobalOptions,
+        *,
         args: Annotated[
             list[str] | None, typer.Argument(help="<lockname> [exec-command arg1 arg2 ...]")
         ] = None,
         ttl: Annotated[int, typer.Option("--ttl", help="timeout for session")] = LOCK_TTL_SECONDS,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Acquires a named lock."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         display = Display(options.write_out, options.hex)
-        try:
-            if not args:
-                raise CtlError(
-                    EXIT_BAD_ARGS,
-                    "lock takes a lock name argument and an optional command to execute",
-                )
-            name, command = to_bytes(args[0]), args[1:]
-            run_client(options, lambda client: _lock(client, name, ttl, command, display))
-        except CtlError as error:
-            raise fail(error) from None
+        if not args:
+            raise CtlError(
+                EXIT_BAD_ARGS,
+                "lock takes a lock name argument and an optional command to execute",
+            )
+        name, command = to_bytes(args[0]), args[1:]
+        run_client(options, lambda client: _lock(client, name, ttl, command, display))
 
-    @app.command("elect")
-    def elect_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-        ctx: typer.Context,
+    @ctl_command(app, "elect")
+    def elect_command(
+        options: GlobalOptions,
+        *,
         args: Annotated[list[str] | None, typer.Argument(help="<election-name> [proposal]")] = None,
         listen: Annotated[bool, typer.Option("-l", "--listen", help="observation mode")] = False,
-        endpoints: EndpointsOption = None,
-        dial_timeout: DialTimeoutOption = None,
-        command_timeout: CommandTimeoutOption = None,
-        write_out: WriteOutOption = None,
-        hex_: HexOption = None,
     ) -> None:
         """Observes and participates in leader election."""
-        options = _options(ctx, endpoints, dial_timeout, command_timeout, write_out, hex_)
         display = Display(options.write_out, options.hex)
-        try:
-            elect_mode(args or [], listen)
-            assert args is not None
-            name = to_bytes(args[0])
-            if listen:
-                run_client(options, lambda client: _observe(client, name, display))
-            else:
-                proposal = to_bytes(args[1])
-                run_client(options, lambda client: _campaign(client, name, proposal, display))
-        except CtlError as error:
-            raise fail(error) from None
+        elect_mode(args or [], listen)
+        assert args is not None
+        name = to_bytes(args[0])
+        if listen:
+            run_client(options, lambda client: _observe(client, name, display))
+        else:
+            proposal = to_bytes(args[1])
+            run_client(options, lambda client: _campaign(client, name, proposal, display))

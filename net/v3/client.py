@@ -283,6 +283,12 @@ class V3Client:
         self._token: str | None = None
         self._authenticated = False
 
+    @property
+    def http(self) -> HttpClient:
+        """The client's HTTP/1.1 connections (TLS where the endpoint is ``https``), for the
+        endpoints' other HTTP APIs."""
+        return self._http
+
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self._http.aclose()
