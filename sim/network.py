@@ -138,6 +138,7 @@ class _Direction:
         "connection_id",
         "eof_arrived",
         "eof_sent",
+        "held_until_s",
         "in_flight",
         "last_arrival_s",
         "link",
@@ -145,7 +146,7 @@ class _Direction:
         "queued_bytes",
         "reader_closed",
         "reset",
-        "stranded",
+        "stranded_at_s",
         "timer_at_s",
     )
 
@@ -162,8 +163,10 @@ class _Direction:
         self.eof_arrived = False
         self.reader_closed = False
         self.reset = False
-        self.stranded = False
-        """The writer gave up on it (``SimNetwork.strand``); what is in flight still arrives."""
+        self.stranded_at_s = math.inf
+        """When the writer gives up on it (``SimNetwork.strand``): its writes fail from then."""
+        self.held_until_s = -math.inf
+        """Nothing on it arrives before this (``SimNetwork.strand``)."""
         self.changed = trio.lowlevel.ParkingLot()
         """Every task waiting on this direction (reader or writer) parks here."""
         self.timer_at_s = math.inf
@@ -176,7 +179,7 @@ class _Direction:
         """Move what has arrived by ``now_s`` from in flight to the reader's buffer."""
         if self.dead():
             return
-        open_from_s = self.link.open_from_s()
+        open_from_s = max(self.link.open_from_s(), self.held_until_s)
         moved = False
         while self.in_flight and max(self.in_flight[0].arrive_at_s, open_from_s) <= now_s:
             segment = self.in_flight.popleft()
@@ -204,7 +207,7 @@ class _Direction:
     def next_arrival_s(self) -> float:
         if not self.in_flight or self.dead():
             return math.inf
-        return max(self.in_flight[0].arrive_at_s, self.link.open_from_s())
+        return max(self.in_flight[0].arrive_at_s, self.link.open_from_s(), self.held_until_s)
 
     def push(self, data: bytes | None) -> float:
         """Put a segment (or the FIN, None) in flight; when it arrives if the link stays open."""
@@ -288,7 +291,7 @@ class SimStream(trio.abc.HalfCloseableStream):
     def _check_can_send(self) -> None:
         if self._closed or self._outgoing.eof_sent:
             raise trio.ClosedResourceError("the stream is closed for sending")
-        if self._outgoing.dead() or self._outgoing.stranded:
+        if self._outgoing.dead() or trio.current_time() >= self._outgoing.stranded_at_s:
             raise trio.BrokenResourceError("the connection was reset or closed by the peer")
 
     async def _wait_for_window(self) -> None:
@@ -318,8 +321,11 @@ class SimStream(trio.abc.HalfCloseableStream):
         with self._receive_guard:
             if self._closed:
                 raise trio.ClosedResourceError("the stream is closed")
-            await trio.lowlevel.checkpoint()
             incoming = self._incoming
+            incoming.settle(trio.current_time())
+            if incoming.arrived or incoming.eof_arrived or incoming.dead():
+                await trio.lowlevel.checkpoint()
+            # else the park below is the checkpoint (a task step fewer per wait)
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("the stream was closed while receiving")
@@ -591,26 +597,21 @@ class SimNetwork:
             lambda connection: {connection.client_host, connection.server_host} == hosts
         )
 
-    def strand(self, a: str, b: str, delay_s: float) -> None:
-        """Reorder across a reconnect: every connection's bytes from ``a`` to ``b`` still in
-        flight arrive ``delay_s`` later, then a FIN, while ``a``'s writes on it fail at once
-        (``BrokenResourceError``), so ``a`` redials and its new connection's bytes can
-        arrive first (a path that stalled while the new one went around it)."""
-        self._record(f"strand {a}->{b} +{delay_s!r}s")
+    def strand(self, a: str, b: str, delay_s: float, stall_s: float = 0.0) -> None:
+        """Reorder across a reconnect: every live connection from ``a`` to ``b`` stalls for
+        ``stall_s`` (what ``a`` writes is held), then ``a``'s writes on it fail
+        (``BrokenResourceError``) so ``a`` redials, and what it held arrives ``delay_s``
+        after that: the new connection's bytes can arrive first (a path that stalled while
+        the new one went around it)."""
+        self._record(f"strand {a}->{b} {stall_s!r}s +{delay_s!r}s")
+        now_s = trio.current_time()
         link = self._link(a, b)
         for connection_id in sorted(link.directions):
             direction = link.directions[connection_id]
-            if direction.dead() or direction.stranded:
+            if direction.dead() or direction.stranded_at_s < math.inf:
                 continue
-            direction.stranded = True
-            for segment in direction.in_flight:
-                segment.arrive_at_s += delay_s
-            if not direction.eof_sent:
-                direction.eof_sent = True
-                direction.last_arrival_s = max(
-                    direction.last_arrival_s + delay_s, trio.current_time() + delay_s
-                )
-                direction.in_flight.append(_Segment(direction.last_arrival_s, None))
+            direction.stranded_at_s = now_s + stall_s
+            direction.held_until_s = now_s + stall_s + delay_s
             direction.changed.unpark_all()
 
     # -- observation ---------------------------------------------------------------------
