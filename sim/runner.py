@@ -197,7 +197,7 @@ async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nu
             network.heal()
         case "strand":  # (from, to), or one target: its connections to every other member
             for peer in names[1:2] or (others if names else []):
-                network.strand(names[0], peer, fault.value_s)
+                network.strand(names[0], peer, fault.value_s, fault.duration_s)
         case kind if kind in DISK_FAULT_KINDS:
             fire_disk_fault(cluster, fault, names)
         case _:
