@@ -28,8 +28,9 @@ class Fault:
     symbolic; the rest is the other side), isolate, cut (two targets), cut-one-way
     (from, to), clog (two targets, for ``duration_s``), latency (``duration_s``
     of ``value_s`` extra delay on a target's links), crash, restart, restart-all,
-    reset, heal, strand (from, to; ``value_s``: how much later the given-up connection's
-    bytes arrive); and the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
+    reset, heal, strand (from, to, or one target and all its peers: connections that stall
+    for ``duration_s``, are given up, and deliver what they held ``value_s`` later); and
+    the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
     slow-disk for ``duration_s`` with fsyncs of ``value_s``).
     """
 
@@ -261,14 +262,14 @@ def _stale_reconnect(rng: Random, duration_s: float) -> tuple[Fault, ...]:
             length = rng.uniform(1.0, 2.5)
             faults.append(Fault(at, "partition", ("leader", "follower"), duration_s=length))
             for step in range(3):
-                late_s = rng.choice((0.2, 0.5, 1.0))
+                stall_s, late_s = rng.uniform(0.1, 0.4), rng.choice((0.2, 0.5, 1.0))
                 faults.append(Fault(at + 0.2 + step * length / 3, "strand", ("leader",),
-                                    value_s=late_s))  # fmt: skip
+                                    duration_s=stall_s, value_s=late_s))  # fmt: skip
             faults.append(Fault(at + length, "heal"))
             at += length + rng.uniform(0.3, 1.0)
             continue
-        delay_s = rng.choice((0.05, 0.2, 0.5, 1.0))
-        faults.append(Fault(at, "strand", rng.choice(pairs), value_s=delay_s))
+        stall_s, delay_s = rng.uniform(0.0, 0.3), rng.choice((0.05, 0.2, 0.5, 1.0))
+        faults.append(Fault(at, "strand", rng.choice(pairs), stall_s, delay_s))
         at += rng.expovariate(1 / 0.4)
     faults.sort(key=lambda fault: fault.at_s)
     return tuple(faults)
