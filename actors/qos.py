@@ -22,8 +22,9 @@ one attribute chain and one empty-dict test before the handler runs.
 - Put, DeleteRange, a Txn with writes: a write (one request token and the request's key and
   value bytes, taken before anything is proposed);
 - over a rate: the request waits for tokens due within ``WAIT_MAX_S`` (0.25 s; its turn
-  reserved, as a shaper), else gRPC ResourceExhausted "etcdserver: too many requests" (etcd's
-  error when its apply falls behind), before the request is served: nothing changes;
+  reserved, as a shaper), else, after that same wait (a tarpit), gRPC ResourceExhausted
+  "etcdserver: too many requests" (etcd's error when its apply falls behind), before the
+  request is served: nothing changes;
 - Watch: a create on a key of a tenant with ``watches_max`` open watches on this member is
   answered ``created`` and ``canceled`` (watch id -1, that reason), and the stream goes on.
 
@@ -39,7 +40,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 import trio
 from google.protobuf.message import Message
@@ -163,7 +164,7 @@ class QosLimiter:
                     continue
                 waited = bucket.reserve(amount, now_s, WAIT_MAX_S - wait_s)
                 if waited is None:
-                    self._refuse(tenant)
+                    await self._refuse(tenant)
                 wait_s = max(wait_s, waited or 0.0)
         if wait_s > 0:
             self.delayed += 1
@@ -176,7 +177,10 @@ class QosLimiter:
         if found is not None and found.read_bytes is not None:
             found.read_bytes.charge(size_bytes, trio.current_time())
 
-    def _refuse(self, tenant: bytes | None) -> None:
+    async def _refuse(self, tenant: bytes | None) -> NoReturn:
+        """Refuse after ``WAIT_MAX_S`` (nothing spent): a closed-loop client gets at most
+        one refusal a wait per connection, not one as fast as the member can parse."""
+        await trio.sleep(WAIT_MAX_S)
         self.refused += 1
         if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8, ...: bounded log volume
             log.warning("qos: tenant %r over its rate (%d refused so far)", tenant, self.refused)

@@ -151,7 +151,9 @@ def set_limit(cluster: TroikaCluster, limit: int | None) -> None:
     time.sleep(SETTLE_S)
 
 
-def run(repeat: int, seconds: float, nice: int = 0) -> list[dict[str, Any]]:
+def run(
+    repeat: int, seconds: float, nice: int = 0, limit: int = A_LIMIT_PER_S
+) -> list[dict[str, Any]]:
     """Every repetition's three phases."""
     rows = []
     with tempfile.TemporaryDirectory() as scratch, TroikaCluster(3, Path(scratch)) as cluster:
@@ -159,11 +161,12 @@ def run(repeat: int, seconds: float, nice: int = 0) -> list[dict[str, Any]]:
         for repetition in range(repeat):
             idle = phase(cluster, seconds, flood=False, nice=nice)
             flooded = phase(cluster, seconds, flood=True, nice=nice)
-            set_limit(cluster, A_LIMIT_PER_S)
+            set_limit(cluster, limit)
             limited = phase(cluster, seconds, flood=True, nice=nice)
             set_limit(cluster, None)
             for name, result in (("idle", idle), ("flood", flooded), ("flood+limit", limited)):
-                row = {"repetition": repetition, "phase": name, "flood_nice": nice, **result}
+                row = {"repetition": repetition, "phase": name, "flood_nice": nice, "a_limit": limit}
+                row.update(result)
                 row["p99_vs_idle"] = round(result["p99_ms"] / idle["p99_ms"], 2)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -179,8 +182,9 @@ def main() -> None:
         "--flood-nice", type=int, default=0,
         help="run the flooders at this nice value (19: as if on other machines)",
     )  # fmt: skip
+    parser.add_argument("--limit", type=int, default=A_LIMIT_PER_S, help="A's writes/s a member")
     args = parser.parse_args()
-    rows = run(args.repeat, args.seconds, args.flood_nice)
+    rows = run(args.repeat, args.seconds, args.flood_nice, args.limit)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
