@@ -165,8 +165,8 @@ def run(
             limited = phase(cluster, seconds, flood=True, nice=nice)
             set_limit(cluster, None)
             for name, result in (("idle", idle), ("flood", flooded), ("flood+limit", limited)):
-                row = {"repetition": repetition, "phase": name, "flood_nice": nice, "a_limit": limit}
-                row.update(result)
+                row = {"repetition": repetition, "phase": name, "flood_nice": nice}
+                row.update(a_limit=limit, **result)
                 row["p99_vs_idle"] = round(result["p99_ms"] / idle["p99_ms"], 2)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
