@@ -1,9 +1,12 @@
 """TLS for troika's clients: etcdctl's ``--cacert``, ``--cert``, ``--key``,
 ``--insecure-skip-tls-verify`` and ``--insecure-transport``.
 
-Which endpoints speak TLS is clientv3 3.4's rule: an ``https://`` endpoint always does (with
-the system's CAs when no ``--cacert`` is given), an ``http://`` one never does, and a bare
-``host:port`` does when any TLS file is given or ``--insecure-transport=false``.
+Which endpoints speak TLS is what etcdctl 3.4 does in practice (measured against etcd
+3.4.23): when any TLS file is given or ``--insecure-transport=false``, every endpoint does,
+``http://`` ones included (clientv3's balancer dials every endpoint with the client's
+credentials); otherwise only ``https://`` endpoints do, verified against the system's CAs,
+and ``--insecure-skip-tls-verify`` alone changes nothing (etcdctl applies it only to a TLS
+configuration made from the other flags).
 
 A connection is dialled through the ordinary :class:`~net.network.Network`, then wrapped in a
 ``trio.SSLStream``: the gateway's HTTP/1.1 client and the gRPC channel both use
@@ -44,7 +47,7 @@ class ClientTls:
     """etcdctl's default: a bare ``host:port`` is dialled in the clear unless a file is given."""
 
     def bare_endpoints_secure(self) -> bool:
-        """Whether a ``host:port`` endpoint (no scheme) is dialled with TLS."""
+        """Whether every endpoint is dialled with TLS (a TLS configuration exists)."""
         given = self.ca_file or self.cert_file or self.key_file
         return bool(given) or not self.insecure_transport
 
@@ -63,7 +66,7 @@ class ClientTls:
                 context.load_cert_chain(self.cert_file, self.key_file or None)
         except (OSError, ssl.SSLError) as error:
             raise ClientTlsError(f"cannot load the TLS files: {error}") from error
-        if self.insecure_skip_verify:
+        if self.insecure_skip_verify and self.bare_endpoints_secure():
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         context.set_alpn_protocols([alpn])
@@ -78,11 +81,11 @@ def endpoint_with_scheme(endpoint: str, tls: ClientTls) -> str:
     """
     text = endpoint.strip().rstrip("/")
     if "://" not in text:
-        text = ("https://" if tls.bare_endpoints_secure() else "http://") + text
-    scheme = text.split("://", 1)[0]
+        text = "http://" + text
+    scheme, address = text.split("://", 1)
     if scheme not in ("http", "https"):
         raise ValueError(f"endpoint {endpoint!r} is not host:port or http://host:port")
-    return text
+    return ("https://" if tls.bare_endpoints_secure() else scheme + "://") + address
 
 
 async def tls_connect(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -40,9 +41,7 @@ from actors.membership import Member, Membership, cluster_id_for, parse_initial_
 from actors.state_machine import SNAPSHOT_MEMBERS_KEY, chunk_records
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
-from net.tcp import TcpNetwork
 from net.v3.client import V3Client
-from net.v3.errors import RpcError
 from storage.kv import RocksKeyValueStore, WriteBatch
 from storage.raft_store import HardStateRecord, RaftStore, SnapshotRecord, encode_snapshot_chunk
 from storage.snapshot_file import (
@@ -51,6 +50,7 @@ from storage.snapshot_file import (
     SnapshotFileError,
     read_snapshot,
 )
+from troika.ctl import EXIT_ERROR, CtlError, GlobalOptions, ctl_command, run_client
 
 SNAPSHOT_PATH = grpc_path("Maintenance", "Snapshot")
 SAVE_TIMEOUT_S = 300.0
@@ -142,9 +142,9 @@ def status_fields(snapshot: SnapshotFile) -> dict[str, int]:
     }
 
 
-async def fetch_snapshot(endpoint: str, path: Path) -> int:
-    """Stream Maintenance.Snapshot from ``endpoint`` into ``path`` (through ``path.part``,
-    fsynced, then renamed); its size in bytes.
+async def fetch_snapshot(client: V3Client, path: Path) -> int:
+    """Stream Maintenance.Snapshot from the client's endpoint into ``path`` (through
+    ``path.part``, fsynced, then renamed); its size in bytes.
 
     Raises:
         RpcError: the server's error, or none could be reached.
@@ -153,16 +153,12 @@ async def fetch_snapshot(endpoint: str, path: Path) -> int:
     partial = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
     pieces: list[bytes] = []
-    client = V3Client(TcpNetwork(), [endpoint], timeout_s=SAVE_TIMEOUT_S)
-    try:
-        with trio.fail_after(SAVE_TIMEOUT_S):
-            async with client.stream(SNAPSHOT_PATH, rpc_pb2.SnapshotResponse) as call:
-                await call.send(rpc_pb2.SnapshotRequest())
-                await call.done_writing()
-                async for response in call:
-                    pieces.append(response.blob)
-    finally:
-        await client.aclose()
+    with trio.fail_after(SAVE_TIMEOUT_S):
+        async with client.stream(SNAPSHOT_PATH, rpc_pb2.SnapshotResponse) as call:
+            await call.send(rpc_pb2.SnapshotRequest())
+            await call.done_writing()
+            async for response in call:
+                pieces.append(response.blob)
     data = b"".join(pieces)
     body, trailer = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
     digest.update(body)
@@ -187,26 +183,25 @@ def _read(path: Path) -> SnapshotFile:
 snapshot_app = typer.Typer(help="Manages troika node snapshots", no_args_is_help=True)
 
 
-@snapshot_app.command("save")
 def save_command(
+    options: GlobalOptions,
+    *,
     file: Annotated[Path, typer.Argument(help="where to write the snapshot")],
-    endpoints: Annotated[
-        str, typer.Option("--endpoints", help="the one member to take it from")
-    ] = "127.0.0.1:2379",
 ) -> None:
-    """Stores a snapshot of a member's v3 state to a given file."""
-    chosen = [part.strip() for part in endpoints.split(",") if part.strip()]
+    """Stores a snapshot of a member's v3 state to a given file (from the one endpoint
+    given; etcdctl's global flags, TLS and user included)."""
+    chosen = [part.strip() for part in options.endpoints.split(",") if part.strip()]
     if len(chosen) != 1:
-        typer.echo(
-            f"Error: snapshot must be requested to one selected node, not multiple {chosen}",
-            err=True,
+        raise CtlError(
+            EXIT_ERROR, f"snapshot must be requested to one selected node, not multiple {chosen}"
         )
-        raise typer.Exit(1)
     try:
-        size = trio.run(fetch_snapshot, chosen[0], file)
-    except (RpcError, SnapshotFileError, OSError, trio.TooSlowError) as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(1) from None
+        size = run_client(
+            replace(options, command_timeout=f"{SAVE_TIMEOUT_S}s"),
+            lambda client: fetch_snapshot(client, file),
+        )
+    except (SnapshotFileError, OSError, trio.TooSlowError) as error:
+        raise CtlError(EXIT_ERROR, str(error)) from None
     typer.echo(f"Snapshot saved at {file} ({size} bytes)")
 
 
@@ -262,6 +257,7 @@ def status_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``snapshot save``, ``snapshot restore`` and ``snapshot status`` to ``app``."""
+    ctl_command(snapshot_app, "save")(save_command)
     app.add_typer(snapshot_app, name="snapshot")
 
 

@@ -26,9 +26,11 @@ def test_bare_endpoints_are_clear_unless_a_file_or_secure_transport_is_asked_for
     assert endpoint_with_scheme("h:1", secure) == "https://h:1"
 
 
-def test_a_scheme_given_wins_over_the_flags() -> None:
+def test_a_tls_configuration_covers_http_endpoints_too() -> None:
+    """etcdctl 3.4 dials ``http://`` endpoints with TLS when TLS flags are given."""
     with_ca = ClientTls(ca_file="ca.pem")
-    assert endpoint_with_scheme("http://h:1/", with_ca) == "http://h:1"
+    assert endpoint_with_scheme("http://h:1/", with_ca) == "https://h:1"
+    assert endpoint_with_scheme("http://h:1/", ClientTls()) == "http://h:1"
     assert endpoint_with_scheme("https://h:1", ClientTls()) == "https://h:1"
     with pytest.raises(ValueError, match="not host:port"):
         endpoint_with_scheme("unix://x", ClientTls())
@@ -41,13 +43,14 @@ def test_contexts_verify_unless_told_not_to(tmp_path: Path) -> None:
     context = ClientTls(ca_file=str(ca_path)).context(ALPN_H2)
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
-    skipping = ClientTls(insecure_skip_verify=True).context(ALPN_H2)
+    skipping = ClientTls(ca_file=str(ca_path), insecure_skip_verify=True).context(ALPN_H2)
     assert skipping.verify_mode is ssl.CERT_NONE
+    # alone, etcdctl 3.4 has no TLS configuration to apply it to: https:// still verifies
+    alone = ClientTls(insecure_skip_verify=True).context(ALPN_H2)
+    assert alone.verify_mode is ssl.CERT_REQUIRED
 
 
 def test_a_missing_file_is_refused_when_the_client_is_made(tmp_path: Path) -> None:
     missing = ClientTls(ca_file=str(tmp_path / "nothing.pem"))
     with pytest.raises(ClientTlsError, match="cannot load the TLS files"):
         V3Client(TcpNetwork(), ["127.0.0.1:1"], tls=missing)
-    # an http:// endpoint needs no context, so nothing is loaded
-    V3Client(TcpNetwork(), ["http://127.0.0.1:1"], tls=missing)
