@@ -72,7 +72,7 @@ from actors.read_batcher import ReadBatcher
 from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import StorageActor
 from actors.transport_actor import TransportActor
-from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters
+from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters, check_apply_gap
 from actors.watch_hub import WatchHubShell
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.network import Network
@@ -385,6 +385,7 @@ class Member:
         request timeout by default); its outcome."""
 
         async def attempt(deadline: float) -> object:
+            check_apply_gap(self.status.commit_index, self.applied_index())
             request_id = self.ids.next()
             waiter = self.waiters.register(request_id)
             try:

@@ -22,8 +22,28 @@ PENDING_REQUESTS_MAX = 10_000
 """Proposals and reads a member keeps waiting at once; more are refused (429-like)."""
 
 
+APPLY_GAP_ENTRIES_MAX = 5_000
+"""Committed entries a member may have left to apply before it refuses new proposals (etcd
+3.4's ``maxGapBetweenApplyAndCommitIndex``): under overload the log then stops growing faster
+than the state machine drains it, so the entries held in memory stay bounded."""
+
+
 class TooManyRequests(Exception):
     """Too many requests are waiting already."""
+
+
+def check_apply_gap(commit_index: int, applied_index: int) -> None:
+    """Refuse a proposal while this member's apply lags its commit by more than
+    ``APPLY_GAP_ENTRIES_MAX`` entries, as etcd does (before it proposes, so nothing changes).
+
+    Raises:
+        TooManyRequests: the apply is that far behind ("etcdserver: too many requests").
+    """
+    if commit_index > applied_index + APPLY_GAP_ENTRIES_MAX:
+        raise TooManyRequests(
+            f"applied index {applied_index} lags committed index {commit_index} by more "
+            f"than {APPLY_GAP_ENTRIES_MAX}"
+        )
 
 
 @dataclass(eq=False)
