@@ -109,7 +109,23 @@ async def tls_connect(
     return tls
 
 
-class TlsDialingNetwork:
+class DialingNetwork:
+    """The base of a client's Network wrappers: they dial, and never serve."""
+
+    async def connect(self, address: str) -> trio.abc.Stream:
+        raise NotImplementedError
+
+    async def serve(
+        self,
+        address: str,
+        handler: StreamHandler,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        raise NotImplementedError("a client network does not serve")
+
+
+class TlsDialingNetwork(DialingNetwork):
     """A Network that dials the addresses in ``contexts`` with TLS, the others in the clear."""
 
     def __init__(self, inner: Network, contexts: Mapping[str, ssl.SSLContext]) -> None:
@@ -122,12 +138,3 @@ class TlsDialingNetwork:
         if context is None:
             return stream
         return await tls_connect(stream, context, address)
-
-    async def serve(
-        self,
-        address: str,
-        handler: StreamHandler,
-        *,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        raise NotImplementedError("a client network does not serve")

@@ -41,13 +41,20 @@ import trio
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from net.client_tls import ALPN_H2, ALPN_HTTP1, ClientTls, TlsDialingNetwork, endpoint_with_scheme
+from net.client_tls import (
+    ALPN_H2,
+    ALPN_HTTP1,
+    ClientTls,
+    DialingNetwork,
+    TlsDialingNetwork,
+    endpoint_with_scheme,
+)
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import GATEWAY_ROUTES, grpc_path
 from net.grpc.client import CallStream, GrpcChannel
 from net.http.client import HttpClient
 from net.http.errors import HttpConnectError, HttpError, HttpProtocolError, HttpTimeout
-from net.network import Network, NetworkError, StreamHandler, split_address
+from net.network import Network, NetworkError, split_address
 from net.v3.errors import RpcError, StatusCode
 
 logger = logging.getLogger(__name__)
@@ -215,7 +222,7 @@ def encode_request(request: Message) -> bytes:
     ).encode()
 
 
-class _DialTimeoutNetwork:
+class _DialTimeoutNetwork(DialingNetwork):
     """A Network whose ``connect`` gives up after the dial timeout."""
 
     def __init__(self, network: Network, dial_timeout_s: float) -> None:
@@ -226,15 +233,6 @@ class _DialTimeoutNetwork:
         with trio.move_on_after(self._dial_timeout_s):
             return await self._network.connect(address)
         raise NetworkError(f"no connection to {address} within {self._dial_timeout_s} s")
-
-    async def serve(
-        self,
-        address: str,
-        handler: StreamHandler,
-        *,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        raise NotImplementedError("a client network does not serve")
 
 
 class V3Client:
