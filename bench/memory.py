@@ -13,6 +13,11 @@ Workloads (``items`` is ``--memory-items``, 10,000 by default):
     ``items`` watchers of one prefix on one Watch stream to the leader (as one clientv3
     client watching that many keys would; past ``WATCHERS_PER_STREAM``, on several streams of
     one connection), each acknowledged ``created`` before measuring.
+``mem-keys``
+    ``items`` distinct keys, each put once with a value of ``KEY_VALUE_BYTES`` (256) bytes,
+    ``PUTS_IN_FLIGHT`` at a time on one gRPC connection to the leader (issue 13's target:
+    every member's peak at 100,000 keys at most etcd's, ``--memory-items 100000``). Every
+    member holds every key; ``members_rss_peak_mib`` is the figure compared.
 
 Each sample runs on a cluster of its own, started for it and stopped after, so that a
 member's peak (``VmHWM``) is this load's and nothing earlier's. The member's resident set
@@ -38,7 +43,7 @@ from bench.watch_v3 import WATCH_PATH
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
 
-MEMORY_WORKLOADS: Final = ("mem-leases", "mem-watchers")
+MEMORY_WORKLOADS: Final = ("mem-leases", "mem-watchers", "mem-keys")
 ITEMS_DEFAULT: Final = 10_000
 ITEMS_MAX: Final = 1_000_000
 WATCHERS_PER_STREAM: Final = 10_000
@@ -46,6 +51,8 @@ WATCHERS_PER_STREAM: Final = 10_000
 ``STREAM_WATCHERS_MAX``; etcd has no such bound), so larger counts use several streams."""
 LEASE_TTL_S: Final = 3600
 GRANTS_IN_FLIGHT: Final = 32
+KEY_VALUE_BYTES: Final = 256
+PUTS_IN_FLIGHT: Final = 64
 SETTLE_S: Final = 1.0
 """Wait after the last item before reading memory (late allocations, the lessor's tick)."""
 HOLD_TIMEOUT_S: Final = 300.0
@@ -131,6 +138,32 @@ async def _grant_leases(connection: LiteConnection, items: int, outcome: _Outcom
             nursery.start_soon(granter)
 
 
+def key_of(index: int) -> bytes:
+    """The ``index``-th key of ``mem-keys`` (distinct, fixed width, sorted by index)."""
+    return b"memory/key/%09d" % index
+
+
+async def _put_keys(connection: LiteConnection, items: int, outcome: _Outcome) -> None:
+    value = b"v" * KEY_VALUE_BYTES
+    next_index = [0]
+
+    async def putter() -> None:
+        while next_index[0] < items:
+            index = next_index[0]
+            next_index[0] += 1
+            request = rpc_pb2.PutRequest(key=key_of(index), value=value).SerializeToString()
+            try:
+                await connection.unary(PUT_PATH, request, CALL_TIMEOUT_S)
+            except LiteRpcError as error:
+                outcome.error(f"put: {error.message[:80]}")
+                continue
+            outcome.held += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(PUTS_IN_FLIGHT, items)):
+            nursery.start_soon(putter)
+
+
 async def _create_watchers(
     connection: LiteConnection, items: int, prefix: bytes, outcome: _Outcome
 ) -> None:
@@ -165,7 +198,7 @@ async def _create_watchers(
 async def hold_and_measure(
     endpoint: str, workload: str, items: int, before: Measure, holding: Measure
 ) -> tuple[_Outcome, float, float]:
-    """Create ``items`` leases or watchers on ``endpoint``, calling ``before`` first and
+    """Create ``items`` leases, watchers or keys on ``endpoint``, calling ``before`` first and
     ``holding`` while they are held: the outcome, setup seconds and client CPU seconds."""
     if workload not in MEMORY_WORKLOADS:
         raise ValueError(f"memory workloads are {', '.join(MEMORY_WORKLOADS)}")
@@ -183,6 +216,8 @@ async def hold_and_measure(
         with trio.move_on_after(HOLD_TIMEOUT_S):
             if workload == "mem-leases":
                 await _grant_leases(connection, items, outcome)
+            elif workload == "mem-keys":
+                await _put_keys(connection, items, outcome)
             else:
                 await _create_watchers(connection, items, b"memory", outcome)
         setup_s = time.perf_counter() - began

@@ -25,10 +25,11 @@ delivered per second to all watchers of one prefix, while closed-loop puts write
 Every sample also has the load generator's own CPU per operation (``client_cpu_us_per_op``),
 so a reader sees what the client cost beside what the members cost.
 
-The memory workloads (``mem-leases``, ``mem-watchers``; ``bench.memory``) are not rates: each
-repetition starts a cluster of its own, makes its leader hold ``--memory-items`` leases or
-watchers, and reads the leader's resident memory before, while holding them, and its peak.
-They are reported in a table, a JSON list and a chart row of their own.
+The memory workloads (``mem-leases``, ``mem-watchers``, ``mem-keys``; ``bench.memory``) are
+not rates: each repetition starts a cluster of its own, makes its leader hold
+``--memory-items`` leases, watchers or 256-byte keys, and reads the leader's resident memory
+before, while holding them, and its peak (every member's peak is in the JSON). They are
+reported in a table, a JSON list and a chart row of their own.
 
 The ``sim`` target runs the simulator instead (``sim.runner``, no faults): its figures are in
 simulated time, with the simulation's speed beside them; they show the member code's cost,
@@ -84,7 +85,7 @@ BENCH_WORKLOADS: tuple[str, ...] = (
     *V2_BENCH_WORKLOADS, *V3_WORKLOADS, *V3_WATCH_WORKLOADS, *MEMORY_WORKLOADS
 )  # fmt: skip
 """Every workload; the v3 KV ones (``bench.loadgen_v3``) over gRPC, and with ``-gw`` over the
-gateway; the v3 watch fan-out; the memory of many leases or watchers."""
+gateway; the v3 watch fan-out; the memory of many leases, watchers or keys."""
 FAN_OUT_WORKLOADS: tuple[str, ...] = ("watch", *V3_WATCH_WORKLOADS)
 """Workloads whose operations are deliveries to watchers (no HTTP ceiling applies)."""
 CLIENT_BUSY_PERCENT = 90.0

@@ -54,7 +54,8 @@ def bench_command(
             "v3-put, v3-range, v3-range-serializable, v3-txn (v3 over gRPC), the same with -gw "
             "(over the JSON gateway); v3-watch (watchers multiplexed on a gRPC Watch stream "
             "per member), v3-watch-streams (a stream per watcher): -c counts watchers; "
-            "mem-leases, mem-watchers (a member's memory holding --memory-items of them); "
+            "mem-leases, mem-watchers, mem-keys (a member's memory holding --memory-items of "
+            "them; mem-keys: 256-byte values, issue 13 compares at 100000); "
             "all (the v2 ones), all-v3, watch-v3, memory, or everything "
             "(repeat the option for several; default: all).",
         ),
@@ -78,7 +79,7 @@ def bench_command(
         int, typer.Option("--watch-writers", help="Puts in flight during v3 watch samples.")
     ] = 16,
     memory_items: Annotated[
-        int, typer.Option("--memory-items", help="Leases or watchers held (mem-*).")
+        int, typer.Option("--memory-items", help="Leases, watchers or keys held (mem-*).")
     ] = 10_000,
     size: Annotated[int, typer.Option("--size", help="Members per cluster.")] = 3,
     system: Annotated[
