@@ -337,7 +337,68 @@ def register(app: typer.Typer) -> None:
     app.add_typer(auth_app, name="auth")
     _register_user(user_app)
     _register_role(role_app)
+    _register_plain(user_app, role_app)
     _register_auth(auth_app)
+
+
+def _plain_command(  # noqa: PLR0917 (one row of the table below)
+    app: typer.Typer,
+    command: str,
+    doc: str,
+    usage: str,
+    count: int,
+    call: Callable[[V3Client, list[str]], Awaitable[ResponseT]],
+    lines: Callable[[list[str], ResponseT], list[bytes]],
+) -> None:
+    """Register a command of ``count`` plain arguments (``usage`` when they are not), one
+    request and etcdctl's lines."""
+
+    def body(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
+        given = one_argument(args or [], usage, count)
+        _run_and_print(
+            options, lambda client: call(client, given), lambda response: lines(given, response)
+        )
+
+    body.__doc__ = doc
+    ctl_command(app, command)(body)
+
+
+def _register_plain(user_app: typer.Typer, role_app: typer.Typer) -> None:
+    """The commands that are one request and a fixed line (or a list), as table rows."""
+    needs_user = "command requires user name as its argument"
+    needs_role = "command requires role name as its argument"
+    pair = "user name and role name as its argument"
+    # fmt: off
+    _plain_command(user_app, "list", "Lists all users.", "user list command requires no arguments",
+        0, lambda client, _: client.user_list(),
+        lambda _, response: [to_bytes(user) for user in response.users])
+    _plain_command(user_app, "delete", "Deletes a user.", f"user delete {needs_user}",
+        1, lambda client, args: client.user_delete(rpc_pb2.AuthUserDeleteRequest(name=args[0])),
+        lambda args, _: [f"User {args[0]} deleted".encode()])
+    _plain_command(user_app, "grant-role", "Grants a role to a user.",
+        f"user grant command requires {pair}",
+        2, lambda client, args: client.user_grant_role(
+            rpc_pb2.AuthUserGrantRoleRequest(user=args[0], role=args[1])),
+        lambda args, _: [f"Role {args[1]} is granted to user {args[0]}".encode()])
+    _plain_command(user_app, "revoke-role", "Revokes a role from a user.",
+        f"user revoke-role requires {pair}",
+        2, lambda client, args: client.user_revoke_role(
+            rpc_pb2.AuthUserRevokeRoleRequest(name=args[0], role=args[1])),
+        lambda args, _: [f"Role {args[1]} is revoked from user {args[0]}".encode()])
+    _plain_command(role_app, "add", "Adds a new role.", f"role add {needs_role}",
+        1, lambda client, args: client.role_add(rpc_pb2.AuthRoleAddRequest(name=args[0])),
+        lambda args, _: [f"Role {args[0]} created".encode()])
+    _plain_command(role_app, "get", "Gets detailed information of a role.",
+        f"role get {needs_role}",
+        1, lambda client, args: client.role_get(rpc_pb2.AuthRoleGetRequest(role=args[0])),
+        lambda args, response: role_get_lines(args[0], response))
+    _plain_command(role_app, "list", "Lists all roles.", "role list command requires no arguments",
+        0, lambda client, _: client.role_list(),
+        lambda _, response: [to_bytes(role) for role in response.roles])
+    _plain_command(role_app, "delete", "Deletes a role.", f"role delete {needs_role}",
+        1, lambda client, args: client.role_delete(rpc_pb2.AuthRoleDeleteRequest(role=args[0])),
+        lambda args, _: [f"Role {args[0]} deleted".encode()])
+    # fmt: on
 
 
 def _register_user(user_app: typer.Typer) -> None:
@@ -396,25 +457,6 @@ def _register_user(user_app: typer.Typer) -> None:
             emit([b""])
             emit(printed(options.write_out, response, role_get_lines(role, response)))
 
-    @ctl_command(user_app, "list")
-    def user_list(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Lists all users."""
-        one_argument(args or [], "user list command requires no arguments", count=0)
-        _run_and_print(
-            options,
-            lambda client: client.user_list(),
-            lambda response: [to_bytes(u) for u in response.users],
-        )
-
-    @ctl_command(user_app, "delete")
-    def user_delete(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Deletes a user."""
-        message = "user delete command requires user name as its argument"
-        (name,) = one_argument(args or [], message)
-        request = rpc_pb2.AuthUserDeleteRequest(name=name)
-        simple = [f"User {name} deleted".encode()]
-        _run_and_print(options, lambda client: client.user_delete(request), lambda _: simple)
-
     @ctl_command(user_app, "passwd")
     def user_passwd(
         options: GlobalOptions, *, args: ArgsArgument = None, interactive: InteractiveOption = True
@@ -434,24 +476,6 @@ def _register_user(user_app: typer.Typer) -> None:
             lambda _: [b"Password updated"],
         )
 
-    @ctl_command(user_app, "grant-role")
-    def user_grant_role(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Grants a role to a user."""
-        message = "user grant command requires user name and role name as its argument"
-        user, role = one_argument(args or [], message, count=2)
-        request = rpc_pb2.AuthUserGrantRoleRequest(user=user, role=role)
-        simple = [f"Role {role} is granted to user {user}".encode()]
-        _run_and_print(options, lambda client: client.user_grant_role(request), lambda _: simple)
-
-    @ctl_command(user_app, "revoke-role")
-    def user_revoke_role(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Revokes a role from a user."""
-        message = "user revoke-role requires user name and role name as its argument"
-        user, role = one_argument(args or [], message, count=2)
-        request = rpc_pb2.AuthUserRevokeRoleRequest(name=user, role=role)
-        simple = [f"Role {role} is revoked from user {user}".encode()]
-        _run_and_print(options, lambda client: client.user_revoke_role(request), lambda _: simple)
-
 
 async def _roles_of(
     client: V3Client, request: rpc_pb2.AuthUserGetRequest
@@ -465,44 +489,6 @@ async def _roles_of(
 
 
 def _register_role(role_app: typer.Typer) -> None:
-    @ctl_command(role_app, "add")
-    def role_add(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Adds a new role."""
-        (name,) = one_argument(args or [], "role add command requires role name as its argument")
-        request = rpc_pb2.AuthRoleAddRequest(name=name)
-        simple = [f"Role {name} created".encode()]
-        _run_and_print(options, lambda client: client.role_add(request), lambda _: simple)
-
-    @ctl_command(role_app, "get")
-    def role_get(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Gets detailed information of a role."""
-        (name,) = one_argument(args or [], "role get command requires role name as its argument")
-        request = rpc_pb2.AuthRoleGetRequest(role=name)
-        _run_and_print(
-            options,
-            lambda client: client.role_get(request),
-            lambda response: role_get_lines(name, response),
-        )
-
-    @ctl_command(role_app, "list")
-    def role_list(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Lists all roles."""
-        one_argument(args or [], "role list command requires no arguments", count=0)
-        _run_and_print(
-            options,
-            lambda client: client.role_list(),
-            lambda response: [to_bytes(r) for r in response.roles],
-        )
-
-    @ctl_command(role_app, "delete")
-    def role_delete(options: GlobalOptions, *, args: ArgsArgument = None) -> None:
-        """Deletes a role."""
-        message = "role delete command requires role name as its argument"
-        (name,) = one_argument(args or [], message)
-        request = rpc_pb2.AuthRoleDeleteRequest(role=name)
-        simple = [f"Role {name} deleted".encode()]
-        _run_and_print(options, lambda client: client.role_delete(request), lambda _: simple)
-
     @ctl_command(role_app, "grant-permission")
     def role_grant_permission(
         options: GlobalOptions,
