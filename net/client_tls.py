@@ -126,15 +126,23 @@ class DialingNetwork:
 
 
 class TlsDialingNetwork(DialingNetwork):
-    """A Network that dials the addresses in ``contexts`` with TLS, the others in the clear."""
+    """A Network that dials the addresses in ``contexts`` with TLS, the others with
+    ``default`` (None: in the clear). A default covers addresses learnt later (a member
+    list's client URLs) when the TLS flags make every endpoint secure."""
 
-    def __init__(self, inner: Network, contexts: Mapping[str, ssl.SSLContext]) -> None:
+    def __init__(
+        self,
+        inner: Network,
+        contexts: Mapping[str, ssl.SSLContext],
+        default: ssl.SSLContext | None = None,
+    ) -> None:
         self._inner = inner
         self._contexts = dict(contexts)
+        self._default = default
 
     async def connect(self, address: str) -> trio.abc.Stream:
         stream = await self._inner.connect(address)
-        context = self._contexts.get(address)
+        context = self._contexts.get(address, self._default)
         if context is None:
             return stream
         return await tls_connect(stream, context, address)

@@ -271,11 +271,12 @@ class V3Client:
         self._grpc_context = tls.context(ALPN_H2) if secure else None
         http_context = tls.context(ALPN_HTTP1) if secure else None
         self._secure = frozenset(secure)
+        self._all_secure = tls.bare_endpoints_secure()
         self._grpc_unary = bool(tls.cert_file)
         self._network = _DialTimeoutNetwork(network, dial_timeout_s)
-        http_network = TlsDialingNetwork(
-            self._network, {address: http_context for address in secure if http_context}
-        )
+        contexts = {address: http_context for address in secure if http_context}
+        default = http_context if self._all_secure else None
+        http_network = TlsDialingNetwork(self._network, contexts, default)
         self._http = HttpClient(http_network)
         self._current = 0
         self._token: str | None = None
@@ -525,7 +526,8 @@ class V3Client:
         """A gRPC channel to one of :attr:`endpoints` (TLS as that endpoint says); enter it
         with ``async with``."""
         address = _address(endpoint)
-        context = self._grpc_context if address in self._secure else None
+        secure = address in self._secure or self._all_secure
+        context = self._grpc_context if secure else None
         return GrpcChannel(self._network, address, ssl_context=context)
 
     def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
