@@ -399,10 +399,14 @@ def script(certs: dict[str, str]) -> list[Step]:
     root_cn = [f"--cacert={certs['ca']}", f"--cert={certs['root']}", f"--key={certs['root-key']}"]
     return [
         Step(["user", "add", "alice", "--interactive=false"], "alicepw extra\n"),
+        Step(["user", "add", "erin"], "erinpw\nerinpw\n"),
+        Step(["user", "add", "frank"], "one\ntwo\n"),
         *(Step(args) for args in steps[:36]),
         Step(["user", "passwd", "carol", "--interactive=false"], "carolpw2\n"),
         *(Step(args) for args in steps[36:45]),
         Step(["get", "a/1"], env={"ETCDCTL_USER": "alice:alicepw"}),
+        Step(["get", "a/1", "--user=erin"], "erinpw\n"),
+        Step(["get", "a/1", "--user=root"], f"{ROOT_PASSWORD}\n"),
         Step(["user", "passwd", "alice", "--interactive=false", ROOT], "newpw\n"),
         Step(["get", "a/1", "--user=alice:newpw"]),
         Step(["get", "a/1", "--user=alice:newpw", "--insecure-skip-tls-verify", *insecure]),

@@ -18,7 +18,6 @@ Pure core (arguments to requests, responses to lines) and a thin shell (:func:`r
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, TypeVar
@@ -34,6 +33,7 @@ from troika.ctl import (
     EXIT_BAD_FEATURE,
     CtlError,
     GlobalOptions,
+    ask_terminal,
     ctl_command,
     ctl_group,
     emit,
@@ -273,18 +273,6 @@ async def enable_auth(client: V3Client) -> None:
 
 
 # -- the shell -------------------------------------------------------------------------------------
-
-
-def ask_terminal(prompt: str) -> str:
-    """speakeasy's prompt: on stdout, the answer unechoed from a terminal (a line of stdin
-    when stdin is not one), then a newline."""
-    typer.echo(prompt, nl=False)
-    if sys.stdin.isatty():
-        answer = getpass.getpass("")
-    else:
-        answer = sys.stdin.readline().rstrip("\r\n")
-        typer.echo("")
-    return answer
 
 
 ArgsArgument = Annotated[list[str] | None, typer.Argument(help="the arguments")]

@@ -312,8 +312,19 @@ def client_tls(options: GlobalOptions) -> ClientTls:
     )
 
 
+def ask_terminal(prompt: str) -> str:
+    """speakeasy's prompt, as etcdctl asks for a password: the prompt on stdout, the answer
+    unechoed from a terminal (a line of stdin when stdin is not one), then a newline."""
+    typer.echo(prompt, nl=False)
+    if sys.stdin.isatty():
+        return getpass.getpass("")
+    answer = sys.stdin.readline().rstrip("\r\n")
+    typer.echo("")
+    return answer
+
+
 def credentials(
-    options: GlobalOptions, ask: Callable[[str], str] = getpass.getpass
+    options: GlobalOptions, ask: Callable[[str], str] = ask_terminal
 ) -> Credentials | None:
     """``--user name[:password]`` and ``--password`` as etcdctl reads them: the password
     flag wins; else what follows the first colon; else it is asked for."""
