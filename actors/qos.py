@@ -30,6 +30,16 @@ one attribute chain and one empty-dict test before the handler runs.
 
 A txn's tenants are those of every key its operations name (both branches, nested txns
 included), each charged.
+
+Users and roles
+---------------
+
+With auth, the caller is known here (``actors.auth_gate`` binds it in ``REQUEST_AUTH`` before
+this wrapper runs). When the table holds user or role tenants, a request of a caller who has
+one is charged to the caller's tenants instead of its keys' prefix tenants
+(``QosTable.caller_tenants``: the user's own tenant, else every role tenant among its roles,
+so the tightest binds), one request token and the bytes of all its keys. Watches and space
+quotas stay with prefixes.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from typing import Final, NoReturn
 import trio
 from google.protobuf.message import Message
 
+from actors.auth_backend import REQUEST_AUTH
 from actors.envelope import EnvelopeKind
 from actors.member import Member, NoLeader, RequestTimeout
 from actors.watch_backend import MemberWatchBackend
@@ -64,7 +75,16 @@ from net.v3.methods import (
 )
 from storage.auth.store import AuthError
 from storage.qos import QosError, QosTable, TenantLimits, TokenBucket
-from storage.qos.limits import encode_delete, encode_set
+from storage.qos.limits import (
+    ROLE,
+    USER,
+    TenantId,
+    TenantKind,
+    encode_delete,
+    encode_delete_caller,
+    encode_set,
+    encode_set_caller,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +102,9 @@ JSON_TYPE: Final = ("Content-Type", "application/json")
 
 READ: Final = False
 WRITE: Final = True
+
+Charge = tuple[TenantId, bool, int]
+"""What one request costs one tenant: (tenant, write?, bytes)."""
 
 
 @dataclass(slots=True)
@@ -115,7 +138,7 @@ class QosLimiter:
         self._member = member
         self._version = -1
         self._table: QosTable | None = None
-        self.buckets: dict[bytes, TenantBuckets] = {}
+        self.buckets: dict[TenantId, TenantBuckets] = {}
         self.watches: dict[bytes, int] = {}
         self.refused = 0
         """Requests refused for a rate (for tests and logs)."""
@@ -127,19 +150,48 @@ class QosLimiter:
         """The applied table (the state machine may replace it on a snapshot install)."""
         return self._member.machine.qos.table
 
-    def _current(self, now_s: float) -> dict[bytes, TenantBuckets]:
+    def _current(self, now_s: float) -> dict[TenantId, TenantBuckets]:
         table = self.table
         if table is not self._table or table.version != self._version:
             self._table, self._version = table, table.version
+            every: list[tuple[TenantId, TenantLimits]] = [
+                *table.tenants.items(),
+                *table.callers.items(),
+            ]
             self.buckets = {
-                prefix: TenantBuckets.of(limits, now_s)
-                for prefix, limits in table.tenants.items()
+                tenant: TenantBuckets.of(limits, now_s)
+                for tenant, limits in every
                 if limits.has_rates
             }
         return self.buckets
 
-    async def admit(self, observations: list[tuple[bool, bytes, int]]) -> None:
-        """Take a request's tokens: (write?, key, bytes) per key it names, waiting (at most
+    def caller_tenants(self) -> list[TenantId]:
+        """The user or role tenants of the request's caller (empty: none, or no caller)."""
+        table = self.table
+        info = REQUEST_AUTH.get()
+        if not table.callers or info is None or not info.username:
+            return []
+        user = self._member.machine.auth.store.user(info.username)
+        roles = user.roles if user is not None else ()
+        return [*table.caller_tenants(info.username, roles)]
+
+    def charges(self, observations: list[tuple[bool, bytes, int]]) -> list[Charge]:
+        """(tenant, write?, bytes) to charge for a request's (write?, key, bytes): its
+        caller's tenants once for the whole request, else each key's prefix tenant."""
+        callers = self.caller_tenants()
+        if callers:
+            is_write = any(write for write, _, _ in observations)
+            size_bytes = sum(size for _, _, size in observations)
+            return [(tenant, is_write, size_bytes) for tenant in callers]
+        table = self.table
+        return [
+            (tenant, is_write, size_bytes)
+            for is_write, key, size_bytes in observations
+            if (tenant := table.tenant_of(key)) is not None
+        ]
+
+    async def admit(self, charges: list[Charge]) -> None:
+        """Take a request's tokens: (tenant, write?, bytes) per charge, waiting (at most
         ``WAIT_MAX_S`` in all) for tokens a tenant's rate will give it soon.
 
         Raises:
@@ -149,11 +201,9 @@ class QosLimiter:
         buckets = self._current(now_s)
         if not buckets:
             return
-        table = self.table
         wait_s = 0.0
-        for is_write, key, size_bytes in observations:
-            tenant = table.tenant_of(key)
-            found = buckets.get(tenant) if tenant is not None else None
+        for tenant, is_write, size_bytes in charges:
+            found = buckets.get(tenant)
             if found is None:
                 continue
             requests = found.write_requests if is_write else found.read_requests
@@ -170,14 +220,14 @@ class QosLimiter:
             self.delayed += 1
             await trio.sleep(wait_s)
 
-    def charge_read(self, key: bytes, size_bytes: int) -> None:
-        """Charge a served read's response bytes to its tenant."""
-        tenant = self.table.tenant_of(key)
-        found = self.buckets.get(tenant) if tenant is not None else None
-        if found is not None and found.read_bytes is not None:
-            found.read_bytes.charge(size_bytes, trio.current_time())
+    def charge_read(self, charges: list[Charge], size_bytes: int) -> None:
+        """Charge a served read's response bytes to the tenants it was admitted for."""
+        for tenant, _, _ in charges:
+            found = self.buckets.get(tenant)
+            if found is not None and found.read_bytes is not None:
+                found.read_bytes.charge(size_bytes, trio.current_time())
 
-    async def _refuse(self, tenant: bytes | None) -> NoReturn:
+    async def _refuse(self, tenant: TenantId) -> NoReturn:
         """Refuse after ``WAIT_MAX_S`` (nothing spent): a closed-loop client gets at most
         one refusal a wait per connection, not one as fast as the member can parse."""
         await trio.sleep(WAIT_MAX_S)
@@ -253,12 +303,13 @@ def _limited_unary(limiter: QosLimiter, method: UnaryMethod) -> UnaryHandler:
     machine_of = limiter._member
 
     async def call(request: Message, context: CallContext) -> Message:
-        if not machine_of.machine.qos.table.tenants:
+        if not machine_of.machine.qos.table.limited:
             return await handler(request, context)
-        await limiter.admit(list(observations(request)))
+        charges = limiter.charges(list(observations(request)))
+        await limiter.admit(charges)
         response = await handler(request, context)
         if isinstance(request, rpc_pb2.RangeRequest):
-            limiter.charge_read(request.key, response.ByteSize())
+            limiter.charge_read(charges, response.ByteSize())
         return response
 
     return call
@@ -404,12 +455,21 @@ def _parse_change(request: Request) -> bytes:
         item = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError) as error:
         raise QosError(f"body is not JSON: {error}") from None
-    if not isinstance(item, dict) or type(item.get("prefix")) is not str or not item["prefix"]:
-        raise QosError('body must be {"prefix": "...", <limit>: <integer>, ...}')
-    prefix = item.pop("prefix").encode("utf-8", "surrogateescape")
-    if request.path == QOS_DELETE_PATH:
-        return encode_delete(prefix)
-    return encode_set(prefix, TenantLimits.from_plain(item))
+    named = [kind for kind in ("prefix", USER, ROLE) if isinstance(item, dict) and kind in item]
+    if len(named) != 1 or type(item[named[0]]) is not str or not item[named[0]]:
+        raise QosError('body must be {"prefix"|"user"|"role": "...", <limit>: <integer>, ...}')
+    kind = named[0]
+    name = item.pop(kind)
+    deleting = request.path == QOS_DELETE_PATH
+    if kind == "prefix":
+        prefix = name.encode("utf-8", "surrogateescape")
+        return (
+            encode_delete(prefix) if deleting else encode_set(prefix, TenantLimits.from_plain(item))
+        )
+    caller: TenantKind = USER if kind == USER else ROLE
+    if deleting:
+        return encode_delete_caller(caller, name)
+    return encode_set_caller(caller, name, TenantLimits.from_plain(item))
 
 
 def _admin_denied(member: Member, request: Request) -> str | None:

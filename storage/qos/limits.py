@@ -1,23 +1,34 @@
-"""The replicated tenant table: which key prefixes are tenants and what limits they have.
+"""The replicated tenant table: which key prefixes, users and roles are tenants and their limits.
 
-A tenant is a key prefix (``/tenants/a/``). Its limits (``TenantLimits``, 0 meaning none) are
-set and deleted at runtime by ``QOS`` log entries (``actors.envelope.EnvelopeKind.QOS``),
-applied by every member in log order, so every member enforces the same limits. The table is an
-applied-state blob (``QOS_BLOB``) and travels in Raft snapshots (``actors.state_machine``).
+A tenant is a key prefix (``/tenants/a/``) or, with auth on, a user or a role (``TenantKind``;
+rate limits only: space quotas and watch counts belong to prefixes). Its limits
+(``TenantLimits``, 0 meaning none) are set and deleted at runtime by ``QOS`` log entries
+(``actors.envelope.EnvelopeKind.QOS``), applied by every member in log order, so every
+member enforces the same limits. The table is an applied-state blob (``QOS_BLOB``) and
+travels in Raft snapshots (``actors.state_machine``).
 
 Which tenant a key belongs to: for rates and watches, the tenant with the **longest** prefix of
 the key (one bucket is charged); for space quotas, **every** tenant whose prefix the key has
 (``/a/`` counts what ``/a/b/`` stores too). Tenants are few (``TENANTS_MAX``): both lookups scan
 the table, and the request path asks only when the table is not empty.
 
-Entry bodies (CBOR): ``["set", prefix, {field: int, ...}]`` replaces a tenant's limits;
-``["delete", prefix]`` removes it.
+Which caller tenant a request is charged to (``caller_tenants``): the caller's user tenant if
+it has one; else every role tenant among its roles (each bucket is charged, so the tightest
+binds: a role's bucket is shared by all its users); else, as without auth, the key's prefix
+tenant. A caller tenant replaces the prefix tenant for that request's rates.
+
+Entry bodies (CBOR): ``["set", prefix, {field: int, ...}]`` replaces a prefix tenant's limits,
+``["delete", prefix]`` removes it; a user or role tenant adds its kind:
+``["set", name, limits, "user"]``, ``["delete", name, "role"]``. Table records are
+``[prefix, limits]`` or ``[name, limits, kind]``, so tables and entries written before users
+and roles were tenants read unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import cbor2
 
@@ -27,6 +38,16 @@ TENANTS_MAX: Final = 256
 """Tenants a cluster holds (a set past it is refused): every request scans them."""
 PREFIX_BYTES_MAX: Final = 1024
 LIMIT_MAX: Final = 1 << 62
+NAME_BYTES_MAX: Final = 1024
+"""A user or role tenant's name (UTF-8 bytes)."""
+
+USER: Final = "user"
+ROLE: Final = "role"
+TenantKind = Literal["user", "role"]
+CallerTenant = tuple[str, str]
+"""A user or role tenant: (kind, name)."""
+TenantId = bytes | CallerTenant
+"""A tenant's key in the serving member's buckets: a prefix, or (kind, name)."""
 
 
 class QosError(Exception):
@@ -98,6 +119,27 @@ def encode_delete(prefix: bytes) -> bytes:
     return cbor2.dumps(["delete", prefix])
 
 
+def encode_set_caller(kind: TenantKind, name: str, limits: TenantLimits) -> bytes:
+    """A ``QOS`` entry body setting a user's or role's limits."""
+    return cbor2.dumps(["set", name, limits.to_plain(), kind])
+
+
+def encode_delete_caller(kind: TenantKind, name: str) -> bytes:
+    """A ``QOS`` entry body deleting a user's or role's tenant."""
+    return cbor2.dumps(["delete", name, kind])
+
+
+def _check_caller(kind: object, name: object, limits: TenantLimits | None) -> CallerTenant:
+    if kind not in (USER, ROLE):
+        raise QosError(f"a tenant kind must be {USER!r} or {ROLE!r}")
+    if type(name) is not str or not 0 < len(name.encode()) <= NAME_BYTES_MAX:
+        raise QosError(f"a {kind} tenant's name must be 1 to {NAME_BYTES_MAX} bytes")
+    if limits is not None and (limits.has_quota or limits.watches_max):
+        raise QosError(f"a {kind} tenant takes rate limits only (quotas and watches: prefixes)")
+    assert isinstance(kind, str)
+    return kind, name
+
+
 def _check_prefix(prefix: object) -> bytes:
     if type(prefix) is not bytes or not 0 < len(prefix) <= PREFIX_BYTES_MAX:
         raise QosError(f"a tenant prefix must be 1 to {PREFIX_BYTES_MAX} bytes")
@@ -108,19 +150,28 @@ class QosTable:
     """The tenants and their limits; ``version`` grows with every change (the serving
     member's buckets are rebuilt when it moves)."""
 
-    def __init__(self, tenants: dict[bytes, TenantLimits] | None = None) -> None:
+    def __init__(
+        self,
+        tenants: dict[bytes, TenantLimits] | None = None,
+        callers: dict[CallerTenant, TenantLimits] | None = None,
+    ) -> None:
         self.tenants: dict[bytes, TenantLimits] = dict(tenants or {})
+        """Prefix tenants."""
+        self.callers: dict[CallerTenant, TenantLimits] = dict(callers or {})
+        """User and role tenants, by (kind, name)."""
+        self.limited = bool(self.tenants or self.callers)
+        """Whether any tenant is set: the request path's one test."""
         self.version = 0
         self.changed = False
         """Set by ``apply``; the state machine clears it when it persists the blob."""
 
     def __len__(self) -> int:
-        return len(self.tenants)
+        return len(self.tenants) + len(self.callers)
 
     # -- applying the log ------------------------------------------------------------------
 
-    def apply(self, body: bytes) -> tuple[bytes, TenantLimits | None]:
-        """Apply one ``QOS`` entry: (prefix, its limits now, None if deleted).
+    def apply(self, body: bytes) -> tuple[TenantId, TenantLimits | None]:
+        """Apply one ``QOS`` entry: (tenant, its limits now, None if deleted).
 
         Raises:
             QosError: a malformed entry or one the table refuses (it changes nothing).
@@ -129,25 +180,37 @@ class QosTable:
             item: Any = cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as error:
             raise QosError(f"qos entry is not cbor: {error}") from None
-        if isinstance(item, list) and len(item) == 3 and item[0] == "set":
-            prefix = _check_prefix(item[1])
+        if not isinstance(item, list) or not item:
+            raise QosError("a qos entry must be [set, tenant, limits] or [delete, tenant]")
+        if item[0] == "set" and len(item) in (3, 4):
             limits = TenantLimits.from_plain(item[2])
-            if prefix not in self.tenants and len(self.tenants) >= TENANTS_MAX:
+            tenant: TenantId = (
+                _check_prefix(item[1])
+                if len(item) == 3
+                else _check_caller(item[3], item[1], limits)
+            )
+            if tenant not in self._of(tenant) and len(self) >= TENANTS_MAX:
                 raise QosError(f"too many tenants (at most {TENANTS_MAX})")
-            self.tenants[prefix] = limits
+            self._of(tenant)[tenant] = limits
             self._changed()
-            return prefix, limits
-        if isinstance(item, list) and len(item) == 2 and item[0] == "delete":
-            prefix = _check_prefix(item[1])
-            if self.tenants.pop(prefix, None) is None:
-                raise QosError(f"no tenant {prefix!r}")
+            return tenant, limits
+        if item[0] == "delete" and len(item) in (2, 3):
+            tenant = (
+                _check_prefix(item[1]) if len(item) == 2 else _check_caller(item[2], item[1], None)
+            )
+            if self._of(tenant).pop(tenant, None) is None:
+                raise QosError(f"no tenant {tenant!r}")
             self._changed()
-            return prefix, None
-        raise QosError("a qos entry must be [set, prefix, limits] or [delete, prefix]")
+            return tenant, None
+        raise QosError("a qos entry must be [set, tenant, limits] or [delete, tenant]")
+
+    def _of(self, tenant: TenantId) -> dict[Any, TenantLimits]:
+        return self.tenants if isinstance(tenant, bytes) else self.callers
 
     def _changed(self) -> None:
         self.version += 1
         self.changed = True
+        self.limited = bool(self.tenants or self.callers)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -159,6 +222,16 @@ class QosTable:
                 best = prefix
         return best
 
+    def caller_tenants(self, username: str, roles: Iterable[str]) -> list[CallerTenant]:
+        """The user and role tenants a caller's requests are charged to (see the module
+        docstring; empty: its key's prefix tenant, if any)."""
+        if not self.callers or not username:
+            return []
+        user = (USER, username)
+        if user in self.callers:
+            return [user]
+        return [(ROLE, role) for role in roles if (ROLE, role) in self.callers]
+
     def quota_tenants(self) -> dict[bytes, TenantLimits]:
         """The tenants with a space quota."""
         return {prefix: limits for prefix, limits in self.tenants.items() if limits.has_quota}
@@ -167,9 +240,13 @@ class QosTable:
 
     def encode(self) -> bytes:
         """The blob (and the snapshot record)."""
-        return cbor2.dumps(
-            [[prefix, limits.to_plain()] for prefix, limits in sorted(self.tenants.items())]
-        )
+        records: list[list[object]] = [
+            [prefix, limits.to_plain()] for prefix, limits in sorted(self.tenants.items())
+        ]
+        records += [
+            [name, limits.to_plain(), kind] for (kind, name), limits in sorted(self.callers.items())
+        ]
+        return cbor2.dumps(records)
 
     @classmethod
     def decode(cls, data: bytes | None) -> QosTable:
@@ -185,17 +262,25 @@ class QosTable:
             if not isinstance(item, list):
                 raise QosError("the qos table must be a list")
             tenants = {}
-            for pair in item:
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise QosError("a qos record must be [prefix, limits]")
-                tenants[_check_prefix(pair[0])] = TenantLimits.from_plain(pair[1])
+            callers = {}
+            for record in item:
+                if not isinstance(record, list) or len(record) not in (2, 3):
+                    raise QosError("a qos record must be [prefix, limits] or [name, limits, kind]")
+                limits = TenantLimits.from_plain(record[1])
+                if len(record) == 2:
+                    tenants[_check_prefix(record[0])] = limits
+                else:
+                    callers[_check_caller(record[2], record[0], limits)] = limits
         except (cbor2.CBORDecodeError, QosError, TypeError, OverflowError) as error:
             raise ValueError(f"malformed qos table: {error}") from None
-        return cls(tenants)
+        return cls(tenants, callers)
 
     def to_json(self) -> list[dict[str, object]]:
         """The tenants for the HTTP API and the CLI (prefixes as latin-1-free UTF-8 text)."""
         return [
             {"prefix": prefix.decode("utf-8", "surrogateescape"), **limits.to_plain()}
             for prefix, limits in sorted(self.tenants.items())
+        ] + [
+            {kind: name, **limits.to_plain()}
+            for (kind, name), limits in sorted(self.callers.items())
         ]
