@@ -32,7 +32,7 @@ def test_user_and_role_tenants_are_set_deleted_and_kept_apart_from_prefixes() ->
     assert list(table.callers) == [(ROLE, "alice")] and list(table.tenants) == [b"alice"]
     table.apply(encode_delete_caller(ROLE, "alice"))
     table.apply(encode_delete(b"alice"))
-    assert not table.limited and table.version == 6
+    assert (table.limited, table.version) == (False, 6)
 
 
 def test_a_callers_user_tenant_binds_else_its_role_tenants() -> None:
