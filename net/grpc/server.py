@@ -87,6 +87,18 @@ class _FixedBlocksEncoder(hpack.Encoder):
         return super().encode(headers, huffman)
 
 
+CLOSED_STREAMS_REMEMBERED = 1_024
+"""Closed streams h2 remembers per connection (its default, 65,536, held about 7 MiB on a
+connection that had made that many calls: issue 13's bounded memory). A frame for a stream
+forgotten here is answered RST_STREAM instead of being ignored; the client has long moved on."""
+
+
+class _Engine(h2.connection.H2Connection):
+    """h2's connection state machine, remembering ``CLOSED_STREAMS_REMEMBERED`` closed streams."""
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAMS_REMEMBERED
+
+
 class GrpcServer:
     """Serves a Methods table over gRPC on connections handed to it.
 
@@ -162,7 +174,7 @@ class _ServerConnection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        engine = h2.connection.H2Connection(config)
+        engine = _Engine(config)
         engine.encoder = _FixedBlocksEncoder()
         engine.local_settings = h2.settings.Settings(
             client=False,
