@@ -50,9 +50,14 @@ class FakeCall:
 class FakeClient:
     """Hands out the scripted streams in order."""
 
-    def __init__(self, calls: list[FakeCall]) -> None:
+    def __init__(self, calls: list[FakeCall], credentials: Any = None) -> None:
         self.calls = list(calls)
         self.opened: list[FakeCall] = []
+        self.credentials = credentials
+        self.renewals = 0
+
+    async def authenticate(self, *, again: bool = False) -> None:
+        self.renewals += again
 
     @contextlib.asynccontextmanager
     async def stream(self, path: str, response_type: type[Any]) -> AsyncIterator[FakeCall]:
@@ -147,3 +152,41 @@ async def test_watch_stops_when_the_caller_says_so(
 
     assert await watch(cast(V3Client, client), rpc_pb2.WatchCreateRequest(key=b"k"), stop) is None
     assert len(client.calls) == 0
+
+
+INVALID_TOKEN = "etcdserver: invalid auth token"
+
+
+async def test_a_watch_refused_for_its_token_is_opened_again_with_a_new_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    created = rpc_pb2.WatchResponse(created=True)
+    refused = rpc_pb2.WatchResponse(canceled=True, cancel_reason=INVALID_TOKEN)
+    compacted = rpc_pb2.WatchResponse(canceled=True, compact_revision=9)
+    first = FakeCall([refused])
+    second = FakeCall([created, _events(3), compacted])
+    client = FakeClient([first, second], credentials=("u", "p"))
+
+    async def record(response: rpc_pb2.WatchResponse) -> bool:
+        return False
+
+    ended = await watch(cast(V3Client, client), rpc_pb2.WatchCreateRequest(key=b"k"), record)
+    assert ended == compacted and client.renewals == 1
+    # without a user there is nothing to renew: the refusal ends the watch
+    alone = FakeClient([FakeCall([refused])])
+    assert await watch(cast(V3Client, alone), rpc_pb2.WatchCreateRequest(key=b"k"), record) == (
+        refused
+    )
+
+
+async def test_keep_alive_renews_a_refused_token_once_in_a_row(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    refused = RpcError(StatusCode.UNAUTHENTICATED, INVALID_TOKEN)
+    renewed = FakeClient([FakeCall([refused]), FakeCall([_alive(0)])], credentials=("u", "p"))
+    ended = await keep_alive(cast(V3Client, renewed), 7, lambda _: None)
+    assert ended is not None and ended.TTL == 0 and renewed.renewals == 1
+    twice = FakeClient([FakeCall([refused]), FakeCall([refused])], credentials=("u", "p"))
+    with pytest.raises(RpcError, match="invalid auth token"):
+        await keep_alive(cast(V3Client, twice), 7, lambda _: None)
+    assert twice.renewals == 1

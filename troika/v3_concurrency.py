@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import trio
 
 from net.etcdpb import kv_pb2, rpc_pb2
-from net.v3.client import LEASE_KEEP_ALIVE_GRPC_PATH, WATCH_GRPC_PATH, V3Client
+from net.v3.client import (
+    LEASE_KEEP_ALIVE_GRPC_PATH,
+    TOKEN_REFRESH_ERRORS,
+    WATCH_GRPC_PATH,
+    V3Client,
+)
 from net.v3.errors import RpcError, StatusCode
 from troika.v3_commands import prefix_range_end
 
@@ -78,6 +83,7 @@ async def keep_alive(
     """
     deadline = trio.current_time() + FIRST_KEEP_ALIVE_TIMEOUT_SECONDS
     failures = 0
+    renewed = False
     while True:
         try:
             async with client.stream(
@@ -93,16 +99,32 @@ async def keep_alive(
                         return None
                     if response.TTL <= 0:
                         return response
+                    renewed = False
                     on_response(response)
                     if once:
                         return response
                     deadline = trio.current_time() + response.TTL
                     await trio.sleep(response.TTL / 3)
         except (RpcError, StopAsyncIteration) as error:
+            if await _renewed(client, error, renewed):
+                renewed = True
+                continue
             failures = _stream_failure(error, failures)
             if trio.current_time() >= deadline:
                 return None
             await trio.sleep(STREAM_RETRY_PAUSE_SECONDS)
+
+
+async def _renewed(client: V3Client, error: BaseException | str, already: bool) -> bool:
+    """Whether the stream was refused for its token and a new one was got (not ``already``
+    since the last good answer: clientv3 renews a token once before it gives up); the caller
+    then opens the stream again at once."""
+    message = error.message if isinstance(error, RpcError) else str(error)
+    if client.credentials is None or already or message not in TOKEN_REFRESH_ERRORS:
+        return False
+    logger.debug("stream refused its token (%s); asking for a new one", message)
+    await client.authenticate(again=True)
+    return True
 
 
 def _stream_failure(error: BaseException, failures: int) -> int:
@@ -153,20 +175,31 @@ async def watch(
     create = rpc_pb2.WatchCreateRequest()
     create.CopyFrom(request)
     failures = 0
+    renewed = False
     while True:
         try:
             async with client.stream(WATCH_GRPC_PATH, rpc_pb2.WatchResponse) as call:
                 await call.send(rpc_pb2.WatchRequest(create_request=create))
                 async for response in call:
+                    if response.canceled and await _renewed(
+                        client, response.cancel_reason, renewed
+                    ):
+                        renewed = True
+                        break
                     failures = 0
                     if response.created and not response.canceled:
+                        renewed = False
                         continue
                     if response.events:
                         create.start_revision = response.events[-1].kv.mod_revision + 1
                     if await on_response(response) or response.canceled:
                         return response if response.canceled else None
-                raise StopAsyncIteration
+                else:
+                    raise StopAsyncIteration
         except (RpcError, StopAsyncIteration) as error:
+            if await _renewed(client, error, renewed):
+                renewed = True
+                continue
             failures = _stream_failure(error, failures)
             await trio.sleep(STREAM_RETRY_PAUSE_SECONDS)
 
