@@ -1,13 +1,16 @@
 """``troika qos set|get|list|delete``: per-tenant QoS limits (issue 16 item 3).
 
-A tenant is a key prefix. ``set`` replaces a tenant's limits (every limit not given is 0: no
-limit), ``delete`` removes the tenant, both through the first endpoint that answers: the member
-proposes a ``QOS`` entry, so every member enforces the same limits once it is applied. ``get``
-and ``list`` show the limits and the space each quota tenant uses, as the first endpoint that
-answers sees them (``/troika/v1/qos``, ``actors.qos``).
+A tenant is a key prefix or, with auth on, a user (``--tenant-user NAME``) or a role
+(``--tenant-role NAME``; rate limits only). ``set`` replaces a tenant's limits (every limit not
+given is 0: no limit), ``delete`` removes the tenant, both through the first endpoint that
+answers: the member proposes a ``QOS`` entry, so every member enforces the same limits once it
+is applied. ``get`` and ``list`` show the limits and the space each quota tenant uses, as the
+first endpoint that answers sees them (``/troika/v1/qos``, ``actors.qos``).
 
-Written in the style of ``troika.inspect_commands`` with its own ``--endpoints`` option, so it
-stands alone while the CLI's common flags are being refactored.
+The commands take etcdctl's global flags (``troika.ctl``: ``--endpoints``, ``--user`` and
+``--password``, TLS, timeouts, ``-w``): the client authenticates as the user and sends its token
+as the ``Authorization`` header, which a change needs under auth (a root user). The tenant
+flags are ``--tenant-user``/``--tenant-role`` because ``--user`` is the caller's.
 """
 
 from __future__ import annotations
@@ -15,76 +18,101 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final
 
-import trio
 import typer
 
-from net.http.client import HttpClient
 from net.http.errors import HttpError
-from net.tcp import TcpNetwork
-from net.v3.client import endpoint_url
+from net.v3.client import TOKEN_METADATA, V3Client
+from troika.ctl import (
+    EXIT_BAD_ARGS,
+    EXIT_BAD_CONNECTION,
+    EXIT_ERROR,
+    CtlError,
+    GlobalOptions,
+    ctl_command,
+    run_client,
+)
 
 qos_app = typer.Typer(
-    help="Per-tenant QoS: request and byte rates, watches and space quotas by key prefix.",
+    help="Per-tenant QoS: rates, watches and space quotas by key prefix, user or role.",
     no_args_is_help=True,
 )
 
-TIMEOUT_S: Final = 5.0
 LIMIT_FLAGS: Final = (
     ("read_requests_per_s", "read requests a second, per member serving them"),
     ("write_requests_per_s", "write requests a second, per member serving them"),
     ("read_bytes_per_s", "bytes read a second (response sizes), per member"),
     ("write_bytes_per_s", "bytes written a second (keys and values), per member"),
-    ("watches_max", "watches open on keys of the tenant, per member"),
-    ("keys_max", "live keys stored under the prefix (enforced at apply)"),
-    ("stored_bytes_max", "bytes of live keys and values under the prefix (at apply)"),
+    ("watches_max", "watches open on keys of the tenant, per member (prefixes only)"),
+    ("keys_max", "live keys stored under the prefix (enforced at apply; prefixes only)"),
+    ("stored_bytes_max", "bytes of live keys and values under the prefix (prefixes only)"),
 )
-COLUMNS: Final = ("PREFIX", *(name.upper() for name, _ in LIMIT_FLAGS), "KEYS", "STORED BYTES")
+COLUMNS: Final = ("TENANT", *(name.upper() for name, _ in LIMIT_FLAGS), "KEYS", "STORED BYTES")
+KINDS: Final = ("prefix", "user", "role")
+QOS_PATH: Final = "/troika/v1/qos"
 
 
-class QosCommandError(Exception):
-    """No endpoint answered, or one refused the request (its message)."""
-
-
-def call(endpoints: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """``method path`` on the first endpoint that answers; its JSON.
+def tenant_body(prefix: str | None, tenant_user: str, tenant_role: str) -> dict[str, str]:
+    """The tenant a command names, as the endpoints' JSON names it.
 
     Raises:
-        QosCommandError: none answered, or the answer is an error.
+        CtlError: none or more than one named (exit 128, a bad argument).
     """
-    urls = [endpoint_url(e.strip()) for e in endpoints.split(",") if e.strip()]
+    named = {
+        kind: name
+        for kind, name in zip(KINDS, (prefix, tenant_user, tenant_role), strict=True)
+        if name
+    }
+    if len(named) != 1:
+        raise CtlError(EXIT_BAD_ARGS, "name one tenant: a prefix, --tenant-user or --tenant-role")
+    return named
+
+
+def label(tenant: dict[str, Any]) -> str:
+    """How a tenant is shown: its prefix, or ``user:NAME`` / ``role:NAME``."""
+    if "prefix" in tenant:
+        return str(tenant["prefix"])
+    kind = "user" if "user" in tenant else "role"
+    return f"{kind}:{tenant[kind]}"
+
+
+async def call(client: V3Client, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """``method path`` on the first of the client's endpoints that answers, with its token
+    (if it has one) as the ``Authorization`` header; the answer's JSON.
+
+    Raises:
+        CtlError: none answered, or the answer is an error.
+    """
+    headers = tuple(
+        ("Authorization", token) for name, token in client.grpc_metadata() if name == TOKEN_METADATA
+    )
     data = json.dumps(body).encode() if body is not None else b""
-
-    async def main() -> Any:
-        failures = []
-        http = HttpClient(TcpNetwork())
+    failures = []
+    for url in client.endpoints:
         try:
-            for url in urls:
-                try:
-                    reply = await http.request(method, url + path, body=data, timeout=TIMEOUT_S)
-                except HttpError as error:
-                    failures.append(f"{url}: {error}")
-                    continue
-                if reply.status != 200:
-                    raise QosCommandError(reply.json().get("error", reply.text))
-                return reply.json()
-        finally:
-            await http.aclose()
-        raise QosCommandError("no endpoint answered: " + "; ".join(failures))
-
-    return trio.run(main)
+            reply = await client.http.request(
+                method, url + path, headers=headers, body=data, timeout=client.timeout_s
+            )
+        except HttpError as error:
+            failures.append(f"{url}: {error}")
+            continue
+        if reply.status != 200:
+            raise CtlError(EXIT_ERROR, str(reply.json().get("error", reply.text)))
+        return reply.json()
+    raise CtlError(EXIT_BAD_CONNECTION, "no endpoint answered: " + "; ".join(failures))
 
 
-def render(answer: dict[str, Any], prefix: str | None = None) -> str:
-    """The tenants (or one) as a table, with the space each quota tenant uses."""
+def render(answer: dict[str, Any], wanted: str | None = None) -> str:
+    """The tenants (or one, by its label) as a table, with the space each quota tenant uses."""
+    usage = answer["usage"]
     rows = [
         [
-            tenant["prefix"],
+            label(tenant),
             *(str(tenant.get(name, "-")) for name, _ in LIMIT_FLAGS),
-            str(answer["usage"].get(tenant["prefix"], {}).get("keys", "-")),
-            str(answer["usage"].get(tenant["prefix"], {}).get("stored_bytes", "-")),
+            str(usage.get(tenant.get("prefix"), {}).get("keys", "-")),
+            str(usage.get(tenant.get("prefix"), {}).get("stored_bytes", "-")),
         ]
         for tenant in answer["tenants"]
-        if prefix is None or tenant["prefix"] == prefix
+        if wanted is None or label(tenant) == wanted
     ]
     widths = [max(len(row[i]) for row in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
     rule = "+" + "+".join("-" * (width + 2) for width in widths) + "+"
@@ -95,23 +123,44 @@ def render(answer: dict[str, Any], prefix: str | None = None) -> str:
     return "\n".join([rule, line(list(COLUMNS)), rule, *(line(row) for row in rows), rule])
 
 
-EndpointsOption = Annotated[
-    str,
-    typer.Option(
-        "--endpoints", envvar=["TROIKA_ENDPOINTS", "ETCDCTL_ENDPOINTS"], help="Client endpoints."
-    ),
+PrefixArgument = Annotated[
+    str | None, typer.Argument(help="The tenant's key prefix (or --tenant-user/--tenant-role).")
 ]
-WriteOutOption = Annotated[str, typer.Option("-w", "--write-out", help="table or json.")]
-PrefixArgument = Annotated[str, typer.Argument(help="The tenant's key prefix.")]
+TenantUserOption = Annotated[
+    str, typer.Option("--tenant-user", help="The tenant is this user (auth on; rates only).")
+]
+TenantRoleOption = Annotated[
+    str, typer.Option("--tenant-role", help="The tenant is this role (auth on; rates only).")
+]
 
 
-def _done(answer: Any, write_out: str, prefix: str | None = None) -> None:
-    typer.echo(json.dumps(answer) if write_out == "json" else render(answer, prefix))
+def _run(
+    options: GlobalOptions,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    wanted: str | None = None,
+) -> None:
+    """Send, then print the answer (``-w json``: as it came; else a table)."""
+    answer = run_client(options, lambda client: call(client, method, path, body))
+    known = {label(tenant) for tenant in answer["tenants"]}
+    if wanted is not None and method == "GET" and wanted not in known:
+        raise CtlError(EXIT_ERROR, f"no tenant {wanted!r}")
+    typer.echo(json.dumps(answer) if options.write_out == "json" else render(answer, wanted))
 
 
-@qos_app.command("set")
-def set_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
-    prefix: PrefixArgument,
+def _label_of(named: dict[str, str]) -> str:
+    ((kind, name),) = named.items()
+    return name if kind == "prefix" else f"{kind}:{name}"
+
+
+@ctl_command(qos_app, "set")
+def set_command(
+    options: GlobalOptions,
+    *,
+    prefix: PrefixArgument = None,
+    tenant_user: TenantUserOption = "",
+    tenant_role: TenantRoleOption = "",
     read_requests_per_s: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[0][1])] = 0,
     write_requests_per_s: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[1][1])] = 0,
     read_bytes_per_s: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[2][1])] = 0,
@@ -119,10 +168,9 @@ def set_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
     watches_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[4][1])] = 0,
     keys_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[5][1])] = 0,
     stored_bytes_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[6][1])] = 0,
-    endpoints: EndpointsOption = "127.0.0.1:2379",
-    write_out: WriteOutOption = "table",
 ) -> None:
     """Set a tenant's limits (replacing them; a limit not given is none)."""
+    named = tenant_body(prefix, tenant_user, tenant_role)
     limits = {
         "read_requests_per_s": read_requests_per_s,
         "write_requests_per_s": write_requests_per_s,
@@ -132,59 +180,38 @@ def set_command(  # noqa: PLR0917 (Typer takes every flag as a parameter)
         "keys_max": keys_max,
         "stored_bytes_max": stored_bytes_max,
     }
-    _run(endpoints, "POST", "/troika/v1/qos/set", {"prefix": prefix, **limits}, write_out, prefix)
+    _run(options, "POST", QOS_PATH + "/set", {**named, **limits}, _label_of(named))
 
 
-@qos_app.command("delete")
+@ctl_command(qos_app, "delete")
 def delete_command(
-    prefix: PrefixArgument,
-    endpoints: EndpointsOption = "127.0.0.1:2379",
-    write_out: WriteOutOption = "table",
+    options: GlobalOptions,
+    *,
+    prefix: PrefixArgument = None,
+    tenant_user: TenantUserOption = "",
+    tenant_role: TenantRoleOption = "",
 ) -> None:
     """Remove a tenant (its limits no longer apply)."""
-    _run(endpoints, "POST", "/troika/v1/qos/delete", {"prefix": prefix}, write_out)
+    _run(options, "POST", QOS_PATH + "/delete", tenant_body(prefix, tenant_user, tenant_role))
 
 
-@qos_app.command("get")
+@ctl_command(qos_app, "get")
 def get_command(
-    prefix: PrefixArgument,
-    endpoints: EndpointsOption = "127.0.0.1:2379",
-    write_out: WriteOutOption = "table",
+    options: GlobalOptions,
+    *,
+    prefix: PrefixArgument = None,
+    tenant_user: TenantUserOption = "",
+    tenant_role: TenantRoleOption = "",
 ) -> None:
     """One tenant's limits and space used."""
-    _run(endpoints, "GET", "/troika/v1/qos", None, write_out, prefix)
+    named = tenant_body(prefix, tenant_user, tenant_role)
+    _run(options, "GET", QOS_PATH, None, _label_of(named))
 
 
-@qos_app.command("list")
-def list_command(
-    endpoints: EndpointsOption = "127.0.0.1:2379",
-    write_out: WriteOutOption = "table",
-) -> None:
+@ctl_command(qos_app, "list")
+def list_command(options: GlobalOptions) -> None:
     """Every tenant's limits and space used."""
-    _run(endpoints, "GET", "/troika/v1/qos", None, write_out)
-
-
-def _run(  # noqa: PLR0917 (the four commands' common tail)
-    endpoints: str,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
-    write_out: str,
-    prefix: str | None = None,
-) -> None:
-    try:
-        answer = call(endpoints, method, path, body)
-    except QosCommandError as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(1) from None
-    if (
-        prefix is not None
-        and method == "GET"
-        and prefix not in {tenant["prefix"] for tenant in answer["tenants"]}
-    ):
-        typer.echo(f"Error: no tenant {prefix!r}", err=True)
-        raise typer.Exit(1)
-    _done(answer, write_out, prefix)
+    _run(options, "GET", QOS_PATH, None)
 
 
 def register(app: typer.Typer) -> None:
