@@ -31,15 +31,15 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from net.network import ConnectionRefused, Network, StreamHandler, split_address
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def make_self_signed(directory: Path, hosts: Iterable[str]) -> TlsFiles:
     Raises:
         TlsConfigError: the directory cannot be written.
     """
+    # cryptography is imported only here: importing it costs a member about 10 MiB of
+    # resident memory, and only --auto-tls needs it (issue 13's RSS target).
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return TlsFiles(str(cert_path), str(key_path), auto_tls=True)
@@ -101,6 +106,10 @@ def make_self_signed(directory: Path, hosts: Iterable[str]) -> TlsFiles:
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey, hosts: list[str]) -> x509.Certificate:
+    from cryptography import x509  # noqa: PLC0415 (see make_self_signed)
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
