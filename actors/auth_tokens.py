@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Final, Protocol
 
-import jwt
-
 from storage.auth.store import AuthInfo
 
 SIMPLE_TOKEN_LETTERS: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -229,9 +227,13 @@ class JwtTokens:
             "revision": revision,
             "exp": int(self.now_s()) + self.options.ttl_s,
         }
+        import jwt  # noqa: PLC0415 (with cryptography, 11 MiB a member needs only for JWT)
+
         return jwt.encode(claims, self.options.private_key, algorithm=self.options.sign_method)
 
     def info(self, token: str, revision: int) -> AuthInfo | None:
+        import jwt  # noqa: PLC0415 (see assign)
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
