@@ -58,6 +58,11 @@ class History:
         """Add the newest version; revisions only grow."""
         assert not self.mains or (main, sub) > (self.mains[-1], self.subs[-1]), (main, sub)
         assert kv.mod_revision == main, (kv.mod_revision, main)
+        if not self.kvs:
+            # Most keys have one version: a list made with its item holds one slot, where
+            # appending to an empty list reserves four (72 bytes a key in all; issue 13).
+            self.mains, self.subs, self.kvs = [main], [sub], [kv]
+            return
         self.mains.append(main)
         self.subs.append(sub)
         self.kvs.append(kv)
