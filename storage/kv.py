@@ -67,7 +67,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol, assert_never
+from typing import Final, Protocol
 
 import rocksdict
 import trio
@@ -128,6 +128,13 @@ class DeleteRange:
 
 Operation = Put | Delete | DeleteRange
 
+PUT_KIND: Final = 0
+DELETE_KIND: Final = 1
+DELETE_RANGE_KIND: Final = 2
+RawOperation = tuple[int, bytes, bytes]
+"""``(PUT_KIND, key, value)``, ``(DELETE_KIND, key, b"")`` or
+``(DELETE_RANGE_KIND, start, end)``."""
+
 
 def _require_bytes(name: str, value: object) -> None:
     if type(value) is not bytes:
@@ -139,24 +146,32 @@ class WriteBatch:
 
     A later operation wins over an earlier one on the same key: ``delete_range(a, z)`` then
     ``put(b"m", v)`` leaves ``m`` set. A batch can be applied more than once.
+
+    The operations are held as plain ``(kind, key, value_or_end)`` tuples: a member adds
+    several per client write (the log entry, the hard state, the MVCC records) and a frozen
+    dataclass per operation cost about 0.9 us to build against 0.1 us for a tuple (issue 13).
+    ``__iter__`` still yields ``Put``/``Delete``/``DeleteRange``; the stores read ``raw()``.
     """
 
     __slots__ = ("_operations", "_size_bytes")
 
     def __init__(self) -> None:
-        self._operations: list[Operation] = []
+        self._operations: list[RawOperation] = []
         self._size_bytes = 0
 
     def put(self, key: bytes, value: bytes) -> None:
         """Set ``key`` to ``value``."""
-        _require_bytes("key", key)
-        _require_bytes("value", value)
-        self._add(Put(key, value), len(key) + len(value))
+        if type(key) is not bytes or type(value) is not bytes:
+            _require_bytes("key", key)
+            _require_bytes("value", value)
+        self._operations.append((PUT_KIND, key, value))
+        self._size_bytes += len(key) + len(value) + OPERATION_OVERHEAD_BYTES
 
     def delete(self, key: bytes) -> None:
         """Remove ``key``."""
         _require_bytes("key", key)
-        self._add(Delete(key), len(key))
+        self._operations.append((DELETE_KIND, key, b""))
+        self._size_bytes += len(key) + OPERATION_OVERHEAD_BYTES
 
     def delete_range(self, start: bytes, end: bytes) -> None:
         """Remove every key in ``[start, end)``.
@@ -168,17 +183,25 @@ class WriteBatch:
         _require_bytes("end", end)
         if start > end:
             raise ValueError(f"delete_range start {start!r} sorts after end {end!r}")
-        self._add(DeleteRange(start, end), len(start) + len(end))
-
-    def _add(self, operation: Operation, payload_bytes: int) -> None:
-        self._operations.append(operation)
-        self._size_bytes += payload_bytes + OPERATION_OVERHEAD_BYTES
+        self._operations.append((DELETE_RANGE_KIND, start, end))
+        self._size_bytes += len(start) + len(end) + OPERATION_OVERHEAD_BYTES
 
     def __len__(self) -> int:
         return len(self._operations)
 
     def __iter__(self) -> Iterator[Operation]:
-        return iter(self._operations)
+        for kind, first, second in self._operations:
+            if kind == PUT_KIND:
+                yield Put(first, second)
+            elif kind == DELETE_KIND:
+                yield Delete(first)
+            else:
+                yield DeleteRange(first, second)
+
+    def raw(self) -> list[RawOperation]:
+        """The operations as ``(kind, key, value_or_end)`` tuples, in order (not a copy: the
+        caller must not change it)."""
+        return self._operations
 
     def size_bytes(self) -> int:
         """An estimate of the batch's size: its keys and values plus a small cost per operation."""
@@ -186,16 +209,12 @@ class WriteBatch:
 
     def touches(self, start: bytes, end: bytes) -> bool:
         """Whether any operation writes or deletes a key in ``[start, end)``."""
-        for operation in self._operations:
-            match operation:
-                case Put(key, _) | Delete(key):
-                    if start <= key < end:
-                        return True
-                case DeleteRange(range_start, range_end):
-                    if range_start < range_end and range_start < end and start < range_end:
-                        return True
-                case _:
-                    assert_never(operation)
+        for kind, first, second in self._operations:
+            if kind == DELETE_RANGE_KIND:
+                if first < second and first < end and start < second:
+                    return True
+            elif start <= first < end:
+                return True
         return False
 
 
@@ -457,17 +476,13 @@ class RocksKeyValueStore:
         if not len(batch):
             return
         rocks_batch = rocksdict.WriteBatch(raw_mode=True)
-        for operation in batch:
-            match operation:
-                case Put(key, value):
-                    rocks_batch.put(key, value)
-                case Delete(key):
-                    rocks_batch.delete(key)
-                case DeleteRange(start, end):
-                    if start < end:
-                        rocks_batch.delete_range(start, end)
-                case _:
-                    assert_never(operation)
+        for kind, first, second in batch.raw():
+            if kind == PUT_KIND:
+                rocks_batch.put(first, second)
+            elif kind == DELETE_KIND:
+                rocks_batch.delete(first)
+            elif first < second:
+                rocks_batch.delete_range(first, second)
         try:
             db.write(rocks_batch, self._write_options)
         except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
@@ -590,19 +605,16 @@ class MemoryKeyValueStore:
         if not len(batch):
             return
         undo: _Undo = []
-        for operation in batch:
-            match operation:
-                case Put(key, value):
-                    undo.append((key, self._values.get(key)))
-                    self._put(key, value)
-                case Delete(key):
-                    undo.append((key, self._values.get(key)))
-                    self._delete(key)
-                case DeleteRange(start, end):
-                    undo.extend(self._range(start, end))
-                    self._delete_range(start, end)
-                case _:
-                    assert_never(operation)
+        for kind, first, second in batch.raw():
+            if kind == PUT_KIND:
+                undo.append((first, self._values.get(first)))
+                self._put(first, second)
+            elif kind == DELETE_KIND:
+                undo.append((first, self._values.get(first)))
+                self._delete(first)
+            else:
+                undo.extend(self._range(first, second))
+                self._delete_range(first, second)
         self._unsynced.append(undo)
 
     def _put(self, key: bytes, value: bytes) -> None:

@@ -55,6 +55,23 @@ def test_a_batch_refuses_what_is_not_bytes_and_backwards_ranges() -> None:
     assert len(batch) == 0
 
 
+def test_a_batch_yields_its_operations_in_order_as_objects_and_as_raw_tuples() -> None:
+    batch = WriteBatch()
+    batch.put(b"k", b"v")
+    batch.delete(b"d")
+    batch.delete_range(b"a", b"c")
+    assert list(batch) == [
+        storage.kv.Put(b"k", b"v"),
+        storage.kv.Delete(b"d"),
+        storage.kv.DeleteRange(b"a", b"c"),
+    ]
+    assert batch.raw() == [
+        (storage.kv.PUT_KIND, b"k", b"v"),
+        (storage.kv.DELETE_KIND, b"d", b""),
+        (storage.kv.DELETE_RANGE_KIND, b"a", b"c"),
+    ]
+
+
 def test_touches_reports_writes_inside_a_range() -> None:
     batch = WriteBatch()
     batch.put(b"m", b"")
