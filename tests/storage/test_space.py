@@ -12,6 +12,7 @@ from actors.v3_backend import _adds_data
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from storage.kv import MemoryKeyValueStore, RocksKeyValueStore, WriteBatch
 from storage.space import (
+    CHECK_EVERY_WRITES,
     DISK_RESERVE_BYTES_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT,
     SpaceGuard,
@@ -63,6 +64,41 @@ def test_the_environment_sets_the_reserve_and_the_quota(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="TROIKA_DISK_RESERVE_BYTES"):
         SpaceGuard.from_environment(tmp_path, {"TROIKA_DISK_RESERVE_BYTES": "1e6"})
+
+
+class SizedStore:
+    """A store as ``write_refusal`` sees one, counting the looks at its size."""
+
+    def __init__(self, space: SpaceGuard, size: int) -> None:
+        self.space = space
+        self.size = size
+        self.looks = 0
+
+    def size_bytes(self) -> tuple[int, int]:
+        self.looks += 1
+        return self.size, self.size
+
+
+def test_far_from_the_limits_only_every_nth_write_looks(tmp_path: Path) -> None:
+    store = SizedStore(SpaceGuard(tmp_path, reserve_bytes=0, quota_bytes=2**40), size=0)
+    for _ in range(2 * CHECK_EVERY_WRITES):
+        assert write_refusal(store) is None
+    assert store.looks == 2
+    store.space.quota_bytes = 1  # a new limit ends the skipping at once
+    store.size = 10
+    problem = write_refusal(store)
+    assert problem is not None and "over the quota of 1" in problem
+
+
+def test_near_a_limit_every_write_looks(tmp_path: Path) -> None:
+    store = SizedStore(SpaceGuard(tmp_path, reserve_bytes=0, quota_bytes=2**20), size=0)
+    for _ in range(5):
+        assert write_refusal(store) is None
+    assert store.looks == 5
+    store.size = 2**20 + 1
+    assert write_refusal(store) is not None
+    assert write_refusal(store) is not None
+    assert store.looks == 7
 
 
 def test_only_a_rocksdb_store_carries_a_guard(tmp_path: Path) -> None:
