@@ -59,7 +59,7 @@ def test_the_handler_counts_in_the_window_and_catches_gaps_and_repeats() -> None
 
 def test_watch_and_memory_workloads_in_the_plan_table_and_results_file() -> None:
     assert expand_workloads(("watch-v3",)) == ("v3-watch", "v3-watch-streams")
-    assert expand_workloads(("memory",)) == ("mem-leases", "mem-watchers")
+    assert expand_workloads(("memory",)) == ("mem-leases", "mem-watchers", "mem-keys")
     assert {"v3-watch", "mem-leases"} <= set(expand_workloads(("all-v3",)))
     plan = BenchPlan(workloads=("v3-watch", "mem-leases"), connections=(1, 100), runs=2)
     assert {step[0] for step in plan.steps(["etcd"])} == {"v3-watch"}
@@ -118,4 +118,4 @@ def test_memory_samples_hold_every_item_on_etcd(tmp_path: Path) -> None:
 
 def test_an_unknown_memory_workload_is_refused() -> None:
     with pytest.raises(ValueError):
-        trio.run(hold_and_measure, ENDPOINTS[0], "mem-keys", 1, lambda: None, lambda: None)
+        trio.run(hold_and_measure, ENDPOINTS[0], "mem-nothing", 1, lambda: None, lambda: None)
