@@ -32,6 +32,8 @@ fsync raises it after its delay. A failed fsync behaves as Linux's does (the "fs
 semantics): the kernel marks the pages it could not write clean and forgets them, so the
 batches it covered are *doomed*: they stay readable until a crash, a later fsync that
 succeeds does not save them, and a crash takes them back even though later batches survive.
+A crash after a failed fsync keeps no unsynced batch (torn writes are a prefix of what follows
+the durable data, and the doomed batches end it: RocksDB's WAL replay stops at such a hole).
 A member must therefore stop at the first ``StorageFailed`` (never retry the fsync and
 acknowledge), and the simulator then crashes it (``sim.cluster``): everything unsynced or
 doomed is lost, and a restart opens what the disk kept.
@@ -190,6 +192,10 @@ class SimDisk:
         """
         unsynced = self.store.unsynced_batch_count
         kept = self._rng.randint(0, unsynced) if self.torn_writes and unsynced else 0
+        if self.doomed:
+            # The log a real store replays ends at the hole a failed fsync left (RocksDB stops
+            # its WAL replay there): nothing written after the doomed batches comes back.
+            kept = 0
         store = self.store.crash(keep_unsynced_batches=kept)
         assert isinstance(store, SimKeyValueStore)
         self.armed.clear()  # a failure armed for this incarnation dies with it
