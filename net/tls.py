@@ -116,9 +116,9 @@ def _self_signed(key: ec.EllipticCurvePrivateKey, hosts: list[str]) -> x509.Cert
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    # nondeterminism-ok: --auto-tls certificates are made by the composition root for real
-    # listeners only (never on the simulated path), and their validity needs the real date.
-    now = datetime.datetime.now(datetime.UTC)
+    # --auto-tls certificates are made by the composition root for real listeners only (never
+    # on the simulated path), and their validity needs the real date.
+    now = datetime.datetime.now(datetime.UTC)  # nondeterminism-ok: auto-TLS's real date
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "troika")])
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (
