@@ -1,5 +1,6 @@
 """What the state machine does for per-tenant QoS (issue 16 item 3): the ``QOS`` entries that
-set and delete tenants' limits, and the space quota a write must fit before it is applied.
+set and delete tenants' limits, and the space quota (keys, bytes, leases) a write must fit
+before it is applied.
 
 The table and the usage are pure (``storage.qos``); this module only reads a v3 request's puts
 (a txn's: those of the branch it will take, decided before any write, as ``KvApplier`` decides
@@ -18,6 +19,7 @@ from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.v3.errors import RpcError, StatusCode
 from storage.mvcc import MvccStore
 from storage.qos import QosError, QosTable, QuotaUsage
+from storage.qos.quota import PlannedPut
 
 QUOTA_EXCEEDED_MESSAGE: Final = "etcdserver: mvcc: tenant quota exceeded"
 """Shaped as etcd's space error ("etcdserver: mvcc: database space exceeded",
@@ -34,8 +36,8 @@ def qos_refused(error: QosError) -> RpcError:
     return RpcError(StatusCode.INVALID_ARGUMENT, f"troika: qos: {error}")
 
 
-def request_puts(request: InternalRaftRequest, store: MvccStore) -> Iterator[tuple[bytes, int]]:
-    """(key, bytes stored after) of each put the request will make."""
+def request_puts(request: InternalRaftRequest, store: MvccStore) -> Iterator[PlannedPut]:
+    """Each put the request will make: its key, bytes stored after, lease attached."""
     if request.HasField("put"):
         yield from _put_bytes(request.put)
     elif request.HasField("txn"):
@@ -45,9 +47,10 @@ def request_puts(request: InternalRaftRequest, store: MvccStore) -> Iterator[tup
                 yield from _put_bytes(op.request_put)
 
 
-def _put_bytes(put: rpc_pb2.PutRequest) -> Iterator[tuple[bytes, int]]:
-    if not put.ignore_value:  # an ignore_value put keeps the stored size (or fails)
-        yield put.key, len(put.key) + len(put.value)
+def _put_bytes(put: rpc_pb2.PutRequest) -> Iterator[PlannedPut]:
+    # an ignore_value put keeps the stored size, an ignore_lease one the key's lease (or fails)
+    new_bytes = None if put.ignore_value else len(put.key) + len(put.value)
+    yield PlannedPut(put.key, new_bytes, None if put.ignore_lease else put.lease)
 
 
 class QosState:

@@ -1,11 +1,12 @@
 """``troika qos set|get|list|delete``: per-tenant QoS limits (issue 16 item 3).
 
 A tenant is a key prefix or, with auth on, a user (``--tenant-user NAME``) or a role
-(``--tenant-role NAME``; rate limits only). ``set`` replaces a tenant's limits (every limit not
-given is 0: no limit), ``delete`` removes the tenant, both through the first endpoint that
-answers: the member proposes a ``QOS`` entry, so every member enforces the same limits once it
-is applied. ``get`` and ``list`` show the limits and the space each quota tenant uses, as the
-first endpoint that answers sees them (``/troika/v1/qos``, ``actors.qos``).
+(``--tenant-role NAME``; rates and ``--watches-max`` only). ``set`` replaces a tenant's limits
+(every limit not given is 0: no limit), ``delete`` removes the tenant, both through the first
+endpoint that answers: the member proposes a ``QOS`` entry, so every member enforces the same
+limits once it is applied. ``get`` and ``list`` show the limits and the space (keys, bytes,
+leases) each quota tenant uses, as the first endpoint that answers sees them
+(``/troika/v1/qos``, ``actors.qos``).
 
 The commands take etcdctl's global flags (``troika.ctl``: ``--endpoints``, ``--user`` and
 ``--password``, TLS, timeouts, ``-w``): the client authenticates as the user and sends its token
@@ -33,7 +34,7 @@ from troika.ctl import (
 )
 
 qos_app = typer.Typer(
-    help="Per-tenant QoS: rates, watches and space quotas by key prefix, user or role.",
+    help="Per-tenant QoS: rates, watches, space and lease quotas by key prefix, user or role.",
     no_args_is_help=True,
 )
 
@@ -42,11 +43,17 @@ LIMIT_FLAGS: Final = (
     ("write_requests_per_s", "write requests a second, per member serving them"),
     ("read_bytes_per_s", "bytes read a second (response sizes), per member"),
     ("write_bytes_per_s", "bytes written a second (keys and values), per member"),
-    ("watches_max", "watches open on keys of the tenant, per member (prefixes only)"),
+    ("watches_max", "watches open per member: on keys of a prefix, or by a user's/role's callers"),
     ("keys_max", "live keys stored under the prefix (enforced at apply; prefixes only)"),
     ("stored_bytes_max", "bytes of live keys and values under the prefix (prefixes only)"),
+    ("leases_max", "distinct leases attached to live keys under the prefix (prefixes only)"),
 )
-COLUMNS: Final = ("TENANT", *(name.upper() for name, _ in LIMIT_FLAGS), "KEYS", "STORED BYTES")
+USAGE_COLUMNS: Final = (("keys", "KEYS"), ("stored_bytes", "STORED BYTES"), ("leases", "LEASES"))
+COLUMNS: Final = (
+    "TENANT",
+    *(name.upper() for name, _ in LIMIT_FLAGS),
+    *(title for _, title in USAGE_COLUMNS),
+)
 KINDS: Final = ("prefix", "user", "role")
 QOS_PATH: Final = "/troika/v1/qos"
 
@@ -108,8 +115,7 @@ def render(answer: dict[str, Any], wanted: str | None = None) -> str:
         [
             label(tenant),
             *(str(tenant.get(name, "-")) for name, _ in LIMIT_FLAGS),
-            str(usage.get(tenant.get("prefix"), {}).get("keys", "-")),
-            str(usage.get(tenant.get("prefix"), {}).get("stored_bytes", "-")),
+            *(str(usage.get(tenant.get("prefix"), {}).get(name, "-")) for name, _ in USAGE_COLUMNS),
         ]
         for tenant in answer["tenants"]
         if wanted is None or label(tenant) == wanted
@@ -127,10 +133,10 @@ PrefixArgument = Annotated[
     str | None, typer.Argument(help="The tenant's key prefix (or --tenant-user/--tenant-role).")
 ]
 TenantUserOption = Annotated[
-    str, typer.Option("--tenant-user", help="The tenant is this user (auth on; rates only).")
+    str, typer.Option("--tenant-user", help="The tenant is this user (auth on; rates, watches).")
 ]
 TenantRoleOption = Annotated[
-    str, typer.Option("--tenant-role", help="The tenant is this role (auth on; rates only).")
+    str, typer.Option("--tenant-role", help="The tenant is this role (auth on; rates, watches).")
 ]
 
 
@@ -168,6 +174,7 @@ def set_command(
     watches_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[4][1])] = 0,
     keys_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[5][1])] = 0,
     stored_bytes_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[6][1])] = 0,
+    leases_max: Annotated[int, typer.Option(min=0, help=LIMIT_FLAGS[7][1])] = 0,
 ) -> None:
     """Set a tenant's limits (replacing them; a limit not given is none)."""
     named = tenant_body(prefix, tenant_user, tenant_role)
@@ -179,6 +186,7 @@ def set_command(
         "watches_max": watches_max,
         "keys_max": keys_max,
         "stored_bytes_max": stored_bytes_max,
+        "leases_max": leases_max,
     }
     _run(options, "POST", QOS_PATH + "/set", {**named, **limits}, _label_of(named))
 

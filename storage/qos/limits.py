@@ -1,27 +1,30 @@
 """The replicated tenant table: which key prefixes, users and roles are tenants and their limits.
 
 A tenant is a key prefix (``/tenants/a/``) or, with auth on, a user or a role (``TenantKind``;
-rate limits only: space quotas and watch counts belong to prefixes). Its limits
+rates and open watches only: space quotas and lease counts, kept by the state machine from the
+keys stored, belong to prefixes). Its limits
 (``TenantLimits``, 0 meaning none) are set and deleted at runtime by ``QOS`` log entries
 (``actors.envelope.EnvelopeKind.QOS``), applied by every member in log order, so every
 member enforces the same limits. The table is an applied-state blob (``QOS_BLOB``) and
 travels in Raft snapshots (``actors.state_machine``).
 
 Which tenant a key belongs to: for rates and watches, the tenant with the **longest** prefix of
-the key (one bucket is charged); for space quotas, **every** tenant whose prefix the key has
-(``/a/`` counts what ``/a/b/`` stores too). Tenants are few (``TENANTS_MAX``): both lookups scan
-the table, and the request path asks only when the table is not empty.
+the key (one bucket is charged); for space quotas and lease counts, **every** tenant whose prefix
+the key has (``/a/`` counts what ``/a/b/`` stores too). Tenants are few (``TENANTS_MAX``): both
+lookups scan the table, and the request path asks only when the table is not empty.
 
 Which caller tenant a request is charged to (``caller_tenants``): the caller's user tenant if
 it has one; else every role tenant among its roles (each bucket is charged, so the tightest
 binds: a role's bucket is shared by all its users); else, as without auth, the key's prefix
-tenant. A caller tenant replaces the prefix tenant for that request's rates.
+tenant. A caller tenant replaces the prefix tenant for that request's rates and, for a watch
+create, for the count of open watches.
 
 Entry bodies (CBOR): ``["set", prefix, {field: int, ...}]`` replaces a prefix tenant's limits,
 ``["delete", prefix]`` removes it; a user or role tenant adds its kind:
 ``["set", name, limits, "user"]``, ``["delete", name, "role"]``. Table records are
 ``[prefix, limits]`` or ``[name, limits, kind]``, so tables and entries written before users
-and roles were tenants read unchanged.
+and roles were tenants read unchanged. Limits are a map of the nonzero ones by name, so a limit
+added later (``leases_max``) leaves older tables and entries readable as they were.
 """
 
 from __future__ import annotations
@@ -63,11 +66,14 @@ class TenantLimits:
     read_bytes_per_s: int = 0
     write_bytes_per_s: int = 0
     watches_max: int = 0
-    """Watches open on one member on keys of the tenant."""
+    """Watches open on one member on keys of the tenant (a user's or role's: opened by it)."""
     keys_max: int = 0
     """Live keys stored under the prefix (the state machine refuses a write past it)."""
     stored_bytes_max: int = 0
     """Bytes of live keys and values stored under the prefix."""
+    leases_max: int = 0
+    """Distinct leases attached to live keys under the prefix (the state machine refuses a
+    put that would attach one more)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -77,7 +83,7 @@ class TenantLimits:
     @property
     def has_quota(self) -> bool:
         """Whether the state machine must count this tenant's space."""
-        return self.keys_max > 0 or self.stored_bytes_max > 0
+        return self.keys_max > 0 or self.stored_bytes_max > 0 or self.leases_max > 0
 
     @property
     def has_rates(self) -> bool:
@@ -134,8 +140,10 @@ def _check_caller(kind: object, name: object, limits: TenantLimits | None) -> Ca
         raise QosError(f"a tenant kind must be {USER!r} or {ROLE!r}")
     if type(name) is not str or not 0 < len(name.encode()) <= NAME_BYTES_MAX:
         raise QosError(f"a {kind} tenant's name must be 1 to {NAME_BYTES_MAX} bytes")
-    if limits is not None and (limits.has_quota or limits.watches_max):
-        raise QosError(f"a {kind} tenant takes rate limits only (quotas and watches: prefixes)")
+    if limits is not None and limits.has_quota:
+        raise QosError(
+            f"a {kind} tenant takes rates and watches_max only (keys, bytes, leases: prefixes)"
+        )
     assert isinstance(kind, str)
     return kind, name
 

@@ -123,5 +123,5 @@ async def test_a_change_under_auth_needs_root(autojump_clock: object) -> None:
         assert denied.status == 403
         assert done.status == 200
         assert {"role": "team", "read_requests_per_s": 5} in json.loads(done.body)["tenants"]
-        assert refused.status == 400 and b"rate limits only" in refused.body
+        assert refused.status == 400 and b"keys, bytes, leases: prefixes" in refused.body
         nursery.cancel_scope.cancel()

@@ -89,7 +89,7 @@ async def test_a_space_quota_is_enforced_alike_on_every_member(autojump_clock: o
         await trio.sleep(1)
         for address in addresses:
             answer = await get_json(cluster, address, "/troika/v1/qos")
-            assert answer["usage"] == {"/q/": {"keys": 3, "stored_bytes": 15}}
+            assert answer["usage"] == {"/q/": {"keys": 3, "stored_bytes": 15, "leases": 0}}
         for client in clients:
             await client.aclose()
         nursery.cancel_scope.cancel()

@@ -48,7 +48,7 @@ def test_a_callers_user_tenant_binds_else_its_role_tenants() -> None:
     "body",
     [
         encode_set_caller(USER, "alice", TenantLimits(keys_max=1)),  # quotas: prefixes only
-        encode_set_caller(ROLE, "r", TenantLimits(watches_max=1)),
+        encode_set_caller(ROLE, "r", TenantLimits(leases_max=1)),  # lease counts: prefixes
         encode_set_caller(USER, "", RATE),
         encode_delete_caller(ROLE, "missing"),
         cbor2.dumps(["set", "alice", {}, "group"]),  # no such kind
@@ -81,3 +81,22 @@ def test_codec_round_trips_and_reads_old_tables() -> None:
     ]
     with pytest.raises(ValueError, match="malformed"):
         QosTable.decode(cbor2.dumps([["alice", {}, "group"]]))
+
+
+def test_caller_tenants_take_watches_max_but_no_lease_count() -> None:
+    table = QosTable()
+    watches = TenantLimits(watches_max=2, read_requests_per_s=1)
+    assert table.apply(encode_set_caller(ROLE, "r", watches)) == ((ROLE, "r"), watches)
+    with pytest.raises(QosError, match="prefixes"):
+        table.apply(encode_set_caller(USER, "alice", TenantLimits(leases_max=1)))
+    assert table.quota_tenants() == {}
+
+
+def test_lease_limit_round_trips_and_older_records_read_without_it() -> None:
+    table = QosTable()
+    table.apply(encode_set(b"/a/", TenantLimits(leases_max=4)))
+    assert QosTable.decode(table.encode()).tenants == {b"/a/": TenantLimits(leases_max=4)}
+    assert table.to_json() == [{"prefix": "/a/", "leases_max": 4}]
+    assert list(table.quota_tenants()) == [b"/a/"]
+    old_entry = cbor2.dumps(["set", b"/b/", {"keys_max": 2, "watches_max": 1}])
+    assert table.apply(old_entry)[1] == TenantLimits(keys_max=2, watches_max=1)

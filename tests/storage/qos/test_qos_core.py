@@ -7,6 +7,7 @@ import pytest
 from storage.mvcc import MvccStore
 from storage.qos import QosError, QosTable, QuotaUsage, TenantLimits, TokenBucket
 from storage.qos.limits import TENANTS_MAX, encode_delete, encode_set
+from storage.qos.quota import PlannedPut
 
 
 def test_bucket_refuses_past_its_burst_and_refills_at_its_rate() -> None:
@@ -109,14 +110,14 @@ def test_quota_usage_follows_events_and_matches_a_rebuild() -> None:
     usage = QuotaUsage()
     quotas = {b"/a/": TenantLimits(keys_max=3), b"/a/b/": TenantLimits(stored_bytes_max=100)}
     usage.rebuild(quotas, store)
-    assert usage.usage[b"/a/"].to_json() == {"keys": 1, "stored_bytes": 11}
+    assert usage.usage[b"/a/"].to_json() == {"keys": 1, "stored_bytes": 11, "leases": 0}
     _put(store, usage, b"/a/b/1", b"xx")
     _put(store, usage, b"/a/b/1", b"xxxx")  # an overwrite: bytes change, keys do not
     _put(store, usage, b"/c", b"elsewhere")
     _delete(store, usage, b"/a/old")
     _delete(store, usage, b"/a/nothing")
-    assert usage.usage[b"/a/"].to_json() == {"keys": 1, "stored_bytes": 10}
-    assert usage.usage[b"/a/b/"].to_json() == {"keys": 1, "stored_bytes": 10}
+    assert usage.usage[b"/a/"].to_json() == {"keys": 1, "stored_bytes": 10, "leases": 0}
+    assert usage.usage[b"/a/b/"].to_json() == {"keys": 1, "stored_bytes": 10, "leases": 0}
     rebuilt = QuotaUsage()
     rebuilt.rebuild(quotas, store)
     assert rebuilt.usage == usage.usage
@@ -128,10 +129,10 @@ def test_quota_refuses_a_new_key_past_keys_max_but_not_an_overwrite() -> None:
     usage.rebuild({b"/a/": TenantLimits(keys_max=2)}, store)
     _put(store, usage, b"/a/1", b"v")
     _put(store, usage, b"/a/2", b"v")
-    assert usage.refusal([(b"/a/3", 5)], store) == b"/a/"
-    assert usage.refusal([(b"/a/1", 500)], store) is None
-    assert usage.refusal([(b"/b/3", 5)], store) is None
-    assert usage.refusal([(b"/a/1", 4), (b"/a/9", 4)], store) == b"/a/"
+    assert usage.refusal([PlannedPut(b"/a/3", 5)], store) == b"/a/"
+    assert usage.refusal([PlannedPut(b"/a/1", 500)], store) is None
+    assert usage.refusal([PlannedPut(b"/b/3", 5)], store) is None
+    assert usage.refusal([PlannedPut(b"/a/1", 4), PlannedPut(b"/a/9", 4)], store) == b"/a/"
 
 
 def test_quota_refuses_bytes_past_the_limit_and_lets_shrinking_writes_through() -> None:
@@ -139,8 +140,53 @@ def test_quota_refuses_bytes_past_the_limit_and_lets_shrinking_writes_through() 
     usage = QuotaUsage()
     usage.rebuild({b"/a/": TenantLimits(stored_bytes_max=20)}, store)
     _put(store, usage, b"/a/1", b"x" * 12)  # 16 bytes
-    assert usage.refusal([(b"/a/2", 5)], store) == b"/a/"
-    assert usage.refusal([(b"/a/1", 20)], store) is None  # 16 -> 20: at the limit
-    assert usage.refusal([(b"/a/1", 21)], store) == b"/a/"
+    assert usage.refusal([PlannedPut(b"/a/2", 5)], store) == b"/a/"
+    assert usage.refusal([PlannedPut(b"/a/1", 20)], store) is None  # 16 -> 20: at the limit
+    assert usage.refusal([PlannedPut(b"/a/1", 21)], store) == b"/a/"
     usage.rebuild({b"/a/": TenantLimits(stored_bytes_max=10)}, store)  # lowered under use
-    assert usage.refusal([(b"/a/1", 8)], store) is None  # shrinking makes room
+    assert usage.refusal([PlannedPut(b"/a/1", 8)], store) is None  # shrinking makes room
+
+
+def _put_leased(store: MvccStore, usage: QuotaUsage, key: bytes, lease: int) -> None:
+    with store.write() as txn:
+        txn.put(key, b"v", lease)
+    usage.observe(store.take_events())
+
+
+def test_lease_count_follows_live_keys_and_matches_a_rebuild() -> None:
+    store = MvccStore()
+    _put_leased(store, QuotaUsage(), b"/a/old", 7)
+    usage = QuotaUsage()
+    quotas = {b"/a/": TenantLimits(leases_max=5), b"/a/b/": TenantLimits(leases_max=1)}
+    usage.rebuild(quotas, store)
+    assert usage.usage[b"/a/"].leases == {7: 1}
+    _put_leased(store, usage, b"/a/b/1", 7)  # a lease the tenant holds: still one
+    _put_leased(store, usage, b"/a/b/2", 8)
+    _put_leased(store, usage, b"/c", 9)  # not under a tenant
+    assert usage.usage[b"/a/"].leases == {7: 2, 8: 1}
+    assert usage.usage[b"/a/b/"].to_json() == {"keys": 2, "stored_bytes": 14, "leases": 2}
+    _put_leased(store, usage, b"/a/b/2", 0)  # overwritten without its lease: 8 is gone
+    _delete(store, usage, b"/a/old")
+    assert usage.usage[b"/a/"].leases == {7: 1}
+    rebuilt = QuotaUsage()
+    rebuilt.rebuild(quotas, store)
+    assert rebuilt.usage == usage.usage
+
+
+def test_lease_quota_refuses_only_a_lease_new_to_the_tenant() -> None:
+    store = MvccStore()
+    usage = QuotaUsage()
+    usage.rebuild({b"/a/": TenantLimits(leases_max=2)}, store)
+    _put_leased(store, usage, b"/a/1", 1)
+    assert usage.refusal([PlannedPut(b"/a/2", 5, 2)], store) is None  # the second lease
+    _put_leased(store, usage, b"/a/2", 2)
+    assert usage.refusal([PlannedPut(b"/a/3", 5, 3)], store) == b"/a/"
+    assert usage.refusal([PlannedPut(b"/a/3", 5, 1)], store) is None  # a lease it holds
+    assert usage.refusal([PlannedPut(b"/a/3", 5, 0)], store) is None  # no lease
+    assert usage.refusal([PlannedPut(b"/a/1", None, None)], store) is None  # ignore_lease
+    assert usage.refusal([PlannedPut(b"/b/3", 5, 3)], store) is None  # not the tenant's
+    # a move off lease 2 is not credited in advance (conservative, as deletes)
+    assert usage.refusal([PlannedPut(b"/a/2", 5, 3)], store) == b"/a/"
+    usage.rebuild({b"/a/": TenantLimits(leases_max=3)}, store)
+    assert usage.refusal([PlannedPut(b"/a/3", 5, 3), PlannedPut(b"/a/4", 5, 3)], store) is None
+    assert usage.refusal([PlannedPut(b"/a/3", 5, 3), PlannedPut(b"/a/4", 5, 4)], store) == b"/a/"
