@@ -13,7 +13,9 @@ and the checks etcd makes on the receiving member are made here:
 - Watch: each create on the stream is checked for read on its range; a refused one is
   answered ``created`` and ``canceled`` with watch id -1 and etcd's reason (a gRPC status
   printed as Go prints it), and the stream goes on (etcd checks a from-key watch as a watch
-  of its key alone; so here);
+  of its key alone; so here). The caller resolved at the stream's start is bound in
+  ``REQUEST_AUTH`` for the whole stream (nothing is proposed from it; ``actors.qos`` counts
+  its creates against the caller's user or role tenant);
 - Lock, and Campaign, Leader and Observe of an election: read on the name's prefix (etcd's
   lock and election servers are clients of the KV API, whose reads are checked); their
   writes are checked at apply like any other;
@@ -233,7 +235,11 @@ def _authorized(gate: AuthGate, path: str, method: Method) -> Method:
                 caller: AuthInfo | RpcError = await gate.caller(context)
             except RpcError as error:
                 caller = error
-            await stream(_permitted_watches(gate, caller, requests, send), send, context)
+            watcher = REQUEST_AUTH.set(caller if isinstance(caller, AuthInfo) else None)
+            try:
+                await stream(_permitted_watches(gate, caller, requests, send), send, context)
+            finally:
+                REQUEST_AUTH.reset(watcher)
             return
         info = await gate.caller(context)
         bound = REQUEST_AUTH.set(info)

@@ -27,6 +27,7 @@ one attribute chain and one empty-dict test before the handler runs.
   request is served: nothing changes;
 - Watch: a create on a key of a tenant with ``watches_max`` open watches on this member is
   answered ``created`` and ``canceled`` (watch id -1, that reason), and the stream goes on.
+  A watch is counted from its create's answer until it is canceled or its stream ends.
 
 A txn's tenants are those of every key its operations name (both branches, nested txns
 included), each charged.
@@ -38,8 +39,12 @@ With auth, the caller is known here (``actors.auth_gate`` binds it in ``REQUEST_
 this wrapper runs). When the table holds user or role tenants, a request of a caller who has
 one is charged to the caller's tenants instead of its keys' prefix tenants
 (``QosTable.caller_tenants``: the user's own tenant, else every role tenant among its roles,
-so the tightest binds), one request token and the bytes of all its keys. Watches and space
-quotas stay with prefixes.
+so the tightest binds), one request token and the bytes of all its keys. Likewise a watch
+create on the Watch stream (the gate binds the caller for the stream): it is counted against
+the caller's tenants that carry ``watches_max`` (each must be under it) instead of its key's
+prefix tenant, so a user's or role's watches are bounded whatever keys they watch. Roles are
+read at each create. Space and lease quotas stay with prefixes (they count what is stored,
+whoever stored it).
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ from net.v3.methods import (
     UnaryHandler,
     UnaryMethod,
 )
-from storage.auth.store import AuthError
+from storage.auth.store import AuthError, AuthInfo
 from storage.qos import QosError, QosTable, TenantLimits, TokenBucket
 from storage.qos.limits import (
     ROLE,
@@ -139,7 +144,8 @@ class QosLimiter:
         self._version = -1
         self._table: QosTable | None = None
         self.buckets: dict[TenantId, TenantBuckets] = {}
-        self.watches: dict[bytes, int] = {}
+        self.watches: dict[TenantId, int] = {}
+        """Open watches counted per tenant (a prefix, or a user's or role's)."""
         self.refused = 0
         """Requests refused for a rate (for tests and logs)."""
         self.delayed = 0
@@ -165,10 +171,11 @@ class QosLimiter:
             }
         return self.buckets
 
-    def caller_tenants(self) -> list[TenantId]:
-        """The user or role tenants of the request's caller (empty: none, or no caller)."""
+    def caller_tenants(self, info: AuthInfo | None = None) -> list[TenantId]:
+        """The user or role tenants of the caller (``info``, else the request's; empty: none,
+        or no caller)."""
         table = self.table
-        info = REQUEST_AUTH.get()
+        info = info if info is not None else REQUEST_AUTH.get()
         if not table.callers or info is None or not info.username:
             return []
         user = self._member.machine.auth.store.user(info.username)
@@ -331,31 +338,32 @@ def _limited_watch(member: Member, limiter: QosLimiter, method: StreamMethod) ->
     async def call(
         requests: AsyncIterator[Message], send: SendMessage, context: CallContext
     ) -> None:
-        pending: deque[bytes | None] = deque()  # tenants of creates not yet answered
-        opened: dict[int, bytes] = {}  # watch id -> tenant counted
+        caller = REQUEST_AUTH.get()  # bound by the auth gate for the stream (None: no auth)
+        pending: deque[list[TenantId]] = deque()  # tenants of creates not yet answered
+        opened: dict[int, list[TenantId]] = {}  # watch id -> tenants counted
 
-        def release(tenant: bytes | None) -> None:
-            if tenant is not None:
+        def release(tenants: list[TenantId]) -> None:
+            for tenant in tenants:
                 limiter.watches[tenant] -= 1
 
         async def admitted() -> AsyncIterator[Message]:
             async for request in requests:
                 if isinstance(request, rpc_pb2.WatchRequest) and request.HasField("create_request"):
-                    admit, tenant = _watch_tenant(limiter, request.create_request.key)
-                    if not admit:
+                    tenants = _watch_tenants(limiter, request.create_request.key, caller)
+                    if tenants is None:
                         await send(refused())
                         continue
-                    pending.append(tenant)
+                    pending.append(tenants)
                 yield request
 
         async def counted(message: Message) -> None:
             if isinstance(message, rpc_pb2.WatchResponse):
                 if message.created and pending:
-                    tenant = pending.popleft()
+                    tenants = pending.popleft()
                     if message.canceled:
-                        release(tenant)
-                    elif tenant is not None:
-                        opened[message.watch_id] = tenant
+                        release(tenants)
+                    elif tenants:
+                        opened[message.watch_id] = tenants
                 elif message.canceled and message.watch_id in opened:
                     release(opened.pop(message.watch_id))
             await send(message)
@@ -363,26 +371,52 @@ def _limited_watch(member: Member, limiter: QosLimiter, method: StreamMethod) ->
         try:
             await handler(admitted(), counted, context)
         finally:
-            for tenant in (*pending, *opened.values()):
-                release(tenant)
+            for tenants in (*pending, *opened.values()):
+                release(tenants)
 
     return call
 
 
-def _watch_tenant(limiter: QosLimiter, key: bytes) -> tuple[bool, bytes | None]:
-    """Whether a new watch may open (its tenant is under its ``watches_max``), and the tenant
-    it is counted against (counted now; None if no limit counts it)."""
+def _watch_tenants(
+    limiter: QosLimiter, key: bytes, caller: AuthInfo | None
+) -> list[TenantId] | None:
+    """The tenants a new watch is counted against (counted now; empty if no limit counts it),
+    or None if one of them is at its ``watches_max`` (the watch must not open). The caller's
+    user or role tenants replace the key's prefix tenant, as for rates."""
     table = limiter.table
-    if not table.tenants:
-        return True, None
-    tenant = table.tenant_of(key)
-    limits = table.tenants.get(tenant) if tenant is not None else None
-    if tenant is None or limits is None or not limits.watches_max:
-        return True, None
-    if limiter.watches.get(tenant, 0) >= limits.watches_max:
-        return False, None
-    limiter.watches[tenant] = limiter.watches.get(tenant, 0) + 1
-    return True, tenant
+    if not table.limited:
+        return []
+    callers = limiter.caller_tenants(caller) if caller is not None else []
+    named = callers or _prefix_tenant(table, key)
+    counted = [
+        (tenant, found.watches_max)
+        for tenant in named
+        if (found := _limits_of(table, tenant)) is not None and found.watches_max
+    ]
+    if any(limiter.watches.get(tenant, 0) >= most for tenant, most in counted):
+        return None
+    for tenant, _ in counted:
+        limiter.watches[tenant] = limiter.watches.get(tenant, 0) + 1
+    return [tenant for tenant, _ in counted]
+
+
+def _limits_of(table: QosTable, tenant: TenantId) -> TenantLimits | None:
+    if isinstance(tenant, bytes):
+        return table.tenants.get(tenant)
+    return table.callers.get(tenant)
+
+
+def _prefix_tenant(table: QosTable, key: bytes) -> list[TenantId]:
+    tenant = table.tenant_of(key) if table.tenants else None
+    return [tenant] if tenant is not None else []
+
+
+def tenant_label(tenant: TenantId) -> str:
+    """A tenant as the JSON answers name it: its prefix, or ``user:NAME`` / ``role:NAME``."""
+    if isinstance(tenant, bytes):
+        return tenant.decode("utf-8", "surrogateescape")
+    kind, name = tenant
+    return f"{kind}:{name}"
 
 
 # -- the HTTP endpoints ------------------------------------------------------------------------
@@ -417,8 +451,8 @@ def qos_answer(member: Member) -> dict[str, object]:
             for prefix, usage in sorted(qos.usage.usage.items())
         },
         "watches": {
-            prefix.decode("utf-8", "surrogateescape"): count
-            for prefix, count in sorted(limiter.watches.items())
+            tenant_label(tenant): count
+            for tenant, count in sorted(limiter.watches.items(), key=lambda item: repr(item[0]))
             if count
         },
         "refused": limiter.refused,

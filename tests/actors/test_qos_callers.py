@@ -1,11 +1,13 @@
 """User and role tenants through real members with auth on (virtual time): a caller's user
 tenant binds before its roles', its roles' (the tightest) before its keys' prefix tenant, and
-a caller with none of them gets the prefix tenant's limits, as without auth. Limits set
+a caller with none of them gets the prefix tenant's limits, as without auth; the same rule
+counts watch creates against ``watches_max``. Limits set
 through ``/troika/v1/qos/set`` are replicated; a change under auth needs root's token."""
 
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 
 import trio
 
@@ -13,7 +15,7 @@ from actors.auth_gate import MemberAuthRpcBackend
 from actors.qos import QOS_SET_PATH, TOO_MANY_REQUESTS
 from net.etcdpb import auth_pb2, raft_internal_pb2, rpc_pb2
 from net.http.client import HttpClient
-from net.v3.client import Credentials, V3Client
+from net.v3.client import WATCH_GRPC_PATH, Credentials, V3Client
 from net.v3.errors import RpcError, StatusCode
 from tests.actors.cluster_helpers import InProcessCluster, start_cluster
 from tests.actors.test_auth_member import _fast_hashes
@@ -124,4 +126,65 @@ async def test_a_change_under_auth_needs_root(autojump_clock: object) -> None:
         assert done.status == 200
         assert {"role": "team", "read_requests_per_s": 5} in json.loads(done.body)["tenants"]
         assert refused.status == 400 and b"keys, bytes, leases: prefixes" in refused.body
+        nursery.cancel_scope.cancel()
+
+
+async def _watch(
+    stack: AsyncExitStack, cluster: InProcessCluster, address: str, user: str, count: int
+) -> list[rpc_pb2.WatchResponse]:
+    """``count`` watch creates on ``/t/`` keys by ``user`` on one stream, left open with the
+    stack; the answer to each."""
+    client = V3Client(cluster.network, [address], credentials=Credentials(user, "pw"))
+    stack.push_async_callback(client.aclose)
+    call = await stack.enter_async_context(client.stream(WATCH_GRPC_PATH, rpc_pb2.WatchResponse))
+    answers = []
+    for number in range(count):
+        create = rpc_pb2.WatchCreateRequest(key=b"/t/%s/%d" % (user.encode(), number))
+        await call.send(rpc_pb2.WatchRequest(create_request=create))
+        answers.append(await anext(aiter(call)))
+    return answers
+
+
+def _opened(answers: list[rpc_pb2.WatchResponse]) -> list[bool]:
+    """Which creates opened a watch; each refused one is etcd-shaped."""
+    for answer in answers:
+        assert answer.created
+        if answer.canceled:
+            assert (answer.watch_id, answer.cancel_reason) == (-1, TOO_MANY_REQUESTS)
+    return [not answer.canceled for answer in answers]
+
+
+async def test_watch_creates_are_counted_against_the_callers_tenant(
+    autojump_clock: object,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        _fast_hashes(cluster)
+        leader = await cluster.leader()
+        addresses = await serve_clients(nursery, cluster)
+        for limits in (
+            {"prefix": "/t/", "watches_max": 1},
+            {"user": "alice", "watches_max": 1},
+            {"role": "team", "watches_max": 2},
+        ):
+            await set_limits(cluster, addresses[0], limits)
+        await _enable_auth(MemberAuthRpcBackend(leader))
+        await trio.sleep(1)  # applied everywhere
+        address = addresses[2]
+        async with AsyncExitStack() as carols:
+            # team's 2 replaces the prefix's 1; alice's own 1 binds, not team's
+            assert _opened(await _watch(carols, cluster, address, "carol", 3)) == [1, 1, 0]
+            async with AsyncExitStack() as others:
+                assert _opened(await _watch(others, cluster, address, "alice", 2)) == [1, 0]
+                # bob (team, and slow with no tenant) shares team's count: carol holds it
+                assert _opened(await _watch(others, cluster, address, "bob", 1)) == [0]
+                # dave has no caller tenant: the prefix's 1
+                assert _opened(await _watch(others, cluster, address, "dave", 2)) == [1, 0]
+                answer = await get_json(cluster, address, "/troika/v1/qos")
+                assert answer["watches"] == {"/t/": 1, "role:team": 2, "user:alice": 1}
+        await trio.sleep(0.5)  # the streams' ends seen by the member
+        async with AsyncExitStack() as again:  # carol's streams closed: team has room
+            assert _opened(await _watch(again, cluster, address, "bob", 2)) == [1, 1]
+        await trio.sleep(0.5)
+        assert (await get_json(cluster, address, "/troika/v1/qos"))["watches"] == {}
         nursery.cancel_scope.cancel()
