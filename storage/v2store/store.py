@@ -62,6 +62,7 @@ from typing import Any, Final, Protocol
 import cbor2
 
 from storage.kv import prefix_end
+from storage.sealed import seal, unseal
 from storage.v2store.model import (
     INT64_MAX,
     UINT64_MAX,
@@ -986,7 +987,11 @@ class V2Store:
         self._dirty_paths.clear()
         self._dirty_system_paths.clear()
         self._dirty_records.clear()
-        return sorted(changes.items())
+        # Sealed (CRC-32, version) like every other record, so a value damaged on disk or on
+        # its way back is refused at ``load`` instead of served.
+        return sorted(
+            (key, None if value is None else seal(value)) for key, value in changes.items()
+        )
 
     @classmethod
     def load(
@@ -999,6 +1004,7 @@ class V2Store:
         """Rebuild a store from the records ``take_changes`` produced.
 
         Raises:
+            StorageCorrupted: a record fails its seal (checksum, version).
             ValueError: the records are malformed or inconsistent.
         """
         store = cls(
@@ -1008,7 +1014,8 @@ class V2Store:
         nodes: list[tuple[str, _Node]] = []
         system_nodes: list[tuple[str, _Node]] = []
         events: list[Event] = []
-        for key, value in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX)):
+        for key, sealed in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX)):
+            value = bytes(unseal(key, sealed))
             if key == KV_META_KEY:
                 meta = _loads(value)
                 ok = type(meta) is list and len(meta) == 2 and meta[0] == SNAPSHOT_FORMAT

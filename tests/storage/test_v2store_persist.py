@@ -12,6 +12,8 @@ import cbor2
 import pytest
 
 from net.v2json import event_json
+from storage.errors import StorageCorrupted
+from storage.sealed import seal
 from storage.v2store.model import V2Error, V2Request
 from storage.v2store.store import KV_PREFIX, V2Store
 
@@ -238,8 +240,22 @@ def test_load_refuses_malformed_records() -> None:
     ]:
         broken = DictKV()
         broken.data = dict(kv.data)
-        broken.data[key] = value
+        broken.data[key] = seal(value)  # sealed: the record's own checks must refuse it
         with pytest.raises(ValueError):
+            V2Store.load(broken)
+
+
+def test_load_refuses_a_record_that_fails_its_seal() -> None:
+    store = V2Store()
+    store.set("/a/b", value="1", now_ns=T0)
+    kv = DictKV()
+    kv.write(store.take_changes())
+    for key, value in sorted(kv.data.items()):
+        damaged = bytearray(value)
+        damaged[len(damaged) // 2] ^= 0x10  # one bit flipped in the body
+        broken = DictKV()
+        broken.data = {**kv.data, key: bytes(damaged)}
+        with pytest.raises(StorageCorrupted, match="fails its checksum"):
             V2Store.load(broken)
 
 
