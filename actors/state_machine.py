@@ -82,6 +82,7 @@ from storage.mvcc import MvccStore
 from storage.mvcc.model import HashResult, TxnEvents
 from storage.qos.limits import QOS_BLOB, QosTable
 from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
+from storage.sealed import unseal
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import KV_PREFIX as V2_PREFIX
 from storage.v2store.store import V2Store
@@ -532,15 +533,15 @@ class StateMachine:
         # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, snapshot/qos,
         # v2/
         return itertools.chain(
-            kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX)),
-            kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)),
-            kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX)),
+            _checked(kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX))),
+            _checked(kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX))),
+            _checked(kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX))),
             [
                 (SNAPSHOT_ALARMS_KEY, alarms),
                 (SNAPSHOT_MEMBERS_KEY, members),
                 (SNAPSHOT_QOS_KEY, qos),
             ],
-            kv.scan(V2_PREFIX, prefix_end(V2_PREFIX)),
+            _checked(kv.scan(V2_PREFIX, prefix_end(V2_PREFIX))),
         )
 
     @staticmethod
@@ -784,3 +785,12 @@ class _KvView:
 
     def hash_kv(self, revision: int) -> HashResult:
         return self.store.hash_kv(revision)
+
+
+def _checked(records: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """The records as they are, each checked against its seal as it is read, so a value
+    damaged on the disk or on its way back stops the snapshot here (``StorageCorrupted``)
+    instead of reaching the members that install it."""
+    for key, value in records:
+        unseal(key, value)
+        yield key, value

@@ -21,6 +21,7 @@ from storage.raft_store import (
     SnapshotRecord,
     encode_snapshot_chunk,
 )
+from storage.sealed import seal
 
 VOTERS = (1, 2, 3)
 
@@ -177,7 +178,7 @@ def running_actor(
 def fill(kv: MemoryKeyValueStore) -> None:
     batch = WriteBatch()
     for number in range(FILLER_RECORDS):
-        batch.put(b"mvcc/filler/%06d" % number, b"v" * 200)
+        batch.put(b"mvcc/filler/%06d" % number, seal(b"v" * 200))  # sealed, as real records
     kv.apply(batch)
 
 
