@@ -47,6 +47,7 @@ from storage.raft_store import (
     SnapshotRecord,
     encode_snapshot_chunk,
 )
+from storage.sealed import PLANTED, SKIP_SEAL_CHECK
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ PEER_KEEP_STALE_STREAMS = "peer-keep-stale-streams"
 older one reach Raft after newer ones (the simulator's stale-reconnect scenario)."""
 MEMBER_PLANTED_BUGS = frozenset(
     {
+        SKIP_SEAL_CHECK,
         PEER_KEEP_STALE_STREAMS,
         PEER_NO_REDIAL,
         RETRY_FAILED_FSYNC,
@@ -201,6 +203,7 @@ async def open_state(
         BootstrapError: the data directory belongs to another member, or a
             joining member does not know its cluster id.
     """
+    PLANTED.skip_checksum = SKIP_SEAL_CHECK in config.planted_bugs  # the simulator's only
     raft_store = RaftStore.open(kv)
     applied = AppliedState(kv)
     identity_data = kv.get(IDENTITY_KEY)

@@ -155,12 +155,19 @@ class SimCluster:
         self.network.restart_host(name)
         config = self.config(name)
         store = slot.disk.store
+        damaged_before = slot.disk.damaged_reads
         try:
             state = await open_state(config, store)
         except StorageCorrupted as error:  # what the disk kept is damaged: the member refuses
-            self.open_failures.append(f"{name} cannot open what its disk kept: {error}")
             self.note(f"{name} refuses to start: {error}")
+            if slot.disk.damaged_reads == damaged_before:  # not a damaged read: a bug
+                self.open_failures.append(f"{name} cannot open what its disk kept: {error}")
             return None
+        except ValueError as error:  # malformed data that passed its seal: always a bug
+            self.note(f"{name} cannot start: {error}")
+            self.open_failures.append(f"{name} cannot open what its disk kept: {error}")
+            return None
+        damaged_before = slot.disk.damaged_reads
         member = Member(
             config,
             state,
@@ -180,6 +187,12 @@ class SimCluster:
                 except* StorageFailed as failure:  # the member stops, as it must: a crash
                     if self.slots[name].member is member:
                         self.note(f"{name} stopped: {failure.exceptions[0]}")
+                        self.crash(name)
+                except* StorageCorrupted as found:  # a damaged read: it stops, never uses it
+                    if self.slots[name].member is member:
+                        self.note(f"{name} stopped on damaged data: {_leaf(found)}")
+                        if slot.disk.damaged_reads == damaged_before:  # not injected: a bug
+                            self.open_failures.append(f"{name} read damaged data: {found}")
                         self.crash(name)
 
         await self.nursery.start(run)
@@ -251,6 +264,14 @@ class SimCluster:
                 f"{name} {slot.member.applied_index()} {status.term} {status.role.name}\n".encode()
             )
         return hasher.hexdigest()
+
+
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in a (nested) group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 @dataclass
@@ -328,7 +349,8 @@ class Monitor:
         low = max(self.checked_through.get(name, 0) + 1, store.first_index())
         for index in range(low, applied + 1):
             try:
-                record = store.entries(index, index + 1, 1 << 30)[0]
+                with slot.disk.unobserved():  # the Monitor's reads are never damaged
+                    record = store.entries(index, index + 1, 1 << 30)[0]
             except (LogCompacted, LogUnavailable):
                 continue
             digest = hashlib.blake2b(record.data, digest_size=8).digest()

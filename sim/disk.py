@@ -41,15 +41,30 @@ doomed is lost, and a restart opens what the disk kept.
 Slow disks. ``disk.slow_until(until_s, fsync_s)`` makes every fsync take ``fsync_s`` (hundreds
 of ms: a disk that stalls) until virtual time ``until_s``.
 
+Corrupted reads. ``disk.corrupt_read(after_reads, damage)`` arms one damaged read: the value
+of the ``after_reads``-th value read from now on (``get`` or a scan's item, whatever the key)
+comes back with one seed-chosen bit flipped (``damage="bit"``) or as zeros of its length
+(``"zero"``: a block that reads back blank). What is stored stays intact: this is an error on
+the way back (a controller, a cable, memory), so a restarted member reads the value whole. The
+arming outlives a crash (it belongs to the hardware, not to an incarnation); ``disarm`` ends
+it. A member must notice (every value is sealed: ``storage.sealed``'s CRC-32 and version),
+never use or serve the damaged value, and stop (``StorageCorrupted``); a member that finds it
+while opening refuses to start, and starts once the read comes back whole.
+``damaged_reads`` counts the damaged values handed out, so the simulator can tell a stop or
+refusal this fault caused from one a bug caused. Reads made inside ``unobserved()`` (the
+simulator's own checkers reading a member's store) are neither counted nor damaged.
+
 Everything random comes from the injected generator; ``trace`` lists crashes, restarts and
 failures as ``(virtual time, event)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+from collections.abc import Iterator
 from random import Random
 
 import trio
@@ -75,6 +90,16 @@ class SimKeyValueStore(MemoryKeyValueStore):
         else:
             await trio.lowlevel.checkpoint()
         self._disk.check_armed("fsync")
+
+    def get(self, key: bytes) -> bytes | None:
+        value = super().get(key)
+        return value if value is None else self._disk.read_back(key, value)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self._disk.read_items(super().scan(start, end))
+
+    def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self._disk.read_items(super().scan_reverse(start, end))
 
     def apply(self, batch: WriteBatch) -> None:
         self._check_open()
@@ -141,6 +166,11 @@ class SimDisk:
         """Undo records of batches a failed fsync covered: lost at the next crash."""
         self.slow_until_s = 0.0
         self.slow_fsync_s = 0.0
+        self.corrupt_after_reads: int | None = None
+        """Reads still to pass whole before the armed damaged one (None: none armed)."""
+        self.corrupt_damage = "bit"
+        self.damaged_reads = 0
+        self._unobserved = 0
 
     def draw_fsync_delay_s(self) -> float:
         """How long the next fsync takes."""
@@ -159,9 +189,50 @@ class SimDisk:
         self._record(f"arm {self.name}: the next {operation} fails with {error}")
 
     def disarm(self) -> None:
-        """No pending failure, no slow fsyncs (the faults are over)."""
+        """No pending failure, no slow fsyncs, no damaged read (the faults are over)."""
         self.armed.clear()
         self.slow_until_s = 0.0
+        self.corrupt_after_reads = None
+
+    def corrupt_read(self, after_reads: int, damage: str) -> None:
+        """Arm one damaged read: the value of the ``after_reads``-th read from now (0: the
+        next) comes back with a bit flipped (``damage="bit"``) or zeroed (``"zero"``)."""
+        if after_reads < 0 or damage not in READ_DAMAGES:
+            raise ValueError(f"cannot damage read {after_reads} with {damage!r}")
+        self.corrupt_after_reads, self.corrupt_damage = after_reads, damage
+        self._record(f"arm {self.name}: read {after_reads} from now comes back {damage}-damaged")
+
+    def draw_read_count(self, limit: int) -> int:
+        """A number of reads in ``[0, limit)``, from this disk's generator."""
+        return self._rng.randrange(limit)
+
+    @contextlib.contextmanager
+    def unobserved(self) -> Iterator[None]:
+        """Reads inside are the simulator's own (a checker's): never counted nor damaged."""
+        self._unobserved += 1
+        try:
+            yield
+        finally:
+            self._unobserved -= 1
+
+    def read_back(self, key: bytes, value: bytes) -> bytes:
+        """``value`` as the read returns it: damaged if this is the armed read."""
+        if self.corrupt_after_reads is None or self._unobserved:
+            return value
+        if self.corrupt_after_reads > 0:
+            self.corrupt_after_reads -= 1
+            return value
+        self.corrupt_after_reads = None
+        self.damaged_reads += 1
+        damaged = damage_value(value, self.corrupt_damage, self._rng)
+        self._record(f"read of {key!r} on {self.name} came back {self.corrupt_damage}-damaged")
+        return damaged
+
+    def read_items(self, items: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """A scan's items as the reads return them (lazily: only what is consumed is read)."""
+        if self.corrupt_after_reads is None:
+            return items  # the common case costs nothing per item
+        return ((key, self.read_back(key, value)) for key, value in items)
 
     def slow_until(self, until_s: float, fsync_s: float) -> None:
         """Every fsync takes ``fsync_s`` until virtual time ``until_s``."""
@@ -221,7 +292,25 @@ class SimDisk:
         self.trace.append((trio.current_time(), event))
 
 
+def damage_value(value: bytes, damage: str, rng: Random) -> bytes:
+    """``value`` with one ``rng``-chosen bit flipped (``"bit"``) or as zeros (``"zero"``)."""
+    if damage == "zero" or not value:
+        return bytes(len(value))
+    bit = rng.randrange(len(value) * 8)
+    damaged = bytearray(value)
+    damaged[bit // 8] ^= 1 << (bit % 8)
+    return bytes(damaged)
+
+
 FAILING_OPERATIONS = ("write", "fsync")
 FAILURE_ERRNOS = {"EIO": errno.EIO, "ENOSPC": errno.ENOSPC}
+READ_DAMAGES = ("bit", "zero")
 
-__all__ = ["FAILING_OPERATIONS", "FAILURE_ERRNOS", "SimDisk", "SimKeyValueStore"]
+__all__ = [
+    "FAILING_OPERATIONS",
+    "FAILURE_ERRNOS",
+    "READ_DAMAGES",
+    "SimDisk",
+    "SimKeyValueStore",
+    "damage_value",
+]

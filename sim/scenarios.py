@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from random import Random
 
 from sim.cluster import ClusterOptions
-from sim.faults_disk import FAIL_KINDS, SLOW_DISK, SLOW_FSYNC_S
+from sim.faults_disk import CORRUPT_KINDS, FAIL_KINDS, SLOW_DISK, SLOW_FSYNC_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +231,25 @@ def _disk_faults(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
+def _corrupt_reads(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """Damaged reads on one member after another, mostly followed by a crash and restart of
+    that member (opening its data reads every value, so the damaged read lands there);
+    otherwise it lands on a read while the member runs (a snapshot it makes, old entries a
+    lagging follower needs)."""
+    faults: list[Fault] = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        member = rng.choice(MEMBERS)
+        faults.append(Fault(at, rng.choice(CORRUPT_KINDS), (member,)))
+        later = at + rng.uniform(0.1, 1.0)
+        if rng.random() < 0.8:
+            faults.append(Fault(later, "crash", (member,)))
+        faults.append(Fault(later + rng.uniform(0.2, 1.0), "restart-all"))
+        at = later + rng.uniform(0.5, 1.5)
+    faults.sort(key=lambda fault: fault.at_s)
+    return tuple(faults)
+
+
 def _slow_disk(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     """A member's disk stalls (fsyncs of hundreds of ms), and the member crashes during a
     stall now and then (what it had not synced is lost), then restarts."""
@@ -348,6 +367,8 @@ SCENARIOS: dict[str, Scenario] = {
                  _snapshot_cluster, _snapshot_catch_up),
         Scenario("disk-faults", "writes and fsyncs that fail (EIO, ENOSPC), crashes after them",
                  _default_cluster, _disk_faults),
+        Scenario("corrupt-reads", "reads that come back damaged, crashes and restarts",
+                 _snapshot_cluster, _corrupt_reads),
         Scenario("slow-disk", "a disk whose fsyncs take hundreds of ms, crashes during it",
                  _default_cluster, _slow_disk),
         Scenario("stale-reconnect", "connections given up with bytes still on the way",

@@ -5,12 +5,18 @@ body)`` (the CRC big-endian). ``unseal`` refuses a value that is too short, fail
 or carries another version, so a torn or flipped value raises ``StorageCorrupted`` before
 anything is built from it. RocksDB checksums its own blocks too; this covers the memory store,
 the simulator's disk faults, and a value written under the wrong key by a bug of ours.
+
+``PLANTED.skip_checksum`` is a planted bug for the simulator (``skip-seal-check``): the CRC is
+not checked, so a value damaged on its way back from the disk is used as if good. Only the
+simulator sets it (``sim.cluster``, from the run's ``--bug``); it is process-wide, as the
+checksum code is.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 
 from storage.errors import StorageCorrupted
 
@@ -21,6 +27,17 @@ U64_MAX = (1 << 64) - 1
 
 _CRC = struct.Struct(">I")
 SEAL_OVERHEAD_BYTES = 1 + _CRC.size
+SKIP_SEAL_CHECK = "skip-seal-check"
+"""The planted bug's name (``--bug``)."""
+
+
+@dataclass
+class _Planted:
+    skip_checksum: bool = False
+
+
+PLANTED = _Planted()
+"""Planted bugs of this module (the simulator's; always off in production)."""
 
 
 def seal(body: bytes) -> bytes:
@@ -39,7 +56,7 @@ def unseal(key: bytes, value: bytes) -> memoryview:
         raise StorageCorrupted(f"value of {key!r} is {len(value)} bytes, too short to be sealed")
     view = memoryview(value)
     (stored_crc,) = _CRC.unpack_from(value, len(value) - _CRC.size)
-    if zlib.crc32(view[: -_CRC.size]) != stored_crc:
+    if zlib.crc32(view[: -_CRC.size]) != stored_crc and not PLANTED.skip_checksum:
         raise StorageCorrupted(f"value of {key!r} fails its checksum")
     if value[0] != FORMAT_VERSION:
         raise StorageCorrupted(
