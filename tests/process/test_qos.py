@@ -2,7 +2,8 @@
 limits set through one member are listed alike by every member; a flood of puts on another
 member gets "etcdserver: too many requests" and the refused puts change nothing while another
 tenant is served; a space quota refuses the same writes on every member (etcdctl shows the
-error), and the quota usage agrees across members after a member is killed and restarted."""
+error), and the quota usage agrees across members after a member is killed and restarted; a
+``leases_max`` tenant refuses ``etcdctl put --lease`` of a second lease on every member."""
 
 from __future__ import annotations
 
@@ -163,3 +164,36 @@ def test_quota_agrees_on_every_member_and_after_a_restart(troika_cluster: Troika
     assert put_all(restarted, [b"/quota/after-restart"]) == [
         "etcdserver: mvcc: tenant quota exceeded"
     ]
+
+
+def etcdctl(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    assert ETCDCTL is not None
+    return subprocess.run(
+        [ETCDCTL, "--endpoints", endpoint(url), *args],
+        capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"},
+        timeout=CLI_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(ETCDCTL is None, reason="etcdctl is not installed")
+def test_a_lease_past_leases_max_is_refused_on_every_member(troika_cluster: TroikaCluster) -> None:
+    cluster = troika_cluster
+    cluster.wait_for_leader()
+    urls = cluster.client_urls
+    answer = cli(urls[0], "set", "/leased/", "--leases-max", "1")
+    assert {"prefix": "/leased/", "leases_max": 1} in answer["tenants"]
+    leases = []
+    for _ in range(2):
+        granted = etcdctl(urls[0], "lease", "grant", "600")
+        assert granted.returncode == 0, granted.stderr
+        leases.append(granted.stdout.split()[1])  # "lease <hex id> granted with TTL(600s)"
+    assert etcdctl(urls[1], "put", "/leased/a", "v", f"--lease={leases[0]}").returncode == 0
+    for url in urls:  # the second lease is refused whichever member is asked
+        done = etcdctl(url, "put", "/leased/b", "v", f"--lease={leases[1]}")
+        assert done.returncode != 0 and "tenant quota exceeded" in done.stderr, done.stderr
+    assert etcdctl(urls[2], "put", "/leased/b", "v", f"--lease={leases[0]}").returncode == 0
+    assert count_under(urls[0], b"/leased/") == 2
+    trio.run(trio.sleep, 0.5)
+    assert [qos_of(url)["usage"]["/leased/"]["leases"] for url in urls] == [1, 1, 1]
+    assert etcdctl(urls[0], "lease", "revoke", leases[0]).returncode == 0  # frees the tenant
+    assert etcdctl(urls[1], "put", "/leased/c", "v", f"--lease={leases[1]}").returncode == 0
