@@ -21,6 +21,7 @@ from random import Random
 import cbor2
 
 from actors.codec import SnapshotManifest
+from actors.leases import LESSOR_WALL_CLOCK
 from actors.membership import (
     Member as MemberRecord,
 )
@@ -88,6 +89,7 @@ MEMBER_PLANTED_BUGS = frozenset(
         WATCH_SKIP_EVENT_WHEN_FULL,
         LESSOR_EXPIRES_ON_FOLLOWERS,
         LESSOR_NO_PROMOTION_EXTENSION,
+        LESSOR_WALL_CLOCK,
     }
 )
 

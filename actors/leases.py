@@ -17,6 +17,11 @@ it (docs/leases.md):
   leader may change meanwhile). A leader that cannot answer yet (not yet promoted, or the
   lease expired and its revoke on its way) answers "retry".
 
+Time: every expiry, renewal and wait here is measured on the member's monotonic clock
+(``actors.clock.MemberClock``), never the wall clock: a wall-clock jump changes nothing, and in
+the simulator a member whose monotonic clock drifts expires leases early (fast) or late (slow)
+in true time, by its rate (docs/simulator.md, Clock faults).
+
 Everything is bounded: forwarded requests waiting for an answer (``RELAY_PENDING_MAX``),
 requests queued at the leader (``RELAY_INBOX_MAX``), revokes in flight.
 """
@@ -31,6 +36,7 @@ from typing import Final
 
 import trio
 
+from actors.clock import MemberClock, TrioClock
 from actors.lessor import Lessor
 from actors.raft_actor import RaftStatus
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
@@ -53,6 +59,10 @@ RELAY_INBOX_MAX: Final = 4096
 again)."""
 RELAY_KIND: Final = "lease"
 """The peer payload key that marks a lease request or answer (Raft messages never have it)."""
+LESSOR_WALL_CLOCK: Final = "lessor-wall-clock"
+"""A planted bug: the lessor measures lease expiry on the wall clock, not the monotonic one, so
+a forward jump of the leader's wall clock expires leases early (the simulator's clock-faults
+scenario and lease checker must catch it)."""
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
 
@@ -103,6 +113,9 @@ class MemberLeases:
         extend_s: what a promotion adds to every lease (an election timeout).
         planted_expire_on_followers: a planted bug, test only: every member's lessor decides
             expiry, not only the leader's.
+        clock: the member's clocks (Trio's own by default); only the monotonic one is read,
+            unless ``planted_wall_clock``.
+        planted_wall_clock: a planted bug, test only (``LESSOR_WALL_CLOCK``).
         tick_s: how long to wait before asking again.
         request_timeout_s: how long a renewal may take in all.
         applied_index: this member's applied index (a leader answers "no such lease" only
@@ -123,8 +136,12 @@ class MemberLeases:
         request_timeout_s: float,
         applied_index: Callable[[], int] = lambda: 0,
         planted_expire_on_followers: bool = False,
+        clock: MemberClock | None = None,
+        planted_wall_clock: bool = False,
     ) -> None:
         self.table = table
+        self.clock: MemberClock = clock if clock is not None else TrioClock(0, started_s=0.0)
+        self.planted_wall_clock = planted_wall_clock
         self._applied_index = applied_index
         self.planted_expire_on_followers = planted_expire_on_followers
         """A planted bug (``actors.bootstrap.LESSOR_EXPIRES_ON_FOLLOWERS``), test only."""
@@ -149,7 +166,7 @@ class MemberLeases:
 
     def granted(self, lease_id: int, ttl_s: int) -> None:
         self._check_role()
-        self.lessor.granted(lease_id, ttl_s, trio.current_time())
+        self.lessor.granted(lease_id, ttl_s, self._now_s())
 
     def revoked(self, lease_id: int) -> None:
         self.lessor.revoked(lease_id)
@@ -164,9 +181,15 @@ class MemberLeases:
             self._promote()
 
     def _promote(self) -> None:
-        self.lessor.promote(self.table.ttls(), trio.current_time(), self.extend_s)
+        self.lessor.promote(self.table.ttls(), self._now_s(), self.extend_s)
         self._promoted_term = self.status.term
         log.info("%x: lessor promoted at term %d", self.member_id, self._promoted_term)
+
+    def _now_s(self) -> float:
+        """Now, for expiry: the monotonic clock (the wall clock under the planted bug)."""
+        if self.planted_wall_clock:
+            return self.clock.now_ns() / 1e9
+        return self.clock.monotonic_s()
 
     def _check_role(self) -> None:
         """Demote the lessor the moment this member is seen not to lead the term it was
@@ -186,11 +209,11 @@ class MemberLeases:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._answer_relayed)
             while True:
-                await trio.sleep(EXPIRY_CHECK_INTERVAL_S)
+                await self.clock.sleep(EXPIRY_CHECK_INTERVAL_S)
                 self._check_role()
                 if not self.lessor.primary:
                     continue
-                for lease_id in self.lessor.expired(trio.current_time(), REVOKES_PER_ROUND):
+                for lease_id in self.lessor.expired(self._now_s(), REVOKES_PER_ROUND):
                     nursery.start_soon(self._revoke_expired, lease_id)
 
     async def _revoke_expired(self, lease_id: int) -> None:
@@ -219,7 +242,7 @@ class MemberLeases:
         if lease is None:
             self._check_applied(after)
             return 0
-        now_s = trio.current_time()
+        now_s = self._now_s()
         if not self.lessor.tracks(lease_id):
             self.lessor.granted(lease_id, lease.ttl_s, now_s)
         if self.lessor.is_expired(lease_id, now_s):
@@ -239,7 +262,7 @@ class MemberLeases:
         if lease is None:
             self._check_applied(after)
             return None
-        now_s = trio.current_time()
+        now_s = self._now_s()
         if not self.lessor.tracks(lease_id):
             self.lessor.granted(lease_id, lease.ttl_s, now_s)
         return TimeToLive(int(self.lessor.remaining_s(lease_id, now_s)), lease.ttl_s)
@@ -289,10 +312,10 @@ class MemberLeases:
         return {"found": True, "ttl": ttl.remaining_s, "granted": ttl.granted_s}
 
     async def _ask(self, op: str, lease_id: int) -> dict[str, object]:
-        deadline = trio.current_time() + self.request_timeout_s
+        deadline = self.clock.monotonic_s() + self.request_timeout_s
         saw_leader = False
         after = 0
-        while trio.current_time() < deadline:
+        while self.clock.monotonic_s() < deadline:
             leader = self.status.leader_id
             if leader == self.member_id and self.status.is_leader():
                 saw_leader = True
@@ -307,7 +330,7 @@ class MemberLeases:
                     return answer
                 if answer is not None and type(answer.get("after")) is int:
                     after = answer["after"]  # type: ignore[assignment]
-            await trio.sleep(self.tick_s)
+            await self.clock.sleep(self.tick_s)
         if not saw_leader:
             raise LeaseNoLeader()
         raise LeaseTimeout()
@@ -317,7 +340,8 @@ class MemberLeases:
     async def _forward(
         self, leader: int, op: str, lease_id: int, after: int, deadline: float
     ) -> dict[str, object] | None:
-        """One attempt at the leader; its answer, or None when none came in time."""
+        """One attempt at the leader; its answer, or None when none came in time (``deadline``:
+        on the monotonic clock)."""
         if len(self._pending) >= RELAY_PENDING_MAX:
             return None
         sequence = next(self._sequence)
@@ -332,7 +356,8 @@ class MemberLeases:
             }
             if not self._send(leader, payload):
                 return None
-            with trio.move_on_at(min(deadline, trio.current_time() + RELAY_RETRY_S)):
+            until_s = min(deadline, self.clock.monotonic_s() + RELAY_RETRY_S)
+            with trio.move_on_at(self.clock.true_at(until_s)):
                 await pending.done.wait()
             return pending.answer
         finally:

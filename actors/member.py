@@ -46,10 +46,10 @@ from actors.bootstrap import (
     build_node,
     peer_addresses,
 )
-from actors.clock import Clock
+from actors.clock import MemberClock
 from actors.envelope import Envelope, EnvelopeKind, RequestId, RequestIds
 from actors.join import cluster_info, fetch_peer_addresses
-from actors.leases import MemberLeases
+from actors.leases import LESSOR_WALL_CLOCK, MemberLeases
 from actors.membership import Member as MemberRecord
 from actors.membership import Membership, member_id_for
 from actors.raft import ConfChange, ConfChangeType, DropReason, Role, StorageAppend
@@ -126,7 +126,7 @@ class Member:
         *,
         network: Network,
         kv: KeyValueStore,
-        clock: Clock,
+        clock: MemberClock,
         rng: Random,
     ) -> None:
         self.config = config
@@ -214,6 +214,8 @@ class Member:
             request_timeout_s=config.request_timeout_s,
             applied_index=self.applied_index,
             planted_expire_on_followers=LESSOR_EXPIRES_ON_FOLLOWERS in config.planted_bugs,
+            clock=clock,
+            planted_wall_clock=LESSOR_WALL_CLOCK in config.planted_bugs,
         )
         state.machine.lease_listener = self.leases
         self.transport_actor.on_lease_payload = self.leases.on_peer_payload
@@ -289,8 +291,10 @@ class Member:
             self.read_batcher.fail_all(RequestTimeout("the member is stopping"))
 
     async def _tick(self) -> None:
+        """The Raft tick driver, on the member's monotonic clock (a drifting one in the
+        simulator: elections, heartbeats and CheckQuorum all run at its rate)."""
         while True:
-            await trio.sleep(self.config.tick_interval_s)
+            await self.clock.sleep(self.config.tick_interval_s)
             await self.raft_send.send(Tick())
 
     async def _expire_ttl_keys(self) -> None:

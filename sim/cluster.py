@@ -1,10 +1,12 @@
 """A simulated cluster: real members on the simulated network, disks and clocks.
 
 Each member is the production ``actors.member.Member`` with the production
-HTTP API, given a host of the ``SimNetwork``, a ``SimDisk`` and a clock with
-its own skew. A crash cancels the member's tasks, resets its connections and
-cuts power to its disk (unsynced writes are lost); a restart opens what the
-disk kept, as a real restart opens its data directory.
+HTTP API, given a host of the ``SimNetwork``, a ``SimDisk`` and its own clocks
+(``sim.clock.SimClock``: a wall clock with its own skew, which clock faults make
+jump, and a monotonic clock they make drift). A crash cancels the member's
+tasks, resets its connections and cuts power to its disk (unsynced writes are
+lost); a restart opens what the disk kept, as a real restart opens its data
+directory.
 
 The :class:`Monitor` checks the cluster's invariants while it runs: at most
 one leader per term, no two members that applied different entries at an
@@ -26,9 +28,10 @@ import trio
 
 from actors.bootstrap import MemberConfig, open_state
 from actors.client_api import serve_client_api
-from actors.clock import TrioClock
 from actors.member import BoundAddresses, Member
 from actors.raft import Role
+from sim.clock import SimClock
+from sim.clock_faults import ClockExtremes
 from sim.disk import SimDisk
 from sim.network import SimNetwork
 from storage.errors import LogCompacted, LogUnavailable, StorageCorrupted, StorageFailed
@@ -40,6 +43,10 @@ EPOCH_NS = 1_800_000_000 * 10**9
 PEER_PORT = 2380
 CLIENT_PORT = 2379
 MONITOR_INTERVAL_S = 0.05
+BOOT_OFFSET_STEP_S = 1000.0
+"""Member i's monotonic clock reads i times this at the start (clocks with different
+origins, as on machines booted at different times; drawn from no generator, so adding it
+changed no seed's faults)."""
 
 
 class InvariantViolation(AssertionError):
@@ -84,7 +91,8 @@ class SimMember:
 
     name: str
     disk: SimDisk
-    skew_ns: int
+    clock: SimClock
+    """Its wall and monotonic clocks (``sim.clock``): they survive crashes, as a machine's do."""
     member: Member | None = None
     scope: trio.CancelScope | None = None
     incarnations: int = 0
@@ -115,9 +123,14 @@ class SimCluster:
                 torn_writes=options.torn_writes,
             )
             skew_ns = int(rng.uniform(-1, 1) * options.clock_skew_s_max * 1e9)
-            self.slots[name] = SimMember(name, disk, skew_ns)
+            started_s = trio.current_time()
+            wall_origin_ns = EPOCH_NS + skew_ns - int(started_s * 1e9)
+            boot_s = BOOT_OFFSET_STEP_S * (len(self.slots) + 1)
+            self.slots[name] = SimMember(name, disk, SimClock(wall_origin_ns, boot_s, started_s))
         self.events: list[tuple[float, str]] = []
         self.open_failures: list[str] = []
+        self.clock_extremes = ClockExtremes()
+        """The fastest and slowest rates clock faults ran a monotonic clock at."""
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class SimCluster:
             state,
             network=self.network.host(name),
             kv=store,
-            clock=TrioClock(EPOCH_NS + slot.skew_ns),
+            clock=slot.clock,
             rng=Random(self.rng.getrandbits(64)),
         )
         scope = trio.CancelScope()

@@ -41,6 +41,15 @@ defined from what a client can see:
   moment may have been revoked, not expired: neither rule applies. A violation is a lease
   seen gone before the time a rule owed it.
 
+**Clocks that drift** (``sim.clock_faults``): a leader measures a TTL on its own monotonic
+clock, so one running at rate ``r`` (1.05: 5 % fast) ends a TTL after ``ttl_s / r`` of true
+time. Every duration above is a duration on some leader's clock, so each is divided by the
+fastest rate any clock ran at (``clock_rate_max``); and a deposed leader whose clock runs slow
+(``clock_rate_min``) notices it lost its quorum late, answering keep-alives for up to
+``extension_s * (1 / clock_rate_min - 1)`` longer, which Rule 2's extension loses. That is
+all troika promises under drift, however large: lease lifetimes scale with the leader's rate;
+it cannot know the rate, and etcd assumes it is close to 1. A wall-clock jump changes nothing.
+
 And a lease does not come back: no acknowledgement of a keep-alive sent after it was seen gone.
 
 Pure: values in, violation texts out.
@@ -77,6 +86,18 @@ class LeaseFacts:
     extension_s: float
     election_seen_slack_s: float
     relay_retry_s: float = 0.5
+    clock_rate_max: float = 1.0
+    clock_rate_min: float = 1.0
+
+    def on_leader_clock(self, duration_s: float) -> float:
+        """The least true time a leader's clock can take to measure ``duration_s``."""
+        return duration_s / self.clock_rate_max
+
+    def extension_true_s(self) -> float:
+        """What Rule 2's extension is sure to add in true time, less what a slow deposed
+        leader may overhang it by (not below 0)."""
+        overhang_s = self.extension_s * (1 / self.clock_rate_min - 1)
+        return max(0.0, self.on_leader_clock(self.extension_s) - overhang_s)
 
 
 def check_leases(
@@ -233,7 +254,7 @@ def _owed(
     """The latest time a rule owed the lease past ``end_s``, and why; None if none did."""
     best: tuple[float, str] | None = None
     for ack in acks:
-        until_s = ack.sent_s + ack.ttl_s
+        until_s = ack.sent_s + facts.on_leader_clock(ack.ttl_s)
         if until_s > end_s and (best is None or until_s > best[0]):
             why = (
                 f"its {ack.what} sent at {ack.sent_s:.3f}s was answered at "
@@ -248,10 +269,13 @@ def _owed(
         earliest_s = election.seen_s - facts.election_seen_slack_s
         if grant.answered_s > earliest_s:
             continue
-        protected = [ack for ack in acks if ack.sent_s + ack.ttl_s > election.seen_s]
+        protected = [
+            ack for ack in acks if ack.sent_s + facts.on_leader_clock(ack.ttl_s) > election.seen_s
+        ]
         if not protected:
             continue
-        until_s = earliest_s + grant.ttl_s + facts.extension_s
+        ttl_true_s = facts.on_leader_clock(grant.ttl_s)
+        until_s = earliest_s + ttl_true_s + facts.extension_true_s()
         for item in sent:
             answered_s = item.answered_s
             if (
@@ -259,7 +283,7 @@ def _owed(
                 or answered_s >= earliest_s
                 or (answered_s - item.sent_s >= facts.relay_retry_s)
             ):
-                until_s = min(until_s, max(item.sent_s, earliest_s) + grant.ttl_s)
+                until_s = min(until_s, max(item.sent_s, earliest_s) + ttl_true_s)
         if until_s > end_s and (best is None or until_s > best[0]):
             why = (
                 f"a leader of term {election.term} took office by {election.seen_s:.3f}s while "

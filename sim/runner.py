@@ -25,6 +25,7 @@ from random import Random
 import trio
 
 from actors.leases import RELAY_RETRY_S
+from sim.clock_faults import CLOCK_FAULT_KINDS, fire_clock_fault
 from sim.cluster import MONITOR_INTERVAL_S, Monitor, SimCluster
 from sim.determinism import TaskSteps, run_deterministic
 from sim.faults_disk import DISK_FAULT_KINDS, fire_disk_fault
@@ -200,6 +201,8 @@ async def _fire(cluster: SimCluster, fault: Fault, rng: Random, nursery: trio.Nu
                 network.strand(names[0], peer, fault.value_s, fault.duration_s)
         case kind if kind in DISK_FAULT_KINDS:
             fire_disk_fault(cluster, fault, names)
+        case kind if kind in CLOCK_FAULT_KINDS:
+            fire_clock_fault(cluster, fault, names, nursery)
         case _:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
     cluster.note(f"{fault.kind} {' '.join(names)}".rstrip())
@@ -368,6 +371,8 @@ def _check_streams(
         extension_s=cluster.config(name).election_timeout_s(),
         election_seen_slack_s=MONITOR_INTERVAL_S,
         relay_retry_s=RELAY_RETRY_S,
+        clock_rate_max=cluster.clock_extremes.rate_max,
+        clock_rate_min=cluster.clock_extremes.rate_min,
     )
     elections = [Election(term, seen_s) for term, seen_s in sorted(monitor.leader_seen_s.items())]
     lines = check_watches(log.sessions, reference, acked_writes(history, log))

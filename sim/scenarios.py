@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from random import Random
 
+from sim.clock_faults import CLOCK_DRIFT, CLOCK_JUMP
 from sim.cluster import ClusterOptions
 from sim.faults_disk import CORRUPT_KINDS, FAIL_KINDS, SLOW_DISK, SLOW_FSYNC_S
 
@@ -31,7 +32,9 @@ class Fault:
     reset, heal, strand (from, to, or one target and all its peers: connections that stall
     for ``duration_s``, are given up, and deliver what they held ``value_s`` later); and
     the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
-    slow-disk for ``duration_s`` with fsyncs of ``value_s``).
+    slow-disk for ``duration_s`` with fsyncs of ``value_s``); and the clock faults of
+    ``sim.clock_faults`` (clock-jump by ``value_s`` seconds, clock-drift at rate ``value_s``
+    for ``duration_s``).
     """
 
     at_s: float
@@ -47,7 +50,11 @@ class Fault:
             text += " " + " ".join(self.targets)
         if self.duration_s:
             text += f" for {self.duration_s:.3f}s"
-        if self.value_s:
+        if self.kind == CLOCK_JUMP:
+            text += f" by {self.value_s:+g}s"
+        elif self.kind == CLOCK_DRIFT:
+            text += f" at rate {self.value_s:g}"
+        elif self.value_s:
             text += f" +{self.value_s * 1000:.0f}ms"
         return text
 
@@ -294,11 +301,38 @@ def _stale_reconnect(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
+CLOCK_JUMPS_S = (1.0, 5.0, 30.0, 120.0, 300.0)
+"""How far a wall clock jumps (either way): an NTP step to an operator's mistake."""
+CLOCK_RATES = (0.5, 0.9, 0.97, 1.03, 1.1, 1.5, 2.0)
+"""Rates a drifting monotonic clock runs at: a few percent, and far beyond any real quartz
+(tens of ppm) to show what the lease checker's scaled bounds still hold to."""
+
+
+def _clock_faults(rng: Random, duration_s: float) -> tuple[Fault, ...]:
+    """One member's clocks go wrong, again and again: its wall clock jumps (seconds to
+    minutes, forward or back), or its monotonic clock drifts fast or slow for a few seconds.
+    Targets are mostly the leader (whose clock decides lease expiry)."""
+    faults: list[Fault] = []
+    at = rng.uniform(0.5, 1.5)
+    while at < duration_s - 1:
+        target = rng.choice(("leader", "leader", "follower", "random"))
+        if rng.random() < 0.5:
+            jump_s = rng.choice((-1, 1)) * rng.choice(CLOCK_JUMPS_S)
+            faults.append(Fault(at, CLOCK_JUMP, (target,), value_s=jump_s))
+            at += rng.uniform(0.3, 1.5)
+            continue
+        length = rng.uniform(1.0, 4.0)
+        faults.append(Fault(at, CLOCK_DRIFT, (target,), length, rng.choice(CLOCK_RATES)))
+        at += rng.uniform(0.3, length)
+    return tuple(faults)
+
+
 MEMBERS = ClusterOptions().names()
 """Disk faults name members (a symbolic target could resolve to another member at the crash)."""
 
 
-SWARM_KINDS = ("partition", "isolate", "cut-one-way", "clog", "latency", "crash", "reset")
+SWARM_KINDS = ("partition", "isolate", "cut-one-way", "clog", "latency", "crash", "reset",
+               CLOCK_JUMP, CLOCK_DRIFT)  # fmt: skip
 
 
 def draw_swarm_knobs(rng: Random) -> SwarmKnobs:
@@ -343,6 +377,11 @@ def _swarm_fault(rng: Random, kind: str, at: float, length: float) -> list[Fault
             return [Fault(at, "crash", (target,)), Fault(at + length, "restart-all")]
         case "reset":
             return [Fault(at, "reset", (target,))]
+        case "clock-jump":
+            jump_s = rng.choice((-1, 1)) * rng.choice(CLOCK_JUMPS_S)
+            return [Fault(at, CLOCK_JUMP, (target,), value_s=jump_s)]
+        case "clock-drift":
+            return [Fault(at, CLOCK_DRIFT, (target,), length, rng.choice(CLOCK_RATES))]
     raise AssertionError(kind)
 
 
@@ -373,6 +412,8 @@ SCENARIOS: dict[str, Scenario] = {
                  _default_cluster, _slow_disk),
         Scenario("stale-reconnect", "connections given up with bytes still on the way",
                  _default_cluster, _stale_reconnect),
+        Scenario("clock-faults", "one member's wall clock jumps, its monotonic clock drifts",
+                 _default_cluster, _clock_faults),
         Scenario("swarm", "every fault kind, knobs drawn per seed", _default_cluster, _swarm),
     )
 }  # fmt: skip
