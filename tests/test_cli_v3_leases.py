@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,8 +57,9 @@ from troika.v3_watch_commands import (
 POLL_SECONDS = 0.1
 PIPE_READ_BYTES = 4096
 SETTLE_SECONDS = 1.5
-"""How long a background command gets to start (connect, create its watch or session)."""
+"""How long a waiting lock command gets to take a lock it must not take."""
 EXIT_WAIT_SECONDS = 15.0
+"""The longest a background command gets to print what it must, or to exit."""
 SESSION_KEEP_ALIVE_SECONDS = 20.0
 """A third of ``elect``'s 60 s session TTL: how often its lease is kept alive."""
 
@@ -157,9 +158,14 @@ def _troika(endpoint: str, args: list[str], stdin: bytes = b"") -> Outcome:
 
 
 def _finish(
-    process: subprocess.Popen[bytes], *, stop: bool, wait_s: float = EXIT_WAIT_SECONDS
+    process: subprocess.Popen[bytes],
+    *,
+    stop: bool,
+    wait_s: float = EXIT_WAIT_SECONDS,
+    printed: bytes = b"",
 ) -> Outcome:
-    """Stop a background command with SIGTERM (or let it end) and collect what it did."""
+    """Stop a background command with SIGTERM (or let it end) and collect what it did
+    (``printed``: what :func:`_read_until` read of its stdout already)."""
     if stop:
         process.send_signal(signal.SIGTERM)
     try:
@@ -167,7 +173,14 @@ def _finish(
     except subprocess.TimeoutExpired:
         process.kill()
         stdout, stderr = process.communicate()
-    return Outcome(stdout, _error_line(stderr.decode()), process.returncode)
+    return Outcome(printed + stdout, _error_line(stderr.decode()), process.returncode)
+
+
+def _stop_when(process: subprocess.Popen[bytes], done: Callable[[bytes], bool]) -> Outcome:
+    """Stop a background command with SIGTERM once it has printed what ``done`` looks for
+    (a process on a loaded machine can take seconds to start: a fixed pause may stop it
+    before it printed anything)."""
+    return _finish(process, stop=True, printed=_read_until(process, done))
 
 
 class Side:
@@ -278,7 +291,7 @@ def _background(side: Side) -> dict[str, Shown]:
     results: dict[str, Outcome] = {}
     lease = side.grant(9)
     keeper = side.start(["lease", "keep-alive", lease])
-    first_line = _first_line(keeper)
+    first_line = _read_until(keeper, _lines(1))
     side.run(["lease", "revoke", lease])
     kept = _finish(keeper, stop=False)
     results["keep-alive until revoked"] = Outcome(
@@ -296,72 +309,109 @@ def _background(side: Side) -> dict[str, Shown]:
     for args in (["put", "x/a", "1"], ["put", "x/a", "2"], ["del", "x/a"], ["put", "x/c", "3"]):
         side.run(args)
     side.run(["txn"], b"\nput x/b 1\nput x/d 2\n\n\n")
-    time.sleep(SETTLE_SECONDS)
     for name, process in watchers.items():
-        results[name] = _finish(process, stop=True)
+        results[name] = _stop_when(process, WATCHERS_PRINT[name])
     results["watch json"] = _events_only(results["watch json"])
     exec_lines = sorted(results["watch exec"].stdout.splitlines())
     results["watch exec"] = Outcome(b"\n".join(exec_lines), "", 0)
 
     holder = side.start(["lock", "mylock", "--ttl", "20"])
-    _wait_for_keys(side, "mylock/", 1)
+    held = _read_until(holder, _lines(1))  # the key: it holds the lock
     waiter = side.start(["lock", "mylock", "echo", "second"])
     _wait_for_keys(side, "mylock/", 2)
-    results["lock holder"] = _finish(holder, stop=True)
+    results["lock holder"] = _finish(holder, stop=True, printed=held)
     results["lock waiter"] = _finish(waiter, stop=False)
 
     holder = side.start(["lock", "mylock", "-w", "json"])
-    _wait_for_keys(side, "mylock/", 1)
-    results["lock json"] = _finish(holder, stop=True)
+    results["lock json"] = _stop_when(holder, _lines(1))
     holder = side.start(["lock", "mylock", "--ttl", "5", "-w", "json"])
-    _wait_for_keys(side, "mylock/", 1)
+    held = _read_until(holder, _lines(1))
     side.run(["lease", "revoke", _holder_lease(side, "mylock/")])
-    results["lock whose lease is revoked"] = _finish(holder, stop=False)
+    results["lock whose lease is revoked"] = _finish(holder, stop=False, printed=held)
     hexed = side.start(["watch", "x/a", "--rev", str(revision + 1), "--hex", "--prev-kv"])
-    time.sleep(SETTLE_SECONDS)
-    results["watch hex"] = _finish(hexed, stop=True)
+    # PUT x/a 1; PUT x/a 2 with the previous value; DELETE x/a with it: 3 + 5 + 5 lines
+    results["watch hex"] = _stop_when(hexed, _lines(13))
 
     observer = side.start(["elect", "-l", "myelection"])
-    time.sleep(SETTLE_SECONDS)
     first = side.start(["elect", "myelection", "one"])
-    _wait_for_keys(side, "myelection/", 1)
+    elected = _read_until(first, _lines(2))  # the leader's key and proposal
+    observed = _read_until(observer, _lines(2))  # the same
     second = side.start(["elect", "myelection", "two"])
     _wait_for_keys(side, "myelection/", 2)
-    results["elect first"] = _finish(first, stop=True)
-    _wait_for_keys(side, "myelection/", 1)
-    time.sleep(SETTLE_SECONDS)
-    results["elect second"] = _finish(second, stop=True)
+    results["elect first"] = _finish(first, stop=True, printed=elected)
+    results["elect second"] = _stop_when(second, _lines(2))
+    observed += _read_until(observer, _lines(4 - observed.count(b"\n")))  # and the second
     _wait_for_keys(side, "myelection/", 0)
-    results["elect observer"] = _finish(observer, stop=True)
+    results["elect observer"] = _finish(observer, stop=True, printed=observed)
 
     candidate = side.start(["elect", "myelection", "three", "-w", "json"])
-    _wait_for_keys(side, "myelection/", 1)
+    elected = _read_until(candidate, _lines(1))
     side.run(["lease", "revoke", _holder_lease(side, "myelection/")])
     # The session's TTL is 60 s: its next keep-alive, which finds the lease gone, is 20 s on.
     results["elect whose lease is revoked"] = _finish(
-        candidate, stop=False, wait_s=SESSION_KEEP_ALIVE_SECONDS + EXIT_WAIT_SECONDS
+        candidate,
+        stop=False,
+        wait_s=SESSION_KEEP_ALIVE_SECONDS + EXIT_WAIT_SECONDS,
+        printed=elected,
     )
     return {name: side.normaliser.outcome(outcome) for name, outcome in results.items()}
 
 
 def _wait_for_keys(side: Side, prefix: str, count: int) -> None:
-    """Wait until ``count`` keys are under ``prefix`` (waiters queued, a key deleted), then a
-    moment more for the process to print what it prints then."""
+    """Wait until ``count`` keys are under ``prefix`` (a waiter queued, a key deleted)."""
     deadline = time.monotonic() + EXIT_WAIT_SECONDS
     while time.monotonic() < deadline:
         found = side.run(["get", prefix, "--prefix", "--keys-only"]).stdout.split()
         if len(found) == count:
-            break
+            return
         time.sleep(POLL_SECONDS)
-    time.sleep(SETTLE_SECONDS)
 
 
-def _first_line(process: subprocess.Popen[bytes]) -> bytes:
-    """What a background command printed first (waiting at most ``EXIT_WAIT_SECONDS``), read
-    from the pipe itself so that ``communicate`` reads on from there."""
+def _read_until(
+    process: subprocess.Popen[bytes],
+    done: Callable[[bytes], bool],
+    wait_s: float = EXIT_WAIT_SECONDS,
+) -> bytes:
+    """What a background command printed until ``done`` holds for it (or it closed its
+    stdout, or ``wait_s`` passed), read from the pipe itself so that ``communicate`` reads on
+    from there."""
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], EXIT_WAIT_SECONDS)
-    return os.read(process.stdout.fileno(), PIPE_READ_BYTES) if ready else b""
+    printed = b""
+    deadline = time.monotonic() + wait_s
+    while not done(printed) and (left_s := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([process.stdout], [], [], left_s)
+        chunk = os.read(process.stdout.fileno(), PIPE_READ_BYTES) if ready else b""
+        if not chunk:
+            break
+        printed += chunk
+    return printed
+
+
+def _lines(count: int) -> Callable[[bytes], bool]:
+    """Whether ``count`` whole lines were printed."""
+    return lambda printed: printed.count(b"\n") >= count
+
+
+def _json_events(count: int) -> Callable[[bytes], bool]:
+    """Whether a ``-w json`` watch printed ``count`` events (a message a line)."""
+
+    def done(printed: bytes) -> bool:
+        whole = printed[: printed.rfind(b"\n") + 1].splitlines()
+        return sum(len(json.loads(line)["Events"]) for line in whole) >= count
+
+    return done
+
+
+WATCHERS_PRINT: dict[str, Callable[[bytes], bool]] = {
+    # PUT x/a 1; PUT x/a 2 and DELETE x/a with the previous value; PUT x/c, x/b, x/d
+    "watch simple": _lines(3 + 5 + 5 + 3 * 3),
+    "watch json": _json_events(6),
+    # x/a to x/c: PUT x/a 1, PUT x/a 2, DELETE x/a, PUT x/b
+    "watch range": _lines(4 * 3),
+    # the six events as above without previous values, and the command's line for each
+    "watch exec": _lines(6 * 3 + 6),
+}
+"""What each watcher of ``_background`` prints for the writes, before it is stopped."""
 
 
 def _holder_lease(side: Side, prefix: str) -> str:
@@ -594,7 +644,9 @@ def test_normaliser_maps_lease_ids_in_every_form() -> None:
 RESUME_WRITES = 20
 """Puts before and after the kill (each half)."""
 KEPT_TTL_SECONDS = 5
-"""The kept-alive lease's TTL: the test outlasts it twice after the kill."""
+"""The kept-alive lease's TTL: the test outlasts it after the kill."""
+KEPT_ALIVE_SECONDS = 3 + KEPT_TTL_SECONDS
+"""How long after the last write (after the kill) the lease must still be alive."""
 
 
 @pytest.mark.process
@@ -610,12 +662,17 @@ def test_watch_resumes_on_the_next_endpoint_after_a_kill(
     kind = TroikaCluster if system == "troika" else EtcdCluster
     with kind(3, tmp_path_factory.mktemp(f"{system}-watch-resume")) as cluster:
         hosts = [url.removeprefix("http://") for url in cluster.client_urls]
-        watcher = _troika_process(",".join(hosts), ["watch", "r/", "--prefix"])
+        got = etcdctl(hosts[1], ["get", "r/", "-w", "json"])
+        start = str(json.loads(got.stdout)["header"]["revision"] + 1)
+        # from a revision: the watch sees every write however late its process starts
+        watcher = _troika_process(",".join(hosts), ["watch", "r/", "--prefix", "--rev", start])
         lease = etcdctl(hosts[1], ["lease", "grant", str(KEPT_TTL_SECONDS)]).stdout.split()[1]
         keeper = _troika_process(",".join(hosts), ["lease", "keep-alive", lease.decode()])
-        time.sleep(SETTLE_SECONDS * 2)
+        renewed = _read_until(keeper, _lines(1))
         for number in range(RESUME_WRITES):
             assert etcdctl(hosts[1], ["put", f"r/{number}", str(number)]).exit_code == 0
+        # the first half printed: the watch streams (from the first endpoint) when it dies
+        watched = _read_until(watcher, _lines(3 * RESUME_WRITES))
         cluster.kill(0)
         for number in range(RESUME_WRITES, 2 * RESUME_WRITES):
             outcome = Outcome(b"", "", 1)
@@ -623,11 +680,13 @@ def test_watch_resumes_on_the_next_endpoint_after_a_kill(
             while outcome.exit_code != 0 and time.monotonic() < deadline:
                 outcome = etcdctl(hosts[1 + number % 2], ["put", f"r/{number}", str(number)])
             assert outcome.exit_code == 0, outcome
-        time.sleep(SETTLE_SECONDS * 2 + KEPT_TTL_SECONDS)
-        done = _finish(watcher, stop=True)
+        written_s = time.monotonic()
+        watched += _read_until(watcher, _lines(3 * 2 * RESUME_WRITES - watched.count(b"\n")))
+        time.sleep(max(0.0, written_s + KEPT_ALIVE_SECONDS - time.monotonic()))
+        done = _finish(watcher, stop=True, printed=watched)
         alive = etcdctl(hosts[1], ["lease", "timetolive", lease.decode()])
         etcdctl(hosts[1], ["lease", "revoke", lease.decode()])
-        kept = _finish(keeper, stop=False)
+        kept = _finish(keeper, stop=False, printed=renewed)
     assert b"remaining" in alive.stdout, alive
     renewals = kept.stdout.splitlines()
     assert renewals[-1] == b"lease " + lease + b" expired or revoked.", kept
