@@ -1,10 +1,12 @@
-"""Per-tenant QoS (issue 16 item 3): a tenant is a key prefix with limits.
+"""Per-tenant QoS (issue 16 item 3): a tenant is a key prefix (or, with auth, a user or role)
+with limits.
 
 - ``limits``: the replicated table of tenants and their limits (``QosTable``), changed only by
   applying ``QOS`` log entries, so every member holds the same;
 - ``bucket``: token buckets for request and byte rates, on the serving member's clock;
-- ``quota``: keys and bytes stored under each prefix with a space quota, kept by the state
-  machine from the MVCC store's events, and the admission check applied before a write.
+- ``quota``: keys, bytes and distinct leases stored under each prefix with a space or lease
+  quota, kept by the state machine from the MVCC store's events, and the admission check
+  applied before a write.
 """
 
 from storage.qos.bucket import TokenBucket
