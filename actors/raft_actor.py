@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Protocol, assert_never
 
 import trio
 
@@ -35,6 +35,7 @@ from actors.raft import (
     ConfChange,
     Entry,
     Message,
+    MessageType,
     PersistedUpTo,
     ProposalDropped,
     RaftError,
@@ -160,6 +161,19 @@ RaftInput = (
 )
 
 
+class ProposalAdmission(Protocol):
+    """What the leader asks before it appends proposed entries (``actors.qos_leader``: per-tenant
+    write rates charged cluster-wide; issue 16). It may replace an entry's data, never drop it."""
+
+    def admit(self, data: bytes, term: int) -> bytes:
+        """A normal entry's data as it is to be appended."""
+        ...
+
+    def admit_message(self, message: Message, term: int) -> Message:
+        """A forwarded ``PROPOSE`` message with its normal entries admitted."""
+        ...
+
+
 class NotLeader(Exception):
     """A request the core refused; ``reason`` says why (no leader, transfer, limit)."""
 
@@ -208,6 +222,8 @@ class RaftActor:
         self.status = status
         self.appending: StorageAppend | None = None
         """The append the storage actor is persisting, if any."""
+        self.admission: ProposalAdmission | None = None
+        """Consulted on the leader before proposals are appended (None: nothing is)."""
 
     async def run(self) -> None:
         """Step inputs and hand out Readies until cancelled."""
@@ -268,8 +284,14 @@ class RaftActor:
             case Tick():
                 self.node.tick()
             case FromPeer(message):
+                if message.type is MessageType.PROPOSE and self._admits():
+                    assert self.admission is not None
+                    message = self.admission.admit_message(message, self.node.raft.term)
                 self._step_peer(message)
             case Propose(request_id, data):
+                if self._admits():
+                    assert self.admission is not None
+                    data = self.admission.admit(data, self.node.raft.term)
                 self._propose(request_id, lambda: self.node.propose(data))
             case ProposeConfChange(request_id, change):
                 self._propose(request_id, lambda: self.node.propose_conf_change(change))
@@ -293,6 +315,10 @@ class RaftActor:
                 self.node.on_applied(index)
             case _:
                 assert_never(item)
+
+    def _admits(self) -> bool:
+        """Whether proposals go through the admission: only the leader appends them."""
+        return self.admission is not None and self.node.raft.role is Role.LEADER
 
     def _step_peer(self, message: Message) -> None:
         try:
