@@ -31,6 +31,9 @@ class EnvelopeKind(enum.IntEnum):
     """A v3 write: etcd's ``InternalRaftRequest`` protobuf (``net.etcdpb.raft_internal_pb2``)."""
     QOS = 5
     """A tenant's QoS limits set or deleted (``storage.qos.limits``; issue 16)."""
+    QOS_REFUSED = 6
+    """A write the leader refused for its tenant's rate (``actors.qos_leader``): the same
+    request id, an empty body; applying it changes nothing and answers "too many requests"."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
 from actors.membership import Member, Membership
 from actors.qos_apply import QosState
+from actors.qos_leader import LeaderRefused
 from actors.raft import (
     ConfChange,
     ConfChangeType,
@@ -390,6 +391,8 @@ class StateMachine:
                 return self._apply_v3(envelope.body)
             case EnvelopeKind.QOS:
                 return self.qos.apply_entry(envelope.body, self.mvcc)
+            case EnvelopeKind.QOS_REFUSED:
+                return LeaderRefused()  # over a tenant's rate at the leader: changes nothing
             case EnvelopeKind.PUBLISH:
                 try:
                     name, client_urls = _decode_urls_body(envelope.body, "publish")

@@ -1,0 +1,134 @@
+"""A tenant's write rate held cluster-wide by the leader (issue 16 item 3): three real members
+in one process, virtual time. Three closed-loop writers of a tenant at 10 writes/s, one on
+each member, get about what they get all on one member (the serving members' buckets alone
+gave them three times as much); the writes refused at the leader change nothing on any member;
+another tenant is untouched. A planted bug (the leader's hook skipped) is caught."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from actors.qos import TOO_MANY_REQUESTS
+from net.etcdpb import rpc_pb2
+from net.v3.client import V3Client
+from net.v3.errors import RpcError, StatusCode
+from tests.actors.cluster_helpers import InProcessCluster, start_cluster
+from tests.actors.test_qos_member import put, set_limits
+from tests.actors.test_usage_member import serve_clients
+
+RATE_PER_S = 10
+FLOOD_S = 10.0
+WRITERS = 3
+CLUSTER_BOUND = RATE_PER_S * FLOOD_S + RATE_PER_S * 1.25 + 8
+"""The rate over the flood, one second of burst and the leader's 0.25 s of debt, and a few
+writes the serving members admitted before the limit reached the leader's table."""
+
+
+@dataclass
+class Flood:
+    """What the writers saw."""
+
+    accepted: list[bytes] = field(default_factory=list)
+    refused: int = 0
+    other_accepted: int = 0
+
+
+async def _writer(client: V3Client, name: str, flood: Flood, deadline: float) -> None:
+    number = 0
+    while trio.current_time() < deadline:
+        key = b"/a/%s/%d" % (name.encode(), number)
+        number += 1
+        try:
+            await client.put(put(key))
+        except RpcError as error:
+            assert error.code is StatusCode.RESOURCE_EXHAUSTED, error
+            assert str(error) == TOO_MANY_REQUESTS
+            flood.refused += 1
+        else:
+            flood.accepted.append(key)
+
+
+async def _other_tenant(client: V3Client, flood: Flood, deadline: float) -> None:
+    number = 0
+    while trio.current_time() < deadline:
+        await client.put(put(b"/b/%d" % number))  # never refused: raises if it were
+        flood.other_accepted += 1
+        number += 1
+        await trio.sleep(0.1)
+
+
+async def _flood(*, spread: bool, planted_skip_leader: bool) -> tuple[Flood, list[list[bytes]]]:
+    """Three writers of ``/a/`` (one per member if ``spread``, else all on a follower) and one
+    of ``/b/`` for ``FLOOD_S``; what they saw, and each member's ``/a/`` keys afterwards."""
+    flood = Flood()
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        if planted_skip_leader:
+            for member in cluster.members.values():
+                member.raft_actor.admission = None
+        addresses = await serve_clients(nursery, cluster)
+        await set_limits(cluster, addresses[0], {"prefix": "/a/", "write_requests_per_s": 10})
+        await trio.sleep(1)  # applied everywhere
+        follower = next(
+            number for number, member in enumerate(cluster.members.values()) if member is not leader
+        )
+        targets = list(range(WRITERS)) if spread else [follower] * WRITERS
+        clients = [V3Client(cluster.network, [addresses[target]]) for target in targets]
+        other = V3Client(cluster.network, [addresses[follower]])
+        deadline = trio.current_time() + FLOOD_S
+        async with trio.open_nursery() as writers:
+            for number, client in enumerate(clients):
+                writers.start_soon(_writer, client, f"w{number}", flood, deadline)
+            writers.start_soon(_other_tenant, other, flood, deadline)
+        await trio.sleep(1)  # every member applied everything
+        stored = await _stored(cluster, addresses)
+        for client in (*clients, other):
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    return flood, stored
+
+
+async def _stored(cluster: InProcessCluster, addresses: list[str]) -> list[list[bytes]]:
+    stored = []
+    for address in addresses:
+        client = V3Client(cluster.network, [address])
+        answer = await client.range(
+            rpc_pb2.RangeRequest(key=b"/a/", range_end=b"/a0", serializable=True)
+        )
+        stored.append(sorted(kv.key for kv in answer.kvs))
+        await client.aclose()
+    return stored
+
+
+def check_held_cluster_wide(flood: Flood, stored: list[list[bytes]]) -> None:
+    """The checker: the cluster accepted about the tenant's rate, nothing refused was
+    stored on any member, the other tenant was served."""
+    assert len(flood.accepted) <= CLUSTER_BOUND, (len(flood.accepted), flood.refused)
+    assert len(flood.accepted) >= RATE_PER_S * FLOOD_S * 0.9, len(flood.accepted)
+    assert flood.refused > 0
+    for keys in stored:
+        assert keys == sorted(flood.accepted)  # refused puts changed nothing anywhere
+    assert flood.other_accepted >= FLOOD_S * 10 * 0.8
+
+
+async def test_one_writer_per_member_is_held_to_the_tenants_rate(autojump_clock: object) -> None:
+    flood, stored = await _flood(spread=True, planted_skip_leader=False)
+    check_held_cluster_wide(flood, stored)
+
+
+async def test_writers_on_one_member_are_not_refused_more_by_the_leader(
+    autojump_clock: object,
+) -> None:
+    flood, stored = await _flood(spread=False, planted_skip_leader=False)
+    check_held_cluster_wide(flood, stored)
+
+
+async def test_planted_bug_leader_hook_skipped_is_caught(autojump_clock: object) -> None:
+    flood, stored = await _flood(spread=True, planted_skip_leader=True)
+    with pytest.raises(AssertionError):
+        check_held_cluster_wide(flood, stored)
+    assert len(flood.accepted) > 2 * CLUSTER_BOUND  # each member gave the full rate
