@@ -52,6 +52,7 @@ from actors.join import cluster_info, fetch_peer_addresses
 from actors.leases import LESSOR_WALL_CLOCK, MemberLeases
 from actors.membership import Member as MemberRecord
 from actors.membership import Membership, member_id_for
+from actors.qos_leader import LEADER_REFUSAL_DELAY_S, LeaderAdmission, LeaderRefused
 from actors.raft import ConfChange, ConfChangeType, DropReason, Role, StorageAppend
 from actors.raft_actor import (
     APPLY_QUEUE_LENGTH_MAX,
@@ -183,6 +184,9 @@ class Member:
             waiters=self.waiters,
             status=self.status,
         )
+        self.raft_actor.admission = LeaderAdmission(  # issue 16: tenants' writes at the leader
+            lambda: self.machine.qos.table, self._roles_of, now=clock.monotonic_s
+        )
         self.storage_actor = StorageActor(
             state.raft_store, storage_receive, self.raft_send.clone(), self.transport_actor.send
         )
@@ -239,6 +243,11 @@ class Member:
     def membership(self) -> Membership:
         """The member table as applied here."""
         return self.apply_actor.machine.membership
+
+    def _roles_of(self, username: str) -> tuple[str, ...]:
+        """A user's roles as applied here (none for an unknown user)."""
+        user = self.machine.auth.store.user(username)
+        return tuple(user.roles) if user is not None else ()
 
     def applied_index(self) -> int:
         """The last applied index (X-Raft-Index)."""
@@ -416,6 +425,8 @@ class Member:
     async def propose_v3(self, request: InternalRaftRequest) -> ProtoMessage:
         """A v3 write: its response (header revision only), or the RpcError it applied to."""
         outcome = await self.propose(EnvelopeKind.V3_REQUEST, request.SerializeToString())
+        if isinstance(outcome, LeaderRefused):
+            await self.clock.sleep(LEADER_REFUSAL_DELAY_S)  # the tarpit a local refusal waits
         if isinstance(outcome, RpcError):
             raise outcome
         assert isinstance(outcome, ProtoMessage), outcome
