@@ -290,8 +290,12 @@ def _background(side: Side) -> dict[str, Shown]:
     """keep-alive until revoked, watches of a prefix, a lock passed on, an election."""
     results: dict[str, Outcome] = {}
     lease = side.grant(9)
+    # etcdctl keeps the lease alive until the keeper (troika's: a Python process, slow to start
+    # on a loaded machine) has renewed it
+    bridge = _etcdctl_process(side.endpoint, ["lease", "keep-alive", lease])
     keeper = side.start(["lease", "keep-alive", lease])
     first_line = _read_until(keeper, _lines(1))
+    _finish(bridge, stop=True)
     side.run(["lease", "revoke", lease])
     kept = _finish(keeper, stop=False)
     results["keep-alive until revoked"] = Outcome(
@@ -667,8 +671,13 @@ def test_watch_resumes_on_the_next_endpoint_after_a_kill(
         # from a revision: the watch sees every write however late its process starts
         watcher = _troika_process(",".join(hosts), ["watch", "r/", "--prefix", "--rev", start])
         lease = etcdctl(hosts[1], ["lease", "grant", str(KEPT_TTL_SECONDS)]).stdout.split()[1]
+        # etcdctl (Go: it starts at once) keeps the lease alive until troika's keeper (Python,
+        # which can take longer than the TTL to start on a loaded machine: 5 to 6 s with four
+        # busy loops on two cores) has renewed it
+        bridge = _etcdctl_process(hosts[1], ["lease", "keep-alive", lease.decode()])
         keeper = _troika_process(",".join(hosts), ["lease", "keep-alive", lease.decode()])
         renewed = _read_until(keeper, _lines(1))
+        _finish(bridge, stop=True)
         for number in range(RESUME_WRITES):
             assert etcdctl(hosts[1], ["put", f"r/{number}", str(number)]).exit_code == 0
         # the first half printed: the watch streams (from the first endpoint) when it dies
