@@ -60,9 +60,12 @@ async def _other_tenant(client: V3Client, flood: Flood, deadline: float) -> None
         await trio.sleep(0.1)
 
 
-async def _flood(*, spread: bool, planted_skip_leader: bool) -> tuple[Flood, list[list[bytes]]]:
-    """Three writers of ``/a/`` (one per member if ``spread``, else all on a follower) and one
-    of ``/b/`` for ``FLOOD_S``; what they saw, and each member's ``/a/`` keys afterwards."""
+async def _flood(
+    writers_on: str, *, planted_skip_leader: bool = False
+) -> tuple[Flood, list[list[bytes]]]:
+    """Three writers of ``/a/`` (``writers_on``: one per member, all on a follower, all on the
+    leader) and one of ``/b/`` for ``FLOOD_S``; what they saw, and each member's ``/a/`` keys
+    afterwards."""
     flood = Flood()
     async with trio.open_nursery() as nursery:
         cluster = await start_cluster(nursery)
@@ -73,10 +76,13 @@ async def _flood(*, spread: bool, planted_skip_leader: bool) -> tuple[Flood, lis
         addresses = await serve_clients(nursery, cluster)
         await set_limits(cluster, addresses[0], {"prefix": "/a/", "write_requests_per_s": 10})
         await trio.sleep(1)  # applied everywhere
-        follower = next(
-            number for number, member in enumerate(cluster.members.values()) if member is not leader
-        )
-        targets = list(range(WRITERS)) if spread else [follower] * WRITERS
+        members = list(cluster.members.values())
+        follower = next(number for number, member in enumerate(members) if member is not leader)
+        targets = {
+            "spread": list(range(WRITERS)),
+            "follower": [follower] * WRITERS,
+            "leader": [members.index(leader)] * WRITERS,
+        }[writers_on]
         clients = [V3Client(cluster.network, [addresses[target]]) for target in targets]
         other = V3Client(cluster.network, [addresses[follower]])
         deadline = trio.current_time() + FLOOD_S
@@ -116,19 +122,20 @@ def check_held_cluster_wide(flood: Flood, stored: list[list[bytes]]) -> None:
 
 
 async def test_one_writer_per_member_is_held_to_the_tenants_rate(autojump_clock: object) -> None:
-    flood, stored = await _flood(spread=True, planted_skip_leader=False)
+    flood, stored = await _flood("spread")
     check_held_cluster_wide(flood, stored)
 
 
+@pytest.mark.parametrize("writers_on", ["follower", "leader"])
 async def test_writers_on_one_member_are_not_refused_more_by_the_leader(
-    autojump_clock: object,
+    autojump_clock: object, writers_on: str
 ) -> None:
-    flood, stored = await _flood(spread=False, planted_skip_leader=False)
+    flood, stored = await _flood(writers_on)
     check_held_cluster_wide(flood, stored)
 
 
 async def test_planted_bug_leader_hook_skipped_is_caught(autojump_clock: object) -> None:
-    flood, stored = await _flood(spread=True, planted_skip_leader=True)
+    flood, stored = await _flood("spread", planted_skip_leader=True)
     with pytest.raises(AssertionError):
         check_held_cluster_wide(flood, stored)
     assert len(flood.accepted) > 2 * CLUSTER_BOUND  # each member gave the full rate
