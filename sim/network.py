@@ -81,6 +81,9 @@ RECEIVE_BYTES_DEFAULT = 64 * 1024
 """What ``receive_some()`` returns at most when given no ``max_bytes``."""
 EPHEMERAL_PORT_FIRST = 49152
 """The first port that ``serve`` on port 0 hands out, per host."""
+STRAND_HOLD_S_MAX = 2.0
+"""A stranded connection's held bytes arrive at the latest this long after its stall ends
+(when no newer connection on its link ever carries bytes to release them earlier)."""
 
 
 class _ConflictDetector:
@@ -113,6 +116,22 @@ class _Link:
     clogged_until_s: float = -math.inf
     directions: dict[int, _Direction] = field(default_factory=dict)
     """The live directions of connections that use this link, by connection id."""
+    stranded: list[_Direction] = field(default_factory=list)
+    """Stranded directions whose held bytes wait for a newer connection's first bytes."""
+
+    def release_stranded(self, newer_id: int, arrive_at_s: float) -> None:
+        """A newer connection's bytes arrive at ``arrive_at_s``: what the older stranded
+        ones held follows each its ``release_delay_s`` later (never sooner than before)."""
+        waiting = []
+        for direction in self.stranded:
+            if direction.connection_id >= newer_id:
+                waiting.append(direction)
+                continue
+            release_s = arrive_at_s + direction.release_delay_s
+            direction.held_until_s = min(direction.held_until_s, release_s)
+            direction.keep_prefix()
+            direction.changed.unpark_all()  # its readers wait for a new arrival time
+        self.stranded = waiting
 
     def name(self) -> str:
         return f"{self.source}->{self.destination}"
@@ -145,6 +164,7 @@ class _Direction:
         "network",
         "queued_bytes",
         "reader_closed",
+        "release_delay_s",
         "reset",
         "stranded_at_s",
         "timer_at_s",
@@ -167,6 +187,8 @@ class _Direction:
         """When the writer gives up on it (``SimNetwork.strand``): its writes fail from then."""
         self.held_until_s = -math.inf
         """Nothing on it arrives before this (``SimNetwork.strand``)."""
+        self.release_delay_s = 0.0
+        """Stranded: how long after a newer connection's first bytes its held bytes arrive."""
         self.changed = trio.lowlevel.ParkingLot()
         """Every task waiting on this direction (reader or writer) parks here."""
         self.timer_at_s = math.inf
@@ -209,11 +231,25 @@ class _Direction:
             return math.inf
         return max(self.in_flight[0].arrive_at_s, self.link.open_from_s(), self.held_until_s)
 
+    def keep_prefix(self) -> None:
+        """Of the writes still in flight, a seed-chosen prefix (one at least) arrives and
+        then a FIN: the rest was lost with the path (a given-up connection ends there)."""
+        writes = [segment for segment in self.in_flight if segment.data is not None]
+        if not writes:
+            return
+        kept = writes[: self.network.draw_count(1, len(writes))]
+        self.in_flight.clear()
+        self.in_flight.extend(kept)
+        self.in_flight.append(_Segment(kept[-1].arrive_at_s, None))
+        self.queued_bytes = len(self.arrived) + sum(len(s.data or b"") for s in kept)
+
     def push(self, data: bytes | None) -> float:
         """Put a segment (or the FIN, None) in flight; when it arrives if the link stays open."""
         now_s = trio.current_time()
         arrive_at_s = max(now_s + self.network.draw_delay_s(self.link), self.last_arrival_s)
         self.last_arrival_s = arrive_at_s
+        if self.link.stranded:
+            self.link.release_stranded(self.connection_id, arrive_at_s)
         self.in_flight.append(_Segment(arrive_at_s, data))
         if data is not None:
             self.queued_bytes += len(data)
@@ -601,8 +637,12 @@ class SimNetwork:
         """Reorder across a reconnect: every live connection from ``a`` to ``b`` stalls for
         ``stall_s`` (what ``a`` writes is held), then ``a``'s writes on it fail
         (``BrokenResourceError``) so ``a`` redials, and what it held arrives ``delay_s``
-        after that: the new connection's bytes can arrive first (a path that stalled while
-        the new one went around it)."""
+        after the first bytes of a newer connection from ``a`` to ``b`` arrive (at the
+        latest ``STRAND_HOLD_S_MAX`` after the stall): the stalled path recovers just behind
+        the new one, so the receiver reads the new connection's first messages and then the
+        old one's, before anything later on the new one tells it they are stale. Of what it
+        held, a seed-chosen prefix of the writes arrives, then a FIN (the rest was lost with
+        the path: what a connection the sender gave up on may deliver)."""
         self._record(f"strand {a}->{b} {stall_s!r}s +{delay_s!r}s")
         now_s = trio.current_time()
         link = self._link(a, b)
@@ -611,7 +651,9 @@ class SimNetwork:
             if direction.dead() or direction.stranded_at_s < math.inf:
                 continue
             direction.stranded_at_s = now_s + stall_s
-            direction.held_until_s = now_s + stall_s + delay_s
+            direction.held_until_s = now_s + stall_s + STRAND_HOLD_S_MAX
+            direction.release_delay_s = delay_s
+            link.stranded.append(direction)
             direction.changed.unpark_all()
 
     # -- observation ---------------------------------------------------------------------
@@ -635,6 +677,10 @@ class SimNetwork:
         if not self._timers_known:
             self._timers, self._timers_known = timers_of_current_clock(), True
         return self._timers
+
+    def draw_count(self, low: int, high: int) -> int:
+        """A count in ``[low, high]`` from the network's generator."""
+        return self._rng.randint(low, high)
 
     def draw_delay_s(self, link: _Link) -> float:
         if link.jitter_s > 0:

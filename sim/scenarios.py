@@ -275,29 +275,23 @@ def _slow_disk(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
+STRAND_DELAYS_S = (0.001, 0.003, 0.01, 0.03)
+"""How long after the new connection's first bytes a stranded one's held bytes arrive."""
+
+
 def _stale_reconnect(rng: Random, duration_s: float) -> tuple[Fault, ...]:
     """A member's connections to another stall and are given up while their bytes are still
-    on the way; the new connection overtakes them (reordering across a reconnect)."""
-    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"), ("leader",))
+    on the way; they arrive just behind the new connection's first bytes (reordering across
+    a reconnect). Mostly the leader's connections to every follower at once: nothing commits
+    while they stall, so a late append lands above what its follower knows is committed."""
+    pairs = (("leader", "follower"), ("follower", "leader"), ("random", "random"))
     faults = []
     at = rng.uniform(0.5, 1.5)
     while at < duration_s - 1:
-        if rng.random() < 0.3:
-            # The leader and one follower in a minority: nothing commits there, so a late
-            # append is not below the follower's commit index when it lands.
-            length = rng.uniform(1.0, 2.5)
-            faults.append(Fault(at, "partition", ("leader", "follower"), duration_s=length))
-            for step in range(3):
-                stall_s, late_s = rng.uniform(0.1, 0.4), rng.choice((0.2, 0.5, 1.0))
-                faults.append(Fault(at + 0.2 + step * length / 3, "strand", ("leader",),
-                                    duration_s=stall_s, value_s=late_s))  # fmt: skip
-            faults.append(Fault(at + length, "heal"))
-            at += length + rng.uniform(0.3, 1.0)
-            continue
-        stall_s, delay_s = rng.uniform(0.0, 0.3), rng.choice((0.05, 0.2, 0.5, 1.0))
-        faults.append(Fault(at, "strand", rng.choice(pairs), stall_s, delay_s))
-        at += rng.expovariate(1 / 0.4)
-    faults.sort(key=lambda fault: fault.at_s)
+        targets = ("leader",) if rng.random() < 0.6 else rng.choice(pairs)
+        stall_s, delay_s = rng.uniform(0.02, 0.3), rng.choice(STRAND_DELAYS_S)
+        faults.append(Fault(at, "strand", targets, stall_s, delay_s))
+        at += stall_s + rng.expovariate(1 / 0.4)
     return tuple(faults)
 
 
