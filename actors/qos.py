@@ -63,6 +63,7 @@ from google.protobuf.message import Message
 from actors.auth_backend import REQUEST_AUTH
 from actors.envelope import EnvelopeKind
 from actors.member import Member, NoLeader, RequestTimeout
+from actors.qos_leader import LeaderAdmission, LeaderRefused
 from actors.watch_backend import MemberWatchBackend
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
@@ -314,7 +315,11 @@ def _limited_unary(limiter: QosLimiter, method: UnaryMethod) -> UnaryHandler:
             return await handler(request, context)
         charges = limiter.charges(list(observations(request)))
         await limiter.admit(charges)
-        response = await handler(request, context)
+        try:
+            response = await handler(request, context)
+        except LeaderRefused:  # over the rate cluster-wide (actors.qos_leader)
+            limiter.refused += 1
+            raise
         if isinstance(request, rpc_pb2.RangeRequest):
             limiter.charge_read(charges, response.ByteSize())
         return response
@@ -443,6 +448,7 @@ def qos_answer(member: Member) -> dict[str, object]:
     """The JSON of ``GET /troika/v1/qos``."""
     qos = member.machine.qos
     limiter = limiter_of(member)
+    leader = member.raft_actor.admission
     return {
         "member_id": f"{member.member_id:x}",
         "tenants": qos.table.to_json(),
@@ -457,6 +463,7 @@ def qos_answer(member: Member) -> dict[str, object]:
         },
         "refused": limiter.refused,
         "delayed": limiter.delayed,
+        "refused_as_leader": leader.refused if isinstance(leader, LeaderAdmission) else 0,
     }
 
 
