@@ -17,7 +17,7 @@ from net.v3.client import V3Client
 from net.v3.errors import RpcError, StatusCode
 from tests.actors.cluster_helpers import InProcessCluster, start_cluster
 from tests.actors.test_qos_member import put, set_limits
-from tests.actors.test_usage_member import serve_clients
+from tests.actors.test_usage_member import get_json, serve_clients
 
 RATE_PER_S = 10
 FLOOD_S = 10.0
@@ -34,6 +34,10 @@ class Flood:
     accepted: list[bytes] = field(default_factory=list)
     refused: int = 0
     other_accepted: int = 0
+    counted_refused: int = 0
+    """The serving members' ``refused`` (``GET /troika/v1/qos``), summed."""
+    refused_as_leader: int = 0
+    """The leader's ``refused_as_leader``."""
 
 
 async def _writer(client: V3Client, name: str, flood: Flood, deadline: float) -> None:
@@ -92,6 +96,10 @@ async def _flood(
             writers.start_soon(_other_tenant, other, flood, deadline)
         await trio.sleep(1)  # every member applied everything
         stored = await _stored(cluster, addresses)
+        for address in addresses:
+            answer = await get_json(cluster, address, "/troika/v1/qos")
+            flood.counted_refused += answer["refused"]
+            flood.refused_as_leader += answer["refused_as_leader"]
         for client in (*clients, other):
             await client.aclose()
         nursery.cancel_scope.cancel()
@@ -119,11 +127,13 @@ def check_held_cluster_wide(flood: Flood, stored: list[list[bytes]]) -> None:
     for keys in stored:
         assert keys == sorted(flood.accepted)  # refused puts changed nothing anywhere
     assert flood.other_accepted >= FLOOD_S * 10 * 0.8
+    assert flood.counted_refused == flood.refused  # where they were refused, wherever decided
 
 
 async def test_one_writer_per_member_is_held_to_the_tenants_rate(autojump_clock: object) -> None:
     flood, stored = await _flood("spread")
     check_held_cluster_wide(flood, stored)
+    assert flood.refused_as_leader > 0
 
 
 @pytest.mark.parametrize("writers_on", ["follower", "leader"])
