@@ -197,3 +197,72 @@ def test_a_lease_past_leases_max_is_refused_on_every_member(troika_cluster: Troi
     assert [qos_of(url)["usage"]["/leased/"]["leases"] for url in urls] == [1, 1, 1]
     assert etcdctl(urls[0], "lease", "revoke", leases[0]).returncode == 0  # frees the tenant
     assert etcdctl(urls[1], "put", "/leased/c", "v", f"--lease={leases[1]}").returncode == 0
+
+
+SPREAD_RATE_PER_S = 10
+SPREAD_FLOOD_S = 4.0
+SPREAD_CONNECTIONS_PER_MEMBER = 2
+
+
+def flood_every_member(urls: list[str], prefix: bytes) -> tuple[int, int, list[str], float]:
+    """Puts on ``SPREAD_CONNECTIONS_PER_MEMBER`` connections to each member, each as fast as
+    it is answered, for ``SPREAD_FLOOD_S``: (accepted, refused, other errors, seconds)."""
+    accepted, refused, other = 0, 0, []
+    deadline = 0.0
+
+    async def worker(url: str, number: int) -> None:
+        nonlocal accepted, refused
+        client = V3Client(TcpNetwork(), [url], timeout_s=30.0)
+        index = 0
+        while trio.current_time() < deadline:
+            key = prefix + b"%d-%04d" % (number, index)
+            index += 1
+            try:
+                await client.put(rpc_pb2.PutRequest(key=key, value=b"x"))
+                accepted += 1
+            except RpcError as error:
+                message = str(error)
+                if error.code is StatusCode.RESOURCE_EXHAUSTED and "too many requests" in message:
+                    refused += 1
+                else:
+                    other.append(message)
+        await client.aclose()
+
+    async def main() -> float:
+        nonlocal deadline
+        started = trio.current_time()
+        deadline = started + SPREAD_FLOOD_S
+        async with trio.open_nursery() as nursery:
+            for number in range(SPREAD_CONNECTIONS_PER_MEMBER * len(urls)):
+                nursery.start_soon(worker, urls[number % len(urls)], number)
+        return trio.current_time() - started
+
+    elapsed_s = trio.run(main)
+    return accepted, refused, other, elapsed_s
+
+
+def test_a_flood_over_every_member_is_held_to_the_rate(troika_cluster: TroikaCluster) -> None:
+    """The leader charges a tenant's writes again (``actors.qos_leader``): a client writing
+    to all three members gets the tenant's rate in the cluster, not three times it."""
+    cluster = troika_cluster
+    cluster.wait_for_leader()
+    urls = cluster.client_urls
+    cli(urls[0], "set", "/spread/", "--write-requests-per-s", str(SPREAD_RATE_PER_S))
+    for url in urls:
+        for _ in range(50):
+            if any(t.get("prefix") == "/spread/" for t in qos_of(url)["tenants"]):
+                break
+            trio.run(trio.sleep, 0.1)
+    accepted, refused, other, elapsed_s = flood_every_member(urls, b"/spread/")
+    print(f"spread flood: {accepted} accepted, {refused} refused in {elapsed_s:.2f} s")
+    assert other == [] and refused > 0
+    # the rate over the flood, the leader's burst (1 s) and debt (0.25 s), a little margin;
+    # each member alone would accept the rate and a burst: about three times as many
+    assert accepted <= SPREAD_RATE_PER_S * (elapsed_s + 1.25) + 5, (accepted, refused, elapsed_s)
+    assert accepted >= SPREAD_RATE_PER_S * SPREAD_FLOOD_S * 0.8, (accepted, elapsed_s)
+    for url in urls:
+        assert count_under(url, b"/spread/") == accepted  # refused puts changed nothing
+    answers = [qos_of(url) for url in urls]
+    assert sum(answer["refused"] for answer in answers) == refused
+    assert sum(answer["refused_as_leader"] for answer in answers) > 0
+    cli(urls[0], "delete", "/spread/")
