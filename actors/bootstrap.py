@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from dataclasses import dataclass
 from random import Random
 
@@ -41,6 +42,7 @@ from actors.raft_storage import DurableRaftStorage
 from actors.state_machine import StateMachine
 from net.network import address_from_url
 from storage.applied_state import AppliedState
+from storage.errors import StorageCorrupted
 from storage.kv import KeyValueStore, WriteBatch
 from storage.raft_store import (
     HardStateRecord,
@@ -48,7 +50,7 @@ from storage.raft_store import (
     SnapshotRecord,
     encode_snapshot_chunk,
 )
-from storage.sealed import PLANTED, SKIP_SEAL_CHECK
+from storage.sealed import PLANTED, SKIP_SEAL_CHECK, seal, unpack_exact, unseal
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +177,38 @@ class Identity:
     cluster_id: int
 
     def encode(self) -> bytes:
-        """For the key-value store."""
-        return cbor2.dumps([self.member_id, self.cluster_id])
+        """For the key-value store (sealed, as every value: ``storage.sealed``)."""
+        return seal(cbor2.dumps([self.member_id, self.cluster_id]))
 
     @classmethod
     def decode(cls, data: bytes) -> Identity:
-        """Parse what ``encode`` made."""
-        member_id, cluster_id = cbor2.loads(data)
-        return cls(int(member_id), int(cluster_id))
+        """Parse what ``encode`` made.
+
+        Raises:
+            StorageCorrupted: the value fails its seal or does not hold two ids.
+        """
+        body = bytes(unseal(IDENTITY_KEY, data))
+        try:
+            member_id, cluster_id = cbor2.loads(body)
+            return cls(int(member_id), int(cluster_id))
+        except (cbor2.CBORError, ValueError, TypeError) as error:
+            raise StorageCorrupted(f"value of {IDENTITY_KEY!r} is malformed: {error}") from None
+
+
+_INCARNATION = struct.Struct(">Q")
+
+
+def _stored_incarnation(kv: KeyValueStore) -> int:
+    """How many times the member has started (0 before its first start).
+
+    Raises:
+        StorageCorrupted: the value fails its seal or has the wrong size.
+    """
+    value = kv.get(INCARNATION_KEY)
+    if value is None:
+        return 0
+    (incarnation,) = unpack_exact(INCARNATION_KEY, _INCARNATION, unseal(INCARNATION_KEY, value))
+    return incarnation
 
 
 @dataclass
@@ -223,9 +249,9 @@ async def open_state(
     else:
         machine = StateMachine.load(kv, applied, min_lease_ttl_s=config.min_lease_ttl_s())
     await commit_what_was_applied(raft_store, machine.applied_index)
-    incarnation = int(cbor2.loads(kv.get(INCARNATION_KEY) or cbor2.dumps(0))) + 1
+    incarnation = _stored_incarnation(kv) + 1
     batch = WriteBatch()
-    batch.put(INCARNATION_KEY, cbor2.dumps(incarnation))
+    batch.put(INCARNATION_KEY, seal(_INCARNATION.pack(incarnation)))
     await kv.write(batch, sync=True)
     return OpenedState(identity, raft_store, applied, machine, incarnation)
 
