@@ -7,8 +7,9 @@ Why here
 The limits are replicated (``storage.qos``, applied by ``actors.state_machine``): every member
 holds the same table. Rates are enforced by the member that **serves** the request, with token
 buckets on Trio's clock (virtual in the simulator; no wall clock), so each member gives a tenant
-at most its rate: a cluster of N members serves at most N times the rate in all. Space quotas
-are enforced at apply (``actors.qos_apply``), where every member agrees.
+at most its rate: a cluster of N members serves at most N times a read rate in all. Writes are
+charged again at the leader (``actors.qos_leader``), which holds the cluster to the write rate.
+Space quotas are enforced at apply (``actors.qos_apply``), where every member agrees.
 
 The hook
 --------
