@@ -207,6 +207,11 @@ class SimCluster:
                         if slot.disk.damaged_reads == damaged_before:  # not injected: a bug
                             self.open_failures.append(f"{name} read damaged data: {found}")
                         self.crash(name)
+                except* ValueError as malformed:  # data that passed its seal but is malformed
+                    if self.slots[name].member is member:  # (what decoders raise): a bug
+                        self.note(f"{name} stopped on malformed data: {_leaf(malformed)}")
+                        self.open_failures.append(f"{name} met malformed data: {_leaf(malformed)}")
+                        self.crash(name)
 
         await self.nursery.start(run)
         slot.member, slot.scope = member, scope
