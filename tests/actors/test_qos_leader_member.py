@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from actors.auth_gate import MemberAuthRpcBackend
 from actors.qos import TOO_MANY_REQUESTS
 from net.etcdpb import rpc_pb2
-from net.v3.client import V3Client
+from net.v3.client import Credentials, V3Client
 from net.v3.errors import RpcError, StatusCode
 from tests.actors.cluster_helpers import InProcessCluster, start_cluster
+from tests.actors.test_auth_member import _fast_hashes
+from tests.actors.test_qos_callers import _enable_auth
 from tests.actors.test_qos_member import put, set_limits
 from tests.actors.test_usage_member import get_json, serve_clients
 
@@ -177,3 +180,70 @@ async def test_a_new_leader_starts_with_full_buckets(autojump_clock: object) -> 
     assert len(flood.accepted) <= CLUSTER_BOUND + RATE_PER_S * 1.25  # one more second at most
     for keys in stored:
         assert set(flood.accepted) <= set(keys) <= set(flood.accepted) | set(flood.uncertain)
+
+
+CALLER_RATE_PER_S = 6
+PREFIX_RATE_PER_S = 2
+CALLER_FLOOD_S = 4.0
+
+
+async def _caller_flood(*, planted_skip_leader: bool) -> int:
+    """carol (role team at ``CALLER_RATE_PER_S``; her keys' prefix tenant at
+    ``PREFIX_RATE_PER_S``) writing through every member at once for ``CALLER_FLOOD_S``: the
+    puts accepted."""
+    accepted = 0
+
+    async def writer(client: V3Client, number: int, deadline: float) -> None:
+        nonlocal accepted
+        index = 0
+        while trio.current_time() < deadline:
+            index += 1
+            try:
+                await client.put(put(b"/t/carol/%d-%d" % (number, index)))
+                accepted += 1
+            except RpcError as error:
+                assert str(error) == TOO_MANY_REQUESTS, error
+
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        _fast_hashes(cluster)
+        leader = await cluster.leader()
+        if planted_skip_leader:
+            for member in cluster.members.values():
+                member.raft_actor.admission = None
+        addresses = await serve_clients(nursery, cluster)
+        await set_limits(cluster, addresses[0], {"prefix": "/t/", "write_requests_per_s": 2})
+        await set_limits(cluster, addresses[0], {"role": "team", "write_requests_per_s": 6})
+        await _enable_auth(MemberAuthRpcBackend(leader))
+        await trio.sleep(1)  # applied everywhere
+        clients = [
+            V3Client(cluster.network, [address], credentials=Credentials("carol", "pw"))
+            for address in addresses
+        ]
+        deadline = trio.current_time() + CALLER_FLOOD_S
+        async with trio.open_nursery() as writers:
+            for number, client in enumerate(clients):
+                writers.start_soon(writer, client, number, deadline)
+        for client in clients:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    return accepted
+
+
+def check_caller_held(accepted: int) -> None:
+    """The role's rate in the cluster (its burst and the leader's debt), not three times it,
+    and not the prefix tenant's (the caller's tenant replaces it at the leader too)."""
+    assert accepted <= CALLER_RATE_PER_S * (CALLER_FLOOD_S + 1.25) + 3, accepted
+    assert accepted > PREFIX_RATE_PER_S * (CALLER_FLOOD_S + 1.25) + 3, accepted
+
+
+async def test_a_callers_role_tenant_is_held_cluster_wide(autojump_clock: object) -> None:
+    check_caller_held(await _caller_flood(planted_skip_leader=False))
+
+
+async def test_planted_bug_caller_spread_without_the_leader_is_caught(
+    autojump_clock: object,
+) -> None:
+    accepted = await _caller_flood(planted_skip_leader=True)
+    with pytest.raises(AssertionError):
+        check_caller_held(accepted)
