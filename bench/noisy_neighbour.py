@@ -10,7 +10,7 @@ three phases:
    ``FLOOD_CONNECTIONS`` connections each spread over the three members, each as fast as it is
    answered (refusals included), with no limit on A;
 3. ``flood+limit``: the same flood with ``troika qos set /a/ --write-requests-per-s
-   A_LIMIT_PER_S`` (per member serving).
+   A_LIMIT_PER_S`` (in the whole cluster: the serving member and the leader both charge it).
 
 Per phase: B's p50/p99/max and how many of B's puts failed; A's puts accepted and refused a
 second; whether every member still answered at the end (the cluster did not fall over). The
@@ -182,7 +182,7 @@ def main() -> None:
         "--flood-nice", type=int, default=0,
         help="run the flooders at this nice value (19: as if on other machines)",
     )  # fmt: skip
-    parser.add_argument("--limit", type=int, default=A_LIMIT_PER_S, help="A's writes/s a member")
+    parser.add_argument("--limit", type=int, default=A_LIMIT_PER_S, help="A's writes/s in all")
     args = parser.parse_args()
     rows = run(args.repeat, args.seconds, args.flood_nice, args.limit)
     if args.out is not None:
