@@ -326,7 +326,7 @@ MEMBERS = ClusterOptions().names()
 
 
 SWARM_KINDS = ("partition", "isolate", "cut-one-way", "clog", "latency", "crash", "reset",
-               CLOCK_JUMP, CLOCK_DRIFT)  # fmt: skip
+               CLOCK_JUMP, CLOCK_DRIFT, "corrupt-read")  # fmt: skip
 
 
 def draw_swarm_knobs(rng: Random) -> SwarmKnobs:
@@ -354,6 +354,11 @@ def _swarm(rng: Random, duration_s: float) -> tuple[Fault, ...]:
 def _swarm_fault(rng: Random, kind: str, at: float, length: float) -> list[Fault]:
     target = rng.choice(("leader", "follower", "random"))
     match kind:
+        case "corrupt-read":  # a damaged read, then a crash and restart that open its data
+            member = rng.choice(MEMBERS)
+            damaged = Fault(at, rng.choice(CORRUPT_KINDS), (member,))
+            return [damaged, Fault(at + length / 2, "crash", (member,)),
+                    Fault(at + length, "restart-all")]  # fmt: skip
         case "partition":
             side = rng.choice(((target,), (target, "random")))
             return [Fault(at, "partition", side, duration_s=length), Fault(at + length, "heal")]
