@@ -218,6 +218,7 @@ class Side:
         return lease
 
 
+SCRIPT_SESSION_TTL = "3600"
 SCRIPT: list[list[str]] = [
     ["lease", "grant", "x"],
     ["lease", "grant"],
@@ -263,10 +264,22 @@ SCRIPT: list[list[str]] = [
     ["watch", "a", "--"],
     ["watch", "--", "echo"],
     ["lock"],
-    ["lock", "mylock", "echo", "hi"],
-    ["lock", "mylock", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"],
-    ["lock", "mylock", "/nonexistent"],
-    ["lock", "mylock", "nonexistent-command"],
+    # Each lock's session lease outlives the command and is listed at the end: a TTL longer
+    # than the script takes on a loaded machine (the default 60 s is not: with four busy
+    # loops on two cores troika's first sessions had expired before the listing).
+    ["lock", "--ttl", SCRIPT_SESSION_TTL, "mylock", "echo", "hi"],
+    [
+        "lock",
+        "--ttl",
+        SCRIPT_SESSION_TTL,
+        "mylock",
+        "--",
+        "sh",
+        "-c",
+        "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3",
+    ],
+    ["lock", "--ttl", SCRIPT_SESSION_TTL, "mylock", "/nonexistent"],
+    ["lock", "--ttl", SCRIPT_SESSION_TTL, "mylock", "nonexistent-command"],
     ["elect"],
     ["elect", "a", "b", "c"],
     ["elect", "myelection"],
