@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 REPORTS_QUEUE_LENGTH_MAX = 1024
 """Snapshot outcomes waiting to reach the raft actor."""
+INBOUND_BATCH_MAX = 256
+"""Inbound payloads taken in one task step before the actor lets others run."""
 
 
 class RaftStoreSnapshotSink:
@@ -195,34 +197,57 @@ class TransportActor:
             await self._receive()
 
     async def _receive(self) -> None:
+        """Take the inbound payloads waiting (up to ``INBOUND_BATCH_MAX``) in one task step
+        and hand the raft actor their messages without a step per message (waiting only
+        while its inbox is full)."""
         async with self.inbound:
-            async for sender, payload in self.inbound:
-                if LEASE_RELAY_KIND in payload:
-                    if self.on_lease_payload is not None:
-                        self.on_lease_payload(sender, payload)
-                    continue
+            while True:
                 try:
-                    message = message_from_wire(payload)
-                except WireError as error:
-                    log.warning("%x: malformed message from %x: %s", self.member_id, sender, error)
-                    continue
-                if message.sender != sender or message.recipient != self.member_id:
-                    log.warning(
-                        "%x: message from %x claims to be from %x to %x; dropped",
-                        self.member_id,
-                        sender,
-                        message.sender,
-                        message.recipient,
-                    )
-                    continue
-                if message.type is MessageType.APPEND:
-                    self.appends_received.record(sum(len(e.data) for e in message.entries))
-                if message.type is MessageType.SNAPSHOT:
-                    with_chunks = self._with_written_chunks(message)
-                    if with_chunks is None:
-                        continue
-                    message = with_chunks
-                await self.to_raft.send(FromPeer(message))
+                    item = await self.inbound.receive()
+                except trio.EndOfChannel:
+                    return
+                taken = 1
+                while True:
+                    message = self._message_from(*item)
+                    if message is not None:
+                        try:
+                            self.to_raft.send_nowait(FromPeer(message))
+                        except trio.WouldBlock:
+                            await self.to_raft.send(FromPeer(message))
+                    if taken == INBOUND_BATCH_MAX:
+                        break
+                    try:
+                        item = self.inbound.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    taken += 1
+
+    def _message_from(self, sender: int, payload: Payload) -> Message | None:
+        """The checked Raft message a payload carries; None (logged) for a lease relay
+        payload (handed to ``on_lease_payload``) or one the raft actor must not see."""
+        if LEASE_RELAY_KIND in payload:
+            if self.on_lease_payload is not None:
+                self.on_lease_payload(sender, payload)
+            return None
+        try:
+            message = message_from_wire(payload)
+        except WireError as error:
+            log.warning("%x: malformed message from %x: %s", self.member_id, sender, error)
+            return None
+        if message.sender != sender or message.recipient != self.member_id:
+            log.warning(
+                "%x: message from %x claims to be from %x to %x; dropped",
+                self.member_id,
+                sender,
+                message.sender,
+                message.recipient,
+            )
+            return None
+        if message.type is MessageType.APPEND:
+            self.appends_received.record(sum(len(e.data) for e in message.entries))
+        if message.type is MessageType.SNAPSHOT:
+            return self._with_written_chunks(message)
+        return message
 
     def _with_written_chunks(self, message: Message) -> Message | None:
         """A snapshot message whose chunks are all written here, its manifest naming them;

@@ -296,11 +296,33 @@ class FrameReader:
         if not self._buffer and not await self._receive_more():
             raise EndOfFrames()
         await self._fill(FRAME_HEADER_BYTES)
+        end = FRAME_HEADER_BYTES + self._checked_length()
+        await self._fill(end)
+        return self._take(end)
+
+    def receive_buffered(self) -> Payload | None:
+        """The next frame's payload if the buffer already holds all of it, else None; never
+        waits (a batch of frames that arrived in one receive is read without a checkpoint
+        per frame).
+
+        Raises:
+            FrameTooLarge, MalformedFrame: as ``receive``.
+        """
+        if len(self._buffer) < FRAME_HEADER_BYTES:
+            return None
+        end = FRAME_HEADER_BYTES + self._checked_length()
+        if len(self._buffer) < end:
+            return None
+        return self._take(end)
+
+    def _checked_length(self) -> int:
+        """The buffered frame's body length, refused before any of the body is waited for."""
         (length,) = _HEADER.unpack_from(self._buffer)
         if length > self._frame_bytes_max:
             raise FrameTooLarge(length, self._frame_bytes_max)
-        end = FRAME_HEADER_BYTES + length
-        await self._fill(end)
+        return int(length)
+
+    def _take(self, end: int) -> Payload:
         body = bytes(self._buffer[FRAME_HEADER_BYTES:end])
         del self._buffer[:end]
         return decode_payload(body, items_max=self._items_max)

@@ -26,13 +26,16 @@ then only writes to: payloads to that peer travel there, in order. ``send`` neve
 encodes the payload into a frame and puts it on the peer's bounded outbox (``False`` when full
 or the peer unknown: the caller counts a drop, Raft retries). A sender task per peer dials
 (with exponential backoff and jitter from the injected ``random.Random``), then writes the
-queued frames, as many as fit in ``write_bytes_max`` in one write. The accepting side reads
-frames and puts ``(sender id, payload)`` on the inbound channel; it waits when that channel is
-full (backpressure reaches the sender's socket, then its outbox, which drops). The accepting
-side writes nothing after its answer except a refusal before closing, so the dialing side
-reads its stream only to notice the close. When a peer redials, its older inbound connection is
-closed. While a peer cannot be reached, what is queued for it is dropped at each failed dial,
-and ``on_unreachable(member_id)`` is called (Raft's ``report_unreachable``).
+queued frames, as many as fit in ``write_bytes_max`` in one write, with no cancel scope per
+write: a watchdog task per connection ends it when one write has made no progress for
+``write_timeout_seconds``. The accepting side reads frames and puts ``(sender id, payload)``
+on the inbound channel, every frame that came in one receive without a task step of its own;
+it waits when that channel is full (backpressure reaches the sender's socket, then its
+outbox, which drops). The accepting side writes nothing after its answer except a refusal
+before closing, so the dialing side reads its stream only to notice the close. When a peer
+redials, its older inbound connection is closed. While a peer cannot be reached, what is
+queued for it is dropped at each failed dial, and ``on_unreachable(member_id)`` is called
+(Raft's ``report_unreachable``).
 
 Pipeline channel. ``send_snapshot`` sends a small payload and a sequence of chunks on a
 connection of its own, never holding more than one chunk: after the handshake,
@@ -123,7 +126,7 @@ HANDSHAKE_TIMEOUT_SECONDS: Final = 5.0
 """How long an accepted connection may take to send its handshake."""
 WRITE_TIMEOUT_SECONDS: Final = 10.0
 """A write (of up to ``WRITE_BYTES_MAX`` and a frame) that takes longer means the connection
-is dead or the peer does not read."""
+is dead or the peer does not read (noticed within twice this: see ``_watch_writes``)."""
 PIPELINE_IDLE_TIMEOUT_SECONDS: Final = 30.0
 """The longest wait for one pipeline frame to be written or read."""
 SNAPSHOT_ANSWER_TIMEOUT_SECONDS: Final = 60.0
@@ -566,10 +569,16 @@ class PeerTransport:
         peer.connection_scope = scope
         try:
             with scope:
+                progress = _WriteProgress()
                 async with trio.open_nursery() as nursery:
 
                     async def write() -> None:
-                        reasons.append(await self._write_outbox(peer, connection.stream))
+                        reasons.append(await self._write_outbox(peer, connection.stream, progress))
+                        nursery.cancel_scope.cancel()
+
+                    async def watch_writes() -> None:
+                        timeout_seconds = self._limits.write_timeout_seconds
+                        reasons.append(await _watch_writes(progress, timeout_seconds))
                         nursery.cancel_scope.cancel()
 
                     async def watch() -> None:
@@ -578,14 +587,21 @@ class PeerTransport:
 
                     nursery.start_soon(write)
                     nursery.start_soon(watch)
+                    nursery.start_soon(watch_writes)
         finally:
             peer.connection_scope = None
             await trio.aclose_forcefully(connection.stream)
         return reasons[0] if reasons else None
 
-    async def _write_outbox(self, peer: _Peer, stream: trio.abc.SendStream) -> str:
+    async def _write_outbox(
+        self, peer: _Peer, stream: trio.abc.SendStream, progress: _WriteProgress
+    ) -> str:
         """Write queued frames, joined into writes of up to ``write_bytes_max``; returns why
-        the connection failed."""
+        the connection failed.
+
+        A write has no deadline of its own (a cancel scope per write was the largest cost of
+        the peer path); ``_watch_writes`` ends the connection when one stops making progress.
+        """
         try:
             while True:
                 frame = await peer.outbox_receive.receive()
@@ -599,10 +615,10 @@ class PeerTransport:
                     batch.append(frame)
                     batch_bytes += len(frame)
                 peer.outbox_bytes -= batch_bytes
-                with trio.fail_after(self._limits.write_timeout_seconds):
-                    await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-        except trio.TooSlowError:
-            return f"a write took longer than {self._limits.write_timeout_seconds} s"
+                progress.writing = True
+                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                progress.writing = False
+                progress.writes_done += 1
         except _CONNECTION_ERRORS as error:
             return f"the connection broke: {_describe(error)}"
 
@@ -875,8 +891,10 @@ class PeerTransport:
         try:
             with scope:
                 while True:
-                    payload = await reader.receive()
-                    await self._inbound.send((sender, payload))
+                    payload: Payload | None = await reader.receive()
+                    while payload is not None:
+                        await self._deliver(sender, payload)
+                        payload = reader.receive_buffered()
         except FrameError as error:
             await self._refuse(stream, sender, _describe(error))
         except (EndOfFrames, *_CONNECTION_ERRORS) as error:
@@ -886,6 +904,14 @@ class PeerTransport:
         finally:
             if self._inbound_streams.get(sender) is scope:
                 del self._inbound_streams[sender]
+
+    async def _deliver(self, sender: int, payload: Payload) -> None:
+        """Put a payload on the inbound channel, waiting only while it is full: a frame
+        delivered costs no task step of its own (the reader's receive is the checkpoint)."""
+        try:
+            self._inbound.send_nowait((sender, payload))
+        except trio.WouldBlock:
+            await self._inbound.send((sender, payload))
 
     # -- snapshots in ----------------------------------------------------------------------
 
@@ -1040,6 +1066,29 @@ async def _watch_for_close(reader: FrameReader) -> str:
     except _CONNECTION_ERRORS as error:
         return f"the connection broke: {_describe(error)}"
     return "the peer sent an unexpected frame"
+
+
+@dataclass(slots=True)
+class _WriteProgress:
+    """What a stream connection's writer is doing, for ``_watch_writes``."""
+
+    writing: bool = False
+    writes_done: int = 0
+
+
+async def _watch_writes(progress: _WriteProgress, timeout_seconds: float) -> str:
+    """Return once one write has been in progress through a whole ``timeout_seconds``.
+
+    Checks every ``timeout_seconds``: a write seen in progress at two checks in a row, with
+    no write finished between them, took at least that long (and is caught within twice
+    it). One timer per connection and period instead of a cancel scope per write.
+    """
+    stuck_after: int | None = None
+    while True:
+        await trio.sleep(timeout_seconds)
+        if progress.writing and progress.writes_done == stuck_after:
+            return f"a write took longer than {timeout_seconds} s"
+        stuck_after = progress.writes_done if progress.writing else None
 
 
 async def _call_later(on_done: Callable[[bool], None], delivered: bool) -> None:

@@ -210,6 +210,34 @@ async def test_several_frames_in_one_receive() -> None:
         await reader.receive()
 
 
+async def test_receive_buffered_takes_the_whole_frames_already_read_and_never_waits() -> None:
+    last = encode_frame({"c": 3})
+    reader = await reader_over(
+        encode_frame({"a": 1}) + encode_frame({"b": 2}) + last[:3], close=False
+    )
+    assert reader.receive_buffered() is None  # nothing read from the stream yet
+    assert await reader.receive() == {"a": 1}  # one receive brought all three pieces
+    assert reader.receive_buffered() == {"b": 2}
+    assert reader.receive_buffered() is None  # half a header of the third
+    with trio.testing.assert_no_checkpoints():
+        assert reader.receive_buffered() is None
+
+
+async def test_receive_buffered_refuses_a_frame_too_large_by_its_header_alone() -> None:
+    reader = await reader_over(encode_frame({"a": 1}) + header(1000), close=False)
+    reader.frame_bytes_max = 100
+    assert await reader.receive() == {"a": 1}
+    with pytest.raises(FrameTooLarge):
+        reader.receive_buffered()
+
+
+async def test_receive_buffered_refuses_garbage() -> None:
+    reader = await reader_over(encode_frame({"a": 1}) + header(5) + b"hello", close=False)
+    assert await reader.receive() == {"a": 1}
+    with pytest.raises(MalformedFrame):
+        reader.receive_buffered()
+
+
 async def test_too_large_is_raised_before_the_body_is_waited_for() -> None:
     # The stream stays open and the body never comes: reading it would hang.
     reader = await reader_over(header(STREAM_FRAME_BYTES_MAX + 1), close=False)
