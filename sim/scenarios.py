@@ -30,9 +30,10 @@ class Fault:
     (from, to), clog (two targets, for ``duration_s``), latency (``duration_s``
     of ``value_s`` extra delay on a target's links), crash, restart, restart-all,
     reset, heal, strand (from, to, or one target and all its peers: connections that stall
-    for ``duration_s``, are given up, and deliver what they held ``value_s`` later); and
-    the disk faults of ``sim.faults_disk`` (fail-write-EIO and the like,
-    slow-disk for ``duration_s`` with fsyncs of ``value_s``); and the clock faults of
+    for ``duration_s``, are given up, and deliver a prefix of what they held ``value_s``
+    after the new connection's first bytes); and the disk faults of ``sim.faults_disk``
+    (fail-write-EIO and the like, slow-disk for ``duration_s`` with fsyncs of ``value_s``,
+    corrupt-read-bit and corrupt-read-zero); and the clock faults of
     ``sim.clock_faults`` (clock-jump by ``value_s`` seconds, clock-drift at rate ``value_s``
     for ``duration_s``).
     """
