@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from actors.alarms import ALARMS_BLOB, AlarmTable
-from actors.auth_apply import AuthApplier, auth_field
+from actors.auth_apply import AUTH_FIELDS, AuthApplier, auth_field
 from actors.codec import SnapshotManifest
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.kv_applier import KvApplier
@@ -432,9 +432,13 @@ class StateMachine:
         except DecodeError as error:
             log.error("malformed v3 request in the log (%s); skipped", error)
             return None
-        name = auth_field(request)
-        if name is not None:
-            return self._apply_auth(request, name)
+        # One listing of the set fields instead of a HasField per auth field (about 20 per
+        # entry; a tenth of a put's apply before): auth_field runs only for auth entries.
+        present = {field.name for field, _ in request.ListFields()}
+        if not AUTH_FIELDS.isdisjoint(present):
+            name = auth_field(request)
+            if name is not None:
+                return self._apply_auth(request, name)
         denied = self.auth.check(request, self._lease_keys)
         if denied is not None:
             return denied  # a refused request changes nothing
@@ -443,11 +447,11 @@ class StateMachine:
             return over_quota  # a tenant's space quota (issue 16): changes nothing either
         outcome: Outcome
         try:
-            if request.HasField("alarm"):
+            if "alarm" in present:
                 outcome = self.alarms.apply(request.alarm)
-            elif request.HasField("lease_grant"):
+            elif "lease_grant" in present:
                 outcome = self._grant(request.lease_grant)
-            elif request.HasField("lease_revoke"):
+            elif "lease_revoke" in present:
                 outcome = self._revoke(request.lease_revoke)
             else:
                 outcome = self.kv.apply(request)
