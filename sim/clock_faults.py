@@ -51,12 +51,16 @@ def fire_clock_fault(
         elif fault.kind == CLOCK_DRIFT:
             clock.set_rate(fault.value_s)
             cluster.clock_extremes.saw(fault.value_s)
-            nursery.start_soon(_end_drift, cluster, name, fault.duration_s)
+            nursery.start_soon(_end_drift, cluster, name, fault.duration_s, fault.value_s)
         else:
             raise ValueError(f"not a clock fault: {fault.kind!r}")
 
 
-async def _end_drift(cluster: SimCluster, name: str, after_s: float) -> None:
+async def _end_drift(cluster: SimCluster, name: str, after_s: float, rate: float) -> None:
+    """Back to true time's rate, unless a later drift fault set another rate meanwhile (it
+    ends that one itself)."""
     await trio.sleep(after_s)
-    cluster.slots[name].clock.set_rate(1.0)
-    cluster.note(f"clock-drift {name} ends")
+    clock = cluster.slots[name].clock
+    if clock.rate == rate:
+        clock.set_rate(1.0)
+        cluster.note(f"clock-drift {name} ends")
