@@ -17,8 +17,7 @@ from storage.errors import StorageCorrupted
 from storage.kv import WriteBatch
 from storage.sealed import seal, unseal
 
-CATCHING_SEEDS = (0, 3)
-"""Seeds of corrupt-reads shown to catch skip-seal-check (docs/simulator.md)."""
+PLANTED_BUG_SEEDS_MAX = 200
 
 
 def _filled(disk: SimDisk) -> None:
@@ -89,9 +88,9 @@ def test_members_stop_or_refuse_on_damaged_reads_and_the_cluster_recovers() -> N
 
 @pytest.mark.slow
 def test_the_planted_skip_seal_check_is_caught() -> None:
-    """Seed 0 catches it (durability: a member meets a damaged value its missing check let
-    through), well within the 200 seeds issue 14 allows."""
-    for seed in CATCHING_SEEDS:
+    """Within 200 seeds (stopping at the first): seeds 0 and 3 caught it at 543805b, seed 6
+    (of 0-9) at 42760f7, after other changes moved the traces (docs/simulator.md)."""
+    for seed in range(PLANTED_BUG_SEEDS_MAX):
         options = RunOptions(seed, "corrupt-reads", planted_bug="skip-seal-check", duration_s=6)
         result = run(options)
         if result.passed:
@@ -100,4 +99,4 @@ def test_the_planted_skip_seal_check_is_caught() -> None:
         clean = run(RunOptions(seed, "corrupt-reads", duration_s=6))
         assert clean.passed, "\n".join(summary_lines(clean))
         return
-    pytest.fail(f"skip-seal-check went unnoticed on seeds {CATCHING_SEEDS}")
+    pytest.fail(f"skip-seal-check went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds")

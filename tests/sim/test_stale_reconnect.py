@@ -17,9 +17,9 @@ from sim.runner import RunOptions, run
 from tests.sim.helpers import start_pair_maker
 from tests.sim.test_network_faults import receive_exactly
 
-CATCHING_SEEDS = (1, 3)
-"""Seeds of stale-reconnect shown to catch the planted pair (of seeds 0-3, 0 too, as a
-livelock the watchdog stops after minutes of CPU: left out to bound the step's time)."""
+PLANTED_BUG_SEEDS = range(1, 200)
+"""Seed 0 is left out: with the pair planted it spins until the watchdog stops it, minutes of
+CPU (a catch too, but the step's time must stay bounded)."""
 STALE_BUGS = "peer-keep-stale-streams,truncate-on-stale-append"
 
 
@@ -100,7 +100,7 @@ def test_the_planted_stale_append_pair_is_caught() -> None:
     """Seed 1 catches it (the Monitor's durability check: a follower's log ends below what
     its leader holds it acknowledged), well within the 200 seeds issue 14 allows; each bug
     alone passes seeds 1 and 3 (docs/simulator.md)."""
-    for seed in CATCHING_SEEDS:
+    for seed in PLANTED_BUG_SEEDS:
         result = run(RunOptions(seed, "stale-reconnect", planted_bug=STALE_BUGS, duration_s=6))
         if result.passed:
             continue
@@ -108,4 +108,4 @@ def test_the_planted_stale_append_pair_is_caught() -> None:
         clean = run(RunOptions(seed, "stale-reconnect", duration_s=6))
         assert clean.passed, "\n".join(summary_lines(clean))
         return
-    pytest.fail(f"{STALE_BUGS} went unnoticed on seeds {CATCHING_SEEDS}")
+    pytest.fail(f"{STALE_BUGS} went unnoticed on seeds 1-199")
