@@ -505,11 +505,12 @@ def test_troika_lock_and_etcdctl_lock_exclude_each_other(endpoints: tuple[str, s
     """The lock is etcdctl's recipe, so a troika holder keeps an etcdctl waiter out."""
     reference, _ = endpoints
     holder = _troika_process(reference, ["lock", "shared"])
-    _wait_for_keys(Side(reference, "etcdctl", Normaliser()), "shared/", 1)
+    printed = _read_until(holder, _lines(1))  # the key: it holds the lock
     waiter = _etcdctl_process(reference, ["lock", "shared", "echo", "etcdctl got it"])
+    _wait_for_keys(Side(reference, "etcdctl", Normaliser()), "shared/", 2)
     time.sleep(SETTLE_SECONDS)
     assert waiter.poll() is None, "etcdctl took a lock troika holds"
-    held = _finish(holder, stop=True)
+    held = _finish(holder, stop=True, printed=printed)
     assert held.exit_code == 0 and held.stdout.startswith(b"shared/")
     assert _finish(waiter, stop=False) == Outcome(b"etcdctl got it\n", "", 0)
 
