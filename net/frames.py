@@ -82,11 +82,10 @@ def check_structure(
     """Check that ``body`` is exactly one CBOR map of plain values, without decoding it.
 
     One pass over the item headers; strings are skipped by their length, so the cost is in
-    the number of items, not of bytes (about 0.3 microseconds an item). The hot
-    loop uses the RFC 8949 numbers directly: major types 0 and 1 are integers, 2 byte
-    strings, 3 text strings, 4 arrays, 5 maps, 6 tags, 7 simple values and floats; an
-    initial byte's low 5 bits below 24 are the argument itself, 24 to 27 say that 1, 2, 4 or
-    8 bytes of argument follow, 28 to 31 are reserved or indefinite.
+    the number of items, not of bytes. Every peer message is checked twice (by its sender
+    after encoding, by its receiver before decoding), so the walk is table-driven
+    (``_acceptable``, about 0.4 microseconds an item); a refused body is walked again by
+    ``_explain_refusal`` for the precise reason.
 
     Args:
         body: a frame body.
@@ -95,6 +94,110 @@ def check_structure(
 
     Raises:
         MalformedFrame: anything listed in the module docstring.
+    """
+    if not _acceptable(body, items_max, depth_max):
+        _explain_refusal(body, items_max=items_max, depth_max=depth_max)
+        raise MalformedFrame("refused")  # the two walks disagree: refuse anyway
+
+
+def _header_table() -> tuple[tuple[int, int, int, int], ...]:
+    """Per initial byte: (kind, width of the argument that follows, inline argument, major
+    type). Kinds: ``_DONE`` (an int below 24, false, true, null), ``_SKIP`` (an int or float
+    whose ``width`` bytes follow), ``_STRING``, ``_CONTAINER``, ``_REFUSED`` (tags, other
+    simple values, indefinite lengths, reserved headers)."""
+    table = []
+    for initial in range(256):
+        major, info = initial >> 5, initial & 0x1F
+        width = 1 << (info - 24) if 24 <= info <= 27 else 0
+        if info > 27 or major == 6:
+            kind = _REFUSED
+        elif major <= 1:
+            kind = _SKIP if width else _DONE
+        elif major <= 3:
+            kind = _STRING
+        elif major <= 5:
+            kind = _CONTAINER
+        elif 20 <= info <= 22:
+            kind = _DONE
+        elif 25 <= info <= 27:
+            kind = _SKIP
+        else:
+            kind = _REFUSED
+        table.append((kind, width, 0 if width else info, major))
+    return tuple(table)
+
+
+_DONE, _SKIP, _STRING, _CONTAINER, _REFUSED = range(5)
+_HEADERS: Final = _header_table()
+
+
+def _acceptable(body: bytes, items_max: int, depth_max: int) -> bool:
+    """Whether ``check_structure`` accepts ``body``: the rules of ``_explain_refusal``, with
+    one table lookup per item header."""
+    size = len(body)
+    if size == 0 or body[0] >> 5 != 5:
+        return False
+    headers = _HEADERS
+    items_left = items_max - 1
+    position = 0
+    outer: list[tuple[int, bool]] = []  # (items left, is a map) of the enclosing containers
+    count = 1  # items left in the current container; the top level holds one item
+    in_map = False
+    depth = 0
+    while True:
+        if count == 0:
+            if not outer:
+                return position == size
+            count, in_map = outer.pop()
+            depth -= 1
+            continue
+        count -= 1
+        if position >= size:
+            return False
+        kind, width, argument, major = headers[body[position]]
+        position += 1
+        # a key (keys and values alternate: an odd count left means a key) must be an int,
+        # a byte string or a text string; a top-level key a text string
+        if in_map and count & 1 and major != 3 and (depth == 1 or major > 3):
+            return False
+        if kind == _DONE:
+            continue
+        if width:
+            if position + width > size:
+                return False
+            if kind == _SKIP:
+                position += width
+                continue
+            argument = int.from_bytes(body[position : position + width], "big")
+            position += width
+        if kind == _STRING:
+            position += argument
+            if position > size:
+                return False
+            continue
+        if kind != _CONTAINER or depth >= depth_max:
+            return False
+        if major == 5:
+            argument *= 2
+        if argument > size - position:  # every item takes at least one byte
+            return False
+        items_left -= argument
+        if items_left < 0:
+            return False
+        outer.append((count, in_map))
+        count = argument
+        in_map = major == 5
+        depth += 1
+
+
+def _explain_refusal(
+    body: bytes, *, items_max: int = FRAME_ITEMS_MAX, depth_max: int = FRAME_DEPTH_MAX
+) -> None:
+    """Raise the precise ``MalformedFrame`` for a body ``_acceptable`` refused.
+
+    The reference walk: one branch per rule, in the order the module docstring lists them,
+    each with its own message. ``check_structure`` runs the faster table walk and calls this
+    only for a body it refuses (a test checks that both accept exactly the same bodies).
     """
     size = len(body)
     if size == 0:

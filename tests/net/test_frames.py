@@ -12,9 +12,11 @@ import pytest
 import trio
 import trio.testing
 
+import net.frames as frames_module
 from net.errors import EndOfFrames, FrameTooLarge, MalformedFrame, TruncatedFrame
 from net.frames import (
     FRAME_DEPTH_MAX,
+    FRAME_ITEMS_MAX,
     STREAM_FRAME_BYTES_MAX,
     FrameReader,
     check_structure,
@@ -285,3 +287,62 @@ async def test_a_clean_close_ends_the_frames() -> None:
     reader = await reader_over()
     with pytest.raises(EndOfFrames):
         await reader.receive()
+
+
+def _random_plain(random: Random, depth: int) -> Any:
+    roll = random.random()
+    if depth > 3 or roll < 0.4:
+        leaves = [0, -1, 23, 24, 255, 256, 65536, 2**32, 2**63 - 1, -(2**63), 1.5, True, None]
+        return random.choice([*leaves, False, "s", "ü", b"b" * random.randrange(30)])
+    if roll < 0.7:
+        return [_random_plain(random, depth + 1) for _ in range(random.randrange(4))]
+    keys = ["a", "b", 1, -3, b"k"]
+    return {random.choice(keys): _random_plain(random, depth + 1) for _ in range(3)}
+
+
+def _walks_agree(body: bytes, items_max: int, depth_max: int) -> bool:
+    """Assert that both walks decide alike on ``body``; whether they accept it."""
+    try:
+        frames_module._explain_refusal(body, items_max=items_max, depth_max=depth_max)
+        explained = True
+    except MalformedFrame:
+        explained = False
+    fast = frames_module._acceptable(body, items_max, depth_max)
+    assert fast == explained, (body.hex(), items_max, depth_max)
+    return fast
+
+
+def test_the_fast_walk_and_the_explaining_walk_accept_exactly_the_same_bodies() -> None:
+    """``check_structure`` (table-driven) and ``_explain_refusal`` (one branch per rule)
+    agree: on every initial byte as a value and as a nested key; on random plain bodies at
+    every item bound around their size and a tight depth; on mutations of them (a byte
+    changed, cut, inserted)."""
+    decisions = []
+    for initial in range(256):
+        for tail in range(10):
+            after = bytes([initial]) + b"\x01" * tail
+            for body in (
+                bytes.fromhex("a16161") + after,
+                bytes.fromhex("a16161a1") + after + b"\x01",
+            ):
+                decisions.append(_walks_agree(body, FRAME_ITEMS_MAX, FRAME_DEPTH_MAX))
+    random = Random(5)
+    bodies = [cbor2.dumps({"x": _random_plain(random, 0)}) for _ in range(300)]
+    bodies += [cbor2.dumps({1: 2}), cbor2.dumps([1]), cbor2.dumps({"a": {1}})]
+    bodies += [cbor2.dumps({"a": cbor2.undefined}), cbor2.dumps({"a": cbor2.CBORTag(5, 1)})]
+    for body in bodies:
+        for items_max in range(1, 16):
+            decisions.append(_walks_agree(body, items_max, FRAME_DEPTH_MAX))
+        decisions.append(_walks_agree(body, FRAME_ITEMS_MAX, 3))
+        for _ in range(10):
+            mutated = bytearray(body)
+            position = random.randrange(len(mutated))
+            match random.randrange(3):
+                case 0:
+                    mutated[position] = random.randrange(256)
+                case 1:
+                    del mutated[position:]
+                case _:
+                    mutated.insert(position, random.randrange(256))
+            decisions.append(_walks_agree(bytes(mutated), FRAME_ITEMS_MAX, FRAME_DEPTH_MAX))
+    assert decisions.count(True) > 1000 and decisions.count(False) > 1000
