@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from actors.auth_gate import MemberAuthRpcBackend
-from actors.qos import TOO_MANY_REQUESTS
+from actors.qos import TOO_MANY_REQUESTS, QosLimiter
 from net.etcdpb import rpc_pb2
 from net.v3.client import Credentials, V3Client
 from net.v3.errors import RpcError, StatusCode
@@ -153,6 +153,22 @@ async def test_one_writer_per_member_is_held_to_the_tenants_rate(autojump_clock:
     flood, stored = await _flood("spread")
     check_held_cluster_wide(flood, stored)
     assert flood.refused_as_leader > 0
+
+
+async def test_members_admit_fewer_writes_the_leader_would_refuse(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write the leader refuses is an entry every member stores; the serving member's
+    penalty keeps a spread flood's leader refusals well under its writers' excess (measured:
+    44 of 64 refusals at the leader with the penalty, 120 of 120 without it)."""
+    flood, stored = await _flood("spread")
+    check_held_cluster_wide(flood, stored)
+    assert flood.refused_as_leader < flood.refused * 0.8, (flood.refused_as_leader, flood)
+    monkeypatch.setattr(QosLimiter, "charge_leader_refusal", lambda self, charges: None)
+    planted, stored = await _flood("spread")  # planted bug: no penalty
+    check_held_cluster_wide(planted, stored)
+    assert planted.refused_as_leader >= planted.refused * 0.8, planted
+    assert planted.refused_as_leader > 2 * flood.refused_as_leader
 
 
 @pytest.mark.parametrize("writers_on", ["follower", "leader"])
