@@ -62,6 +62,15 @@ SNAPSHOT_RECORDS_PER_STEP = 256
 two of the event loop (a whole 1 MiB chunk at once held every other task 25 ms)."""
 
 
+COMPACTION_STEP_PAUSE_S = 0.01
+"""The apply actor waits this long (for a batch, which it applies at once) between two steps
+of a compaction's reclaim. Why: without a pause the steps ran back to back whenever the
+inbox was empty, each a few milliseconds of the event loop, and a put, which needs a dozen
+scheduling rounds (client, Raft, storage, fsync, apply), met a step in each round: puts in
+flight during a 100,000-key compaction waited 80 to 90 ms (p99) against etcd's 3 ms, which
+pauses 10 ms between its batches of 1,000 keys too."""
+
+
 class ApplyActor:
     """Applies what the raft actor hands out, in order, and says how far it got."""
 
@@ -93,6 +102,8 @@ class ApplyActor:
         self.watch_hub = WatchHub(machine.mvcc)
         """The v3 watchers (the member runs its catch-up task: ``actors.watch_hub``)."""
         self._compaction_lot = trio.lowlevel.ParkingLot()
+        self._compaction_step_due_s = 0.0
+        """When the next compaction step may run (``COMPACTION_STEP_PAUSE_S`` after the last)."""
         self._nursery: trio.Nursery | None = None
         """Where snapshots are made while ``run`` runs (None: inline, as direct calls do)."""
         self._snapshot_scope: trio.CancelScope | None = None
@@ -125,12 +136,16 @@ class ApplyActor:
         try:
             return self.inbox.receive_nowait()
         except trio.WouldBlock:
-            return None
+            pass
+        with trio.move_on_at(self._compaction_step_due_s):
+            return await self.inbox.receive()
+        return None
 
     async def compaction_step(self) -> None:
         """Remove one bounded batch of compacted revisions and persist it."""
         finished = self.machine.mvcc.compaction_step()
         await self.machine.persist(self.applied)
+        self._compaction_step_due_s = trio.current_time() + COMPACTION_STEP_PAUSE_S
         if finished:
             self._compaction_lot.unpark_all()
 

@@ -3,10 +3,12 @@ and its "applied up to" answers to the raft actor."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 
-from actors.apply_actor import ApplyActor
+from actors.apply_actor import COMPACTION_STEP_PAUSE_S, ApplyActor
 from actors.codec import SnapshotManifest, snapshot_from_record
 from actors.raft import Entry, ReadState, Snapshot
 from actors.raft_actor import Applied, ApplyWork, RaftInput
@@ -14,6 +16,7 @@ from actors.state_machine import StateMachine, decode_snapshot_chunk
 from actors.waiters import Waiters
 from storage.applied_state import AppliedState
 from storage.kv import MemoryKeyValueStore, WriteBatch
+from storage.mvcc import COMPACTION_KEYS_PER_STEP
 from storage.raft_store import (
     HardStateRecord,
     LogRecord,
@@ -227,3 +230,49 @@ async def test_a_leader_snapshot_to_install_abandons_the_one_being_made() -> Non
     assert snapshot_index(raft_store) == 20
     assert machine.applied_index == 20
     assert actor.last_snapshot_index == 20
+
+
+async def test_compaction_steps_are_paced_and_a_batch_does_not_wait_for_the_pause(
+    autojump_clock: object,
+) -> None:
+    """A large compaction is reclaimed in steps at least ``COMPACTION_STEP_PAUSE_S`` apart
+    (a put needs many scheduling rounds and met a step in each when they ran back to back),
+    and a batch that arrives during a pause is applied at once."""
+    kv = MemoryKeyValueStore()
+    raft_store, applied, machine = await founded(kv)
+    mvcc = machine.mvcc
+    for _ in range(2):  # every key twice: the first versions are garbage
+        txn = mvcc.write()
+        for number in range(5 * COMPACTION_KEYS_PER_STEP):
+            txn.put(b"k%05d" % number, b"v")
+        txn.end()
+    mvcc.compact(mvcc.current_revision)
+    await machine.persist(applied)
+    send, inbox = trio.open_memory_channel[ApplyWork](1)
+    to_raft, _raft_inbox = trio.open_memory_channel[RaftInput](RAFT_INBOX_LENGTH)
+    actor = ApplyActor(
+        machine, kv=kv, applied=applied, raft_store=raft_store, inbox=inbox, to_raft=to_raft,
+        waiters=Waiters(), on_membership=lambda membership: None,
+    )  # fmt: skip
+    steps_s: list[float] = []
+    step = actor.compaction_step
+
+    async def timed_step() -> None:
+        steps_s.append(trio.current_time())
+        await step()
+
+    actor.compaction_step = timed_step  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run)
+        await trio.sleep(COMPACTION_STEP_PAUSE_S / 2)  # inside the first pause
+        sent_s = trio.current_time()
+        await send.send(ApplyWork(None, entries(2, 10), ()))
+        while machine.applied_index < 10:
+            await trio.sleep(0)  # no virtual time passes while it is applied
+        assert trio.current_time() == sent_s  # applied without waiting for the pause
+        await actor.wait_compaction_finished()
+        nursery.cancel_scope.cancel()
+    assert len(steps_s) >= 5
+    gaps_s = [later - earlier for earlier, later in itertools.pairwise(steps_s)]
+    assert COMPACTION_STEP_PAUSE_S >= 0.005  # a pause that matters (etcd: 10 ms)
+    assert min(gaps_s) >= COMPACTION_STEP_PAUSE_S - 1e-9, gaps_s
