@@ -25,8 +25,9 @@ Bug = Annotated[
     str | None,
     typer.Option("--bug", help="Plant a bug: quorum-read-without-read-index, ack-before-sync, "
                  "skip-election-restriction, commit-by-counting-old-term, peer-no-redial, "
-                 "retry-failed-fsync, peer-keep-stale-streams, and the v3 watch and lease "
-                 "bugs (docs/simulator.md)."),
+                 "retry-failed-fsync, peer-keep-stale-streams, truncate-on-stale-append, "
+                 "skip-seal-check, lessor-wall-clock, and the v3 watch and lease bugs "
+                 "(docs/simulator.md; comma-separated for several)."),
 ]  # fmt: skip
 Duration = Annotated[
     float | None, typer.Option("--duration", help="Seconds of faults (the scenario's default).")
