@@ -23,7 +23,7 @@ from sim.sweep import scenario_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_CHUNKS = 30
-FAST_SWEEP_CHUNKS = 1  # the default run's share: seeds 0-9, ten of the scenarios; all 300 seeds (slow) cover every one
+FAST_SWEEP_CHUNKS = 1  # default run: seeds 0-9, ten scenarios; the slow 300 seeds cover every one
 SEEDS_PER_CHUNK = 10
 SWEEP_DURATION_S = 6.0
 PLANTED_BUG_SEEDS_MAX = 200
