@@ -250,7 +250,10 @@ class MemberLeases:
         return self.lessor.renew(lease_id, now_s)
 
     def time_to_live_here(self, lease_id: int, after: int = 0) -> TimeToLive | None:
-        """The leader's view of a lease; None if it does not exist.
+        """The leader's view of a lease; None if it does not exist. An expired lease whose
+        revoke is not applied yet answers 0, not etcd's negative remainder: that reaches -1
+        a second after expiry, which clients read as "gone", though a leader deposed in a
+        minority may never get the revoke committed and the lease lives on under the next.
 
         Raises:
             LeaseRetry: as ``renew_here``.
@@ -265,7 +268,8 @@ class MemberLeases:
         now_s = self._now_s()
         if not self.lessor.tracks(lease_id):
             self.lessor.granted(lease_id, lease.ttl_s, now_s)
-        return TimeToLive(int(self.lessor.remaining_s(lease_id, now_s)), lease.ttl_s)
+        remaining_s = max(0, int(self.lessor.remaining_s(lease_id, now_s)))
+        return TimeToLive(remaining_s, lease.ttl_s)
 
     async def renew(self, lease_id: int) -> int:
         """Renew a lease at the leader, wherever it is: the TTL, or 0 if it does not exist.

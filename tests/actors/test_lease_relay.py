@@ -132,3 +132,30 @@ async def test_the_leader_says_no_such_lease_only_once_it_applied_what_was_commi
         await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
     assert answers == [10, 0]
+
+
+async def test_an_expired_lease_whose_revoke_is_not_committed_answers_ttl_0_not_gone(
+    autojump_clock: object,
+) -> None:
+    """A leader deposed in a minority cannot commit the revoke of a lease that expired there;
+    the lease lives on under the next leader. Its time to live stays 0 meanwhile: -1 (what
+    etcd's negative remainder becomes a second after expiry) tells clients it is gone."""
+    leader, follower, table = pair()
+    revokes_sent: list[InternalRaftRequest] = []
+
+    async def revoke_never_commits(request: InternalRaftRequest) -> object:
+        revokes_sent.append(request)
+        await trio.sleep_forever()
+
+    leader._propose_revoke = revoke_never_commits
+    table.grant(7, 2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader.run)
+        leader.leader_entry_applied()
+        leader.granted(7, 2)
+        await trio.sleep(5.0)  # three seconds past expiry, the revoke still pending
+        assert [request.lease_revoke.ID for request in revokes_sent][:1] == [7]
+        for shell in (leader, follower):
+            ttl = await shell.time_to_live(7)
+            assert ttl is not None and (ttl.remaining_s, ttl.granted_s) == (0, 2)
+        nursery.cancel_scope.cancel()

@@ -24,16 +24,6 @@ STREAM_BUG_SEEDS_MAX = 200
 """The watch and lease planted bugs must each be caught within this many seeds."""
 STREAM_BUG_DURATION_S = 6.0
 V3_SWEEP_SEEDS = 40
-KNOWN_FAILING_SEEDS = {10: "split-brain"}
-"""Clean v3 seeds that fail today: an open bug, not a flake. Seed 10 (split-brain; it became
-split-brain when the clock-faults and corrupt-reads scenarios were added, and fails the same at
-909109c): "lease: lease/2000001/0 ... is live at the end, but a client saw lease 2000001 gone"
-(a client told a lease was gone while it lived on). Strict xfail: fixing it fails the sweep
-until the seed is taken off this list."""
-KNOWN_OPEN_VIOLATION = "but a client saw lease"
-"""That open bug's violation: it recurs on other split-brain seeds (108 with the planted watch
-bug). A planted bug's search passes over a seed that failed with it alone (the planted bug
-went unnoticed there, as on a passing seed)."""
 V3_SWEEP_DURATION_S = 6.0
 
 
@@ -94,8 +84,6 @@ def test_a_planted_watch_or_lease_bug_is_caught_and_the_seed_passes_without(
     bug: str, checker: str
 ) -> None:
     for seed in range(STREAM_BUG_SEEDS_MAX):
-        if seed in KNOWN_FAILING_SEEDS:
-            continue  # fails clean (above): it cannot show the seed passes without the bug
         scenario = scenario_for(seed, "all")
         options = RunOptions(
             seed=seed, scenario=scenario, planted_bug=bug, duration_s=STREAM_BUG_DURATION_S,
@@ -103,8 +91,6 @@ def test_a_planted_watch_or_lease_bug_is_caught_and_the_seed_passes_without(
         )  # fmt: skip
         result = run(options)
         caught = any(line.startswith(checker) for line in result.violations)
-        if not caught and all(KNOWN_OPEN_VIOLATION in line for line in result.violations):
-            continue  # passed, or failed only by the open lease bug (KNOWN_FAILING_SEEDS)
         if not result.passed:
             assert caught, "\n".join(summary_lines(result))
             clean = run(replace(options, planted_bug=None))
@@ -150,18 +136,7 @@ def test_responses_become_history_outcomes() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "seed",
-    [
-        pytest.param(
-            seed,
-            marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING_SEEDS[seed])
-            if seed in KNOWN_FAILING_SEEDS
-            else (),
-        )
-        for seed in range(V3_SWEEP_SEEDS)
-    ],
-)
+@pytest.mark.parametrize("seed", range(V3_SWEEP_SEEDS))
 def test_v3_sweep_every_scenario(seed: int) -> None:
     options = RunOptions(
         seed=seed, scenario=scenario_for(seed, "all"), duration_s=V3_SWEEP_DURATION_S, api="v3"
