@@ -475,12 +475,19 @@ class Raft:
                 pass
 
     def _forward_to_leader(self, message: Message, forwarding_check: bool) -> None:
+        """Hand a request on to the leader as this member's own. One that another member
+        forwarded here while this one led is forwarded again with this member as its sender
+        (etcd keeps the first sender, but the transport drops a message whose sender is not
+        the peer it came from). A proposal needs no way back: its entry carries the request
+        id. A read index does, so one from another member is dropped instead (its answer
+        would come here, not to the member waiting for it, which asks again)."""
         if self.leader_id == NO_NODE:
             raise ProposalDropped(DropReason.NO_LEADER)
         if forwarding_check and self.config.disable_proposal_forwarding:
             raise ProposalDropped(DropReason.FORWARDING_DISABLED)
-        sender = message.sender or self.id
-        self.messages.append(replace(message, recipient=self.leader_id, sender=sender))
+        if message.type is MessageType.READ_INDEX and message.sender not in (NO_NODE, self.id):
+            raise ProposalDropped(DropReason.READ_FORWARDED_TWICE)
+        self.messages.append(replace(message, recipient=self.leader_id, sender=self.id))
 
     def _handle_append(self, message: Message) -> None:
         for offset, entry in enumerate(message.entries, start=1):

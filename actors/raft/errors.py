@@ -28,6 +28,7 @@ class DropReason(enum.Enum):
     INVALID_CONF_CHANGE = "invalid configuration change"
     FORWARDING_DISABLED = "proposal forwarding is disabled"
     EMPTY_PROPOSAL = "a proposal needs at least one entry"
+    READ_FORWARDED_TWICE = "a read index forwarded here is not forwarded again"
 
 
 class ProposalDropped(RaftError):
