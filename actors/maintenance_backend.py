@@ -7,7 +7,9 @@
   meanwhile, and the apply actor writes each batch with its applied index atomically), at a
   moment when the state machine in memory matches what is persisted, so header and records
   are of one applied index. The whole snapshot is held in memory while it is streamed; its
-  size is bounded by the quota.
+  size is bounded by the quota. Every record is checked against its seal as it is read: a
+  value damaged on the disk fails the snapshot with etcd's "corrupt cluster" (DataLoss)
+  instead of reaching a backup that ``snapshot restore`` would accept.
 - Defragment is the store's ``defragment`` (RocksDB's full compaction); a store without one
   (the simulator's) has nothing to give back.
 """
@@ -24,7 +26,9 @@ from actors.member import Member
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from net.v3.maintenance_service import bad_leader_transferee, leader_transfer_timed_out
+from storage.errors import StorageCorrupted
 from storage.kv import KeyValueStore, prefix_end
+from storage.sealed import checked_records
 from storage.snapshot_file import RECORD_PREFIXES, SnapshotHeader, snapshot_body
 from storage.space import SpaceGuard
 
@@ -117,13 +121,21 @@ class MemberMaintenanceBackend(MemberView):
         raise errors.request_timed_out()
 
     def _snapshot_now(self) -> bytes:
-        """The snapshot, read without yielding (so of one applied index)."""
+        """The snapshot, read without yielding (so of one applied index).
+
+        Raises:
+            RpcError: "corrupt cluster", a record fails its seal.
+        """
         member = self.member
-        records = [
-            record
-            for prefix in RECORD_PREFIXES
-            for record in member.kv.scan(prefix, prefix_end(prefix))
-        ]
+        try:
+            records = [
+                record
+                for prefix in RECORD_PREFIXES
+                for record in checked_records(member.kv.scan(prefix, prefix_end(prefix)))
+            ]
+        except StorageCorrupted as error:
+            log.error("%x: refused a snapshot: %s", member.member_id, error)
+            raise errors.corrupt() from None
         mvcc = member.machine.mvcc
         header = SnapshotHeader(
             cluster_id=member.cluster_id,

@@ -83,7 +83,7 @@ from storage.mvcc import MvccStore
 from storage.mvcc.model import HashResult, TxnEvents
 from storage.qos.limits import QOS_BLOB, QosTable
 from storage.raft_store import SNAPSHOT_CHUNK_BYTES_MAX, RaftStore
-from storage.sealed import unseal
+from storage.sealed import checked_records
 from storage.v2store.model import Event, V2Error, V2Request
 from storage.v2store.store import KV_PREFIX as V2_PREFIX
 from storage.v2store.store import V2Store
@@ -540,15 +540,15 @@ class StateMachine:
         # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, snapshot/qos,
         # v2/
         return itertools.chain(
-            _checked(kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX))),
-            _checked(kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX))),
-            _checked(kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX))),
+            checked_records(kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX))),
+            checked_records(kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX))),
+            checked_records(kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX))),
             [
                 (SNAPSHOT_ALARMS_KEY, alarms),
                 (SNAPSHOT_MEMBERS_KEY, members),
                 (SNAPSHOT_QOS_KEY, qos),
             ],
-            _checked(kv.scan(V2_PREFIX, prefix_end(V2_PREFIX))),
+            checked_records(kv.scan(V2_PREFIX, prefix_end(V2_PREFIX))),
         )
 
     @staticmethod
@@ -792,12 +792,3 @@ class _KvView:
 
     def hash_kv(self, revision: int) -> HashResult:
         return self.store.hash_kv(revision)
-
-
-def _checked(records: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    """The records as they are, each checked against its seal as it is read, so a value
-    damaged on the disk or on its way back stops the snapshot here (``StorageCorrupted``)
-    instead of reaching the members that install it."""
-    for key, value in records:
-        unseal(key, value)
-        yield key, value

@@ -168,6 +168,11 @@ def request_timed_out() -> RpcError:
     return RpcError(StatusCode.UNAVAILABLE, "etcdserver: request timed out")
 
 
+def corrupt() -> RpcError:
+    """etcd's ``ErrGRPCCorrupt``: the member found its own data damaged."""
+    return RpcError(StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
+
+
 def leader_changed() -> RpcError:
     return RpcError(StatusCode.UNAVAILABLE, "etcdserver: leader changed")
 

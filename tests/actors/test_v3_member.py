@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 import trio
 
+from actors.maintenance_backend import MemberMaintenanceBackend
 from actors.member import Member
 from actors.v3_backend import MemberV3Backend
 from net.etcdpb import rpc_pb2
 from net.v3 import errors
-from net.v3.errors import RpcError
+from net.v3.errors import RpcError, StatusCode
 from tests.actors.cluster_helpers import InProcessCluster, start_cluster
 
 
@@ -159,4 +160,25 @@ async def test_a_physical_compaction_answers_once_it_is_done(autojump_clock: obj
         assert future.value == errors.future_revision()
         await settle(cluster)
         assert len(hashes(cluster, 45)) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_backup_of_a_damaged_store_is_refused_as_corrupt(autojump_clock: object) -> None:
+    """A record that fails its seal stops ``snapshot save`` with etcd's "corrupt cluster"
+    instead of reaching a backup: the member checks every record as it reads it."""
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(nursery)
+        leader = await cluster.leader()
+        await MemberV3Backend(leader).put(put(b"k", b"v"))
+        await settle(cluster)
+        name = next(name for name, member in cluster.members.items() if member is leader)
+        backend = MemberMaintenanceBackend(leader)
+        assert len(await backend.snapshot()) > 0  # served before the damage
+        store = cluster.stores[name]
+        key, value = next(store.scan(b"mvcc/", b"mvcc0"))
+        store._values[key] = value[:-1] + bytes([value[-1] ^ 1])  # one bit flipped on disk
+        with pytest.raises(RpcError) as refused:
+            await backend.snapshot()
+        assert refused.value == errors.corrupt()
+        assert refused.value.code is StatusCode.DATA_LOSS
         nursery.cancel_scope.cancel()
