@@ -16,7 +16,11 @@ members share the cores, so throughput can grow only while there are idle cores;
 read says whether a member costs more per read when there are more of them (it should not).
 
 ``python -m bench.learner_reads --learners 0 1 2 --rounds 3 --connections 8 --duration 10``
-prints one line per run and the medians per count; ``--json FILE`` keeps the figures. The
+prints one line per run and the medians per count; ``--json FILE`` keeps the figures.
+``--member-cores 0.25`` caps every member at a quarter of a core (``bench.cpu_quota``, a
+cgroup CPU quota; needs root) for the measured rounds, so that each member stands for a
+machine of its own and a learner added brings its own budget: the only way to see scaling
+out on a machine with fewer cores than members. The
 process test for linearizable reads on a learner is ``tests/process/test_learner_reads.py``.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import statistics
@@ -41,6 +46,7 @@ from typing import Any, Final
 import trio
 
 from bench.clusters import _LAUNCHER, PortBlock, TroikaCluster
+from bench.cpu_quota import cpu_quota
 from bench.loadgen import CpuWindow, LoadResult, LoadSpec, Recorder, Workload, summarise
 from bench.loadgen_v3 import V3Requests, _grpc_load, preload_grpc
 
@@ -276,12 +282,17 @@ def run_point(
 
 
 def run_scaling(
-    counts: Sequence[int], shape: Shape, root: Path, rounds: int = 1
+    counts: Sequence[int],
+    shape: Shape,
+    root: Path,
+    rounds: int = 1,
+    member_cores: float | None = None,
 ) -> list[ScalingPoint]:
     """Every learner needed is added first; then each round runs every count in turn (the
     clients load the voters and the first ``count`` learners), so that counts interleave in
     time and a busy moment of a shared machine does not fall on one count only. The CPU is
-    every member's, idle learners included."""
+    every member's, idle learners included. With ``member_cores``, every member is capped at
+    that fraction of a core (``bench.cpu_quota``) for the measured rounds."""
     if any(not 0 <= count <= LEARNERS_MAX for count in counts) or not 1 <= rounds <= ROUNDS_MAX:
         raise ValueError(f"learner counts are within 0..{LEARNERS_MAX}, rounds 1..{ROUNDS_MAX}")
     points: list[ScalingPoint] = []
@@ -300,17 +311,28 @@ def run_scaling(
                              CATCH_UP_TIMEOUT_S)  # fmt: skip
             pids = {name: cluster.pid(index) for index, name in enumerate(cluster.names)}
             pids.update({learner.name: learner.process.pid for learner in learners})
-            for _ in range(rounds):
-                for count in counts:
-                    endpoints = dict(zip(cluster.names, cluster.client_urls, strict=True))
-                    endpoints.update({lr.name: lr.client_url for lr in learners[:count]})
-                    point = run_point(endpoints, pids, shape, count)
-                    print(format_point(point), flush=True)
-                    points.append(point)
+            with _capped(pids, member_cores):
+                for _ in range(rounds):
+                    for count in counts:
+                        endpoints = dict(zip(cluster.names, cluster.client_urls, strict=True))
+                        endpoints.update({lr.name: lr.client_url for lr in learners[:count]})
+                        point = run_point(endpoints, pids, shape, count)
+                        print(format_point(point), flush=True)
+                        points.append(point)
         finally:
             for learner in learners:
                 learner.stop()
     return points
+
+
+def _capped(
+    pids: dict[str, int | None], member_cores: float | None
+) -> contextlib.AbstractContextManager[object]:
+    """Every running member capped at ``member_cores`` of a core, or nothing done."""
+    if member_cores is None:
+        return contextlib.nullcontext()
+    running = {name: pid for name, pid in pids.items() if pid is not None}
+    return cpu_quota(running, member_cores)
 
 
 def medians(points: Sequence[ScalingPoint]) -> dict[int, tuple[float, float]]:
@@ -351,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--learners", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=1, help="each count this many times")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--member-cores",
+        type=float,
+        help="cap every member at this fraction of a core (a cgroup CPU quota; needs root): "
+        "each member then stands for a machine of its own",
+    )
     arguments = parser.parse_args(argv)
     shape = Shape(arguments.connections, arguments.duration, arguments.warmup, arguments.read)
     if arguments.command == "client":
@@ -358,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments.json.write_text(json.dumps(asdict(result)) + "\n")
         return
     with tempfile.TemporaryDirectory(prefix="troika-learner-reads-") as root:
-        points = run_scaling(arguments.learners, shape, Path(root), arguments.rounds)
+        points = run_scaling(
+            arguments.learners, shape, Path(root), arguments.rounds, arguments.member_cores
+        )
     for count, (rate, cpu_us) in medians(points).items():
         print(f"median, {count} learners: {rate:.0f} reads/s, {cpu_us:.0f} us of server cpu/read")
     if arguments.json:
