@@ -175,11 +175,17 @@ def _has_write_rate(limits: TenantLimits) -> bool:
     return limits.write_requests_per_s > 0 or limits.write_bytes_per_s > 0
 
 
-def take_all(buckets: dict[TenantId, WriteBuckets], charges: list[Charge], now_s: float) -> bool:
+Taken = list[tuple[TokenBucket, int]]
+"""Tokens taken from buckets: what ``give_back`` returns."""
+
+
+def take_all(
+    buckets: dict[TenantId, WriteBuckets], charges: list[Charge], now_s: float
+) -> Taken | None:
     """Take every charge's tokens (one request, its bytes), each bucket allowed a debt paid
     back within ``LEADER_SLACK_S``; or, if one cannot pay, none (what was taken is given
-    back): whether they were taken."""
-    taken: list[tuple[TokenBucket, int]] = []
+    back): what was taken, or None."""
+    taken: Taken = []
     for tenant, size_bytes in charges:
         found = buckets.get(tenant)
         if found is None:
@@ -188,11 +194,17 @@ def take_all(buckets: dict[TenantId, WriteBuckets], charges: list[Charge], now_s
             if bucket is None:
                 continue
             if bucket.reserve(amount, now_s, LEADER_SLACK_S) is None:
-                for paid, paid_amount in taken:
-                    paid.tokens += paid_amount  # reserve refilled to now_s: an exact undo
-                return False
+                give_back(taken)
+                return None
             taken.append((bucket, amount))
-    return True
+    return taken
+
+
+def give_back(taken: Taken) -> None:
+    """Return tokens taken in this same step: ``reserve`` refilled each bucket to the moment
+    it took them and nothing refilled since, so adding them back is an exact undo."""
+    for bucket, amount in taken:
+        bucket.tokens += amount
 
 
 class LeaderAdmission:
@@ -219,10 +231,23 @@ class LeaderAdmission:
         """Tenants with a write rate, and their buckets (at most ``TENANTS_MAX``)."""
         self.refused = 0
         """Entries refused here (for tests and logs)."""
+        self._last_taken: Taken = []
+        """The tokens the last ``admit`` or ``admit_message`` took, for ``refund``."""
 
     def admit(self, data: bytes, term: int) -> bytes:
         """A normal entry's data as it is to be appended at ``term``: unchanged, or a
         ``QOS_REFUSED`` envelope when its tenant is over a write rate."""
+        self._last_taken = []
+        return self._admit(data, term)
+
+    def refund(self) -> None:
+        """Give back what the last ``admit`` or ``admit_message`` took: the core dropped its
+        entries instead of appending them (a leader transfer under way, the uncommitted
+        limit), and the client will send them again."""
+        give_back(self._last_taken)
+        self._last_taken = []
+
+    def _admit(self, data: bytes, term: int) -> bytes:
         table = self._table()
         if not table.limited:
             return data
@@ -234,10 +259,11 @@ class LeaderAdmission:
 
     def admit_message(self, message: Message, term: int) -> Message:
         """A forwarded ``PROPOSE`` message with each normal entry admitted."""
+        self._last_taken = []
         if not self._table().limited:
             return message
         entries = tuple(
-            replace(entry, data=self.admit(entry.data, term))
+            replace(entry, data=self._admit(entry.data, term))
             if entry.type is EntryType.NORMAL and entry.data
             else entry
             for entry in message.entries
@@ -283,7 +309,9 @@ class LeaderAdmission:
                 tenant: WriteBuckets.of(found.limits, now_s)
                 for tenant, found in self.buckets.items()
             }
-        if take_all(self.buckets, charges, now_s):
+        taken = take_all(self.buckets, charges, now_s)
+        if taken is not None:
+            self._last_taken += taken
             return data
         self.refused += 1
         if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, ...: bounded log volume

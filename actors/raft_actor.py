@@ -173,6 +173,10 @@ class ProposalAdmission(Protocol):
         """A forwarded ``PROPOSE`` message with its normal entries admitted."""
         ...
 
+    def refund(self) -> None:
+        """The entries last admitted were dropped, not appended: undo what admitting took."""
+        ...
+
 
 class NotLeader(Exception):
     """A request the core refused; ``reason`` says why (no leader, transfer, limit)."""
@@ -284,15 +288,21 @@ class RaftActor:
             case Tick():
                 self.node.tick()
             case FromPeer(message):
-                if message.type is MessageType.PROPOSE and self._admits():
+                admitted = message.type is MessageType.PROPOSE and self._admits()
+                if admitted:
                     assert self.admission is not None
                     message = self.admission.admit_message(message, self.node.raft.term)
-                self._step_peer(message)
+                if not self._step_peer(message) and admitted:
+                    assert self.admission is not None
+                    self.admission.refund()
             case Propose(request_id, data):
-                if self._admits():
+                admitted = self._admits()
+                if admitted:
                     assert self.admission is not None
                     data = self.admission.admit(data, self.node.raft.term)
-                self._propose(request_id, lambda: self.node.propose(data))
+                if not self._propose(request_id, lambda: self.node.propose(data)) and admitted:
+                    assert self.admission is not None
+                    self.admission.refund()
             case ProposeConfChange(request_id, change):
                 self._propose(request_id, lambda: self.node.propose_conf_change(change))
             case ReadIndex(context):
@@ -320,7 +330,8 @@ class RaftActor:
         """Whether proposals go through the admission: only the leader appends them."""
         return self.admission is not None and self.node.raft.role is Role.LEADER
 
-    def _step_peer(self, message: Message) -> None:
+    def _step_peer(self, message: Message) -> bool:
+        """Step a peer's message; whether the core took it (a refusal is logged)."""
         try:
             self.node.step(message)
         except StepRefused as refused:
@@ -336,9 +347,15 @@ class RaftActor:
                 message.sender,
                 error,
             )
+        else:
+            return True
+        return False
 
-    def _propose(self, request_id: RequestId, propose: Callable[[], None]) -> None:
+    def _propose(self, request_id: RequestId, propose: Callable[[], None]) -> bool:
+        """Propose; whether the core took it (else its waiter fails with ``NotLeader``)."""
         try:
             propose()
         except ProposalDropped as dropped:
             self.waiters.fail(request_id, NotLeader(dropped))
+            return False
+        return True

@@ -5,13 +5,38 @@ nothing, a new term, table changes; and the state machine applying a refused ent
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
+import trio
 
 from actors.envelope import Envelope, EnvelopeKind, RequestId
 from actors.qos_leader import LEADER_SLACK_S, TOO_MANY_REQUESTS, LeaderAdmission, LeaderRefused
-from actors.raft import ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType
+from actors.raft import (
+    ConfChange,
+    ConfChangeType,
+    DropReason,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ProposalDropped,
+    RawNode,
+    Role,
+    StorageAppend,
+)
+from actors.raft_actor import (
+    ApplyWork,
+    FromPeer,
+    NotLeader,
+    Propose,
+    RaftActor,
+    RaftInput,
+    RaftStatus,
+)
 from actors.state_machine import StateMachine
+from actors.waiters import Waiters
 from net.etcdpb import raft_internal_pb2, rpc_pb2
 from net.v3 import errors
 from storage.qos import QosTable, TenantLimits
@@ -207,3 +232,78 @@ def test_applying_a_refused_entry_changes_nothing() -> None:
 def test_every_kind_round_trips(kind: EnvelopeKind) -> None:
     envelope = Envelope(kind, RequestId(1, 2), b"body")
     assert Envelope.decode(envelope.encode()) == envelope
+
+
+def test_a_refund_gives_back_exactly_what_the_last_admission_took() -> None:
+    """The core may drop entries the admission let through (a leader transfer under way, the
+    uncommitted limit): the shell refunds them, since the client sends them again."""
+    fake = Fake()
+    fake.set(b"/a/", write_requests_per_s=2, write_bytes_per_s=1_000)
+    assert fake.admit(put(b"/a/0"))
+    (buckets,) = fake.admission.buckets.values()
+    assert buckets.requests is not None and buckets.volume is not None
+    before = (buckets.requests.tokens, buckets.volume.tokens)
+    assert fake.admit(put(b"/a/1", b"x" * 100))
+    fake.admission.refund()
+    assert (buckets.requests.tokens, buckets.volume.tokens) == before
+    fake.admission.refund()  # nothing more to give back
+    assert (buckets.requests.tokens, buckets.volume.tokens) == before
+    assert fake.admit(put(b"/a/1"))  # the refunded token is there again
+    assert not fake.admit(put(b"/a/2"))
+    fake.admission.refund()  # a refused entry took nothing
+    assert not fake.admit(put(b"/a/3"))
+
+
+def test_a_refund_of_a_forwarded_proposal_gives_back_all_its_entries() -> None:
+    fake = Fake()
+    fake.set(b"/a/", write_requests_per_s=3)
+    entries = tuple(
+        Entry(0, 0, data=Envelope(
+            EnvelopeKind.V3_REQUEST, RequestId(7, n), put(b"/a/0").SerializeToString()
+        ).encode())
+        for n in (1, 2)
+    )  # fmt: skip
+    message = Message(MessageType.PROPOSE, recipient=1, sender=2, entries=entries)
+    assert fake.admission.admit_message(message, TERM) == message
+    fake.admission.refund()
+    assert [fake.admit(put(b"/a/%d" % n), n) for n in range(4)] == [True, True, True, False]
+
+
+class DroppingLeader:
+    """A leader's core that drops every proposal (a leader transfer is under way)."""
+
+    async_storage_writes = True
+
+    def __init__(self) -> None:
+        self.raft = SimpleNamespace(role=Role.LEADER, term=TERM)
+
+    def propose(self, data: bytes) -> None:
+        raise ProposalDropped(DropReason.TRANSFER_IN_PROGRESS)
+
+    def step(self, message: Message) -> None:
+        raise ProposalDropped(DropReason.TRANSFER_IN_PROGRESS)
+
+
+def test_the_raft_actor_refunds_what_the_core_dropped() -> None:
+    fake = Fake()
+    fake.set(b"/a/", write_requests_per_s=1)
+    send_storage, _ = trio.open_memory_channel[StorageAppend](1)
+    send_apply, _ = trio.open_memory_channel[ApplyWork](1)
+    _, inbox = trio.open_memory_channel[RaftInput](1)
+    waiters = Waiters()
+    actor = RaftActor(
+        cast(RawNode, DroppingLeader()), inbox=inbox, to_storage=send_storage,
+        to_apply=send_apply, send=lambda message: None, waiters=waiters,
+        status=RaftStatus(1),
+    )  # fmt: skip
+    actor.admission = fake.admission
+    request = put(b"/a/0").SerializeToString()
+    for sequence in (1, 2, 3):  # the rate allows one; each is dropped and refunded
+        waiter = waiters.register(RequestId(7, sequence))
+        data = Envelope(EnvelopeKind.V3_REQUEST, RequestId(7, sequence), request).encode()
+        actor.handle(Propose(RequestId(7, sequence), data))
+        assert isinstance(waiter.error, NotLeader)
+    entry = Entry(0, 0, data=Envelope(EnvelopeKind.V3_REQUEST, RequestId(8, 1), request).encode())
+    actor.handle(FromPeer(Message(MessageType.PROPOSE, recipient=1, sender=2, entries=(entry,))))
+    assert fake.admission.refused == 0
+    assert fake.admit(put(b"/a/1"))  # the token is still there
