@@ -237,7 +237,8 @@ class LeaderAdmission:
     def admit(self, data: bytes, term: int) -> bytes:
         """A normal entry's data as it is to be appended at ``term``: unchanged, or a
         ``QOS_REFUSED`` envelope when its tenant is over a write rate."""
-        self._last_taken = []
+        if self._last_taken:  # no list made per proposal while nothing is taken
+            self._last_taken = []
         return self._admit(data, term)
 
     def refund(self) -> None:
@@ -259,7 +260,8 @@ class LeaderAdmission:
 
     def admit_message(self, message: Message, term: int) -> Message:
         """A forwarded ``PROPOSE`` message with each normal entry admitted."""
-        self._last_taken = []
+        if self._last_taken:
+            self._last_taken = []
         if not self._table().limited:
             return message
         entries = tuple(

@@ -288,21 +288,18 @@ class RaftActor:
             case Tick():
                 self.node.tick()
             case FromPeer(message):
-                admitted = message.type is MessageType.PROPOSE and self._admits()
-                if admitted:
-                    assert self.admission is not None
-                    message = self.admission.admit_message(message, self.node.raft.term)
-                if not self._step_peer(message) and admitted:
-                    assert self.admission is not None
-                    self.admission.refund()
+                admission = self._admission() if message.type is MessageType.PROPOSE else None
+                if admission is not None:
+                    message = admission.admit_message(message, self.node.raft.term)
+                if not self._step_peer(message) and admission is not None:
+                    admission.refund()
             case Propose(request_id, data):
-                admitted = self._admits()
-                if admitted:
-                    assert self.admission is not None
-                    data = self.admission.admit(data, self.node.raft.term)
-                if not self._propose(request_id, lambda: self.node.propose(data)) and admitted:
-                    assert self.admission is not None
-                    self.admission.refund()
+                admission = self._admission()
+                if admission is not None:
+                    data = admission.admit(data, self.node.raft.term)
+                proposed = self._propose(request_id, lambda: self.node.propose(data))
+                if not proposed and admission is not None:
+                    admission.refund()
             case ProposeConfChange(request_id, change):
                 self._propose(request_id, lambda: self.node.propose_conf_change(change))
             case ReadIndex(context):
@@ -326,9 +323,9 @@ class RaftActor:
             case _:
                 assert_never(item)
 
-    def _admits(self) -> bool:
-        """Whether proposals go through the admission: only the leader appends them."""
-        return self.admission is not None and self.node.raft.role is Role.LEADER
+    def _admission(self) -> ProposalAdmission | None:
+        """The admission proposals go through now: only the leader appends them."""
+        return self.admission if self.node.raft.role is Role.LEADER else None
 
     def _step_peer(self, message: Message) -> bool:
         """Step a peer's message; whether the core took it (a refusal is logged)."""
