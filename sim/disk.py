@@ -27,16 +27,17 @@ way is not covered by it (the store's rule), and a crash during the sleep loses 
 would have made durable (the ``sync()`` raises ``StorageClosed``).
 
 Failing writes and fsyncs. ``disk.fail_next("write" | "fsync", "EIO" | "ENOSPC")`` arms one
-failure: the next ``apply`` raises ``StorageFailed`` before changing anything, or the next
-fsync raises it after its delay. A failed fsync behaves as Linux's does (the "fsyncgate"
-semantics): the kernel marks the pages it could not write clean and forgets them, so the
-batches it covered are *doomed*: they stay readable until a crash, a later fsync that
-succeeds does not save them, and a crash takes them back even though later batches survive.
-A crash after a failed fsync keeps no unsynced batch (torn writes are a prefix of what follows
-the durable data, and the doomed batches end it: RocksDB's WAL replay stops at such a hole).
-A member must therefore stop at the first ``StorageFailed`` (never retry the fsync and
-acknowledge), and the simulator then crashes it (``sim.cluster``): everything unsynced or
-doomed is lost, and a restart opens what the disk kept.
+failure: the next ``apply`` raises ``StorageFailed`` before changing anything, or the next fsync
+raises it after its delay; a sync in flight that covered a batch of the failed fsync fails too
+(``SimKeyValueStore``: the member's ``RocksKeyValueStore`` promises that much). A failed fsync
+behaves as Linux's does (the "fsyncgate" semantics): the kernel marks the pages it could not
+write clean and forgets them, so the batches it covered are *doomed*: they stay readable until a
+crash, a later fsync that succeeds does not save them, and a crash takes them back even though
+later batches survive. A crash after a failed fsync keeps no unsynced batch (torn writes are a
+prefix of what follows the durable data, and the doomed batches end it: RocksDB's WAL replay
+stops at such a hole). A member must therefore stop at the first ``StorageFailed`` (never retry
+the fsync and acknowledge), and the simulator then crashes it (``sim.cluster``): everything
+unsynced or doomed is lost, and a restart opens what the disk kept.
 
 Slow disks. ``disk.slow_until(until_s, fsync_s)`` makes every fsync take ``fsync_s`` (hundreds
 of ms: a disk that stalls) until virtual time ``until_s``.
@@ -76,11 +77,19 @@ logger = logging.getLogger(__name__)
 
 
 class SimKeyValueStore(MemoryKeyValueStore):
-    """A MemoryKeyValueStore whose fsyncs take simulated time (drawn by its disk)."""
+    """A MemoryKeyValueStore whose fsyncs take simulated time (drawn by its disk) and fail as
+    its disk is told. A sync in flight that covered a batch a failed fsync doomed fails too:
+    the member's RocksKeyValueStore runs one fsync at a time and fails those waiting behind a
+    failed one, where Linux alone would report the error to one caller and let a concurrent
+    fsync of the same file succeed. Unlike RocksKeyValueStore, later writes and syncs are
+    still taken, as Linux takes them: so the member's own rule (stop at the first failure,
+    never retry) is what is tested, by the planted bug ``retry-failed-fsync``."""
 
     def __init__(self, disk: SimDisk) -> None:
         super().__init__()
         self._disk = disk
+        self._doomed_ranges: list[tuple[int, int]] = []
+        """The batch numbers ``[first, end)`` each failed fsync doomed."""
 
     async def _wait_for_fsync(self) -> None:
         delay_s = self._disk.draw_fsync_delay_s()
@@ -108,17 +117,30 @@ class SimKeyValueStore(MemoryKeyValueStore):
         super().apply(batch)
 
     async def sync(self) -> None:
-        """As the memory store's, but a failed fsync dooms the batches it covered."""
+        """As the memory store's, but a failed fsync dooms the batches it covered, and so
+        fails every sync in flight that covered one of them."""
         self._check_open()
-        covered = len(self._unsynced)
+        first = self._applied_batches - len(self._unsynced)
+        target = self._applied_batches
         try:
             await self._wait_for_fsync()
         except StorageFailed:
             if not self._closed:
-                self._disk.doomed.extend(self._unsynced[:covered])
-                del self._unsynced[:covered]
+                self._doom(target)
             raise
         self._check_open()
+        if any(low < target and first < end for low, end in self._doomed_ranges):
+            raise StorageFailed(
+                f"cannot fsync on {self._disk.name}: a failed fsync doomed batches it covered"
+            )
+        del self._unsynced[: self._unsynced_before(target)]
+
+    def _doom(self, target: int) -> None:
+        """A failed fsync begun at batch ``target``: what it covered is lost at the next crash."""
+        covered = self._unsynced_before(target)
+        first = self._applied_batches - len(self._unsynced)
+        self._doomed_ranges.append((first, first + covered))
+        self._disk.doomed.extend(self._unsynced[:covered])
         del self._unsynced[:covered]
 
     def _hand_on(self) -> MemoryKeyValueStore:

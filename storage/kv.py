@@ -567,6 +567,8 @@ class MemoryKeyValueStore:
         self._values: dict[bytes, bytes] = {}
         self._keys: list[bytes] = []
         self._unsynced: list[_Undo] = []
+        self._applied_batches = 0
+        """Batches applied so far; ``_unsynced`` holds the newest of them."""
         self._closed = False
         self._handed_on = False
 
@@ -616,6 +618,7 @@ class MemoryKeyValueStore:
                 undo.extend(self._range(first, second))
                 self._delete_range(first, second)
         self._unsynced.append(undo)
+        self._applied_batches += 1
 
     def _put(self, key: bytes, value: bytes) -> None:
         if key not in self._values:
@@ -642,10 +645,18 @@ class MemoryKeyValueStore:
         sync raises StorageClosed.
         """
         self._check_open()
-        covered = len(self._unsynced)
+        target = self._applied_batches
         await self._wait_for_fsync()
         self._check_open()
-        del self._unsynced[:covered]
+        del self._unsynced[: self._unsynced_before(target)]
+
+    def _unsynced_before(self, target: int) -> int:
+        """How many of the unsynced batches came before batch number ``target``: what an fsync
+        begun when ``target`` batches were applied covers. Counted by number, not position:
+        another sync may have settled some of them while this one waited, and a batch applied
+        meanwhile is not covered."""
+        first = self._applied_batches - len(self._unsynced)
+        return max(0, target - first)
 
     async def _wait_for_fsync(self) -> None:
         """The time an fsync takes: one checkpoint here; a simulated disk may sleep."""

@@ -59,6 +59,60 @@ def test_a_failed_fsync_dooms_what_it_covered_even_after_a_later_fsync_succeeds(
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+async def _sync_outcome(store: KeyValueStore, outcomes: list[str]) -> None:
+    try:
+        await store.sync()
+    except StorageFailed:
+        outcomes.append("failed")
+    else:
+        outcomes.append("synced")
+
+
+def test_a_sync_that_covered_a_batch_of_a_failed_fsync_fails_too() -> None:
+    """Seed 395 of disk-faults: the snapshot's fsync failed while the storage actor's, begun
+    at the same moment over some of the same batches, succeeded; the storage actor went on as
+    if its log entries were durable, synced later ones, and the crash left a hole in the log
+    ("log record 817 is missing")."""
+
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1), fsync_latency_s=0.01)
+        store = disk.store
+        outcomes: list[str] = []
+        store.apply(_batch(b"a", b"both cover it"))
+        async with trio.open_nursery() as nursery:
+            disk.fail_next("fsync", "EIO")
+            nursery.start_soon(_sync_outcome, store, outcomes)
+            nursery.start_soon(_sync_outcome, store, outcomes)
+        assert outcomes == ["failed", "failed"]
+        assert disk.crash().get(b"a") is None
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_concurrent_syncs_settle_only_the_batches_each_covered() -> None:
+    """Two syncs in flight: each makes durable what was applied before it began, and a batch
+    applied after both began stays unsynced (the store counted by position, so the second
+    sync settled a batch it never covered and a crash kept it)."""
+
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1), fsync_latency_s=0.01)
+        store = disk.store
+        outcomes: list[str] = []
+        async with trio.open_nursery() as nursery:
+            store.apply(_batch(b"a", b"first"))
+            nursery.start_soon(_sync_outcome, store, outcomes)
+            await trio.sleep(0.001)
+            store.apply(_batch(b"b", b"second"))
+            nursery.start_soon(_sync_outcome, store, outcomes)
+            await trio.sleep(0.001)
+            store.apply(_batch(b"c", b"after both began"))
+        assert outcomes == ["synced", "synced"]
+        after = disk.crash()
+        assert (after.get(b"a"), after.get(b"b"), after.get(b"c")) == (b"first", b"second", None)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 async def _failing_sync(store: KeyValueStore) -> None:
     with pytest.raises(StorageFailed):
         await store.sync()
