@@ -120,8 +120,7 @@ class SimKeyValueStore(MemoryKeyValueStore):
         """As the memory store's, but a failed fsync dooms the batches it covered, and so
         fails every sync in flight that covered one of them."""
         self._check_open()
-        first = self._applied_batches - len(self._unsynced)
-        target = self._applied_batches
+        first, target = self._first_unsynced, self._applied_batches
         try:
             await self._wait_for_fsync()
         except StorageFailed:
@@ -138,8 +137,7 @@ class SimKeyValueStore(MemoryKeyValueStore):
     def _doom(self, target: int) -> None:
         """A failed fsync begun at batch ``target``: what it covered is lost at the next crash."""
         covered = self._unsynced_before(target)
-        first = self._applied_batches - len(self._unsynced)
-        self._doomed_ranges.append((first, first + covered))
+        self._doomed_ranges.append((self._first_unsynced, self._first_unsynced + covered))
         self._disk.doomed.extend(self._unsynced[:covered])
         del self._unsynced[:covered]
 

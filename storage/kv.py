@@ -655,8 +655,12 @@ class MemoryKeyValueStore:
         begun when ``target`` batches were applied covers. Counted by number, not position:
         another sync may have settled some of them while this one waited, and a batch applied
         meanwhile is not covered."""
-        first = self._applied_batches - len(self._unsynced)
-        return max(0, target - first)
+        return max(0, target - self._first_unsynced)
+
+    @property
+    def _first_unsynced(self) -> int:
+        """The number of the oldest unsynced batch (batches are numbered from 0 as applied)."""
+        return self._applied_batches - len(self._unsynced)
 
     async def _wait_for_fsync(self) -> None:
         """The time an fsync takes: one checkpoint here; a simulated disk may sleep."""
