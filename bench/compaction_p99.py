@@ -308,6 +308,7 @@ def summary(
         "compacting_puts": len(compacting),
         "compacting_p99_ms": round(percentile(compacting, 0.99), 2),
         "max_ms": round(max(latencies), 2),
+        "compaction_windows": len(windows),
         "compacting_s": round(sum(finish - start for start, finish in windows), 2),
         "longest_compaction_s": round(max((f - s for s, f in windows), default=0.0), 2),
     }

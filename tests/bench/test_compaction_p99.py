@@ -109,5 +109,9 @@ def test_a_tiny_run_against_troika_sees_its_compactions() -> None:
     row = run_one("troika", "periodic", "2s", 300, 6.0)
     assert row["puts"] > 100 and row["keys"] == 300
     assert row["compactions"] >= 2, row
-    assert 0 < row["compacting_s"] < 6.0, row
+    assert row["compaction_windows"] == row["compactions"], row
+    # a compaction of 300 keys can start and finish within the log's millisecond: a window
+    # may be 0 s long, but the load's 6 s cannot hold more than 6 s of them unless a finish
+    # was missed (a window without its finish runs to the end of the load)
+    assert 0 <= row["compacting_s"] < 6.0, row
     assert 0 < row["compacting_puts"] < row["puts"], row
