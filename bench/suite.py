@@ -39,6 +39,7 @@ not a machine's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import statistics
@@ -656,6 +657,19 @@ def format_memory(report: BenchReport) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def member_logs_quieted() -> Iterator[None]:
+    """The simulated members' logs quieted for a while: the root logger's level comes back
+    after, so that the process (a test worker running other tests next) logs as before."""
+    root = logging.getLogger()
+    level = root.level
+    quiet_member_logs()
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def run_simulated(plan: BenchPlan, progress: Progress = print) -> BenchReport:
     """The ``sim`` target: the simulator's own workload, no faults, one run per count and seed.
 
@@ -663,36 +677,35 @@ def run_simulated(plan: BenchPlan, progress: Progress = print) -> BenchReport:
     linearizable reads through the HTTP API over the simulated network, to the members of a
     simulated cluster; ``connections`` is their number. Figures are per simulated second.
     """
-    quiet_member_logs()
     report = BenchReport(plan, machine_facts())
     report.notes.append(
         "simulated target: the simulator's mixed workload (writes, CAS, deletes, linearizable "
         "reads) on a simulated network and disk; ops/s are per simulated second"
     )
-    for count in plan.connections:
-        for seed in range(plan.runs):
-            progress(f"sim clients={count} seed {seed}")
-            options = RunOptions(
-                seed=seed, scenario="swarm", faults=(), clients=count, duration_s=plan.duration_s
-            )
-            result = run(options)
-            report.simulated.append(
-                {
-                    "clients": count,
-                    "seed": seed,
-                    "operations": result.operations,
-                    "simulated_s": round(result.simulated_s, 3),
-                    "wall_s": round(result.wall_s, 3),
-                    "ops_per_simulated_s": round(result.operations / result.simulated_s, 1)
-                    if result.simulated_s
-                    else 0.0,
-                    "simulated_s_per_wall_s": round(result.simulated_s / result.wall_s, 2)
-                    if result.wall_s
-                    else 0.0,
-                    "passed": result.passed,
-                }
-            )
+    with member_logs_quieted():
+        for count in plan.connections:
+            for seed in range(plan.runs):
+                progress(f"sim clients={count} seed {seed}")
+                report.simulated.append(simulated_row(count, seed, plan.duration_s))
     return report
+
+
+def simulated_row(clients: int, seed: int, duration_s: float) -> dict[str, Any]:
+    """One fault-free swarm run of ``clients`` simulated clients, as the report keeps it."""
+    result = run(
+        RunOptions(seed=seed, scenario="swarm", faults=(), clients=clients, duration_s=duration_s)
+    )
+    simulated_s, wall_s = result.simulated_s, result.wall_s
+    return {
+        "clients": clients,
+        "seed": seed,
+        "operations": result.operations,
+        "simulated_s": round(simulated_s, 3),
+        "wall_s": round(wall_s, 3),
+        "ops_per_simulated_s": round(result.operations / simulated_s, 1) if simulated_s else 0.0,
+        "simulated_s_per_wall_s": round(simulated_s / wall_s, 2) if wall_s else 0.0,
+        "passed": result.passed,
+    }
 
 
 def format_simulated(report: BenchReport) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -89,11 +90,15 @@ def test_the_chart_is_a_png(tmp_path: Path) -> None:
 
 def test_the_sim_target_reports_simulated_throughput_and_speed() -> None:
     plan = BenchPlan(connections=(2,), runs=1, duration_s=1.0)
+    level = logging.getLogger().level
     report = run_simulated(plan, progress=lambda _: None)
     [row] = report.simulated
     assert row["passed"] and row["operations"] > 0
     assert row["ops_per_simulated_s"] > 0 and row["simulated_s_per_wall_s"] > 0
     assert format_simulated(report).splitlines()[1].split("|")[0].strip() == "2"
+    # the members' logs are quieted for the runs only: a test worker's next test (one that
+    # reads the log, say) logs as before
+    assert logging.getLogger().level == level
 
 
 @pytest.mark.process
