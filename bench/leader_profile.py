@@ -44,8 +44,9 @@ TROIKA_PACKAGES: Final = frozenset({"actors", "net", "storage", "sim", "bench"})
 """The top-level packages whose frames are the member's own (``troika/`` is the entry point,
 below every frame of the member, so it owns nothing)."""
 HTTP2_LIBRARIES: Final = frozenset({"h2", "hpack", "hyperframe"})
-WORKER_THREAD_MARKS: Final = ("_thread_cache.py", "trio/_threads.py")
-"""Frames of the threads Trio hands blocking calls to: the fsync and RocksDB workers."""
+WORKER_THREAD_MARK: Final = "trio/_core/_thread_cache.py"
+"""The base frame of the threads Trio hands blocking calls to: the fsync and RocksDB workers.
+(The main thread's side of a hand-off, ``trio/_threads.py``, is the main thread's work.)"""
 
 RUN_LOOP: Final = "run loop"
 HTTP: Final = "HTTP server, sockets"
@@ -103,7 +104,7 @@ def group_of_module(module: str) -> str:
 def classify(frames: Sequence[str]) -> str | None:
     """The group a sampled stack (outermost frame first) is charged to; None for a worker
     thread's stack, left out because its time is mostly waiting on the disk."""
-    if any(mark in frame for frame in frames for mark in WORKER_THREAD_MARKS):
+    if any(WORKER_THREAD_MARK in frame for frame in frames):
         return None
     modules = [frame_module(frame) for frame in frames]
     if any(module.removeprefix("lib:") in HTTP2_LIBRARIES for module in modules):
@@ -122,11 +123,12 @@ def classify(frames: Sequence[str]) -> str | None:
 @dataclass(frozen=True)
 class Shares:
     """A profile's main-thread samples by group, and those left out: worker threads' and
-    stacks py-spy could not read (empty: ``--nonblocking`` reads a running process)."""
+    stacks with no Python frame in them (py-spy read none: a thread in native code, or a read
+    of the running process, ``--nonblocking``, that found no frame)."""
 
     by_group: Counter[str]
     worker_thread_samples: int
-    unreadable_samples: int
+    empty_samples: int
 
     @property
     def main_thread_samples(self) -> int:
@@ -140,31 +142,30 @@ class Shares:
 def shares_of(raw_profile: str) -> Shares:
     """Group the lines of a py-spy ``--format raw`` profile (``frame;frame;... count``)."""
     by_group: Counter[str] = Counter()
-    worker = unreadable = 0
+    worker = empty = 0
     for line in raw_profile.split("\n"):
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         if not stack.strip():
-            unreadable += int(count_text)
+            empty += int(count_text)
         elif (group := classify(stack.split(";"))) is None:
             worker += int(count_text)
         else:
             by_group[group] += int(count_text)
-    return Shares(by_group, worker, unreadable)
+    return Shares(by_group, worker, empty)
 
 
 def table(rows: Sequence[tuple[str, Shares]]) -> str:
     """Markdown: one row per workload, the groups' shares of the leader's main thread."""
     header = ["workload", *COLUMNS, "carrying", "key-value work"]
-    header.append("samples: main, workers, unreadable")
+    header.append("samples: main, workers, empty")
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for name, shares in rows:
         cells = [f"{shares.percent([group]):.0f} %" for group in COLUMNS]
         cells += [f"{shares.percent(CARRYING):.0f} %", f"{shares.percent(KEY_VALUE_WORK):.0f} %"]
         cells.append(
-            f"{shares.main_thread_samples}, {shares.worker_thread_samples}, "
-            f"{shares.unreadable_samples}"
+            f"{shares.main_thread_samples}, {shares.worker_thread_samples}, {shares.empty_samples}"
         )
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)

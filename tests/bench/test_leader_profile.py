@@ -74,6 +74,9 @@ def test_http2_library_frames_win_over_our_grpc_layer_and_worker_threads_are_lef
     assert classify(f"{GRPC_READ}{h2}".split(";")) == HTTP2
     assert classify(GRPC_READ.split(";")) == GRPC
     assert classify(FSYNC.split(";")) is None
+    # the main thread handing the fsync over is the main thread's work, charged to its caller
+    hand_off = f"{ENTRY};save (storage/kv.py:300);to_thread_run_sync (trio/_threads.py:400)"
+    assert classify(hand_off.split(";")) == STORAGE
 
 
 def test_a_raw_profile_is_counted_by_group_with_the_left_out_samples_apart() -> None:
@@ -81,7 +84,7 @@ def test_a_raw_profile_is_counted_by_group_with_the_left_out_samples_apart() -> 
     shares = shares_of(raw)
     assert shares.by_group == {GRPC: 30, RUN_LOOP: 10}
     assert (shares.main_thread_samples, shares.worker_thread_samples) == (40, 7)
-    assert shares.unreadable_samples == 3
+    assert shares.empty_samples == 3
     assert shares.percent([GRPC]) == 75.0
     assert shares.percent([GRPC, RUN_LOOP]) == 100.0
     row = table([("v3-range", shares)]).splitlines()[2]
