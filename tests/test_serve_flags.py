@@ -17,7 +17,6 @@ from storage.space import QUOTA_BACKEND_BYTES_DEFAULT
 from troika import serve_flags
 from troika.serve import QUOTA_DISABLED_BYTES, ServeOptions
 from troika.serve_flags import (
-    BY_NAME,
     EXIT_CONFIG,
     EXIT_USAGE,
     FLAGS,
@@ -257,7 +256,7 @@ def test_defaults_are_etcds() -> None:
     assert options.listen_client_urls == ("http://localhost:2379",)
     config = options.member_config()
     assert (config.tick_interval_s, config.election_ticks) == (0.1, 10)
-    assert BY_NAME["snapshot-count"].default == "10000"  # troika's, documented
+    assert config.snapshot_every_entries == 100_000
 
 
 def test_the_operations_doc_names_every_flag() -> None:

@@ -93,7 +93,7 @@ class ServeOptions:
     initial_cluster_token: str = "etcd-cluster"
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
-    snapshot_count: int = 10_000
+    snapshot_count: int = 100_000
     max_txn_ops: int = MAX_TXN_OPS_DEFAULT
     max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT
     learner_linearizable_reads: bool = False

@@ -136,8 +136,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(
         "snapshot-count",
         Kind.UINT64,
-        "10000",
-        note="applied entries between snapshots (troika's default; etcd 3.4's is 100000)",
+        "100000",
+        note="applied entries between snapshots",
     ),
     Flag("heartbeat-interval", Kind.UINT, "100", note="milliseconds; one Raft tick"),
     Flag("election-timeout", Kind.UINT, "1000", note="milliseconds"),
