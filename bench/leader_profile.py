@@ -194,15 +194,20 @@ def profile_workload(
         if leader_pid is None:
             raise RuntimeError("the leader has no process")
         samples: list[Sample] = []
+        failures: list[Exception] = []
         profiled = threading.Event()
 
         def run_load() -> None:
             # the v2 watch sample is a burst of writes, not a duration: it runs again (a new
             # prefix each time) until the profile is taken
-            while True:
-                samples.append(measure_sample(plan, cluster, workload, connections, len(samples)))
-                if workload != "watch" or profiled.is_set():
-                    return
+            try:
+                while True:
+                    run = len(samples)
+                    samples.append(measure_sample(plan, cluster, workload, connections, run))
+                    if workload != "watch" or profiled.is_set():
+                        return
+            except Exception as error:  # handed to the main thread below
+                failures.append(error)
 
         load = threading.Thread(target=run_load)
         load.start()
@@ -212,6 +217,8 @@ def profile_workload(
         finally:
             profiled.set()
             load.join(LOAD_JOIN_TIMEOUT_S)
+        if failures:
+            raise RuntimeError(f"{workload}: the load failed") from failures[0]
         if not samples:
             raise RuntimeError(f"{workload}: the load did not finish")
         return samples[-1]
@@ -231,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     py_spy = py_spy_command()
     if py_spy is None:
         parser.error("py-spy is not installed (pip install py-spy)")
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
     if args.duration <= PROFILE_START_S + 1:
         parser.error(f"--duration must be above {PROFILE_START_S + 1:.0f} s")
     workloads = args.workload or ["put"]
