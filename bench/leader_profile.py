@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Final
 
 from bench.clusters import TroikaCluster
-from bench.loadgen import V3_WORKLOADS
-from bench.suite import V2_BENCH_WORKLOADS, V3_WATCH_WORKLOADS, BenchPlan, Sample, measure_sample
+from bench.memory import MEMORY_WORKLOADS
+from bench.suite import BENCH_WORKLOADS, BenchPlan, Sample, measure_sample
 
 SAMPLE_RATE_HZ: Final = 250
 PROFILE_START_S: Final = 1.0
 """After the warm-up, so that the samples fall inside the measured window."""
 LOAD_JOIN_TIMEOUT_S: Final = 120.0
-PROFILED_WORKLOADS: Final = (*V2_BENCH_WORKLOADS, *V3_WORKLOADS, *V3_WATCH_WORKLOADS)
+PROFILED_WORKLOADS: Final = tuple(w for w in BENCH_WORKLOADS if w not in MEMORY_WORKLOADS)
 """Every ``troika bench`` workload of requests or deliveries (not the memory ones)."""
 
 TROIKA_PACKAGES: Final = frozenset({"actors", "net", "storage", "sim", "bench"})
