@@ -29,6 +29,7 @@ import trio
 from google.protobuf.message import Message
 
 from bench.grpc_lite import LiteConnection
+from bench.loadgen import process_cpu_s
 from net.etcdpb import kv_pb2, rpc_pb2
 from net.grpc.server import GrpcServer
 from net.v3.methods import CallContext, SendMessage, StreamMethod, unary_method
@@ -128,12 +129,6 @@ async def stream(port: int, responses: int, duration_s: float) -> int:
             await batch_done.wait()
         nursery.cancel_scope.cancel()
     return received
-
-
-def process_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_port(port: int) -> None:

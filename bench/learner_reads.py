@@ -47,7 +47,15 @@ import trio
 
 from bench.clusters import _LAUNCHER, PortBlock, TroikaCluster
 from bench.cpu_quota import cpu_quota
-from bench.loadgen import CpuWindow, LoadResult, LoadSpec, Recorder, Workload, summarise
+from bench.loadgen import (
+    CpuWindow,
+    LoadResult,
+    LoadSpec,
+    Recorder,
+    Workload,
+    process_cpu_s,
+    summarise,
+)
 from bench.loadgen_v3 import V3Requests, _grpc_load, preload_grpc
 
 VOTERS: Final = 3
@@ -249,7 +257,6 @@ def run_point(
     endpoints: dict[str, str], pids: dict[str, int | None], shape: Shape, learners: int
 ) -> ScalingPoint:
     """One client process per member, all at once; the members' CPU over the same time."""
-    from bench.suite import process_cpu_s  # noqa: PLC0415 (not in the clients: a long import)
 
     with tempfile.TemporaryDirectory() as scratch:
         outputs = {name: Path(scratch) / f"{name}.json" for name in endpoints}

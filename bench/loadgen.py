@@ -677,8 +677,14 @@ async def serve_trivial(
                 nursery.start_soon(_trivial_connection, sock)
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``; 0 when it is gone or unknown.
+
+    Read from Linux's ``/proc`` so that a benchmark can charge each process its own CPU without
+    a dependency; elsewhere every reading is 0 and the CPU columns say nothing.
+    """
+    if pid is None:
+        return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -38,7 +38,7 @@ from typing import Any, Final
 import trio
 
 from bench.clusters import TroikaCluster, http_get
-from bench.suite import process_cpu_s
+from bench.loadgen import process_cpu_s
 from net.etcdpb import rpc_pb2
 from net.tcp import TcpNetwork
 from net.v3.client import V3Client

@@ -62,6 +62,7 @@ from bench.loadgen import (
     LoadResult,
     LoadSpec,
     measure_ceiling,
+    process_cpu_s,
     run_load,
 )
 from bench.memory import (
@@ -365,17 +366,6 @@ def rss_peak_mib(pid: int | None) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def process_cpu_s(pid: int | None) -> float:
-    """User plus system CPU seconds of a process so far, 0 when it is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_sample(
