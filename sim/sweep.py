@@ -37,7 +37,7 @@ from sim.report import (
     write_failure,
     write_files,
 )
-from sim.runner import RunOptions, RunResult, run
+from sim.runner import APIS, RunOptions, RunResult, run
 from sim.scenarios import SCENARIOS
 
 
@@ -130,6 +130,20 @@ def scenario_for(seed: int, scenario: str) -> str:
         return scenario
     names = sorted(SCENARIOS)
     return names[seed % len(names)]
+
+
+def api_for(seed: int, api: str, scenario: str) -> str:
+    """``all`` gives every scenario both APIs in turn; otherwise the one named.
+
+    With the scenarios spread over the seeds, seed ``s`` runs scenario ``s mod n``, and an
+    API alternating seed by seed would tie each scenario to one API (``n`` is even): so it
+    changes once a round of ``n`` seeds (seeds 0 to n-1 speak v2, n to 2n-1 v3, and so on).
+    With one scenario it changes every seed.
+    """
+    if api != "all":
+        return api
+    round_seeds = len(SCENARIOS) if scenario == "all" else 1
+    return APIS[(seed // round_seeds) % len(APIS)]
 
 
 class SeedTooSlow(Exception):

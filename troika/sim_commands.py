@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,12 +19,46 @@ def _quiet() -> None:
     quiet_member_logs()
 
 
+def _scenario_name(value: str) -> str:
+    from sim.scenarios import SCENARIOS
+
+    if value not in SCENARIOS:
+        names = ", ".join(sorted(SCENARIOS))
+        raise typer.BadParameter(f"{value!r} is not a scenario; one of {names}")
+    return value
+
+
+def _scenario_name_or_all(value: str) -> str:
+    return value if value == "all" else _scenario_name(value)
+
+
+def _bug_names(value: str | None) -> str | None:
+    """Refuse an unknown planted bug here, before any run (the member refuses it at start)."""
+    if value is None:
+        return None
+    from actors.bootstrap import MEMBER_PLANTED_BUGS
+    from actors.raft.config import PlantedBug
+
+    unknown = set(value.split(",")) - MEMBER_PLANTED_BUGS - {bug.value for bug in PlantedBug}
+    if unknown:
+        raise typer.BadParameter(f"unknown planted bugs: {', '.join(sorted(unknown))}")
+    return value
+
+
 Scenario = Annotated[
-    str, typer.Option("--scenario", help="A scenario name (troika sim scenarios), or all.")
-]
+    str,
+    typer.Option("--scenario", callback=_scenario_name,
+                 help="A scenario name (troika sim scenarios)."),
+]  # fmt: skip
+Scenarios = Annotated[
+    str,
+    typer.Option("--scenario", callback=_scenario_name_or_all,
+                 help="A scenario name (troika sim scenarios), or all (spread over the seeds)."),
+]  # fmt: skip
 Bug = Annotated[
     str | None,
-    typer.Option("--bug", help="Plant a bug: quorum-read-without-read-index, ack-before-sync, "
+    typer.Option("--bug", callback=_bug_names,
+                 help="Plant a bug: quorum-read-without-read-index, ack-before-sync, "
                  "skip-election-restriction, commit-by-counting-old-term, peer-no-redial, "
                  "retry-failed-fsync, peer-keep-stale-streams, truncate-on-stale-append, "
                  "skip-seal-check, lessor-wall-clock, and the v3 watch and lease bugs "
@@ -32,10 +67,29 @@ Bug = Annotated[
 Duration = Annotated[
     float | None, typer.Option("--duration", help="Seconds of faults (the scenario's default).")
 ]
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """An option callback that refuses a value outside ``choices`` as a usage error."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 Api = Annotated[
     str,
-    typer.Option("--api", "--workload",
+    typer.Option("--api", "--workload", callback=_one_of("v2", "v3"),
                  help="What the simulated clients speak: v2 (HTTP keys API) or v3 (KV over gRPC)."),
+]  # fmt: skip
+SweepApi = Annotated[
+    str,
+    typer.Option("--api", "--workload", callback=_one_of("v2", "v3", "all"),
+                 help="What the simulated clients speak: v2 (HTTP keys API), v3 (KV over gRPC), "
+                 "or all (each scenario both, in turns of the scenarios' seeds)."),
 ]  # fmt: skip
 ReportDir = Annotated[
     str, typer.Option("--report-dir", help="Where failed runs write their report files.")
@@ -94,7 +148,7 @@ def run_command(
 @sim_app.command("sweep")
 def sweep_command(
     seeds: Annotated[str, typer.Option("--seeds", help="A..B (inclusive).")] = "0..99",
-    scenario: Scenario = "all",
+    scenario: Scenarios = "all",
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
     bug: Bug = None,
     duration: Duration = None,
@@ -107,7 +161,7 @@ def sweep_command(
             "are not run again (an interrupted sweep resumes).",
         ),
     ] = None,
-    api: Api = "v2",
+    api: SweepApi = "all",
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -132,14 +186,14 @@ def sweep_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sim.runner import RunOptions
-    from sim.sweep import earlier_outcomes, scenario_for, sweep
+    from sim.sweep import api_for, earlier_outcomes, scenario_for, sweep
 
     seed_range = _parse_seeds(seeds)
 
     def make_options(seed: int) -> RunOptions:
         return RunOptions(
             seed=seed, scenario=scenario_for(seed, scenario), planted_bug=bug,
-            duration_s=duration, api=api,
+            duration_s=duration, api=api_for(seed, api, scenario),
         )  # fmt: skip
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
