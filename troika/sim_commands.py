@@ -65,7 +65,8 @@ Bug = Annotated[
                  "(docs/simulator.md; comma-separated for several)."),
 ]  # fmt: skip
 Duration = Annotated[
-    float | None, typer.Option("--duration", help="Seconds of faults (the scenario's default).")
+    float | None,
+    typer.Option("--duration", min=0, help="Seconds of faults (the scenario's default)."),
 ]
 
 
@@ -99,9 +100,12 @@ ReportDir = Annotated[
 def _parse_seeds(text: str) -> range:
     low, separator, high = text.partition("..")
     try:
-        return range(int(low), int(high) + 1) if separator else range(int(low), int(low) + 1)
+        seeds = range(int(low), int(high) + 1) if separator else range(int(low), int(low) + 1)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not N or A..B") from None
+    if not seeds:
+        raise typer.BadParameter(f"{text!r} is an empty range (A..B needs A <= B)")
+    return seeds
 
 
 @sim_app.command("scenarios")
@@ -119,11 +123,11 @@ def run_command(
     scenario: Scenario = "swarm",
     bug: Bug = None,
     duration: Duration = None,
-    clients: Annotated[int, typer.Option("--clients")] = 8,
+    clients: Annotated[int, typer.Option("--clients", min=1)] = 8,
     faults_file: Annotated[
         str | None, typer.Option("--faults-file", help="Replay this fault schedule (JSON).")
     ] = None,
-    operations_max: Annotated[int | None, typer.Option("--operations-max")] = None,
+    operations_max: Annotated[int | None, typer.Option("--operations-max", min=1)] = None,
     report_dir: ReportDir = "sim-reports",
     api: Api = "v2",
 ) -> None:
@@ -149,7 +153,7 @@ def run_command(
 def sweep_command(
     seeds: Annotated[str, typer.Option("--seeds", help="A..B (inclusive).")] = "0..99",
     scenario: Scenarios = "all",
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
     bug: Bug = None,
     duration: Duration = None,
     report_dir: ReportDir = "sim-reports",
@@ -174,6 +178,7 @@ def sweep_command(
         int,
         typer.Option(
             "--recheck-every",
+            min=0,
             help="The determinism self-check: run one seed in N again (at least one) and "
             "fail on a different trace hash; 0 skips it.",
         ),
@@ -231,7 +236,7 @@ def shrink_command(
     scenario: Scenario = "swarm",
     bug: Bug = None,
     duration: Duration = None,
-    trials: Annotated[int, typer.Option("--trials", help="Runs to spend at most.")] = 60,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Runs to spend at most.")] = 60,
     report_dir: ReportDir = "sim-reports",
     api: Api = "v2",
 ) -> None:

@@ -1,5 +1,6 @@
-"""`troika sim`'s options: both APIs spread over a sweep's seeds, and bad names refused as
-usage errors before anything runs."""
+"""`troika sim`'s options: both APIs spread over a sweep's seeds, and bad names and numbers
+refused as usage errors before anything runs (a run with no clients would pass, checking
+nothing)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,16 @@ def test_a_named_api_is_every_seed_s(api: str) -> None:
         (["shrink", "--seed", "1", "--scenario", "all"], "'all' is not a scenario"),
         (["sweep", "--seeds", "0..1", "--scenario", "nope"], "'nope' is not a scenario"),
         (["run", "--seed", "1", "--bug", "ack-before-sync,nope"], "unknown planted bugs: nope"),
+        (["sweep", "--seeds", "5..1"], "'5..1' is an empty range"),
+        (["sweep", "--seeds", "0..1", "--workers", "0"], "greater than or equal to 1"),
+        (["sweep", "--seeds", "0..1", "--recheck-every", "-1"], "greater than or equal to 0"),
+        (["run", "--seed", "1", "--duration", "-1"], "greater than or equal to 0"),
+        (["run", "--seed", "1", "--clients", "0"], "greater than or equal to 1"),
+        (["run", "--seed", "1", "--operations-max", "0"], "greater than or equal to 1"),
+        (["shrink", "--seed", "1", "--trials", "0"], "greater than or equal to 1"),
     ],
 )
-def test_a_bad_name_is_a_usage_error_before_any_run(
+def test_a_bad_name_or_number_is_a_usage_error_before_any_run(
     arguments: list[str], complaint: str, tmp_path: Path
 ) -> None:
     results = tmp_path / "results.jsonl"
