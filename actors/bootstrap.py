@@ -81,8 +81,12 @@ retry succeeds, though the kernel dropped the pages it failed on (the simulator 
 PEER_KEEP_STALE_STREAMS = "peer-keep-stale-streams"
 """A planted bug: a peer's new stream does not replace its older one, so late messages of the
 older one reach Raft after newer ones (the simulator's stale-reconnect scenario)."""
+TXN_FIRST_COMPARE_ONLY = "txn-first-compare-only"
+"""A planted bug: a v3 txn decides its branch on its first compare alone (the simulator's check
+of txns on several keys must catch it)."""
 MEMBER_PLANTED_BUGS = frozenset(
     {
+        TXN_FIRST_COMPARE_ONLY,
         SKIP_SEAL_CHECK,
         PEER_KEEP_STALE_STREAMS,
         PEER_NO_REDIAL,

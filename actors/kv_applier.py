@@ -122,6 +122,8 @@ class KvApplier:
     def __init__(self, store: MvccStore, *, lease_exists: Callable[[int], bool] = no_leases):
         self._store = store
         self._lease_exists = lease_exists
+        self.planted_first_compare_only = False
+        """A planted bug (``actors.bootstrap.TXN_FIRST_COMPARE_ONLY``), test only."""
 
     @property
     def store(self) -> MvccStore:
@@ -190,7 +192,7 @@ class KvApplier:
                 compacted or future revision; nothing was written.
         """
         store = self._store
-        path = _evaluate(store, request)
+        path = _evaluate(store, request, first_compare_only=self.planted_first_compare_only)
         for op in _path_ops(request, path):
             if op.HasField("request_put"):
                 self._check_put(store, op.request_put)
@@ -339,9 +341,12 @@ def _check_range_revision(store: MvccStore, revision: int) -> None:
         raise errors.compacted()
 
 
-def _evaluate(store: MvccStore, request: rpc_pb2.TxnRequest) -> _Path:
+def _evaluate(
+    store: MvccStore, request: rpc_pb2.TxnRequest, *, first_compare_only: bool = False
+) -> _Path:
     """The branches this txn and its nested txns take, all decided before any write."""
-    succeeded = all(_compare(store, compare) for compare in request.compare)
+    compares = request.compare[:1] if first_compare_only else request.compare
+    succeeded = all(_compare(store, compare) for compare in compares)
     branch = request.success if succeeded else request.failure
     nested = tuple(_evaluate(store, op.request_txn) for op in branch if op.HasField("request_txn"))
     return _Path(succeeded, nested)

@@ -40,6 +40,7 @@ from actors.bootstrap import (
     PEER_KEEP_STALE_STREAMS,
     PEER_NO_REDIAL,
     RETRY_FAILED_FSYNC,
+    TXN_FIRST_COMPARE_ONLY,
     WATCH_SKIP_EVENT_WHEN_FULL,
     MemberConfig,
     OpenedState,
@@ -205,6 +206,8 @@ class Member:
         )
         hub = self.apply_actor.watch_hub
         hub.planted_skip_when_full = WATCH_SKIP_EVENT_WHEN_FULL in config.planted_bugs
+        first_only = TXN_FIRST_COMPARE_ONLY in config.planted_bugs
+        state.machine.kv.planted_first_compare_only = first_only
         self.leases = MemberLeases(
             state.machine.leases,
             self.status,

@@ -44,6 +44,12 @@ v3 operations (``sim.workload_v3``) are recorded in their own kinds, as the clie
   header's revision) or the ``mod_revision`` read.
 - ``failed`` is a definite gRPC error (the request was refused before it could take effect);
   ``indeterminate`` is a timeout, ``UNAVAILABLE``, a reset: anything that may have committed.
+- A txn on several keys (``History.invoke_txn_group``) is recorded as one ``txn`` record per
+  key, each with that key's compare, value and else-range, sharing ``group`` (the first
+  record's id), the interval and the outcome: one operation, seen key by key. A group's
+  records all hold the txn's revision when it succeeded; when it failed, each holds what its
+  key's else-range read and ``header_revision``, the one revision all of them were read at.
+  A client's group is its one pending operation.
 - A history holds one API: v2 indexes and v3 revisions are different counters.
 
 The JSON form (``History.to_json``) is one object with a format tag and one operation per line;
@@ -54,7 +60,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -155,6 +161,9 @@ class Operation:
         note: free text for reports (for example why the client gave up).
         succeeded: v3 only, for an ok txn (the compare held) or delete-range (a key was
             deleted); else ``None``.
+        group: a v3 txn on several keys: the id of its first record, on each of its records.
+        header_revision: an ok grouped txn whose compares failed: the revision its
+            else-ranges read at (the response header's).
     """
 
     op_id: int
@@ -172,6 +181,8 @@ class Operation:
     error_code: int | None = None
     note: str = ""
     succeeded: bool | None = None
+    group: int | None = None
+    header_revision: int | None = None
 
     def __post_init__(self) -> None:
         problem = _operation_problem(self)
@@ -202,6 +213,8 @@ class Operation:
     def label(self) -> str:
         """The request and its result, without client or times: ``cas /k1 [v2→v5] ok @42``."""
         parts = [self.kind.value, self.key]
+        if self.group is not None:
+            parts.append(f"(txn #{self.group})")
         compare = []
         if self.prev_value is not None:
             compare.append(f"={self.prev_value}")
@@ -227,6 +240,8 @@ class Operation:
                 shown += f" {self.output_value}"
             if self.index is not None:
                 shown += f"@{self.index}"
+            if self.header_revision is not None:
+                shown += f" read at {self.header_revision}"
             return shown
         if self.outcome is Outcome.FAILED:
             return "failed" if self.error_code is None else f"failed {self.error_code}"
@@ -256,6 +271,8 @@ class Operation:
             "index": self.index,
             "error_code": self.error_code,
             "succeeded": self.succeeded,
+            "group": self.group,
+            "header_revision": self.header_revision,
         }
         record.update((name, item) for name, item in optional.items() if item is not None)
         if self.note:
@@ -286,6 +303,8 @@ class Operation:
                 error_code=_optional_integer(record.get("error_code")),
                 note=_text(record.get("note", "")),
                 succeeded=_optional_boolean(record.get("succeeded")),
+                group=_optional_integer(record.get("group")),
+                header_revision=_optional_integer(record.get("header_revision")),
             )
         except (KeyError, ValueError, TypeError) as error:
             if isinstance(error, HistoryError):
@@ -337,6 +356,13 @@ def _v3_problem(op: Operation) -> str:
             return "a txn compares either the value or the mod_revision"
         if op.succeeded and op.output_value is not None:
             return "a txn whose compare held reads nothing"
+    if op.group is not None and op.kind is not OpKind.TXN:
+        return "only a txn's records form a group"
+    read_at = op.ok and op.group is not None and op.succeeded is False
+    if (op.header_revision is not None) != read_at:
+        return "a grouped txn whose compares failed, and only it, has the revision it read at"
+    if op.header_revision is not None and op.index is not None and op.index > op.header_revision:
+        return "a read at a revision returns no later mod_revision"
     reads_absent = op.kind in (OpKind.RANGE, OpKind.SERIAL_RANGE) or op.succeeded is False
     if reads_absent and op.output_value is None and op.index is not None:
         return "an absent key has no mod_revision"
@@ -391,6 +417,7 @@ class _Pending:
     value: str | None
     prev_value: str | None
     prev_index: int | None
+    group: int | None = None
 
 
 class History:
@@ -466,6 +493,44 @@ class History:
         self._pending_by_client[client_id] = op_id
         return op_id
 
+    def invoke_txn_group(
+        self,
+        client_id: int,
+        compares: Sequence[tuple[str, int]],
+        values: Sequence[str],
+        *,
+        time_s: float | None = None,
+    ) -> tuple[int, ...]:
+        """Record a v3 txn on several keys: ``If(mod_revision(key) == revision)`` for every
+        ``(key, revision)`` of ``compares``, then put each key its value of ``values``, else
+        range every key; the ids of its records, one a key (complete each of them).
+
+        Raises:
+            HistoryError: the client already has a pending operation, fewer than two keys, a
+                key twice, or a value or revision that does not fit.
+        """
+        keys = [key for key, _ in compares]
+        if len(keys) < 2 or len(set(keys)) != len(keys) or len(values) != len(keys):
+            raise HistoryError("a txn group has two or more distinct keys, a value each")
+        first = self.invoke(
+            client_id, OpKind.TXN, keys[0], value=values[0], prev_index=compares[0][1],
+            time_s=time_s,
+        )  # fmt: skip
+        invoked_s = self._pending[first].invoke_s
+        self._pending[first] = replace(self._pending[first], group=first)
+        ids = [first]
+        for (key, revision), value in zip(compares[1:], values[1:], strict=True):
+            Operation(
+                self._next_id, client_id, OpKind.TXN, key, invoked_s, Outcome.INDETERMINATE,
+                None, value=value, prev_index=revision, group=first,
+            )  # fmt: skip
+            self._pending[self._next_id] = _Pending(
+                self._next_id, client_id, OpKind.TXN, key, invoked_s, value, None, revision, first
+            )
+            ids.append(self._next_id)
+            self._next_id += 1
+        return tuple(ids)
+
     def ok(
         self,
         op_id: int,
@@ -473,14 +538,17 @@ class History:
         output_value: str | None = None,
         index: int | None = None,
         succeeded: bool | None = None,
+        header_revision: int | None = None,
         time_s: float | None = None,
     ) -> Operation:
         """The request succeeded: a read returned ``output_value``; ``index`` is the node's
         ``modifiedIndex`` (v3: the revision) in the response, when the client saw it;
-        ``succeeded`` is a v3 txn's or delete-range's flag."""
+        ``succeeded`` is a v3 txn's or delete-range's flag; ``header_revision`` the revision
+        a failed txn group read at."""
         return self._complete(
-            op_id, Outcome.OK, time_s, output_value=output_value, index=index, succeeded=succeeded
-        )
+            op_id, Outcome.OK, time_s, output_value=output_value, index=index,
+            succeeded=succeeded, header_revision=header_revision,
+        )  # fmt: skip
 
     def fail(
         self, op_id: int, *, error_code: int | None, note: str = "", time_s: float | None = None
@@ -499,7 +567,7 @@ class History:
         closed = []
         for op_id in sorted(self._pending):
             pending = self._pending.pop(op_id)
-            del self._pending_by_client[pending.client_id]
+            self._pending_by_client.pop(pending.client_id, None)
             closed.append(self._store(pending, Outcome.INDETERMINATE, None, note=note))
         return tuple(closed)
 
@@ -597,6 +665,7 @@ class History:
         error_code: int | None = None,
         note: str = "",
         succeeded: bool | None = None,
+        header_revision: int | None = None,
     ) -> Operation:
         pending = self._pending.get(op_id)
         if pending is None:
@@ -610,9 +679,11 @@ class History:
             error_code=error_code,
             note=note,
             succeeded=succeeded,
+            header_revision=header_revision,
         )
         del self._pending[op_id]
-        del self._pending_by_client[pending.client_id]
+        if not any(other.client_id == pending.client_id for other in self._pending.values()):
+            del self._pending_by_client[pending.client_id]  # the last record of its group
         return operation
 
     def _store(
@@ -626,6 +697,7 @@ class History:
         error_code: int | None = None,
         note: str = "",
         succeeded: bool | None = None,
+        header_revision: int | None = None,
     ) -> Operation:
         operation = Operation(
             op_id=pending.op_id,
@@ -643,6 +715,8 @@ class History:
             error_code=error_code,
             note=note,
             succeeded=succeeded,
+            group=pending.group,
+            header_revision=header_revision,
         )
         self._operations[operation.op_id] = operation
         return operation
@@ -662,4 +736,5 @@ def relaxed(operation: Operation) -> Operation:
         index=None,
         error_code=None,
         succeeded=None,
+        header_revision=None,
     )

@@ -120,6 +120,31 @@ left out of the search and only required to return a value that some put or txn 
 begun to write before the range completed, with the revision that write returned
 (``check_local``), and an absent key is always accepted.
 
+Txns on several keys
+====================
+
+A txn on several keys is one operation recorded as a group of per-key ``txn`` records
+(``History.invoke_txn_group``). Each record goes into its key's search with the table above
+(its key's compare held and its put took the txn's revision, or its else-range read the key),
+and rule 3 lets a group's records share their revision. That alone would accept a txn whose
+keys were seen or written at different moments, so ``check_txn_groups`` holds every group to
+one revision, using what the whole history knows of each key's writes by revision (the
+revisions that ok writes returned, and the mod_revisions that ok reads saw, with their
+values):
+
+- a group that succeeded at revision R: every key's compare held at R - 1, so no known write
+  on the key falls after its compared mod_revision and before R (compared absent: the last
+  known write before R is not a put, unless a delete of unknown revision may have followed);
+- a group whose compares failed, read at revision H (its response header's): each key's
+  else-range read the key as it was at H, so no known write on the key falls after the
+  mod_revision read and at or before H (read absent: the last known write by H is not a put,
+  unless a delete of unknown revision may have followed), the value read is the one its
+  revision wrote, and not every compare holds on what was read.
+
+Each rule follows from etcd's revisions (one a write, shared by a txn's keys, a read's header
+is the revision it read at), and writes the history does not know of can only add to what a
+rule already found, so a rule never calls a correct history a violation.
+
 The failing sub-history
 =======================
 
@@ -950,6 +975,8 @@ def check_local(operations: Sequence[Operation]) -> tuple[LocalViolation, ...]:
             reason = _unexplained_read(op, writers.get((op.key, op.output_value), []))
             if reason:
                 found.append(LocalViolation(op, reason))
+        if op.kind is OpKind.TXN and op.succeeded is False and op.group is not None:
+            continue  # its compare is one of several: check_txn_groups looks at them together
         if op.kind is OpKind.TXN and op.succeeded is False and _compare_holds_on_observed(op):
             found.append(
                 LocalViolation(op, "the txn's compare failed on the state its else-range read")
@@ -1012,6 +1039,163 @@ def _index_order_as_recorded(
 
 
 # ---------------------------------------------------------------------------------------------
+# Txns on several keys
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownWrite:
+    """A write to one key at a known revision: a put of ``value`` or (``None``) a delete."""
+
+    revision: int
+    value: str | None
+
+
+@dataclass
+class _KnownWrites:
+    """What a history knows of each key's writes by revision (module docstring)."""
+
+    by_key: dict[str, list[_KnownWrite]] = field(default_factory=dict)
+    revisions: dict[str, list[int]] = field(default_factory=dict)
+    maybe_deleted: set[str] = field(default_factory=set)
+    """Keys a delete of unknown revision (an indeterminate one) may have deleted."""
+
+    @classmethod
+    def of(cls, operations: Iterable[Operation]) -> _KnownWrites:
+        found: dict[str, dict[int, str | None]] = {}
+        known = cls()
+        for op in operations:
+            if op.kind is OpKind.DELETE_RANGE and op.outcome is Outcome.INDETERMINATE:
+                known.maybe_deleted.add(op.key)
+            if op.outcome is not Outcome.OK or op.index is None:
+                continue
+            wrote = op.kind is OpKind.PUT or (op.kind is OpKind.TXN and op.succeeded)
+            if wrote or op.output_value is not None:  # a write, or a read of one
+                value = op.value if wrote else op.output_value
+                found.setdefault(op.key, {}).setdefault(op.index, value)
+            elif op.kind is OpKind.DELETE_RANGE and op.succeeded:
+                found.setdefault(op.key, {}).setdefault(op.index, None)
+        for key, writes in found.items():
+            known.revisions[key] = sorted(writes)
+            known.by_key[key] = [
+                _KnownWrite(revision, writes[revision]) for revision in sorted(writes)
+            ]
+        return known
+
+    def after(self, key: str, low: int, high: int) -> _KnownWrite | None:
+        """The first known write on ``key`` with ``low < revision <= high``."""
+        revisions = self.revisions.get(key, [])
+        position = bisect.bisect_right(revisions, low)
+        if position < len(revisions) and revisions[position] <= high:
+            return self.by_key[key][position]
+        return None
+
+    def at(self, key: str, revision: int) -> _KnownWrite | None:
+        revisions = self.revisions.get(key, [])
+        position = bisect.bisect_left(revisions, revision)
+        if position < len(revisions) and revisions[position] == revision:
+            return self.by_key[key][position]
+        return None
+
+    def surely_present(self, key: str, revision: int) -> _KnownWrite | None:
+        """The put that leaves ``key`` present at ``revision`` whatever else happened, if any:
+        the last known write by then, when it is a put and no delete of unknown revision on
+        the key may have followed it."""
+        revisions = self.revisions.get(key, [])
+        position = bisect.bisect_right(revisions, revision)
+        if position == 0 or key in self.maybe_deleted:
+            return None
+        last = self.by_key[key][position - 1]
+        return last if last.value is not None else None
+
+
+def check_txn_groups(operations: Sequence[Operation]) -> tuple[LocalViolation, ...]:
+    """Txns on several keys held to one revision (module docstring, "Txns on several keys");
+    a violation names the group's first record."""
+    groups: dict[int, list[Operation]] = {}
+    for op in operations:
+        if op.group is not None and op.outcome is Outcome.OK:
+            groups.setdefault(op.group, []).append(op)
+    if not groups:
+        return ()
+    known = _KnownWrites.of(operations)
+    found = []
+    for group in sorted(groups):
+        records = sorted(groups[group], key=lambda op: op.op_id)
+        reason = _group_problem(records, known)
+        if reason:
+            found.append(LocalViolation(records[0], reason))
+    return tuple(found)
+
+
+def _group_problem(records: Sequence[Operation], known: _KnownWrites) -> str:
+    """Why the ok txn group ``records`` cannot have happened at one revision, or ``""``."""
+    answers = {(op.succeeded, op.index if op.succeeded else op.header_revision) for op in records}
+    if len(answers) > 1:
+        return "the txn's keys answered for different revisions or outcomes"
+    if records[0].succeeded:
+        return next(filter(None, (_held_before(op, known) for op in records)), "")
+    if all(_compare_holds_on_observed(op) for op in records):
+        return "the txn's compares failed though every one holds on what its else-ranges read"
+    return next(filter(None, (_read_at(op, known) for op in records)), "")
+
+
+def _held_before(op: Operation, known: _KnownWrites) -> str:
+    """Why ``op``'s compare cannot have held just before its txn's revision, or ``""``."""
+    assert op.index is not None and op.prev_index is not None
+    revision, compared = op.index, op.prev_index
+    if compared >= revision:
+        return f"its compare on {op.key} named revision {compared}, not before its own {revision}"
+    if compared == 0:
+        present = known.surely_present(op.key, revision - 1)
+        if present is not None:
+            return (
+                f"its compare held {op.key} absent at revision {revision}, but revision "
+                f"{present.revision} had put {present.value!r} there"
+            )
+        return ""
+    changed = known.after(op.key, compared, revision - 1)
+    if changed is not None:
+        return (
+            f"its compare held {op.key} at mod_revision {compared} at revision {revision}, but "
+            f"revision {changed.revision} had {_wrote(changed)} it"
+        )
+    return ""
+
+
+def _read_at(op: Operation, known: _KnownWrites) -> str:
+    """Why ``op``'s else-range cannot have read its key at its txn's header revision, or
+    ``""``."""
+    assert op.header_revision is not None
+    at = op.header_revision
+    if op.output_value is None:
+        present = known.surely_present(op.key, at)
+        if present is not None:
+            return (
+                f"its else-range read {op.key} absent at revision {at}, but revision "
+                f"{present.revision} had put {present.value!r} there"
+            )
+        return ""
+    assert op.index is not None
+    newer = known.after(op.key, op.index, at)
+    if newer is not None:
+        return (
+            f"its else-range read {op.key} at mod_revision {op.index} at revision {at}, but "
+            f"revision {newer.revision} had {_wrote(newer)} it"
+        )
+    written = known.at(op.key, op.index)
+    if written is not None and written.value != op.output_value:
+        return (
+            f"its else-range read {op.output_value!r} at mod_revision {op.index} of {op.key}, "
+            f"but that revision {_wrote(written)} it"
+        )
+    return ""
+
+
+def _wrote(write: _KnownWrite) -> str:
+    return "deleted" if write.value is None else f"put {write.value!r} in"
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -1054,7 +1238,7 @@ def check_index_order(operations: Iterable[Operation]) -> IndexOrderViolation | 
     for op in sorted(writes, key=lambda op: op.op_id):
         assert op.index is not None
         other = by_index.setdefault(op.index, op)
-        if other is not op:
+        if other is not op and (op.group is None or other.group != op.group):
             return IndexOrderViolation(other, op, f"two writes returned index {op.index}")
     # Sweep in invoke order, folding in the writes that completed strictly before each invoke.
     completed = sorted(writes, key=lambda op: (op.effective_complete_s, op.op_id))
@@ -1093,7 +1277,7 @@ def check_operations(
     """
     started_s = time.perf_counter()  # nondeterminism-ok: reporting wall time only
     originals = list(operations)
-    local = check_local(originals)
+    local = check_local(originals) + check_txn_groups(originals)
     listed = [view for view in map(model_view, originals) if view is not None]
     by_key: dict[str, list[Operation]] = {}
     for op in listed:

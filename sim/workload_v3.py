@@ -15,7 +15,10 @@ recorded in ``sim.history`` with invoke and completion in virtual time:
 
 The txn is etcd's compare-and-swap: ``If(value(k) == seen)`` or ``If(mod_revision(k) ==
 seen)`` (0 when the client last saw the key absent: "create"), ``Then(Put(k, v))``,
-``Else(Range(k))``, so even a failed compare observes the key.
+``Else(Range(k))``, so even a failed compare observes the key. Some txns are on two keys
+(``multi_key_txn_fraction``): ``If(mod_revision(a) == seen_a, mod_revision(b) == seen_b)``,
+``Then(Put(a, v_a), Put(b, v_b))``, ``Else(Range(a), Range(b))``: one operation, recorded as a
+group of per-key records (``History.invoke_txn_group``) that the checker holds to one revision.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ class V3WorkloadOptions:
         request_timeout_s: a client gives up (indeterminate) after this (sent as grpc-timeout).
         think_s_max: pause between a client's requests, drawn in [0, max).
         weights: relative frequency of each operation kind.
-        value_compare_fraction: of the txns, how many compare the value (the rest compare
-            the mod_revision).
+        value_compare_fraction: of the txns on one key, how many compare the value (the
+            rest compare the mod_revision).
+        multi_key_txn_fraction: of the txns, how many are on two keys (with two keys or more).
     """
 
     clients: int = 8
@@ -83,6 +87,7 @@ class V3WorkloadOptions:
         (OpKind.DELETE_RANGE, 10),
     )
     value_compare_fraction: float = 0.5
+    multi_key_txn_fraction: float = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +142,9 @@ class V3Client:
         """One request, recorded; False when the member did not answer usefully."""
         self.sent += 1
         kind = self._pick_kind()
+        fraction = self.options.multi_key_txn_fraction
+        if kind is OpKind.TXN and self.options.keys >= 2 and self.rng.random() < fraction:
+            return await self.txn_on_two_keys(channel)
         key = f"k{self.rng.randrange(self.options.keys)}"
         value = f"c{self.client_id}-{self.sent}" if kind in (OpKind.PUT, OpKind.TXN) else None
         prev_value: str | None = None
@@ -178,6 +186,44 @@ class V3Client:
             succeeded=outcome.succeeded,
             time_s=trio.current_time(),
         )
+        return True
+
+    async def txn_on_two_keys(self, channel: GrpcChannel) -> bool:
+        """A txn comparing two keys' mod_revisions, putting both or ranging both; recorded as
+        one group."""
+        first, second = self.rng.sample(range(self.options.keys), 2)
+        keys = (f"k{first}", f"k{second}")
+        compares = [(key, self.last_seen.get(key, (None, 0))[1]) for key in keys]
+        values = [f"c{self.client_id}-{self.sent}-{key}" for key in keys]
+        op_ids = self.history.invoke_txn_group(
+            self.client_id, compares, values, time_s=trio.current_time()
+        )
+        request = build_group_txn(compares, values)
+        try:
+            response = await channel.unary(
+                TXN_PATH, request, rpc_pb2.TxnResponse, timeout_s=self.options.request_timeout_s
+            )
+        except RpcError as error:
+            note = f"{error.code.name}: {error.message}"
+            for op_id in op_ids:
+                if error.code in DEFINITE_CODES:
+                    self.history.fail(op_id, error_code=None, note=note, time_s=trio.current_time())
+                else:
+                    self.history.indeterminate(op_id, note=note, time_s=trio.current_time())
+            return error.code in DEFINITE_CODES
+        assert isinstance(response, rpc_pb2.TxnResponse)
+        revision = response.header.revision
+        for position, (op_id, key, value) in enumerate(zip(op_ids, keys, values, strict=True)):
+            if response.succeeded:
+                self.last_seen[key] = (value, revision)
+                self.history.ok(op_id, index=revision, succeeded=True, time_s=trio.current_time())
+                continue
+            read = _read_kvs(list(response.responses[position].response_range.kvs))
+            self.last_seen[key] = (read.output_value, read.index or 0)
+            self.history.ok(
+                op_id, output_value=read.output_value, index=read.index, succeeded=False,
+                header_revision=revision, time_s=trio.current_time(),
+            )  # fmt: skip
         return True
 
     def _remember(self, kind: OpKind, key: str, value: str | None, outcome: _Outcome) -> None:
@@ -230,6 +276,28 @@ def build_request(
                 failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=name))],
             )
     raise AssertionError(kind)
+
+
+def build_group_txn(compares: Sequence[tuple[str, int]], values: Sequence[str]) -> Message:
+    """``If`` every key's mod_revision is its compare's, put every key its value, else range
+    every key (in the compares' order)."""
+    names = [key.encode() for key, _ in compares]
+    return rpc_pb2.TxnRequest(
+        compare=[
+            rpc_pb2.Compare(
+                result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=name,
+                mod_revision=revision,
+            )
+            for name, (_, revision) in zip(names, compares, strict=True)
+        ],
+        success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=name, value=value.encode()))
+            for name, value in zip(names, values, strict=True)
+        ],
+        failure=[
+            rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=name)) for name in names
+        ],
+    )  # fmt: skip
 
 
 def _read_kvs(kvs: Sequence[kv_pb2.KeyValue]) -> _Outcome:

@@ -61,7 +61,8 @@ Bug = Annotated[
                  help="Plant a bug: quorum-read-without-read-index, ack-before-sync, "
                  "skip-election-restriction, commit-by-counting-old-term, peer-no-redial, "
                  "retry-failed-fsync, peer-keep-stale-streams, truncate-on-stale-append, "
-                 "skip-seal-check, lessor-wall-clock, and the v3 watch and lease bugs "
+                 "skip-seal-check, lessor-wall-clock, txn-first-compare-only, and the v3 watch and "
+                 "lease bugs "
                  "(docs/simulator.md; comma-separated for several)."),
 ]  # fmt: skip
 Duration = Annotated[

@@ -71,6 +71,25 @@ def test_a_linearizable_range_without_read_index_is_caught_and_the_seed_passes_w
     pytest.fail(f"the v3 stale read went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds")
 
 
+def test_a_txn_deciding_on_its_first_compare_alone_is_caught_by_the_txn_group_check() -> None:
+    for seed in range(PLANTED_BUG_SEEDS_MAX):
+        options = RunOptions(
+            seed=seed, scenario="leader-isolation", planted_bug="txn-first-compare-only",
+            duration_s=4, api="v3",
+        )  # fmt: skip
+        result = run(options)
+        if not result.passed:
+            assert result.check is not None, "\n".join(summary_lines(result))
+            reasons = [violation.reason for violation in result.check.local]
+            assert any(reason.startswith("its compare held") for reason in reasons), reasons
+            clean = run(replace(options, planted_bug=None))
+            assert clean.passed, "\n".join(summary_lines(clean))
+            assert clean.history is not None
+            assert any(op.group is not None for op in clean.history.operations)
+            return
+    pytest.fail(f"txn-first-compare-only went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("bug", "checker"),
