@@ -214,6 +214,7 @@ class Member:
             member_id=self.member_id,
             send=self.transport.send,
             propose_revoke=self.propose_v3,
+            confirm_read=self.confirm_read_within,
             extend_s=0.0
             if LESSOR_NO_PROMOTION_EXTENSION in config.planted_bugs
             else config.election_timeout_s(),
@@ -445,6 +446,16 @@ class Member:
             return await self._await_outcome(self.read_batcher.enqueue(), deadline)
 
         await self._with_leader_retry(attempt)
+
+    async def confirm_read_within(self, timeout_s: float) -> None:
+        """One ReadIndex round (shared with the reads queued beside it) and the apply up to
+        its index, within ``timeout_s``, without waiting for a leader.
+
+        Raises:
+            RequestTimeout: not confirmed in time.
+            NotLeader, TooManyRequests: as a linearizable read.
+        """
+        await self._await_outcome(self.read_batcher.enqueue(), trio.current_time() + timeout_s)
 
     async def _read_index_round(self, deadline: float) -> object:
         """One ReadIndex for a batch of reads: the confirmed index once applied here.

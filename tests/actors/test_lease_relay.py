@@ -21,6 +21,10 @@ async def no_revoke(_request: InternalRaftRequest) -> object:
     return None
 
 
+async def leads(_timeout_s: float) -> None:
+    """A ReadIndex round that confirms at once: the member leads."""
+
+
 def pair() -> tuple[MemberLeases, MemberLeases, LeaseTable]:
     """A leader's and a follower's shells over one table, sending to each other directly."""
     table = LeaseTable()
@@ -43,6 +47,7 @@ def pair() -> tuple[MemberLeases, MemberLeases, LeaseTable]:
             member_id=member_id,
             send=sender(member_id),
             propose_revoke=no_revoke,
+            confirm_read=leads,
             extend_s=1.0,
             tick_s=0.1,
             request_timeout_s=5.0,
@@ -158,4 +163,37 @@ async def test_an_expired_lease_whose_revoke_is_not_committed_answers_ttl_0_not_
         for shell in (leader, follower):
             ttl = await shell.time_to_live(7)
             assert ttl is not None and (ttl.remaining_s, ttl.granted_s) == (0, 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_that_cannot_confirm_it_leads_never_says_no_such_lease(
+    autojump_clock: object,
+) -> None:
+    """A leader deposed without knowing it never saw its successor's grants: until a ReadIndex
+    round confirms that it leads, its "not in my table" is "retry", not "no such lease"."""
+    leader, follower, table = pair()
+    confirmations: list[bool] = []
+
+    async def deposed(_timeout_s: float) -> None:
+        confirmations.append(False)
+        raise TimeoutError("no quorum")
+
+    leader._confirm_read = deposed
+    answers: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader.run)
+        leader.leader_entry_applied()
+
+        async def renew() -> None:
+            answers.append(await follower.renew(7))
+
+        nursery.start_soon(renew)
+        await trio.sleep(2.0)
+        assert answers == [] and len(confirmations) >= 2  # asked, refused, asked again
+        table.grant(7, 10)  # the successor's grant reaches it: the lease was there all along
+        leader.granted(7, 10)
+        await trio.sleep(1.0)
+        assert answers == [10]
+        leader._confirm_read = leads
+        assert await follower.renew(8) == 0  # confirmed: now it may say so
         nursery.cancel_scope.cancel()

@@ -95,12 +95,16 @@ def leader_leases(clock: SimClock, *, planted: bool) -> MemberLeases:
     async def no_revoke(request: object) -> object:
         return None
 
+    async def leads(_timeout_s: float) -> None:
+        return None
+
     leases = MemberLeases(
         table,
         status,
         member_id=1,
         send=lambda recipient, payload: True,
         propose_revoke=no_revoke,
+        confirm_read=leads,
         extend_s=0.0,
         tick_s=0.1,
         request_timeout_s=1.0,
