@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from sim.history import Operation, OpKind, Outcome
+from sim.linearizability import Verdict, check_operations
 from sim.network import SimNetwork, SimStream
 
 StreamPairMaker = Callable[[], Awaitable[tuple[SimStream, SimStream]]]
@@ -50,3 +52,39 @@ def clogged(make: StreamPairMaker, window_bytes: int) -> StreamPairMaker:
         return client_end, server_end
 
     return make_clogged
+
+
+class HistoryBuilder:
+    """Hand-built histories: ``b.op(client, kind, start, end, key=..., ...)``, numbered in the
+    order they are added, on ``key`` unless an operation names another."""
+
+    def __init__(self, key: str = "/x") -> None:
+        self.key = key
+        self.operations: list[Operation] = []
+
+    def op(
+        self,
+        client: int,
+        kind: OpKind,
+        start: float,
+        end: float | None,
+        *,
+        key: str | None = None,
+        outcome: Outcome = Outcome.OK,
+        **fields: object,
+    ) -> Operation:
+        operation = Operation(
+            op_id=len(self.operations),
+            client_id=client,
+            kind=kind,
+            key=self.key if key is None else key,
+            invoke_s=start,
+            outcome=outcome,
+            complete_s=end,
+            **fields,  # type: ignore[arg-type]
+        )
+        self.operations.append(operation)
+        return operation
+
+    def check(self, **options: object) -> Verdict:
+        return check_operations(self.operations, **options).verdict  # type: ignore[arg-type]

@@ -43,44 +43,11 @@ from sim.linearizability import (
     check_operations,
 )
 from sim.timeline import FaultEvent, render_timeline
+from tests.sim.helpers import HistoryBuilder as Builder
 
 OK = Outcome.OK
 FAILED = Outcome.FAILED
 INDETERMINATE = Outcome.INDETERMINATE
-
-
-class Builder:
-    """Hand-built histories: ``b.op(client, kind, key, start, end, ...)``."""
-
-    def __init__(self) -> None:
-        self.operations: list[Operation] = []
-
-    def op(
-        self,
-        client: int,
-        kind: OpKind,
-        start: float,
-        end: float | None,
-        *,
-        key: str = "/x",
-        outcome: Outcome = OK,
-        **fields: object,
-    ) -> Operation:
-        operation = Operation(
-            op_id=len(self.operations),
-            client_id=client,
-            kind=kind,
-            key=key,
-            invoke_s=start,
-            outcome=outcome,
-            complete_s=end,
-            **fields,  # type: ignore[arg-type]
-        )
-        self.operations.append(operation)
-        return operation
-
-    def check(self, **options: object) -> Verdict:
-        return check_operations(self.operations, **options).verdict  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------

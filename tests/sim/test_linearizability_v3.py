@@ -12,35 +12,13 @@ import pytest
 
 from sim.history import History, HistoryError, Operation, OpKind, Outcome
 from sim.linearizability import Verdict, check_operations, model_view
+from tests.sim.helpers import HistoryBuilder
 
 OK, FAILED, INDETERMINATE = Outcome.OK, Outcome.FAILED, Outcome.INDETERMINATE
 
 
-class Builder:
-    """Operations on one key, numbered in the order they are added."""
-
-    def __init__(self) -> None:
-        self.ops: list[Operation] = []
-
-    def op(
-        self,
-        client: int,
-        kind: OpKind,
-        start: float,
-        end: float | None,
-        outcome: Outcome = OK,
-        **fields: object,
-    ) -> Operation:
-        operation = Operation(
-            len(self.ops), client, kind, "/k", start, outcome, end,
-            **fields,  # type: ignore[arg-type]
-        )  # fmt: skip
-        self.ops.append(operation)
-        return operation
-
-
 def test_a_sequential_v3_history_is_linearizable() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.RANGE, 0, 1)  # absent
     b.op(0, OpKind.PUT, 2, 3, value="a", index=2)
     b.op(0, OpKind.RANGE, 4, 5, output_value="a", index=2)
@@ -51,15 +29,15 @@ def test_a_sequential_v3_history_is_linearizable() -> None:
     b.op(0, OpKind.DELETE_RANGE, 14, 15, succeeded=False)
     b.op(0, OpKind.TXN, 16, 17, value="d", prev_index=0, succeeded=True, index=5)
     b.op(0, OpKind.SERIAL_RANGE, 18, 19, output_value="d", index=5)
-    assert check_operations(b.ops).verdict is Verdict.OK
+    assert check_operations(b.operations).verdict is Verdict.OK
 
 
 def test_a_stale_linearizable_range_is_a_violation() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.PUT, 2, 3, value="b", index=3)
     stale = b.op(2, OpKind.RANGE, 4, 5, output_value="a", index=2)
-    result = check_operations(b.ops)
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.VIOLATION
     (key,) = result.violations
     assert stale in key.witness  # the recorded v3 record, not its model view
@@ -67,11 +45,11 @@ def test_a_stale_linearizable_range_is_a_violation() -> None:
 
 
 def test_the_same_stale_range_serializable_is_allowed() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.PUT, 2, 3, value="b", index=3)
     b.op(2, OpKind.SERIAL_RANGE, 4, 5, output_value="a", index=2)
-    assert check_operations(b.ops).verdict is Verdict.OK
+    assert check_operations(b.operations).verdict is Verdict.OK
 
 
 @pytest.mark.parametrize(
@@ -86,12 +64,12 @@ def test_the_same_stale_range_serializable_is_allowed() -> None:
 def test_a_serializable_range_must_return_a_value_that_was_written(
     read: dict[str, object], reason: str
 ) -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.TXN, 0, 1, value="refused", prev_value="x", succeeded=False)
     b.op(1, OpKind.PUT, 9, 10, value="late", index=3)
-    b.op(2, OpKind.SERIAL_RANGE, 4, 5, OK, **read)
-    result = check_operations(b.ops)
+    b.op(2, OpKind.SERIAL_RANGE, 4, 5, outcome=OK, **read)  # type: ignore[arg-type]
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.VIOLATION
     (local,) = result.local
     assert reason in local.reason
@@ -99,37 +77,37 @@ def test_a_serializable_range_must_return_a_value_that_was_written(
 
 
 def test_a_txn_whose_else_branch_saw_a_matching_state_is_a_violation() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.TXN, 2, 3, value="b", prev_index=2, succeeded=False, output_value="a", index=2)
-    result = check_operations(b.ops)
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.VIOLATION
     assert result.local and "compare failed" in result.local[0].reason
 
 
 def test_two_creates_by_mod_revision_zero_cannot_both_succeed() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.TXN, 0, 2, value="a", prev_index=0, succeeded=True, index=2)
     b.op(1, OpKind.TXN, 1, 3, value="b", prev_index=0, succeeded=True, index=3)
-    assert check_operations(b.ops).verdict is Verdict.VIOLATION
+    assert check_operations(b.operations).verdict is Verdict.VIOLATION
 
 
 def test_an_indeterminate_put_may_explain_a_later_read() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, 0, 1, INDETERMINATE, value="a", note="UNAVAILABLE")
-    b.op(1, OpKind.PUT, 0, 1, FAILED, value="b", note="RESOURCE_EXHAUSTED")
+    b = HistoryBuilder("/k")
+    b.op(0, OpKind.PUT, 0, 1, outcome=INDETERMINATE, value="a", note="UNAVAILABLE")
+    b.op(1, OpKind.PUT, 0, 1, outcome=FAILED, value="b", note="RESOURCE_EXHAUSTED")
     b.op(2, OpKind.RANGE, 5, 6, output_value="a", index=9)
     b.op(2, OpKind.RANGE, 7, 8, output_value="b", index=10)
     b.op(2, OpKind.RANGE, 9, 10, output_value="a", index=9)
-    result = check_operations(b.ops)
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.VIOLATION  # a@9 again after b@10: revisions went back
 
 
 def test_a_delete_that_deleted_nothing_says_the_key_was_absent() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.PUT, 0, 1, value="a", index=2)
     b.op(1, OpKind.DELETE_RANGE, 2, 3, succeeded=False)
-    assert check_operations(b.ops).verdict is Verdict.VIOLATION
+    assert check_operations(b.operations).verdict is Verdict.VIOLATION
 
 
 def test_v3_records_are_validated_and_survive_json() -> None:
@@ -140,17 +118,17 @@ def test_v3_records_are_validated_and_survive_json() -> None:
                   succeeded=True)  # fmt: skip
     with pytest.raises(HistoryError, match="no mod_revision"):
         Operation(0, 0, OpKind.RANGE, "/k", 0, OK, 1, index=3)
-    b = Builder()
+    b = HistoryBuilder("/k")
     b.op(0, OpKind.TXN, 0, 1, value="a", prev_index=0, succeeded=True, index=2)
     b.op(0, OpKind.RANGE, 2, 3)
-    history = History.of(b.ops)
+    history = History.of(b.operations)
     assert History.from_json(history.to_json()).operations == history.operations
-    assert b.ops[0].label() == "txn /k if @0 →a ok@2"
-    assert b.ops[1].label() == "range /k ok absent"
+    assert b.operations[0].label() == "txn /k if @0 →a ok@2"
+    assert b.operations[1].label() == "range /k ok absent"
 
 
 def test_the_model_view_keeps_ids_and_times() -> None:
-    b = Builder()
+    b = HistoryBuilder("/k")
     op = b.op(3, OpKind.TXN, 1, 2, value="a", prev_value="z", succeeded=False)
     view = model_view(op)
     assert view is not None

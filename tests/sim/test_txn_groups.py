@@ -8,44 +8,20 @@ import pytest
 
 from sim.history import History, HistoryError, Operation, OpKind, Outcome
 from sim.linearizability import Verdict, check_key, check_operations, check_txn_groups, model_view
+from tests.sim.helpers import HistoryBuilder
 
 OK, INDETERMINATE = Outcome.OK, Outcome.INDETERMINATE
 
 
-class Builder:
-    """Operations on several keys, numbered in the order they are added."""
-
-    def __init__(self) -> None:
-        self.ops: list[Operation] = []
-
-    def op(
-        self,
-        client: int,
-        kind: OpKind,
-        key: str,
-        start: float,
-        end: float | None,
-        *,
-        outcome: Outcome = OK,
-        **fields: object,
-    ) -> Operation:
-        operation = Operation(
-            len(self.ops), client, kind, key, start, outcome, end,
-            **fields,  # type: ignore[arg-type]
-        )  # fmt: skip
-        self.ops.append(operation)
-        return operation
-
-    def group(
-        self, client: int, start: float, end: float, parts: list[dict[str, object]]
-    ) -> list[Operation]:
-        """One txn on several keys: a record a part, the first one's id as the group."""
-        first = len(self.ops)
-        records = []
-        for part in parts:
-            key = str(part.pop("key"))
-            records.append(self.op(client, OpKind.TXN, key, start, end, group=first, **part))  # type: ignore[arg-type]
-        return records
+def txn_group(
+    b: HistoryBuilder, client: int, start: float, end: float, parts: list[dict[str, object]]
+) -> list[Operation]:
+    """One txn on several keys: a record a part, the first one's id as the group."""
+    first = len(b.operations)
+    return [
+        b.op(client, OpKind.TXN, start, end, group=first, **part)  # type: ignore[arg-type]
+        for part in parts
+    ]
 
 
 def every_key_alone_is_linearizable(ops: list[Operation]) -> bool:
@@ -89,23 +65,23 @@ def test_group_records_are_validated() -> None:
 
 
 def test_a_txn_group_that_succeeded_shares_its_revision_and_passes() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.group(1, 2, 3, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    txn_group(b, 1, 2, 3, [
         {"key": "a", "value": "a2", "prev_index": 2, "succeeded": True, "index": 3},
         {"key": "b", "value": "b2", "prev_index": 0, "succeeded": True, "index": 3},
     ])  # fmt: skip
-    b.op(0, OpKind.RANGE, "a", 4, 5, output_value="a2", index=3)
-    b.op(0, OpKind.RANGE, "b", 4, 5, output_value="b2", index=3)
-    result = check_operations(b.ops)
+    b.op(0, OpKind.RANGE, 4, 5, key="a", output_value="a2", index=3)
+    b.op(0, OpKind.RANGE, 4, 5, key="b", output_value="b2", index=3)
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.OK, result.summary()
 
 
 def test_two_writes_outside_a_group_still_cannot_share_a_revision() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.op(1, OpKind.PUT, "b", 0, 1, value="b1", index=2)
-    result = check_operations(b.ops)
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    b.op(1, OpKind.PUT, 0, 1, key="b", value="b1", index=2)
+    result = check_operations(b.operations)
     assert (
         result.index_order is not None
         and "two writes returned index 2" in result.index_order.reason
@@ -116,72 +92,72 @@ def test_an_else_read_of_two_keys_from_two_moments_is_caught_by_the_group_check_
     # b is put at revision 3 while the txn runs; the txn's else-ranges read a as of revision 3
     # but b as still absent: each key alone has an order (the read of b before the put), yet
     # no one revision shows both.
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.op(1, OpKind.PUT, "b", 2, 5, value="b1", index=3)
-    b.group(2, 2, 5, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    b.op(1, OpKind.PUT, 2, 5, key="b", value="b1", index=3)
+    txn_group(b, 2, 2, 5, [
         {"key": "a", "value": "x", "prev_index": 0, "succeeded": False, "output_value": "a1",
          "index": 2, "header_revision": 3},
         {"key": "b", "value": "y", "prev_index": 9, "succeeded": False, "header_revision": 3},
     ])  # fmt: skip
-    assert every_key_alone_is_linearizable(b.ops)
-    found = check_txn_groups(b.ops)
+    assert every_key_alone_is_linearizable(b.operations)
+    found = check_txn_groups(b.operations)
     assert [violation.reason for violation in found] == [
         "its else-range read b absent at revision 3, but revision 3 had put 'b1' there"
     ]
-    assert check_operations(b.ops).verdict is Verdict.VIOLATION
+    assert check_operations(b.operations).verdict is Verdict.VIOLATION
 
 
 def test_the_same_reads_at_the_revision_before_the_put_pass() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.op(1, OpKind.PUT, "b", 2, 5, value="b1", index=3)
-    b.group(2, 2, 5, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    b.op(1, OpKind.PUT, 2, 5, key="b", value="b1", index=3)
+    txn_group(b, 2, 2, 5, [
         {"key": "a", "value": "x", "prev_index": 0, "succeeded": False, "output_value": "a1",
          "index": 2, "header_revision": 2},
         {"key": "b", "value": "y", "prev_index": 9, "succeeded": False, "header_revision": 2},
     ])  # fmt: skip
-    assert check_operations(b.ops).verdict is Verdict.OK
+    assert check_operations(b.operations).verdict is Verdict.OK
 
 
 def test_a_success_whose_second_compare_no_longer_held_is_caught() -> None:
     # The txn compared b at revision 3, but b was put again at revision 4 before the txn's
     # revision 5 (what a txn deciding on its first compare alone does).
-    b = Builder()
-    b.op(0, OpKind.PUT, "b", 0, 1, value="b1", index=3)
-    b.op(1, OpKind.PUT, "b", 2, 3, value="b2", index=4)
-    b.group(2, 2, 6, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="b", value="b1", index=3)
+    b.op(1, OpKind.PUT, 2, 3, key="b", value="b2", index=4)
+    txn_group(b, 2, 2, 6, [
         {"key": "a", "value": "x", "prev_index": 0, "succeeded": True, "index": 5},
         {"key": "b", "value": "y", "prev_index": 3, "succeeded": True, "index": 5},
     ])  # fmt: skip
-    reasons = [violation.reason for violation in check_txn_groups(b.ops)]
+    reasons = [violation.reason for violation in check_txn_groups(b.operations)]
     assert reasons == [
         "its compare held b at mod_revision 3 at revision 5, but revision 4 had put 'b2' in it"
     ]
 
 
 def test_a_compare_on_absence_fails_to_hold_after_a_put_unless_a_delete_may_have_followed() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "b", 0, 1, value="b1", index=2)
-    b.group(1, 2, 3, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="b", value="b1", index=2)
+    txn_group(b, 1, 2, 3, [
         {"key": "a", "value": "x", "prev_index": 0, "succeeded": True, "index": 4},
         {"key": "b", "value": "y", "prev_index": 0, "succeeded": True, "index": 4},
     ])  # fmt: skip
-    assert check_txn_groups(b.ops)
-    b.op(2, OpKind.DELETE_RANGE, "b", 1, None, outcome=INDETERMINATE, note="UNAVAILABLE")
-    assert not check_txn_groups(b.ops)
-    assert check_operations(b.ops).verdict is Verdict.OK
+    assert check_txn_groups(b.operations)
+    b.op(2, OpKind.DELETE_RANGE, 1, None, key="b", outcome=INDETERMINATE, note="UNAVAILABLE")
+    assert not check_txn_groups(b.operations)
+    assert check_operations(b.operations).verdict is Verdict.OK
 
 
 def test_a_group_whose_compares_all_hold_on_what_it_read_cannot_have_failed() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.group(1, 2, 3, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    txn_group(b, 1, 2, 3, [
         {"key": "a", "value": "x", "prev_index": 2, "succeeded": False, "output_value": "a1",
          "index": 2, "header_revision": 2},
         {"key": "b", "value": "y", "prev_index": 0, "succeeded": False, "header_revision": 2},
     ])  # fmt: skip
-    reasons = [violation.reason for violation in check_operations(b.ops).local]
+    reasons = [violation.reason for violation in check_operations(b.operations).local]
     assert reasons == [
         "the txn's compares failed though every one holds on what its else-ranges read"
     ]
@@ -190,30 +166,30 @@ def test_a_group_whose_compares_all_hold_on_what_it_read_cannot_have_failed() ->
 def test_one_compare_of_a_failed_group_may_hold_on_its_own() -> None:
     # a's compare held; b's did not: the group failed, and a's record alone must not be
     # held to "its compare failed".
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.op(0, OpKind.PUT, "b", 1, 2, value="b1", index=3)
-    b.group(1, 3, 4, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    b.op(0, OpKind.PUT, 1, 2, key="b", value="b1", index=3)
+    txn_group(b, 1, 3, 4, [
         {"key": "a", "value": "x", "prev_index": 2, "succeeded": False, "output_value": "a1",
          "index": 2, "header_revision": 3},
         {"key": "b", "value": "y", "prev_index": 0, "succeeded": False, "output_value": "b1",
          "index": 3, "header_revision": 3},
     ])  # fmt: skip
-    result = check_operations(b.ops)
+    result = check_operations(b.operations)
     assert result.verdict is Verdict.OK, result.summary()
 
 
 def test_a_read_of_another_value_at_a_known_revision_is_caught() -> None:
-    b = Builder()
-    b.op(0, OpKind.PUT, "a", 0, 1, value="a1", index=2)
-    b.op(0, OpKind.PUT, "b", 1, 2, value="b1", index=3)
-    b.group(1, 3, 4, [
+    b = HistoryBuilder()
+    b.op(0, OpKind.PUT, 0, 1, key="a", value="a1", index=2)
+    b.op(0, OpKind.PUT, 1, 2, key="b", value="b1", index=3)
+    txn_group(b, 1, 3, 4, [
         {"key": "a", "value": "x", "prev_index": 9, "succeeded": False, "output_value": "zz",
          "index": 2, "header_revision": 3},
         {"key": "b", "value": "y", "prev_index": 0, "succeeded": False, "output_value": "b1",
          "index": 3, "header_revision": 3},
     ])  # fmt: skip
-    reasons = [violation.reason for violation in check_txn_groups(b.ops)]
+    reasons = [violation.reason for violation in check_txn_groups(b.operations)]
     assert reasons == [
         "its else-range read 'zz' at mod_revision 2 of a, but that revision put 'a1' in it"
     ]
