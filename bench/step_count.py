@@ -32,6 +32,7 @@ import trio
 
 from bench.clusters import TroikaCluster
 from bench.loadgen import WORKLOADS, LoadSpec, run_load
+from troika.cli import run_serve
 
 SNAPSHOT_SETTLE_S: Final = 0.3
 """Time for the members to write their counts after the signal."""
@@ -53,8 +54,8 @@ class StepCounter(trio.abc.Instrument):
 
 
 def run_counted_member(out_prefix: str, troika_argv: list[str]) -> None:
-    """Run ``troika <troika_argv>`` with a ``StepCounter``; each SIGUSR1 writes the counts so
-    far to ``<out_prefix>.<n>.json``."""
+    """Run ``troika serve ...`` (``troika_argv``) with a ``StepCounter`` on its run loop; each
+    SIGUSR1 writes the counts so far to ``<out_prefix>.<n>.json``."""
     counter = StepCounter()
     written = 0
 
@@ -66,17 +67,9 @@ def run_counted_member(out_prefix: str, troika_argv: list[str]) -> None:
         Path(f"{out_prefix}.{written}.json").write_text(json.dumps(counts))
 
     signal.signal(signal.SIGUSR1, write_counts)
-    real_run = trio.run
-
-    def run_with_counter(*args: object, **kwargs: object) -> object:
-        instruments = list(kwargs.pop("instruments", ()))  # type: ignore[call-overload]
-        return real_run(*args, instruments=[*instruments, counter], **kwargs)  # type: ignore[arg-type]
-
-    trio.run = run_with_counter  # type: ignore[assignment]
-    import troika.cli  # noqa: PLC0415  (after the patch: the CLI calls trio.run)
-
-    sys.argv = ["troika", *troika_argv]
-    troika.cli.main()
+    if troika_argv[:1] != ["serve"]:
+        raise SystemExit(f"bench.step_count member: expected a serve command, not {troika_argv}")
+    run_serve(troika_argv[1:], os.environ, instruments=[counter])
 
 
 class CountedTroikaCluster(TroikaCluster):

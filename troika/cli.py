@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -111,9 +111,12 @@ def serve_command(ctx: typer.Context) -> None:
     run_serve(list(ctx.args), os.environ)
 
 
-def run_serve(argv: list[str], environment: Mapping[str, str]) -> None:
+def run_serve(
+    argv: list[str], environment: Mapping[str, str], instruments: Sequence[trio.abc.Instrument] = ()
+) -> None:
     """Parse etcd's flags from ``argv`` and ``environment`` and run a member until signalled;
-    exits as etcd does on a refused command line (2) or configuration (1)."""
+    exits as etcd does on a refused command line (2) or configuration (1). ``instruments``
+    watch the member's run loop (``bench.step_count`` counts its task steps with one)."""
     from actors.bootstrap import BootstrapError
     from net.tls import TlsConfigError
     from troika import serve_flags
@@ -143,7 +146,7 @@ def run_serve(argv: list[str], environment: Mapping[str, str]) -> None:
         _serve_exit(serve_flags.FlagError(str(error), serve_flags.EXIT_USAGE))
     except (TlsConfigError, BootstrapError) as error:
         _serve_exit(serve_flags.FlagError(str(error)))
-    trio.run(serve_until_signalled, options)
+    trio.run(serve_until_signalled, options, instruments=instruments)
 
 
 def _serve_exit(error: Exception) -> NoReturn:
