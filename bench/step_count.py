@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +40,37 @@ TOP_TASKS: Final = 8
 
 
 class StepCounter(trio.abc.Instrument):
-    """Counts task steps by task name and the run loop's I/O waits (one a pass)."""
+    """Counts task steps by task name and the run loop's I/O waits (one a pass), and the main
+    thread's CPU time in each (``time.thread_time`` at either side: about a microsecond a
+    reading, which the figures include)."""
 
     def __init__(self) -> None:
         self.steps: Counter[str] = Counter()
+        self.step_cpu_s: defaultdict[str, float] = defaultdict(float)
         self.io_waits = 0
+        self.io_cpu_s = 0.0
+        self._started_s = 0.0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps[task.name] += 1
+        self._started_s = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.step_cpu_s[task.name] += time.thread_time() - self._started_s
 
     def before_io_wait(self, timeout: float) -> None:
         self.io_waits += 1
+        self._started_s = time.thread_time()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.io_cpu_s += time.thread_time() - self._started_s
+
+    def snapshot(self) -> dict[str, object]:
+        """The counts so far, with the process's and the main thread's CPU seconds (call on
+        the main thread)."""
+        return {"io_waits": self.io_waits, "io_cpu_s": self.io_cpu_s,
+                "steps": dict(self.steps), "step_cpu_s": dict(self.step_cpu_s),
+                "cpu_s": time.process_time(), "main_cpu_s": time.thread_time()}  # fmt: skip
 
 
 def run_counted_member(out_prefix: str, troika_argv: list[str]) -> None:
@@ -62,9 +82,7 @@ def run_counted_member(out_prefix: str, troika_argv: list[str]) -> None:
     def write_counts(signum: int, frame: FrameType | None) -> None:
         nonlocal written
         written += 1
-        counts = {"io_waits": counter.io_waits, "steps": dict(counter.steps),
-                  "cpu_s": time.process_time()}  # fmt: skip
-        Path(f"{out_prefix}.{written}.json").write_text(json.dumps(counts))
+        Path(f"{out_prefix}.{written}.json").write_text(json.dumps(counter.snapshot()))
 
     signal.signal(signal.SIGUSR1, write_counts)
     if troika_argv[:1] != ["serve"]:
@@ -100,13 +118,35 @@ class CountedTroikaCluster(TroikaCluster):
 
 @dataclass(frozen=True)
 class MemberCounts:
-    """One member's counts per operation over the measured load."""
+    """One member's counts per operation over the measured load (CPU in microseconds)."""
 
     name: str
     passes: float
     steps: float
-    cpu_ms: float
-    by_task: list[tuple[str, float]]
+    cpu_us: float
+    """The whole process: the main thread and the fsync and RocksDB worker threads."""
+    main_cpu_us: float
+    io_wait_cpu_us: float
+    """The main thread in the run loop's waits for I/O (``epoll_wait``)."""
+    step_cpu_us: float
+    """The main thread in task steps: member code and the Trio calls it makes."""
+    by_task: list[tuple[str, float, float]]
+    """The tasks with the most CPU: name, steps, CPU."""
+
+    @property
+    def run_loop_cpu_us(self) -> float:
+        """The main thread outside task steps and I/O waits: Trio's scheduling itself."""
+        return self.main_cpu_us - self.io_wait_cpu_us - self.step_cpu_us
+
+
+def _delta(first: dict[str, object], last: dict[str, object], key: str) -> float:
+    return float(last[key]) - float(first[key])  # type: ignore[arg-type]
+
+
+def _by_task(first: dict[str, object], last: dict[str, object], key: str) -> dict[str, float]:
+    before, after = first[key], last[key]
+    assert isinstance(before, dict) and isinstance(after, dict)
+    return {task: value - before.get(task, 0) for task, value in after.items()}
 
 
 def per_operation(
@@ -116,20 +156,26 @@ def per_operation(
     members = []
     for name in sorted(after):
         first, last = before[name], after[name]
-        first_steps = first["steps"]
-        last_steps = last["steps"]
-        assert isinstance(first_steps, dict) and isinstance(last_steps, dict)
-        steps = {task: count - first_steps.get(task, 0) for task, count in last_steps.items()}
+        steps = _by_task(first, last, "steps")
+        step_cpu_s = _by_task(first, last, "step_cpu_s")
         by_task = sorted(
-            ((task, count / operations) for task, count in steps.items() if count > 0),
-            key=lambda item: -item[1],
-        )
-        passes = float(last["io_waits"]) - float(first["io_waits"])  # type: ignore[arg-type]
-        cpu_s = float(last["cpu_s"]) - float(first["cpu_s"])  # type: ignore[arg-type]
-        members.append(
-            MemberCounts(name, passes / operations, sum(steps.values()) / operations,
-                         cpu_s * 1000 / operations, by_task[:TOP_TASKS])
+            ((task, count / operations, step_cpu_s[task] * 1e6 / operations)
+             for task, count in steps.items() if count > 0),
+            key=lambda item: -item[2],
         )  # fmt: skip
+        per_op_us = 1e6 / operations
+        members.append(
+            MemberCounts(
+                name=name,
+                passes=_delta(first, last, "io_waits") / operations,
+                steps=sum(steps.values()) / operations,
+                cpu_us=_delta(first, last, "cpu_s") * per_op_us,
+                main_cpu_us=_delta(first, last, "main_cpu_s") * per_op_us,
+                io_wait_cpu_us=_delta(first, last, "io_cpu_s") * per_op_us,
+                step_cpu_us=sum(step_cpu_s.values()) * per_op_us,
+                by_task=by_task[:TOP_TASKS],
+            )
+        )
     return members
 
 
@@ -140,10 +186,15 @@ def report(workload: str, connections: int, leader: str, operations: int,
     for member in members:
         role = "leader" if member.name == leader else "member"
         lines.append(
-            f"  {member.name} ({role}): {member.passes:.1f} run-loop passes, "
-            f"{member.steps:.1f} task steps, {member.cpu_ms:.2f} ms CPU per operation"
+            f"  {member.name} ({role}), per operation: {member.passes:.1f} run-loop passes, "
+            f"{member.steps:.1f} task steps; CPU {member.cpu_us:.0f} us, of it the main thread "
+            f"{member.main_cpu_us:.0f} us: task steps {member.step_cpu_us:.0f}, "
+            f"I/O waits {member.io_wait_cpu_us:.0f}, run loop {member.run_loop_cpu_us:.0f}"
         )
-        lines.extend(f"      {count:6.2f}  {task}" for task, count in member.by_task)
+        lines.extend(
+            f"      {steps:6.2f} steps {cpu_us:7.1f} us  {task}"
+            for task, steps, cpu_us in member.by_task
+        )
     return "\n".join(lines)
 
 
@@ -173,6 +224,38 @@ def count_workload(
             return report(workload, connections, cluster.names[leader], operations, members)
 
 
+async def _relay(
+    receive: trio.MemoryReceiveChannel[int], send: trio.MemorySendChannel[int]
+) -> None:
+    async for item in receive:
+        send.send_nowait(item)
+
+
+async def _pass_tokens(stages: int, tokens: int, cpu_s: list[float]) -> None:
+    async with trio.open_nursery() as nursery:
+        head, receive = trio.open_memory_channel[int](1)
+        for _ in range(stages):
+            send, next_receive = trio.open_memory_channel[int](1)
+            nursery.start_soon(_relay, receive, send)
+            receive = next_receive
+        started_s = time.process_time()
+        for token in range(tokens):
+            head.send_nowait(token)
+            await receive.receive()
+        cpu_s.append(time.process_time() - started_s)
+        nursery.cancel_scope.cancel()
+
+
+def hop_cost_us(stages: int, tokens: int, counted: bool) -> float:
+    """CPU microseconds a hop of a token through a chain of ``stages`` tasks joined by memory
+    channels, each hop one task step and one run-loop pass with nothing else to do: Trio's own
+    cost of a pass (with ``counted``, plus the ``StepCounter``'s)."""
+    cpu_s: list[float] = []
+    instruments = [StepCounter()] if counted else []
+    trio.run(_pass_tokens, stages, tokens, cpu_s, instruments=instruments)
+    return cpu_s[0] * 1e6 / (tokens * (stages + 1))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["member"] and len(arguments) >= 2:
@@ -184,7 +267,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=3, help="members")
     parser.add_argument("-d", "--duration", type=float, default=4.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before counting")
+    parser.add_argument(
+        "--hop-cost", action="store_true", help="Trio's cost of a pass, with and without a counter"
+    )
     args = parser.parse_args(arguments)
+    if args.hop_cost:
+        for counted in (False, True):
+            costs = ", ".join(f"{hop_cost_us(stages, 20_000, counted):.1f}" for stages in (4, 16))
+            label = "with the step counter" if counted else "plain Trio"
+            print(f"{label}: {costs} us a hop (chains of 4 and 16 tasks)")
+        return
     if args.duration <= 0 or args.warmup <= 0:
         parser.error("--duration and --warmup must be positive")
     if any(connections < 1 for connections in args.connections or ()):

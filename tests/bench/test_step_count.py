@@ -5,26 +5,50 @@ from __future__ import annotations
 import pytest
 import trio
 
-from bench.step_count import StepCounter, count_workload, per_operation, report
+from bench.step_count import (
+    StepCounter,
+    _pass_tokens,
+    count_workload,
+    hop_cost_us,
+    per_operation,
+    report,
+)
 
 
-def _snapshot(io_waits: int, cpu_s: float, **steps: int) -> dict[str, object]:
-    return {"io_waits": io_waits, "cpu_s": cpu_s, "steps": steps}
+def _snapshot(
+    io_waits: int, cpu_s: float, main_cpu_s: float, io_cpu_s: float, **steps: tuple[int, float]
+) -> dict[str, object]:
+    return {
+        "io_waits": io_waits, "io_cpu_s": io_cpu_s, "cpu_s": cpu_s, "main_cpu_s": main_cpu_s,
+        "steps": {task: count for task, (count, _) in steps.items()},
+        "step_cpu_s": {task: cpu for task, (_, cpu) in steps.items()},
+    }  # fmt: skip
 
 
 def test_counts_between_two_snapshots_are_divided_by_the_operations() -> None:
-    before = {"m1": _snapshot(100, 1.0, raft=50, storage=10), "m2": _snapshot(7, 2.0, raft=3)}
+    before = {
+        "m1": _snapshot(100, 1.0, 0.9, 0.1, raft=(50, 0.2), storage=(10, 0.1)),
+        "m2": _snapshot(7, 2.0, 1.5, 0.0, raft=(3, 0.01)),
+    }
     after = {
-        "m1": _snapshot(300, 1.5, raft=90, storage=110, http=40),
-        "m2": _snapshot(107, 2.1, raft=3, writer=20),
+        "m1": _snapshot(300, 1.5, 1.3, 0.12, raft=(90, 0.3), storage=(110, 0.25), http=(40, 0.05)),
+        "m2": _snapshot(107, 2.1, 1.58, 0.02, raft=(3, 0.01), writer=(20, 0.04)),
     }
     m1, m2 = per_operation(before, after, operations=20)
-    assert (m1.name, m1.passes, m1.steps, m1.cpu_ms) == ("m1", 10.0, 9.0, 25.0)
-    assert m1.by_task == [("storage", 5.0), ("raft", 2.0), ("http", 2.0)]
-    assert (m2.passes, m2.steps, m2.by_task) == (5.0, 1.0, [("writer", 1.0)])
+    assert (m1.name, m1.passes, m1.steps) == ("m1", 10.0, 9.0)
+    assert (m1.cpu_us, m1.main_cpu_us, m1.io_wait_cpu_us, m1.step_cpu_us) == pytest.approx(
+        (25_000, 20_000, 1_000, 15_000)
+    )
+    assert m1.run_loop_cpu_us == pytest.approx(4_000)
+    assert [(task, steps) for task, steps, _ in m1.by_task] == [
+        ("storage", 5.0), ("raft", 2.0), ("http", 2.0)
+    ]  # fmt: skip
+    assert m1.by_task[0][2] == pytest.approx(7_500)
+    assert (m2.passes, m2.steps, [task for task, _, _ in m2.by_task]) == (5.0, 1.0, ["writer"])
     text = report("put", 1, "m1", 20, [m1, m2])
-    assert "m1 (leader): 10.0 run-loop passes, 9.0 task steps, 25.00 ms CPU" in text
-    assert "m2 (member): 5.0 run-loop passes" in text
+    assert "m1 (leader), per operation: 10.0 run-loop passes, 9.0 task steps; CPU 25000 us" in text
+    assert "task steps 15000, I/O waits 1000, run loop 4000" in text
+    assert "m2 (member)" in text
 
 
 def test_the_counter_sees_every_step_of_a_task_and_the_passes_between() -> None:
@@ -41,6 +65,18 @@ def test_the_counter_sees_every_step_of_a_task_and_the_passes_between() -> None:
     trio.run(main, instruments=[counter])
     assert counter.steps["sleeper"] == 4  # the start and one step after each sleep
     assert counter.io_waits >= 4
+    assert counter.step_cpu_s["sleeper"] > 0
+    snapshot = counter.snapshot()
+    assert snapshot["steps"] == dict(counter.steps) and float(snapshot["main_cpu_s"]) > 0  # type: ignore[arg-type]
+
+
+def test_a_token_through_a_chain_of_tasks_costs_each_task_a_step() -> None:
+    counter = StepCounter()
+    cpu_s: list[float] = []
+    trio.run(_pass_tokens, 3, 50, cpu_s, instruments=[counter])
+    relays = counter.steps["bench.step_count._relay"]
+    assert 3 * 50 <= relays <= 3 * 51 + 3  # one step a token each, and their starts and ends
+    assert len(cpu_s) == 1 and hop_cost_us(3, 50, counted=False) > 0
 
 
 @pytest.mark.process
