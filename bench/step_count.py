@@ -1,15 +1,18 @@
-"""How many Trio task steps and run-loop passes a request costs each member, by task.
+"""How many Trio task steps and run-loop passes a request costs each member, and their CPU.
 
 ``python -m bench.step_count -w put -c 1``: a fresh troika cluster whose members run under a
 Trio instrument that counts task steps by the task that takes them and the run loop's waits
-for I/O (one a pass); a warm-up load, then the counts are read, the measured load runs against
-the leader, and the counts are read again. Per operation, for each member: passes, steps and
-the tasks that take most of them, with its CPU (the instrument's own cost included).
+for I/O (one a pass), reading the main thread's CPU clock on either side of each; a warm-up
+load, then the counts are read, the measured load runs against the leader, and the counts are
+read again. Per operation, for each member: passes, steps, the process's CPU and the main
+thread's split into task steps, I/O waits and Trio's scheduling between them, and the tasks
+that cost most. ``--hop-cost`` measures what a pass of Trio's run loop costs by itself, plain
+and with the counter (the counter's own cost is in every figure).
 
-The question it answers is the one a profile cannot: at one connection nothing batches, and a
-request's cost is the chain of stages it crosses (an HTTP connection, the Raft, storage and
-apply actors, the peer writers and readers), each hop a pass of the run loop. The counts do
-not depend on how busy the machine is, so they can be taken beside other work.
+The question it answers is one a sampling profile answers poorly: at one connection nothing
+batches, and a request crosses a chain of stages (an HTTP connection, the Raft, storage and
+apply actors, the peer writers and readers); is its cost the hops between them or the work
+in each? The counts do not depend on how busy the machine is; the CPU figures do.
 """
 
 from __future__ import annotations
