@@ -98,6 +98,8 @@ MEMBER_PLANTED_BUGS = frozenset(
         LESSOR_WALL_CLOCK,
     }
 )
+KNOWN_PLANTED_BUGS = MEMBER_PLANTED_BUGS | frozenset(bug.value for bug in PlantedBug)
+"""Every planted bug a member accepts: its own and the Raft core's (``troika sim --bug``)."""
 
 
 class BootstrapError(Exception):
@@ -149,9 +151,9 @@ class MemberConfig:
             raise BootstrapError(f"--initial-cluster-state must be new or existing, not {state!r}")
         if self.name not in self.initial_cluster:
             raise BootstrapError(f"--initial-cluster has no member named {self.name!r}")
-        known = MEMBER_PLANTED_BUGS | {bug.value for bug in PlantedBug}
-        if not self.planted_bugs <= known:
-            raise BootstrapError(f"unknown planted bugs: {sorted(self.planted_bugs - known)}")
+        if not self.planted_bugs <= KNOWN_PLANTED_BUGS:
+            unknown = sorted(self.planted_bugs - KNOWN_PLANTED_BUGS)
+            raise BootstrapError(f"unknown planted bugs: {unknown}")
         if self.tick_interval_s <= 0 or self.election_ticks < 2:
             raise BootstrapError("the tick interval must be positive and elections >= 2 ticks")
 

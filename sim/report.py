@@ -49,14 +49,18 @@ liveness (the healed cluster did not elect, commit and answer every client in ti
 
 
 def failure_kind(result: RunResult) -> str:
-    """The most serious kind of failure in a run (``FAILURE_KINDS``); "" if it passed."""
+    """The most serious kind of failure in a run (``FAILURE_KINDS``, or ``timeout`` for a run
+    stopped at the sweep's wall-clock limit, after safety and linearizability); "" if it
+    passed."""
     if result.passed:
         return ""
     prefixes = [violation.split(":", 1)[0] for violation in result.violations]
-    if any(prefix not in ("liveness", "watchdog") for prefix in prefixes):
+    if any(prefix not in ("liveness", "watchdog", "timeout") for prefix in prefixes):
         return "safety"
     if result.linearizability == "violation":
         return "linearizability"
+    if "timeout" in prefixes:
+        return "timeout"
     return "watchdog" if "watchdog" in prefixes else "liveness"
 
 

@@ -66,13 +66,23 @@ class Watchdog(TaskSteps):
 
     A deadlock needs no watchdog: every member ticks, so virtual time always moves on, and a
     stuck cluster fails the recovery deadline.
+
+    With ``wall_s_max`` it also stops a run that has taken that much wall time (the sweep's
+    guard against a seed that would hold a worker for ever). It looks only at its own
+    checkpoints, between task steps, so the run ends through its cancel scope like any other
+    stop; an exception raised into the run from a signal handler can land inside Trio's
+    scheduler or be caught by member code that logs and goes on. Only a run over its limit
+    can tell the difference, and it fails either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wall_s_max: float | None = None) -> None:
         super().__init__()
         self.passes = 0
         self.expired = False
+        self.over_wall_time = False
         self.scope: trio.CancelScope | None = None
+        self.wall_s_max = wall_s_max
+        self._started_s = time.perf_counter()  # the harness's guard; not inside the simulation
 
     @property
     def steps(self) -> int:
@@ -82,6 +92,10 @@ class Watchdog(TaskSteps):
     def before_io_wait(self, timeout: float) -> None:
         self.passes += 1
         if self.passes % WATCHDOG_CHECK_EVERY_PASSES or self.expired or self.scope is None:
+            return
+        if self.wall_s_max is not None and time.perf_counter() - self._started_s > self.wall_s_max:
+            self.expired = self.over_wall_time = True
+            self.scope.cancel()
             return
         budget = TASK_STEPS_ALLOWANCE + trio.current_time() * TASK_STEPS_PER_SIMULATED_S_MAX
         if self.count() > budget:
@@ -258,7 +272,14 @@ async def _simulate(
     with trio.CancelScope() as scope:
         watchdog.scope = scope
         await _simulate_cluster(options, faults, result)
-    if watchdog.expired:
+    if watchdog.over_wall_time:
+        result.violations.append(
+            f"timeout: the seed took longer than {watchdog.wall_s_max:g}s of wall time and was "
+            f"stopped at {trio.current_time():.1f}s simulated ({watchdog.steps} task steps)"
+        )
+        result.history.finish(note="stopped at the wall-clock limit")
+        result.simulated_s = trio.current_time()
+    elif watchdog.expired:
         result.violations.append(
             f"watchdog: {watchdog.steps} task steps by {trio.current_time():.1f}s simulated: "
             "the run spins (a livelock) and was stopped"
@@ -392,8 +413,9 @@ def _trace_hash(cluster: SimCluster, history: History, log: V3Log | None = None)
     return hasher.hexdigest()
 
 
-def run(options: RunOptions) -> RunResult:
-    """Run one seed and check it; never raises for a violation, reports it."""
+def run(options: RunOptions, wall_s_max: float | None = None) -> RunResult:
+    """Run one seed and check it; never raises for a violation, reports it. With
+    ``wall_s_max``, a run that takes longer (wall clock) is stopped and fails as a timeout."""
     if options.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {options.scenario!r}; one of {sorted(SCENARIOS)}")
     scenario = SCENARIOS[options.scenario]
@@ -404,7 +426,7 @@ def run(options: RunOptions) -> RunResult:
     if faults is None:
         faults = scenario.schedule(Random(options.seed ^ 0x5CED), duration_s)
     result = RunResult(options, faults)
-    watchdog = Watchdog()
+    watchdog = Watchdog(wall_s_max)
     started = time.perf_counter()  # reporting wall time; not inside the simulation
     run_deterministic(
         _simulate, options.seed, options, faults, result, watchdog, instruments=[watchdog]

@@ -48,6 +48,8 @@ def quiet_member_logs() -> None:
 
 SEED_WALL_S_MAX = 600.0
 """A seed that takes longer than this (wall clock) is stopped and reported."""
+LAST_RESORT_GRACE_S = 60.0
+"""How long after its limit a seed that has not stopped itself is interrupted by a signal."""
 RECHECK_EVERY = 50
 """The determinism self-check reruns one seed in this many (at least one per sweep)."""
 
@@ -69,7 +71,8 @@ class SeedOutcome:
     trace_hash: str = ""
     """The run's trace hash ("" when it was stopped): the determinism self-check compares it."""
     kind: str = ""
-    """What a failure broke: ``sim.report.FAILURE_KINDS``, or timeout, worker, determinism."""
+    """What a failure broke: ``sim.report.failure_kind``'s (``FAILURE_KINDS`` or timeout), or
+    worker, determinism."""
 
 
 @dataclass
@@ -147,11 +150,7 @@ def api_for(seed: int, api: str, scenario: str) -> str:
 
 
 class SeedTooSlow(Exception):
-    """The seed passed the sweep's wall-clock limit."""
-
-
-def _too_slow(signum: int, frame: object) -> None:
-    raise SeedTooSlow(f"the seed took longer than {SEED_WALL_S_MAX:g}s of wall time")
+    """The seed ran past the sweep's wall-clock limit and did not stop itself (last resort)."""
 
 
 def _seed_outcome(options: RunOptions, result: RunResult, report_dir: str) -> SeedOutcome:
@@ -170,11 +169,12 @@ def _seed_outcome(options: RunOptions, result: RunResult, report_dir: str) -> Se
     )
 
 
-def _too_slow_outcome(options: RunOptions, error: Exception, wall_s: float) -> SeedOutcome:
+def _too_slow_outcome(options: RunOptions, error: BaseException, wall_s: float) -> SeedOutcome:
     return SeedOutcome(
         options.seed, options.scenario, False,
-        [f"SEED={options.seed} scenario={options.scenario}", f"FAILED: {error}",
-         f"replay: {options.replay_command()}"],
+        [f"SEED={options.seed} scenario={options.scenario}",
+         f"FAILED: the seed took longer than {wall_s:g}s of wall time and was interrupted "
+         f"({type(error).__name__})", f"replay: {options.replay_command()}"],
         0.0, wall_s, 0, replay=options.replay_command(), kind="timeout",
     )  # fmt: skip
 
@@ -190,15 +190,31 @@ def worker_failed_outcome(options: RunOptions, error: BaseException) -> SeedOutc
 
 
 def _run_guarded(options: RunOptions, wall_s_max: float) -> RunResult | SeedOutcome:
-    """Run a seed under the wall-clock guard (an alarm signal, so only on a main thread: a
-    Dask worker runs tasks on other threads, and Dask itself bounds a lost worker)."""
+    """Run a seed under the wall-clock guard.
+
+    The run's own watchdog stops it at ``wall_s_max`` between task steps: it fails as a
+    ``timeout`` with its report, on local workers and Dask's alike. A run that cannot get
+    there (a task that never yields) is interrupted by an alarm ``LAST_RESORT_GRACE_S``
+    later, where only a main thread can take one: whatever that raises, wherever it lands
+    (inside Trio's scheduler it surfaces as ``TrioInternalError``, inside a nursery as an
+    exception group), the seed is reported as a timeout.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return run(options)
-    previous = signal.signal(signal.SIGALRM, _too_slow)
-    signal.setitimer(signal.ITIMER_REAL, wall_s_max)
+        return run(options, wall_s_max=wall_s_max)
+    interrupted = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise SeedTooSlow(f"the seed took longer than {wall_s_max:g}s of wall time")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, wall_s_max + LAST_RESORT_GRACE_S)
     try:
-        return run(options)
-    except SeedTooSlow as error:
+        return run(options, wall_s_max=wall_s_max)
+    except Exception as error:
+        if not interrupted:
+            raise
         return _too_slow_outcome(options, error, wall_s_max)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -36,10 +36,9 @@ def _bug_names(value: str | None) -> str | None:
     """Refuse an unknown planted bug here, before any run (the member refuses it at start)."""
     if value is None:
         return None
-    from actors.bootstrap import MEMBER_PLANTED_BUGS
-    from actors.raft.config import PlantedBug
+    from actors.bootstrap import KNOWN_PLANTED_BUGS
 
-    unknown = set(value.split(",")) - MEMBER_PLANTED_BUGS - {bug.value for bug in PlantedBug}
+    unknown = set(value.split(",")) - KNOWN_PLANTED_BUGS
     if unknown:
         raise typer.BadParameter(f"unknown planted bugs: {', '.join(sorted(unknown))}")
     return value
