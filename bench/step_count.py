@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -259,6 +259,55 @@ def hop_cost_us(stages: int, tokens: int, counted: bool) -> float:
     return cpu_s[0] * 1e6 / (tokens * (stages + 1))
 
 
+def count_simulated(seed: int, scenario: str, api: str, duration_s: float | None = None) -> str:
+    """One simulated run (``troika sim run``) with a ``StepCounter`` beside its own
+    instruments: CPU by task, the simulator's tasks and the members' alike."""
+    import sim.runner  # noqa: PLC0415  (only this mode needs the simulator)
+    from sim.sweep import quiet_member_logs  # noqa: PLC0415
+
+    counter = StepCounter()
+    # sim.runner.run takes no extra instruments, and the simulator's code stays as the long
+    # sweep ran it (docs/sweeps/), so the counter goes in where run() starts Trio
+    patched = "run_deterministic"
+    run_deterministic = getattr(sim.runner, patched)
+
+    def counted(*args: Any, instruments: Sequence[trio.abc.Instrument] = (), **kwargs: Any) -> Any:
+        return run_deterministic(*args, instruments=[*instruments, counter], **kwargs)
+
+    quiet_member_logs()
+    setattr(sim.runner, patched, counted)
+    try:
+        started_s = time.process_time()
+        options = sim.runner.RunOptions(seed, scenario, api=api, duration_s=duration_s)
+        result = sim.runner.run(options)
+        cpu_s = time.process_time() - started_s
+    finally:
+        setattr(sim.runner, patched, run_deterministic)
+    in_steps_s = sum(counter.step_cpu_s.values())
+    steps_by_task: Counter[str] = Counter()
+    cpu_s_by_task: defaultdict[str, float] = defaultdict(float)
+    for task, steps in counter.steps.items():
+        short = task.split(".<locals>")[0]
+        steps_by_task[short] += steps
+        cpu_s_by_task[short] += counter.step_cpu_s[task]
+    lines = [
+        f"{scenario} seed {seed} ({api}): {result.operations} operations, "
+        f"{result.simulated_s:.1f} s simulated, {cpu_s:.1f} s of CPU, passed: {result.passed}, "
+        f"trace hash {result.trace_hash}",
+        f"  {sum(counter.steps.values())} task steps: CPU in them {in_steps_s:.2f} s, in I/O "
+        f"waits {counter.io_cpu_s:.2f} s, the rest (scheduling, checks, setup) "
+        f"{cpu_s - in_steps_s - counter.io_cpu_s:.2f} s",
+    ]
+    for task, task_cpu_s in sorted(cpu_s_by_task.items(), key=lambda item: -item[1]):
+        if task_cpu_s >= 0.005 * cpu_s:
+            steps = steps_by_task[task]
+            lines.append(
+                f"  {task_cpu_s:7.2f} s {100 * task_cpu_s / cpu_s:5.1f} % {steps:9d} steps "
+                f"{task_cpu_s * 1e6 / steps:6.1f} us a step  {task}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["member"] and len(arguments) >= 2:
@@ -273,7 +322,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--hop-cost", action="store_true", help="Trio's cost of a pass, with and without a counter"
     )
+    parser.add_argument(
+        "--sim", nargs=3, metavar=("SEED", "SCENARIO", "API"),
+        help="count one simulated run instead of a real cluster (e.g. 4242 split-brain v2)",
+    )  # fmt: skip
     args = parser.parse_args(arguments)
+    if args.sim:
+        seed, scenario, api = args.sim
+        print(count_simulated(int(seed), scenario, api))
+        return
     if args.hop_cost:
         for counted in (False, True):
             costs = ", ".join(f"{hop_cost_us(stages, 20_000, counted):.1f}" for stages in (4, 16))

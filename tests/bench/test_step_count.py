@@ -8,6 +8,7 @@ import trio
 from bench.step_count import (
     StepCounter,
     _pass_tokens,
+    count_simulated,
     count_workload,
     hop_cost_us,
     per_operation,
@@ -85,3 +86,14 @@ def test_a_lone_put_crosses_the_raft_storage_and_apply_actors() -> None:
     assert "m1 (leader)" in text
     for task in ("StorageActor.run", "RaftActor.run", "ApplyActor.run", "_run_handler"):
         assert task in text, text
+
+
+def test_a_simulated_run_is_counted_step_for_step_as_its_watchdog_counts_it() -> None:
+    from sim.runner import RunOptions, run  # noqa: PLC0415
+
+    text = count_simulated(0, "leader-isolation", "v2", duration_s=1.0)
+    steps = int(text.splitlines()[1].split()[0])
+    options = RunOptions(seed=0, scenario="leader-isolation", duration_s=1.0)
+    assert steps == run(options).task_steps
+    assert "actors.raft_actor.RaftActor.run" in text
+    assert "trace hash" in text
