@@ -37,8 +37,8 @@ from bench.clusters import TroikaCluster
 from bench.loadgen import WORKLOADS, LoadSpec, run_load
 from troika.cli import run_serve
 
-SNAPSHOT_SETTLE_S: Final = 0.3
-"""Time for the members to write their counts after the signal."""
+SNAPSHOT_WAIT_S: Final = 10.0
+"""How long the members have to write their counts after the signal."""
 TOP_TASKS: Final = 8
 
 
@@ -85,7 +85,9 @@ def run_counted_member(out_prefix: str, troika_argv: list[str]) -> None:
     def write_counts(signum: int, frame: FrameType | None) -> None:
         nonlocal written
         written += 1
-        Path(f"{out_prefix}.{written}.json").write_text(json.dumps(counter.snapshot()))
+        partial = Path(f"{out_prefix}.{written}.partial")
+        partial.write_text(json.dumps(counter.snapshot()))
+        partial.replace(f"{out_prefix}.{written}.json")  # the reader sees all of it or nothing
 
     signal.signal(signal.SIGUSR1, write_counts)
     if troika_argv[:1] != ["serve"]:
@@ -112,11 +114,14 @@ class CountedTroikaCluster(TroikaCluster):
             pid = self.pid(index)
             if pid is not None:
                 os.kill(pid, signal.SIGUSR1)
-        time.sleep(SNAPSHOT_SETTLE_S)
-        return {
-            name: json.loads((self.counts_dir / f"{name}.{number}.json").read_text())
-            for name in self.names
-        }
+        paths = {name: self.counts_dir / f"{name}.{number}.json" for name in self.names}
+        deadline_s = time.monotonic() + SNAPSHOT_WAIT_S
+        while not all(path.exists() for path in paths.values()):
+            if time.monotonic() > deadline_s:
+                missing = sorted(name for name, path in paths.items() if not path.exists())
+                raise RuntimeError(f"no counts from {', '.join(missing)}")
+            time.sleep(0.05)
+        return {name: json.loads(path.read_text()) for name, path in paths.items()}
 
 
 @dataclass(frozen=True)
