@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sim.runner import RunOptions
 
 sim_app = typer.Typer(help="Deterministic simulations of a whole cluster.", no_args_is_help=True)
 
@@ -57,12 +60,8 @@ Scenarios = Annotated[
 Bug = Annotated[
     str | None,
     typer.Option("--bug", callback=_bug_names,
-                 help="Plant a bug: quorum-read-without-read-index, ack-before-sync, "
-                 "skip-election-restriction, commit-by-counting-old-term, peer-no-redial, "
-                 "retry-failed-fsync, peer-keep-stale-streams, truncate-on-stale-append, "
-                 "skip-seal-check, lessor-wall-clock, txn-first-compare-only, and the v3 watch and "
-                 "lease bugs "
-                 "(docs/simulator.md; comma-separated for several)."),
+                 help="Plant bugs, comma-separated (troika sim bugs lists them; "
+                 "docs/simulator.md says what each breaks and which check catches it)."),
 ]  # fmt: skip
 Duration = Annotated[
     float | None,
@@ -115,6 +114,33 @@ def scenarios() -> None:
 
     for name in sorted(SCENARIOS):
         typer.echo(f"{name:22s} {SCENARIOS[name].description}")
+
+
+@sim_app.command("bugs")
+def bugs() -> None:
+    """List the bugs a run can plant (--bug)."""
+    from actors.bootstrap import KNOWN_PLANTED_BUGS
+
+    for name in sorted(KNOWN_PLANTED_BUGS):
+        typer.echo(name)
+
+
+def sweep_run_options(
+    seed: int,
+    scenario: str = "all",
+    api: str = "all",
+    bug: str | None = None,
+    duration_s: float | None = None,
+) -> RunOptions:
+    """The options ``troika sim sweep`` runs ``seed`` with; ``scenario`` and ``api`` may be
+    "all", which spreads them over the seeds. A sweep's record is checked against these."""
+    from sim.runner import RunOptions
+    from sim.sweep import api_for, scenario_for
+
+    return RunOptions(
+        seed=seed, scenario=scenario_for(seed, scenario), planted_bug=bug,
+        duration_s=duration_s, api=api_for(seed, api, scenario),
+    )  # fmt: skip
 
 
 @sim_app.command("run")
@@ -190,16 +216,12 @@ def sweep_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sim.runner import RunOptions
-    from sim.sweep import api_for, earlier_outcomes, scenario_for, sweep
+    from sim.sweep import earlier_outcomes, sweep
 
     seed_range = _parse_seeds(seeds)
 
     def make_options(seed: int) -> RunOptions:
-        return RunOptions(
-            seed=seed, scenario=scenario_for(seed, scenario), planted_bug=bug,
-            duration_s=duration, api=api_for(seed, api, scenario),
-        )  # fmt: skip
+        return sweep_run_options(seed, scenario, api, bug, duration)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("failed: {task.fields[failed]}"))  # fmt: skip

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from actors.bootstrap import KNOWN_PLANTED_BUGS
 from sim.runner import APIS
 from sim.scenarios import SCENARIOS
 from sim.sweep import api_for, scenario_for
 from troika.cli import app
+from troika.sim_commands import _bug_names, sweep_run_options
 
 runner = CliRunner()
 
@@ -79,3 +81,19 @@ def test_a_sweep_speaks_both_apis_by_default(tmp_path: Path) -> None:
         0: "troika sim run --seed 0 --scenario leader-isolation --duration 1",
         1: "troika sim run --seed 1 --scenario leader-isolation --duration 1 --api v3",
     }
+
+
+def test_bugs_lists_every_bug_a_run_accepts() -> None:
+    result = runner.invoke(app, ["sim", "bugs"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split()
+    assert listed == sorted(KNOWN_PLANTED_BUGS)
+    assert _bug_names(",".join(listed)) == ",".join(listed)
+
+
+def test_a_sweep_gives_a_seed_the_options_its_record_is_checked_against() -> None:
+    options = sweep_run_options(5, "all", "all", "ack-before-sync", 3.0)
+    assert (options.scenario, options.api) == (scenario_for(5, "all"), api_for(5, "all", "all"))
+    assert (options.planted_bug, options.duration_s) == ("ack-before-sync", 3.0)
+    named = sweep_run_options(5, "split-brain", "v3")
+    assert (named.scenario, named.api, named.planted_bug) == ("split-brain", "v3", None)

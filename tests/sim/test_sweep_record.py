@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sim.runner import RunOptions, run
-from sim.sweep import SeedOutcome, api_for, load_results, scenario_for
+from sim.runner import RunOptions, RunResult, run
+from sim.sweep import SeedOutcome, load_results
+from troika.sim_commands import sweep_run_options
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 RECORDS = sorted((REPOSITORY / "docs" / "sweeps").glob("results-*.jsonl"))
@@ -27,8 +29,7 @@ SIMULATED_CODE = ("sim", "actors", "storage", "net")
 
 def sweep_options(seed: int) -> RunOptions:
     """The options ``troika sim sweep --seeds A..B`` gives ``seed`` (every scenario, both APIs)."""
-    scenario, api = scenario_for(seed, "all"), api_for(seed, "all", "all")
-    return RunOptions(seed=seed, scenario=scenario, api=api)
+    return sweep_run_options(seed)
 
 
 def record_revision(path: Path) -> str:
@@ -76,11 +77,15 @@ def replay_sample(outcomes: list[SeedOutcome]) -> list[SeedOutcome]:
     return [quickest[api] for api in sorted(quickest)]
 
 
-def replay_mismatches(sample: list[SeedOutcome]) -> list[str]:
-    """Run each seed of ``sample`` here; what differs from its record."""
+def replay_mismatches(
+    sample: list[SeedOutcome], run_seed: Callable[[int], RunResult] | None = None
+) -> list[str]:
+    """Run each seed of ``sample`` here (with ``run_seed``, by default a sweep's run); what
+    differs from its record."""
+    run_seed = run_seed or (lambda seed: run(sweep_options(seed)))
     mismatches = []
     for recorded in sample:
-        result = run(sweep_options(recorded.seed))
+        result = run_seed(recorded.seed)
         if (result.passed, result.trace_hash) != (recorded.passed, recorded.trace_hash):
             mismatches.append(
                 f"seed {recorded.seed} ({recorded.replay}): recorded "
@@ -129,10 +134,25 @@ def test_a_record_with_a_failure_or_other_options_is_refused() -> None:
 
 
 def test_a_replay_with_another_trace_hash_is_caught() -> None:
-    """The planted fault: a record whose hash is not the one the seed gives here."""
+    """The planted fault: a record whose hash is not the one the seed gives here (the honest
+    side, a record that replays equal, is the record test above)."""
     seed = 2  # crash-during-commit, v2: one of the quickest seeds
-    honest = run(sweep_options(seed))
-    recorded = dataclasses.replace(_quick_outcome(seed), trace_hash=honest.trace_hash)
-    assert replay_mismatches([recorded]) == []
-    tampered = dataclasses.replace(recorded, trace_hash="f" * 32)
-    assert len(replay_mismatches([tampered])) == 1
+    tampered = dataclasses.replace(_quick_outcome(seed), trace_hash="f" * 32)
+    mismatches = replay_mismatches([tampered])
+    assert len(mismatches) == 1
+    assert mismatches[0].startswith(f"seed {seed} ({tampered.replay}): recorded True {'f' * 32}")
+    here_hash = mismatches[0].rsplit(" ", 1)[1]
+    assert len(here_hash) == 32 and here_hash != "f" * 32
+
+
+def test_a_replay_compares_the_run_it_is_given() -> None:
+    """``replay_mismatches`` reports only the seeds whose run differs from the record."""
+    recorded = dataclasses.replace(_quick_outcome(7), trace_hash="a" * 32)
+    failed_here = dataclasses.replace(_quick_outcome(8), trace_hash="a" * 32)
+    results = {
+        7: RunResult(sweep_options(7), faults=(), trace_hash="a" * 32),
+        8: RunResult(sweep_options(8), faults=(), violations=["planted"], trace_hash="a" * 32),
+    }
+    assert replay_mismatches([recorded, failed_here], run_seed=results.__getitem__) == [
+        f"seed 8 ({failed_here.replay}): recorded True {'a' * 32}, here False {'a' * 32}"
+    ]
