@@ -1,0 +1,458 @@
+"""The floor of a replicated, synced put on Python and Trio: no Raft, no store, no v2 tree.
+
+Issue 13 asks a put at one connection to take at most 1.5x etcd's p50 (0.58 ms p50 for etcd on
+this machine, so 0.87 ms). troika's takes 2.15 ms and 3.1 ms of the cluster's CPU. This module
+measures what the least a write of that shape costs here, so that the gap can be split into
+what any Python and Trio member pays and what troika's own code adds.
+
+Three processes on loopback TCP, as a three-member cluster: a leader and two followers. The
+load generator (``bench.loadgen``, the same client as ``troika bench``) sends v2-shaped puts to
+the leader. For each put the leader parses the request (httptools, as troika does), encodes an
+entry (cbor2, as troika's peer frames), appends it to its log file and ``fdatasync``s it,
+sends it to both followers, and answers once its own append and one follower's are durable
+(a quorum of three). A follower appends and syncs each entry it receives, then acknowledges it.
+There is no batching: at one connection troika's puts do not batch either.
+
+Two shapes of the same work:
+
+``direct``
+    one task per connection on the leader does everything in sequence; a follower's
+    connection task does its own. The floor of any design on one Trio thread.
+``staged``
+    the work passes between tasks joined by bounded memory channels, as DESIGN.md's member
+    does (api, raft, storage, transport and apply stages; on a follower reader, raft, storage
+    and writer): the same hand-offs troika's put makes, none of troika's work inside them.
+
+``--fsync thread`` (troika's way: the sync runs in a worker thread, so a slow disk does not
+stall the member) or ``inline``. Prints, per shape and connection count: puts a second, p50
+and p99, and each process's CPU microseconds a put.
+
+    python -m bench.write_floor -c 1 -d 4 --runs 2
+    python -m bench.write_floor --shape direct --fsync inline -c 1 -c 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cbor2
+import httptools
+import trio
+
+from bench.loadgen import LoadResult, LoadSpec, process_cpu_s, run_load
+
+Shape = Literal["direct", "staged"]
+Fsync = Literal["thread", "inline"]
+
+HOST = "127.0.0.1"
+FRAME_HEADER = struct.Struct(">I")
+FRAME_BYTES_MAX = 1 << 20
+RECEIVE_BYTES = 65_536
+STAGE_CHANNEL_ITEMS = 256
+"""Each stage's inbound channel bound (troika's actors use bounded channels too)."""
+START_TIMEOUT_S = 15.0
+WARMUP_S = 1.0
+RESPONSE = (
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Etcd-Index: %d\r\n"
+    b"Content-Length: %d\r\n\r\n%s"
+)
+
+
+# -- pieces both shapes share ------------------------------------------------------------------
+
+
+class FrameReader:
+    """Length-prefixed frames off a stream (the peers' framing, reduced to its bones)."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def next(self) -> bytes | None:
+        """The next whole frame, or None when the stream ends."""
+        while True:
+            if len(self._buffer) >= FRAME_HEADER.size:
+                (length,) = FRAME_HEADER.unpack_from(self._buffer)
+                if length > FRAME_BYTES_MAX:
+                    raise ValueError(f"frame of {length} bytes")
+                end = FRAME_HEADER.size + length
+                if len(self._buffer) >= end:
+                    frame = bytes(self._buffer[FRAME_HEADER.size : end])
+                    del self._buffer[:end]
+                    return frame
+            data = await self._stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                return None
+            self._buffer += data
+
+
+def frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+class Log:
+    """An append-only file synced after each entry: the least a durable write can cost."""
+
+    def __init__(self, path: Path, fsync: Fsync) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fsync = fsync
+
+    async def append(self, entry: bytes) -> None:
+        if self._fsync == "inline":
+            self._write(entry)
+        else:
+            await trio.to_thread.run_sync(self._write, entry)
+
+    def _write(self, entry: bytes) -> None:
+        os.write(self._fd, entry)
+        os.fdatasync(self._fd)
+
+
+class Requests:
+    """httptools' callbacks, gathering each complete request as (path, body)."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[bytes, bytes]] = []
+        self._url = b""
+        self._body = b""
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self._url, self._body))
+        self._url, self._body = b"", b""
+
+
+def response(index: int, key: bytes, value: bytes) -> bytes:
+    body = b'{"action":"set","node":{"key":"%s","value":"%s","modifiedIndex":%d}}' % (
+        key,
+        value,
+        index,
+    )
+    return RESPONSE % (index, len(body), body)
+
+
+async def serve_requests(
+    stream: trio.SocketStream, put: Callable[[bytes, bytes], Awaitable[bytes]]
+) -> None:
+    """One client connection: parse, ``put`` each request in order, send each answer."""
+    requests = Requests()
+    while True:
+        data = await stream.receive_some(RECEIVE_BYTES)
+        if not data:
+            return
+        requests.parser.feed_data(data)
+        for path, body in requests.done:
+            await stream.send_all(await put(path, body.partition(b"=")[2]))
+        requests.done.clear()
+
+
+async def dial(ports: Sequence[int]) -> list[trio.SocketStream]:
+    streams = []
+    for port in ports:
+        stream = await trio.open_tcp_stream(HOST, port)
+        stream.setsockopt(6, 1, 1)  # TCP_NODELAY, as troika's peers
+        streams.append(stream)
+    return streams
+
+
+# -- direct: one task does it all ----------------------------------------------------------------
+
+
+@dataclass
+class Quorum:
+    """How many followers have acknowledged each index, and who waits for it."""
+
+    acknowledged: dict[int, int]
+    waiting: dict[int, trio.Event]
+
+    async def acknowledge(self, index: int) -> None:
+        self.acknowledged[index] = self.acknowledged.get(index, 0) + 1
+        event = self.waiting.pop(index, None)
+        if event is not None:
+            event.set()
+
+    async def one_follower(self, index: int) -> None:
+        if self.acknowledged.pop(index, 0) == 0:
+            event = self.waiting[index] = trio.Event()
+            await event.wait()
+            self.acknowledged.pop(index, None)
+
+
+async def read_acks(stream: trio.SocketStream, on_ack: Callable[[int], Awaitable[None]]) -> None:
+    reader = FrameReader(stream)
+    while (payload := await reader.next()) is not None:
+        await on_ack(cbor2.loads(payload)[0])
+
+
+async def lead_direct(
+    log: Log, followers: Sequence[int], task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    peers = await dial(followers)
+    quorum = Quorum({}, {})
+    index = 0
+
+    async def put(key: bytes, value: bytes) -> bytes:
+        nonlocal index
+        index += 1
+        this = index
+        entry = cbor2.dumps([1, this, key, value])
+        for peer in peers:
+            await peer.send_all(frame(entry))
+        await log.append(entry)
+        await quorum.one_follower(this)
+        return response(this, key, value)
+
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            nursery.start_soon(read_acks, peer, quorum.acknowledge)
+        listeners = await nursery.start(
+            trio.serve_tcp, lambda s: serve_requests(s, put), 0
+        )  # fmt: skip
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+async def follow_direct(stream: trio.abc.Stream, log: Log) -> None:
+    reader = FrameReader(stream)
+    while (payload := await reader.next()) is not None:
+        await log.append(payload)
+        await stream.send_all(frame(cbor2.dumps([cbor2.loads(payload)[1]])))
+
+
+# -- staged: the same work through DESIGN.md's stages ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposal:
+    key: bytes
+    value: bytes
+    answer: trio.MemorySendChannel[bytes]
+
+
+async def lead_staged(
+    log: Log, followers: Sequence[int], task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """api -> raft -> (storage, transport) -> raft <- peer readers; raft -> apply -> api."""
+    peers = await dial(followers)
+    to_raft, raft_inbox = trio.open_memory_channel[object](STAGE_CHANNEL_ITEMS)
+    to_storage, storage_inbox = trio.open_memory_channel[tuple[int, bytes]](STAGE_CHANNEL_ITEMS)
+    to_apply, apply_inbox = trio.open_memory_channel[tuple[int, Proposal]](STAGE_CHANNEL_ITEMS)
+    to_peers = [trio.open_memory_channel[bytes](STAGE_CHANNEL_ITEMS) for _ in peers]
+
+    async def raft() -> None:
+        index = 0
+        pending: dict[int, Proposal] = {}
+        votes: dict[int, int] = {}
+        async for message in raft_inbox:
+            if isinstance(message, Proposal):
+                index += 1
+                pending[index] = message
+                entry = cbor2.dumps([1, index, message.key, message.value])
+                await to_storage.send((index, entry))
+                for send, _ in to_peers:
+                    await send.send(entry)
+                continue
+            assert isinstance(message, int)  # an index made durable: ours or a follower's
+            votes[message] = votes.get(message, 0) + 1
+            if votes[message] == 2:  # a quorum of three: the leader and one follower
+                await to_apply.send((message, pending.pop(message)))
+            elif votes[message] == 3:
+                del votes[message]
+
+    async def storage() -> None:
+        async for index, entry in storage_inbox:
+            await log.append(entry)
+            await to_raft.send(index)
+
+    async def peer_writer(
+        peer: trio.SocketStream, outbox: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        async for entry in outbox:
+            await peer.send_all(frame(entry))
+
+    async def apply() -> None:
+        applied: dict[bytes, bytes] = {}
+        async for index, proposal in apply_inbox:
+            applied[proposal.key] = proposal.value
+            await proposal.answer.send(response(index, proposal.key, proposal.value))
+
+    async def connection(stream: trio.SocketStream) -> None:
+        answers_in, answers_out = trio.open_memory_channel[bytes](1)
+
+        async def put(key: bytes, value: bytes) -> bytes:
+            await to_raft.send(Proposal(key, value, answers_in))
+            return await answers_out.receive()
+
+        await serve_requests(stream, put)
+
+    async with trio.open_nursery() as nursery:
+        for stage in (raft, storage, apply):
+            nursery.start_soon(stage)
+        for peer, (_, outbox) in zip(peers, to_peers, strict=True):
+            nursery.start_soon(peer_writer, peer, outbox)
+            nursery.start_soon(read_acks, peer, to_raft.send)
+        listeners = await nursery.start(trio.serve_tcp, connection, 0)
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+async def follow_staged(stream: trio.abc.Stream, log: Log) -> None:
+    """reader -> raft -> storage -> raft -> writer."""
+    to_raft, raft_inbox = trio.open_memory_channel[tuple[str, bytes]](STAGE_CHANNEL_ITEMS)
+    to_storage, storage_inbox = trio.open_memory_channel[bytes](STAGE_CHANNEL_ITEMS)
+    to_writer, writer_inbox = trio.open_memory_channel[bytes](STAGE_CHANNEL_ITEMS)
+
+    async def reader() -> None:
+        frames = FrameReader(stream)
+        while (payload := await frames.next()) is not None:
+            await to_raft.send(("append", payload))
+        nursery.cancel_scope.cancel()
+
+    async def raft() -> None:
+        async for kind, payload in raft_inbox:
+            if kind == "append":
+                await to_storage.send(payload)
+            else:
+                await to_writer.send(frame(cbor2.dumps([cbor2.loads(payload)[1]])))
+
+    async def storage() -> None:
+        async for entry in storage_inbox:
+            await log.append(entry)
+            await to_raft.send(("persisted", entry))
+
+    async def writer() -> None:
+        async for data in writer_inbox:
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        for stage in (reader, raft, storage, writer):
+            nursery.start_soon(stage)
+
+
+# -- processes and the measurement -------------------------------------------------------------
+
+
+async def serve_role(arguments: argparse.Namespace) -> None:
+    log = Log(Path(arguments.dir) / "log", arguments.fsync)
+    if arguments.role == "follower":
+        follow = follow_direct if arguments.shape == "direct" else follow_staged
+        listeners = await trio.open_tcp_listeners(0, host=HOST)
+        print(f"listening on port {listeners[0].socket.getsockname()[1]}", flush=True)
+
+        async def leader_connection(stream: trio.SocketStream) -> None:
+            await follow(stream, log)
+
+        await trio.serve_listeners(leader_connection, listeners)
+    lead = lead_direct if arguments.shape == "direct" else lead_staged
+    followers = [int(port) for port in arguments.followers.split(",")]
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lead, log, followers)
+        print(f"listening on port {port}", flush=True)
+
+
+def start(arguments: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """A role's process, and the port it announced."""
+    command = [sys.executable, "-m", "bench.write_floor", *arguments]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    line = process.stdout.readline()
+    if not line.startswith(b"listening on port ") or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f"{' '.join(arguments)} did not start: {line!r}")
+    return process, int(line.split()[-1])
+
+
+@dataclass(frozen=True)
+class Measured:
+    shape: Shape
+    fsync: Fsync
+    load: LoadResult
+    cpu_us_per_put: tuple[float, float, float]
+    """The leader's, then each follower's."""
+
+
+def measure(shape: Shape, fsync: Fsync, connections: int, duration_s: float) -> Measured:
+    """A fresh three-process cluster of ``shape``, loaded with puts for ``duration_s``."""
+    with tempfile.TemporaryDirectory(prefix="write-floor-") as root:
+        common = ["--shape", shape, "--fsync", fsync]
+        processes = []
+        try:
+            ports = []
+            for name in ("f1", "f2"):
+                Path(root, name).mkdir()
+                process, port = start(["follower", "--dir", str(Path(root, name)), *common])
+                processes.append(process)
+                ports.append(port)
+            Path(root, "leader").mkdir()
+            leader, port = start(
+                ["leader", "--dir", str(Path(root, "leader")), "--followers",
+                 ",".join(map(str, ports)), *common]
+            )  # fmt: skip
+            processes.insert(0, leader)
+            endpoint = f"http://{HOST}:{port}"
+            trio.run(run_load, LoadSpec(endpoint, "put", connections, WARMUP_S, 0.0))
+            before = [process_cpu_s(process.pid) for process in processes]
+            load = trio.run(run_load, LoadSpec(endpoint, "put", connections, duration_s, 0.0))
+            spent = [process_cpu_s(p.pid) - was for p, was in zip(processes, before, strict=True)]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+    # The CPU readings also span the client's connecting and closing: a little over the window.
+    leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent)
+    return Measured(shape, fsync, load, (leader_us, f1_us, f2_us))
+
+
+def describe(measured: Measured) -> str:
+    load, (leader, f1, f2) = measured.load, measured.cpu_us_per_put
+    errors = f"  errors {load.errors} {load.error_kinds}" if load.errors else ""
+    return (
+        f"{measured.shape:<7} fsync {measured.fsync:<6} c={load.connections:<3} "
+        f"{load.ops_per_s:7.0f} puts/s  p50 {load.latency.p50_ms:5.2f}  "
+        f"p99 {load.latency.p99_ms:5.2f} ms  CPU us a put: leader {leader:4.0f}, followers "
+        f"{f1:4.0f} {f2:4.0f}, cluster {leader + f1 + f2:5.0f}{errors}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m bench.write_floor``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.write_floor", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("role", nargs="?", choices=("leader", "follower"), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--followers", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", action="append", choices=("direct", "staged"))
+    parser.add_argument("--fsync", action="append", choices=("thread", "inline"))
+    parser.add_argument("--connections", "-c", type=int, action="append")
+    parser.add_argument("--duration", "-d", type=float, default=4.0, help="seconds measured")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each, alternately")
+    arguments = parser.parse_args(argv)
+    if arguments.role:
+        arguments.shape, arguments.fsync = arguments.shape[0], arguments.fsync[0]
+        trio.run(serve_role, arguments)
+        return
+    for _ in range(arguments.runs):
+        for connections in arguments.connections or [1]:
+            for fsync in arguments.fsync or ["thread"]:
+                for shape in arguments.shape or ["direct", "staged"]:
+                    print(describe(measure(shape, fsync, connections, arguments.duration)))
+
+
+if __name__ == "__main__":
+    main()
