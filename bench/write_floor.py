@@ -34,12 +34,13 @@ and p99, and each process's CPU microseconds a put.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import select
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,10 +120,10 @@ class Log:
 
 
 class Requests:
-    """httptools' callbacks, gathering each complete request as (path, body)."""
+    """httptools' callbacks, gathering each complete request as (method, target, body)."""
 
     def __init__(self) -> None:
-        self.done: list[tuple[bytes, bytes]] = []
+        self.done: list[tuple[bytes, bytes, bytes]] = []
         self._url = b""
         self._body = b""
         self.parser = httptools.HttpRequestParser(self)
@@ -134,8 +135,12 @@ class Requests:
         self._body += body
 
     def on_message_complete(self) -> None:
-        self.done.append((self._url, self._body))
+        self.done.append((self.parser.get_method(), self._url, self._body))
         self._url, self._body = b"", b""
+
+
+Answer = Callable[[bytes, bytes, bytes], Awaitable[bytes]]
+"""What a server makes of (method, target, body): the whole response."""
 
 
 def response(index: int, key: bytes, value: bytes) -> bytes:
@@ -147,18 +152,16 @@ def response(index: int, key: bytes, value: bytes) -> bytes:
     return RESPONSE % (index, len(body), body)
 
 
-async def serve_requests(
-    stream: trio.SocketStream, put: Callable[[bytes, bytes], Awaitable[bytes]]
-) -> None:
-    """One client connection: parse, ``put`` each request in order, send each answer."""
+async def serve_requests(stream: trio.SocketStream, answer: Answer) -> None:
+    """One client connection: parse, ``answer`` each request in order, send each answer."""
     requests = Requests()
     while True:
         data = await stream.receive_some(RECEIVE_BYTES)
         if not data:
             return
         requests.parser.feed_data(data)
-        for path, body in requests.done:
-            await stream.send_all(await put(path, body.partition(b"=")[2]))
+        for method, target, body in requests.done:
+            await stream.send_all(await answer(method, target, body))
         requests.done.clear()
 
 
@@ -194,6 +197,12 @@ class Quorum:
             self.acknowledged.pop(index, None)
 
 
+async def peer_writer(peer: trio.SocketStream, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+    """A staged member's writer to one peer: sends what the raft stage framed, in order."""
+    async for data in outbox:
+        await peer.send_all(data)
+
+
 async def read_acks(stream: trio.SocketStream, on_ack: Callable[[int], Awaitable[None]]) -> None:
     reader = FrameReader(stream)
     while (payload := await reader.next()) is not None:
@@ -204,16 +213,19 @@ async def lead_direct(
     log: Log, followers: Sequence[int], task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     peers = await dial(followers)
+    locks = [trio.StrictFIFOLock() for _ in peers]
     quorum = Quorum({}, {})
     index = 0
 
-    async def put(key: bytes, value: bytes) -> bytes:
+    async def put(_method: bytes, key: bytes, body: bytes) -> bytes:
         nonlocal index
         index += 1
         this = index
+        value = body.partition(b"=")[2]
         entry = cbor2.dumps([1, this, key, value])
-        for peer in peers:
-            await peer.send_all(frame(entry))
+        for peer, lock in zip(peers, locks, strict=True):
+            async with lock:  # several connections' tasks may send at once
+                await peer.send_all(frame(entry))
         await log.append(entry)
         await quorum.one_follower(this)
         return response(this, key, value)
@@ -265,7 +277,7 @@ async def lead_staged(
                 entry = cbor2.dumps([1, index, message.key, message.value])
                 await to_storage.send((index, entry))
                 for send, _ in to_peers:
-                    await send.send(entry)
+                    await send.send(frame(entry))
                 continue
             assert isinstance(message, int)  # an index made durable: ours or a follower's
             votes[message] = votes.get(message, 0) + 1
@@ -279,12 +291,6 @@ async def lead_staged(
             await log.append(entry)
             await to_raft.send(index)
 
-    async def peer_writer(
-        peer: trio.SocketStream, outbox: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        async for entry in outbox:
-            await peer.send_all(frame(entry))
-
     async def apply() -> None:
         applied: dict[bytes, bytes] = {}
         async for index, proposal in apply_inbox:
@@ -294,8 +300,8 @@ async def lead_staged(
     async def connection(stream: trio.SocketStream) -> None:
         answers_in, answers_out = trio.open_memory_channel[bytes](1)
 
-        async def put(key: bytes, value: bytes) -> bytes:
-            await to_raft.send(Proposal(key, value, answers_in))
+        async def put(_method: bytes, key: bytes, body: bytes) -> bytes:
+            await to_raft.send(Proposal(key, body.partition(b"=")[2], answers_in))
             return await answers_out.receive()
 
         await serve_requests(stream, put)
@@ -364,17 +370,55 @@ async def serve_role(arguments: argparse.Namespace) -> None:
         print(f"listening on port {port}", flush=True)
 
 
-def start(arguments: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    """A role's process, and the port it announced."""
-    command = [sys.executable, "-m", "bench.write_floor", *arguments]
+def start(
+    arguments: list[str], module: str = "bench.write_floor"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A role's process (``python -m module role ...``), and the port it announced."""
+    command = [sys.executable, "-m", module, *arguments]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    line = process.stdout.readline()
-    if not line.startswith(b"listening on port ") or time.monotonic() > deadline:
+    ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+    line = process.stdout.readline() if ready else b""
+    if not line.startswith(b"listening on port "):
         process.kill()
+        process.wait()
         raise RuntimeError(f"{' '.join(arguments)} did not start: {line!r}")
     return process, int(line.split()[-1])
+
+
+def load_cluster(
+    module: str, role_arguments: list[str], spec: LoadSpec
+) -> tuple[LoadResult, list[float]]:
+    """Start ``module``'s two followers and its leader (each given ``role_arguments`` and a data
+    directory of its own), warm it with ``spec``'s load, then measure it: the load's result and
+    the CPU seconds each process spent during it (the leader's first)."""
+    with tempfile.TemporaryDirectory(prefix="floor-") as root:
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            ports = []
+            for name in ("f1", "f2"):
+                Path(root, name).mkdir()
+                arguments = ["follower", "--dir", str(Path(root, name)), *role_arguments]
+                process, port = start(arguments, module)
+                processes.append(process)
+                ports.append(port)
+            Path(root, "leader").mkdir()
+            leader, port = start(
+                ["leader", "--dir", str(Path(root, "leader")), "--followers",
+                 ",".join(map(str, ports)), *role_arguments],
+                module,
+            )  # fmt: skip
+            processes.insert(0, leader)
+            spec = dataclasses.replace(spec, endpoint=f"http://{HOST}:{port}", warmup_s=0.0)
+            trio.run(run_load, dataclasses.replace(spec, duration_s=WARMUP_S))
+            before = [process_cpu_s(process.pid) for process in processes]
+            load = trio.run(run_load, spec)
+            spent = [process_cpu_s(p.pid) - was for p, was in zip(processes, before, strict=True)]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+    return load, spent
 
 
 @dataclass(frozen=True)
@@ -388,31 +432,8 @@ class Measured:
 
 def measure(shape: Shape, fsync: Fsync, connections: int, duration_s: float) -> Measured:
     """A fresh three-process cluster of ``shape``, loaded with puts for ``duration_s``."""
-    with tempfile.TemporaryDirectory(prefix="write-floor-") as root:
-        common = ["--shape", shape, "--fsync", fsync]
-        processes = []
-        try:
-            ports = []
-            for name in ("f1", "f2"):
-                Path(root, name).mkdir()
-                process, port = start(["follower", "--dir", str(Path(root, name)), *common])
-                processes.append(process)
-                ports.append(port)
-            Path(root, "leader").mkdir()
-            leader, port = start(
-                ["leader", "--dir", str(Path(root, "leader")), "--followers",
-                 ",".join(map(str, ports)), *common]
-            )  # fmt: skip
-            processes.insert(0, leader)
-            endpoint = f"http://{HOST}:{port}"
-            trio.run(run_load, LoadSpec(endpoint, "put", connections, WARMUP_S, 0.0))
-            before = [process_cpu_s(process.pid) for process in processes]
-            load = trio.run(run_load, LoadSpec(endpoint, "put", connections, duration_s, 0.0))
-            spent = [process_cpu_s(p.pid) - was for p, was in zip(processes, before, strict=True)]
-        finally:
-            for process in processes:
-                process.kill()
-                process.wait()
+    spec = LoadSpec("http://unset:1", "put", connections, duration_s)
+    load, spent = load_cluster("bench.write_floor", ["--shape", shape, "--fsync", fsync], spec)
     # The CPU readings also span the client's connecting and closing: a little over the window.
     leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent)
     return Measured(shape, fsync, load, (leader_us, f1_us, f2_us))
