@@ -239,29 +239,50 @@ async def _relay(
         send.send_nowait(item)
 
 
-async def _pass_tokens(stages: int, tokens: int, cpu_s: list[float]) -> None:
+async def _pass_tokens(stages: int, tokens: int, cpu_s: list[float], width: int = 1) -> None:
+    """``width`` chains of ``stages`` relays side by side; ``tokens`` rounds, each sending one
+    token down every chain and waiting for them all: with ``width`` > 1 a pass of the run loop
+    runs ``width`` steps, so the cost per step comes apart from the cost per pass."""
     async with trio.open_nursery() as nursery:
-        head, receive = trio.open_memory_channel[int](1)
-        for _ in range(stages):
-            send, next_receive = trio.open_memory_channel[int](1)
-            nursery.start_soon(_relay, receive, send)
-            receive = next_receive
+        heads, tails = [], []
+        for _ in range(width):
+            head, receive = trio.open_memory_channel[int](1)
+            for _ in range(stages):
+                send, next_receive = trio.open_memory_channel[int](1)
+                nursery.start_soon(_relay, receive, send)
+                receive = next_receive
+            heads.append(head)
+            tails.append(receive)
         started_s = time.process_time()
         for token in range(tokens):
-            head.send_nowait(token)
-            await receive.receive()
+            for head in heads:
+                head.send_nowait(token)
+            for tail in tails:
+                await tail.receive()
         cpu_s.append(time.process_time() - started_s)
         nursery.cancel_scope.cancel()
 
 
-def hop_cost_us(stages: int, tokens: int, counted: bool) -> float:
+def hop_cost_us(
+    stages: int, tokens: int, counted: bool, width: int = 1, simulated: bool = False
+) -> float:
     """CPU microseconds a hop of a token through a chain of ``stages`` tasks joined by memory
-    channels, each hop one task step and one run-loop pass with nothing else to do: Trio's own
-    cost of a pass (with ``counted``, plus the ``StepCounter``'s)."""
+    channels, each hop one task step (and, with one chain, one run-loop pass) with nothing else
+    to do: Trio's own cost of a step and a pass (with ``counted``, plus the ``StepCounter``'s).
+    ``simulated``: under the simulator's run loop (``sim.determinism.run_deterministic``: a
+    seeded scheduler, virtual time, garbage collected at fixed points) instead of
+    ``trio.run``."""
     cpu_s: list[float] = []
     instruments = [StepCounter()] if counted else []
-    trio.run(_pass_tokens, stages, tokens, cpu_s, instruments=instruments)
-    return cpu_s[0] * 1e6 / (tokens * (stages + 1))
+    if simulated:
+        from sim.determinism import run_deterministic  # noqa: PLC0415  (only this mode)
+
+        run_deterministic(
+            _pass_tokens, 1, stages, tokens, cpu_s, width, instruments=instruments
+        )  # fmt: skip
+    else:
+        trio.run(_pass_tokens, stages, tokens, cpu_s, width, instruments=instruments)
+    return cpu_s[0] * 1e6 / (tokens * width * (stages + 1))
 
 
 def count_simulated(seed: int, scenario: str, api: str, duration_s: float | None = None) -> str:
@@ -341,6 +362,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             costs = ", ".join(f"{hop_cost_us(stages, 20_000, counted):.1f}" for stages in (4, 16))
             label = "with the step counter" if counted else "plain Trio"
             print(f"{label}: {costs} us a hop (chains of 4 and 16 tasks)")
+        for simulated in (False, True):
+            costs = ", ".join(
+                f"{hop_cost_us(16, 20_000 // width, False, width, simulated):.1f}"
+                for width in (1, 16)
+            )
+            label = "the simulator's run loop" if simulated else "plain Trio"
+            chains = "one chain of 16 tasks, a step a pass; 16 side by side"
+            print(f"{label}: {costs} us a step ({chains})")
         return
     if args.duration <= 0 or args.warmup <= 0:
         parser.error("--duration and --warmup must be positive")

@@ -80,6 +80,15 @@ def test_a_token_through_a_chain_of_tasks_costs_each_task_a_step() -> None:
     assert len(cpu_s) == 1 and hop_cost_us(3, 50, counted=False) > 0
 
 
+def test_chains_side_by_side_take_a_step_a_task_a_token_under_either_run_loop() -> None:
+    counter = StepCounter()
+    cpu_s: list[float] = []
+    trio.run(_pass_tokens, 3, 50, cpu_s, 4, instruments=[counter])
+    relays = counter.steps["bench.step_count._relay"]
+    assert 4 * 3 * 50 <= relays <= 4 * (3 * 51 + 3)
+    assert hop_cost_us(3, 50, counted=False, width=4, simulated=True) > 0
+
+
 @pytest.mark.process
 def test_a_lone_put_crosses_the_raft_storage_and_apply_actors() -> None:
     text = count_workload("put", 1, size=1, duration_s=1.0, warmup_s=0.5)
