@@ -116,6 +116,24 @@ def scenarios() -> None:
         typer.echo(f"{name:22s} {SCENARIOS[name].description}")
 
 
+@sim_app.command("summary")
+def summary(
+    results: Annotated[
+        Path, typer.Argument(help="A sweep's --results file (docs/sweeps/results-*.jsonl).")
+    ],
+) -> None:
+    """Sum up a sweep's results file: seeds, passes, time, and by API and scenario."""
+    from sim.sweep import load_results
+    from troika.sweep_record import summary_lines
+
+    if not results.is_file():
+        raise typer.BadParameter(f"{results} is not a file", param_hint="RESULTS")
+    for line in summary_lines(load_results(results)):
+        typer.echo(line)
+    if any(not outcome.passed for outcome in load_results(results)):
+        raise typer.Exit(1)
+
+
 @sim_app.command("bugs")
 def bugs() -> None:
     """List the bugs a run can plant (--bug)."""

@@ -4,6 +4,7 @@ nothing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from typer.testing import CliRunner
 from actors.bootstrap import KNOWN_PLANTED_BUGS
 from sim.runner import APIS
 from sim.scenarios import SCENARIOS
-from sim.sweep import api_for, scenario_for
+from sim.sweep import SeedOutcome, api_for, scenario_for
 from troika.cli import app
 from troika.sim_commands import _bug_names, sweep_run_options
+from troika.sweep_record import api_of, seed_ranges, summary_lines
 
 runner = CliRunner()
 
@@ -97,3 +99,48 @@ def test_a_sweep_gives_a_seed_the_options_its_record_is_checked_against() -> Non
     assert (options.planted_bug, options.duration_s) == ("ack-before-sync", 3.0)
     named = sweep_run_options(5, "split-brain", "v3")
     assert (named.scenario, named.api, named.planted_bug) == ("split-brain", "v3", None)
+
+
+def test_seed_ranges_name_runs_and_gaps() -> None:
+    assert seed_ranges([]) == "none"
+    assert seed_ranges([3, 0, 1, 2]) == "0..3"
+    assert seed_ranges([0, 1, 2, 5, 9, 10, 9]) == "0..2, 5, 9..10"
+
+
+def _outcome(seed: int, scenario: str, passed: bool, wall_s: float, api: str) -> SeedOutcome:
+    replay = f"troika sim run --seed {seed} --scenario {scenario}" + (
+        " --api v3" if api == "v3" else ""
+    )
+    return SeedOutcome(seed, scenario, passed, [], 2 * wall_s, wall_s, 100, "", replay, "h")
+
+
+def test_a_record_is_summed_up_by_api_and_scenario_with_its_failures() -> None:
+    outcomes = [
+        _outcome(0, "swarm", True, 4.0, "v2"),
+        _outcome(1, "split-brain", True, 8.0, "v3"),
+        _outcome(2, "swarm", False, 6.0, "v3"),
+        _outcome(4, "swarm", True, 2.0, "v2"),
+    ]
+    assert [api_of(outcome) for outcome in outcomes] == ["v2", "v3", "v3", "v2"]
+    lines = summary_lines(outcomes)
+    assert lines[0] == "4 seeds (0..2, 4): 3 passed, 1 failed, 400 client operations"
+    assert lines[1] == (
+        "40 s simulated in 20 s of worker time: 2.0 simulated s per wall s per worker, 5.0 s a seed"
+    )
+    assert lines[2] == "by API:" and lines[3].split()[:2] == ["v2", "2"]
+    assert lines[4].split()[:2] == ["v3", "2"] and "7.0 s a seed" in lines[4]
+    assert [line.split()[0] for line in lines[6:8]] == ["split-brain", "swarm"]
+    assert lines[-1] == "FAILED seed 2: troika sim run --seed 2 --scenario swarm --api v3"
+
+
+def test_summary_of_a_record_with_a_failure_exits_1(tmp_path: Path) -> None:
+    record = tmp_path / "results.jsonl"
+    good, bad = _outcome(0, "swarm", True, 1.0, "v2"), _outcome(1, "swarm", False, 1.0, "v2")
+    record.write_text("".join(json.dumps(dataclasses.asdict(o)) + "\n" for o in (good, bad)))
+    result = runner.invoke(app, ["sim", "summary", str(record)])
+    assert result.exit_code == 1 and "FAILED seed 1" in result.output
+    record.write_text(json.dumps(dataclasses.asdict(good)) + "\n")
+    assert runner.invoke(app, ["sim", "summary", str(record)]).exit_code == 0
+    missing = runner.invoke(app, ["sim", "summary", "no-such-results.jsonl"])
+    said = " ".join(missing.output.split()).replace("│ ", "").replace(" │", "")
+    assert missing.exit_code == 2 and "no-such-results.jsonl is not a file" in said
