@@ -146,7 +146,10 @@ class QosLimiter:
     changes (a changed limit starts with full buckets)."""
 
     def __init__(self, member: Member) -> None:
-        self._member = member
+        # Weakly: the registry of limiters (``_LIMITERS``) is keyed weakly by the member, and a
+        # value that held its key strongly would keep every member alive for ever (in the
+        # simulator, every member instance of every run a sweep worker ran).
+        self._member_ref = weakref.ref(member)
         self._version = -1
         self._table: QosTable | None = None
         self.buckets: dict[TenantId, TenantBuckets] = {}
@@ -156,6 +159,13 @@ class QosLimiter:
         """Requests refused for a rate (for tests and logs)."""
         self.delayed = 0
         """Requests that waited for their tenant's tokens."""
+
+    @property
+    def _member(self) -> Member:
+        member = self._member_ref()
+        if member is None:
+            raise RuntimeError("the member of this QoS limiter is gone")
+        return member
 
     @property
     def table(self) -> QosTable:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
 import trio
 
@@ -292,23 +292,11 @@ def count_simulated(seed: int, scenario: str, api: str, duration_s: float | None
     from sim.sweep import quiet_member_logs  # noqa: PLC0415
 
     counter = StepCounter()
-    # sim.runner.run takes no extra instruments, and the simulator's code stays as the long
-    # sweep ran it (docs/sweeps/), so the counter goes in where run() starts Trio
-    patched = "run_deterministic"
-    run_deterministic = getattr(sim.runner, patched)
-
-    def counted(*args: Any, instruments: Sequence[trio.abc.Instrument] = (), **kwargs: Any) -> Any:
-        return run_deterministic(*args, instruments=[*instruments, counter], **kwargs)
-
     quiet_member_logs()
-    setattr(sim.runner, patched, counted)
-    try:
-        started_s = time.process_time()
-        options = sim.runner.RunOptions(seed, scenario, api=api, duration_s=duration_s)
-        result = sim.runner.run(options)
-        cpu_s = time.process_time() - started_s
-    finally:
-        setattr(sim.runner, patched, run_deterministic)
+    started_s = time.process_time()
+    options = sim.runner.RunOptions(seed, scenario, api=api, duration_s=duration_s)
+    result = sim.runner.run(options, instruments=[counter])
+    cpu_s = time.process_time() - started_s
     in_steps_s = sum(counter.step_cpu_s.values())
     steps_by_task: Counter[str] = Counter()
     cpu_s_by_task: defaultdict[str, float] = defaultdict(float)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from random import Random
@@ -71,8 +71,9 @@ class Watchdog(TaskSteps):
     guard against a seed that would hold a worker for ever). It looks only at its own
     checkpoints, between task steps, so the run ends through its cancel scope like any other
     stop; an exception raised into the run from a signal handler can land inside Trio's
-    scheduler or be caught by member code that logs and goes on. Only a run over its limit
-    can tell the difference, and it fails either way.
+    scheduler or be caught by member code that logs and goes on. Reading the wall clock does
+    not make runs differ: the watchdog acts only once the limit is passed, and a run that
+    passes it fails whatever it would have done.
     """
 
     def __init__(self, wall_s_max: float | None = None) -> None:
@@ -413,9 +414,15 @@ def _trace_hash(cluster: SimCluster, history: History, log: V3Log | None = None)
     return hasher.hexdigest()
 
 
-def run(options: RunOptions, wall_s_max: float | None = None) -> RunResult:
+def run(
+    options: RunOptions,
+    wall_s_max: float | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> RunResult:
     """Run one seed and check it; never raises for a violation, reports it. With
-    ``wall_s_max``, a run that takes longer (wall clock) is stopped and fails as a timeout."""
+    ``wall_s_max``, a run that takes longer (wall clock) is stopped and fails as a timeout.
+    ``instruments`` watch the run's Trio run loop beside its own (``bench.step_count``'s
+    counter); they must not change what the run does."""
     if options.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {options.scenario!r}; one of {sorted(SCENARIOS)}")
     scenario = SCENARIOS[options.scenario]
@@ -429,8 +436,9 @@ def run(options: RunOptions, wall_s_max: float | None = None) -> RunResult:
     watchdog = Watchdog(wall_s_max)
     started = time.perf_counter()  # reporting wall time; not inside the simulation
     run_deterministic(
-        _simulate, options.seed, options, faults, result, watchdog, instruments=[watchdog]
-    )
+        _simulate, options.seed, options, faults, result, watchdog,
+        instruments=[watchdog, *instruments],
+    )  # fmt: skip
     result.task_steps = watchdog.steps
     if result.history is not None:
         result.operations = len(result.history)
