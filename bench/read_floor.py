@@ -35,14 +35,16 @@ import trio
 
 from bench.loadgen import LoadResult, LoadSpec
 from bench.write_floor import (
-    HOST,
     STAGE_CHANNEL_ITEMS,
     FrameReader,
     dial,
+    floor_parser,
     frame,
     load_cluster,
     peer_writer,
     read_acks,
+    serve_follower,
+    serve_leader,
     serve_requests,
 )
 
@@ -250,18 +252,9 @@ async def follow_staged(stream: trio.abc.Stream) -> None:
 async def serve_role(arguments: argparse.Namespace) -> None:
     if arguments.role == "follower":
         follow = follow_direct if arguments.shape == "direct" else follow_staged
-        listeners = await trio.open_tcp_listeners(0, host=HOST)
-        print(f"listening on port {listeners[0].socket.getsockname()[1]}", flush=True)
-
-        async def leader_connection(stream: trio.SocketStream) -> None:
-            await follow(stream)
-
-        await trio.serve_listeners(leader_connection, listeners)
+        await serve_follower(follow)
     lead = lead_direct if arguments.shape == "direct" else lead_staged
-    followers = [int(port) for port in arguments.followers.split(",")]
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(lead, followers)
-        print(f"listening on port {port}", flush=True)
+    await serve_leader(lead, [int(port) for port in arguments.followers.split(",")])
 
 
 @dataclass(frozen=True)
@@ -293,19 +286,10 @@ def describe(measured: Measured) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m bench.read_floor``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.read_floor", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("role", nargs="?", choices=("leader", "follower"), help=argparse.SUPPRESS)
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
-    parser.add_argument("--followers", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", action="append", choices=("direct", "staged"))
+    parser = floor_parser("python -m bench.read_floor", __doc__)
     parser.add_argument(
         "--workload", "-w", action="append", choices=("get-linearizable", "get-serializable")
     )
-    parser.add_argument("--connections", "-c", type=int, action="append")
-    parser.add_argument("--duration", "-d", type=float, default=4.0, help="seconds measured")
-    parser.add_argument("--runs", type=int, default=1, help="runs of each, alternately")
     arguments = parser.parse_args(argv)
     if arguments.role:
         arguments.shape = arguments.shape[0]

@@ -352,22 +352,44 @@ async def follow_staged(stream: trio.abc.Stream, log: Log) -> None:
 # -- processes and the measurement -------------------------------------------------------------
 
 
+async def serve_follower(follow: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
+    """A follower's process: announce a port, then ``follow`` the leader's connection."""
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    print(f"listening on port {listeners[0].socket.getsockname()[1]}", flush=True)
+    await trio.serve_listeners(follow, listeners)
+
+
+async def serve_leader(lead: Callable[..., Awaitable[None]], *args: object) -> None:
+    """A leader's process: start ``lead(*args)``, announce the client port it serves."""
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lead, *args)
+        print(f"listening on port {port}", flush=True)
+
+
 async def serve_role(arguments: argparse.Namespace) -> None:
     log = Log(Path(arguments.dir) / "log", arguments.fsync)
     if arguments.role == "follower":
         follow = follow_direct if arguments.shape == "direct" else follow_staged
-        listeners = await trio.open_tcp_listeners(0, host=HOST)
-        print(f"listening on port {listeners[0].socket.getsockname()[1]}", flush=True)
 
         async def leader_connection(stream: trio.SocketStream) -> None:
             await follow(stream, log)
 
-        await trio.serve_listeners(leader_connection, listeners)
+        await serve_follower(leader_connection)
     lead = lead_direct if arguments.shape == "direct" else lead_staged
-    followers = [int(port) for port in arguments.followers.split(",")]
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(lead, log, followers)
-        print(f"listening on port {port}", flush=True)
+    await serve_leader(lead, log, [int(port) for port in arguments.followers.split(",")])
+
+
+def floor_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options both floors share: the hidden role a process plays, and what to measure."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    parser.add_argument("role", nargs="?", choices=("leader", "follower"), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--followers", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", action="append", choices=("direct", "staged"))
+    parser.add_argument("--connections", "-c", type=int, action="append")
+    parser.add_argument("--duration", "-d", type=float, default=4.0, help="seconds measured")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each, alternately")
+    return parser
 
 
 def start(
@@ -452,17 +474,8 @@ def describe(measured: Measured) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m bench.write_floor``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.write_floor", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("role", nargs="?", choices=("leader", "follower"), help=argparse.SUPPRESS)
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
-    parser.add_argument("--followers", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", action="append", choices=("direct", "staged"))
+    parser = floor_parser("python -m bench.write_floor", __doc__)
     parser.add_argument("--fsync", action="append", choices=("thread", "inline"))
-    parser.add_argument("--connections", "-c", type=int, action="append")
-    parser.add_argument("--duration", "-d", type=float, default=4.0, help="seconds measured")
-    parser.add_argument("--runs", type=int, default=1, help="runs of each, alternately")
     arguments = parser.parse_args(argv)
     if arguments.role:
         arguments.shape, arguments.fsync = arguments.shape[0], arguments.fsync[0]
