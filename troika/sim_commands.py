@@ -128,9 +128,10 @@ def summary(
 
     if not results.is_file():
         raise typer.BadParameter(f"{results} is not a file", param_hint="RESULTS")
-    for line in summary_lines(load_results(results)):
+    outcomes = load_results(results)
+    for line in summary_lines(outcomes):
         typer.echo(line)
-    if any(not outcome.passed for outcome in load_results(results)):
+    if any(not outcome.passed for outcome in outcomes):
         raise typer.Exit(1)
 
 
