@@ -40,6 +40,7 @@ from bench.write_floor import (
     dial,
     floor_parser,
     frame,
+    http_response,
     load_cluster,
     peer_writer,
     read_acks,
@@ -52,15 +53,6 @@ Shape = Literal["direct", "staged"]
 Workload = Literal["get-linearizable", "get-serializable"]
 
 NOT_FOUND_BODY = b'{"errorCode":100,"message":"Key not found","index":1}'
-
-
-def http_response(status: bytes, body: bytes) -> bytes:
-    return (
-        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nX-Etcd-Index: 1\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
-    )
-
-
 NOT_FOUND = http_response(b"404 Not Found", NOT_FOUND_BODY)
 CREATED = http_response(b"201 Created", b"{}")
 

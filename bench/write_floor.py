@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -63,10 +64,6 @@ STAGE_CHANNEL_ITEMS = 256
 """Each stage's inbound channel bound (troika's actors use bounded channels too)."""
 START_TIMEOUT_S = 15.0
 WARMUP_S = 1.0
-RESPONSE = (
-    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Etcd-Index: %d\r\n"
-    b"Content-Length: %d\r\n\r\n%s"
-)
 
 
 # -- pieces both shapes share ------------------------------------------------------------------
@@ -143,13 +140,22 @@ Answer = Callable[[bytes, bytes, bytes], Awaitable[bytes]]
 """What a server makes of (method, target, body): the whole response."""
 
 
+def http_response(status: bytes, body: bytes, index: int = 1) -> bytes:
+    """A whole v2-shaped JSON response (``status`` as ``b"201 Created"``)."""
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nX-Etcd-Index: %d\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, index, len(body), body)
+    )
+
+
 def response(index: int, key: bytes, value: bytes) -> bytes:
+    """A put's answer, as etcd's v2 API gives it (reduced to the node's key, value, index)."""
     body = b'{"action":"set","node":{"key":"%s","value":"%s","modifiedIndex":%d}}' % (
         key,
         value,
         index,
     )
-    return RESPONSE % (index, len(body), body)
+    return http_response(b"201 Created", body, index)
 
 
 async def serve_requests(stream: trio.SocketStream, answer: Answer) -> None:
@@ -169,7 +175,7 @@ async def dial(ports: Sequence[int]) -> list[trio.SocketStream]:
     streams = []
     for port in ports:
         stream = await trio.open_tcp_stream(HOST, port)
-        stream.setsockopt(6, 1, 1)  # TCP_NODELAY, as troika's peers
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as troika's peers
         streams.append(stream)
     return streams
 
@@ -177,24 +183,29 @@ async def dial(ports: Sequence[int]) -> list[trio.SocketStream]:
 # -- direct: one task does it all ----------------------------------------------------------------
 
 
-@dataclass
 class Quorum:
-    """How many followers have acknowledged each index, and who waits for it."""
+    """Which proposed indexes no follower has acknowledged yet, and who waits for one: only
+    what is in flight is held (the second follower's late acknowledgements are dropped)."""
 
-    acknowledged: dict[int, int]
-    waiting: dict[int, trio.Event]
+    def __init__(self) -> None:
+        self._unacknowledged: set[int] = set()
+        self._waiting: dict[int, trio.Event] = {}
+
+    def propose(self, index: int) -> None:
+        self._unacknowledged.add(index)
 
     async def acknowledge(self, index: int) -> None:
-        self.acknowledged[index] = self.acknowledged.get(index, 0) + 1
-        event = self.waiting.pop(index, None)
-        if event is not None:
-            event.set()
+        if index in self._unacknowledged:  # the first follower's
+            self._unacknowledged.discard(index)
+            event = self._waiting.pop(index, None)
+            if event is not None:
+                event.set()
 
     async def one_follower(self, index: int) -> None:
-        if self.acknowledged.pop(index, 0) == 0:
-            event = self.waiting[index] = trio.Event()
+        """Return once a follower has acknowledged ``index`` (at once if one already has)."""
+        if index in self._unacknowledged:
+            event = self._waiting[index] = trio.Event()
             await event.wait()
-            self.acknowledged.pop(index, None)
 
 
 async def peer_writer(peer: trio.SocketStream, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
@@ -214,7 +225,7 @@ async def lead_direct(
 ) -> None:
     peers = await dial(followers)
     locks = [trio.StrictFIFOLock() for _ in peers]
-    quorum = Quorum({}, {})
+    quorum = Quorum()
     index = 0
 
     async def put(_method: bytes, key: bytes, body: bytes) -> bytes:
@@ -223,6 +234,7 @@ async def lead_direct(
         this = index
         value = body.partition(b"=")[2]
         entry = cbor2.dumps([1, this, key, value])
+        quorum.propose(this)
         for peer, lock in zip(peers, locks, strict=True):
             async with lock:  # several connections' tasks may send at once
                 await peer.send_all(frame(entry))
