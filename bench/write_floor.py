@@ -45,7 +45,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cbor2
 import httptools
@@ -140,6 +140,19 @@ Answer = Callable[[bytes, bytes, bytes], Awaitable[bytes]]
 """What a server makes of (method, target, body): the whole response."""
 
 
+class Watches(Protocol):
+    """A member's v2 watches (``bench.watch_floor``): fed every entry it applies, and the
+    first to see every client request."""
+
+    def publish(self, index: int, key: bytes, value: bytes) -> None:
+        """Entry ``index`` (a put of ``value`` to the URL path ``key``) is applied here."""
+        ...
+
+    def answering(self, put: Answer) -> Answer:
+        """``put``, with watch requests answered from the watches instead."""
+        ...
+
+
 def http_response(status: bytes, body: bytes, index: int = 1) -> bytes:
     """A whole v2-shaped JSON response (``status`` as ``b"201 Created"``)."""
     return (
@@ -221,7 +234,10 @@ async def read_acks(stream: trio.SocketStream, on_ack: Callable[[int], Awaitable
 
 
 async def lead_direct(
-    log: Log, followers: Sequence[int], task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    log: Log,
+    followers: Sequence[int],
+    watches: Watches | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     peers = await dial(followers)
     locks = [trio.StrictFIFOLock() for _ in peers]
@@ -240,22 +256,28 @@ async def lead_direct(
                 await peer.send_all(frame(entry))
         await log.append(entry)
         await quorum.one_follower(this)
+        if watches is not None:
+            watches.publish(this, key, value)
         return response(this, key, value)
 
+    answer = put if watches is None else watches.answering(put)
     async with trio.open_nursery() as nursery:
         for peer in peers:
             nursery.start_soon(read_acks, peer, quorum.acknowledge)
         listeners = await nursery.start(
-            trio.serve_tcp, lambda s: serve_requests(s, put), 0
+            trio.serve_tcp, lambda s: serve_requests(s, answer), 0
         )  # fmt: skip
         task_status.started(listeners[0].socket.getsockname()[1])
 
 
-async def follow_direct(stream: trio.abc.Stream, log: Log) -> None:
+async def follow_direct(stream: trio.abc.Stream, log: Log, watches: Watches | None = None) -> None:
     reader = FrameReader(stream)
     while (payload := await reader.next()) is not None:
         await log.append(payload)
-        await stream.send_all(frame(cbor2.dumps([cbor2.loads(payload)[1]])))
+        _, index, key, value = cbor2.loads(payload)
+        await stream.send_all(frame(cbor2.dumps([index])))
+        if watches is not None:  # applied once durable here: sooner than a commit allows
+            watches.publish(index, key, value)
 
 
 # -- staged: the same work through DESIGN.md's stages ---------------------------------------------
@@ -269,7 +291,10 @@ class Proposal:
 
 
 async def lead_staged(
-    log: Log, followers: Sequence[int], task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    log: Log,
+    followers: Sequence[int],
+    watches: Watches | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """api -> raft -> (storage, transport) -> raft <- peer readers; raft -> apply -> api."""
     peers = await dial(followers)
@@ -307,6 +332,8 @@ async def lead_staged(
         applied: dict[bytes, bytes] = {}
         async for index, proposal in apply_inbox:
             applied[proposal.key] = proposal.value
+            if watches is not None:
+                watches.publish(index, proposal.key, proposal.value)
             await proposal.answer.send(response(index, proposal.key, proposal.value))
 
     async def connection(stream: trio.SocketStream) -> None:
@@ -316,7 +343,7 @@ async def lead_staged(
             await to_raft.send(Proposal(key, body.partition(b"=")[2], answers_in))
             return await answers_out.receive()
 
-        await serve_requests(stream, put)
+        await serve_requests(stream, put if watches is None else watches.answering(put))
 
     async with trio.open_nursery() as nursery:
         for stage in (raft, storage, apply):
@@ -328,8 +355,8 @@ async def lead_staged(
         task_status.started(listeners[0].socket.getsockname()[1])
 
 
-async def follow_staged(stream: trio.abc.Stream, log: Log) -> None:
-    """reader -> raft -> storage -> raft -> writer."""
+async def follow_staged(stream: trio.abc.Stream, log: Log, watches: Watches | None = None) -> None:
+    """reader -> raft -> storage -> raft -> writer (and the watches, once durable here)."""
     to_raft, raft_inbox = trio.open_memory_channel[tuple[str, bytes]](STAGE_CHANNEL_ITEMS)
     to_storage, storage_inbox = trio.open_memory_channel[bytes](STAGE_CHANNEL_ITEMS)
     to_writer, writer_inbox = trio.open_memory_channel[bytes](STAGE_CHANNEL_ITEMS)
@@ -344,8 +371,11 @@ async def follow_staged(stream: trio.abc.Stream, log: Log) -> None:
         async for kind, payload in raft_inbox:
             if kind == "append":
                 await to_storage.send(payload)
-            else:
-                await to_writer.send(frame(cbor2.dumps([cbor2.loads(payload)[1]])))
+                continue
+            _, index, key, value = cbor2.loads(payload)
+            await to_writer.send(frame(cbor2.dumps([index])))
+            if watches is not None:
+                watches.publish(index, key, value)
 
     async def storage() -> None:
         async for entry in storage_inbox:
@@ -408,6 +438,12 @@ def start(
     arguments: list[str], module: str = "bench.write_floor"
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A role's process (``python -m module role ...``), and the port it announced."""
+    process, ports = start_listening(arguments, module)
+    return process, ports[-1]
+
+
+def start_listening(arguments: list[str], module: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A role's process, and every port it announced (``listening on port N [M ...]``)."""
     command = [sys.executable, "-m", module, *arguments]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert process.stdout is not None
@@ -417,7 +453,7 @@ def start(
         process.kill()
         process.wait()
         raise RuntimeError(f"{' '.join(arguments)} did not start: {line!r}")
-    return process, int(line.split()[-1])
+    return process, [int(port) for port in line.split()[3:]]
 
 
 def load_cluster(
