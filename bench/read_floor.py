@@ -37,7 +37,9 @@ from bench.loadgen import LoadResult, LoadSpec
 from bench.write_floor import (
     STAGE_CHANNEL_ITEMS,
     FrameReader,
+    cpu_us_per_operation,
     dial,
+    errors_note,
     floor_parser,
     frame,
     http_response,
@@ -261,18 +263,16 @@ def measure(shape: Shape, workload: Workload, connections: int, duration_s: floa
     """A fresh three-process cluster of ``shape``, loaded with gets for ``duration_s``."""
     spec = LoadSpec("http://unset:1", workload, connections, duration_s)
     load, spent = load_cluster("bench.read_floor", ["--shape", shape], spec)
-    leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent)
-    return Measured(shape, load, (leader_us, f1_us, f2_us))
+    return Measured(shape, load, cpu_us_per_operation(spent, load))
 
 
 def describe(measured: Measured) -> str:
     load, (leader, f1, f2) = measured.load, measured.cpu_us_per_get
-    errors = f"  errors {load.errors} {load.error_kinds}" if load.errors else ""
     return (
         f"{load.workload:<16} {measured.shape:<7} c={load.connections:<3} "
         f"{load.ops_per_s:7.0f} gets/s  p50 {load.latency.p50_ms:5.2f}  "
         f"p99 {load.latency.p99_ms:5.2f} ms  client CPU {load.client_cpu_percent:3.0f} %  "
-        f"CPU us a get: leader {leader:4.0f}, followers {f1:3.0f} {f2:3.0f}{errors}"
+        f"CPU us a get: leader {leader:4.0f}, followers {f1:3.0f} {f2:3.0f}{errors_note(load)}"
     )
 
 

@@ -41,6 +41,8 @@ from bench.write_floor import (
     Fsync,
     Log,
     Shape,
+    cpu_us_per_operation,
+    errors_note,
     floor_parser,
     follow_direct,
     follow_staged,
@@ -178,20 +180,18 @@ def measure(shape: Shape, fsync: Fsync, watchers: int, writes: int) -> Measured:
             for process in processes:
                 process.kill()
                 process.wait()
-    leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent)
-    return Measured(shape, fsync, load, (leader_us, f1_us, f2_us))
+    return Measured(shape, fsync, load, cpu_us_per_operation(spent, load))
 
 
 def describe(measured: Measured, writes: int) -> str:
     load, (leader, f1, f2) = measured.load, measured.cpu_us_per_delivery
-    errors = f"  errors {load.errors} {load.error_kinds}" if load.errors else ""
     watchers = load.connections
     puts_per_s = load.ops_per_s / watchers if watchers else 0.0
     return (
         f"{measured.shape:<7} fsync {measured.fsync:<6} watchers={watchers:<3} writes={writes} "
         f"{load.ops_per_s:7.0f} deliveries/s ({puts_per_s:5.0f} puts/s)  "
         f"p50 {load.latency.p50_ms:5.2f} ms  client CPU {load.client_cpu_percent:3.0f} %  "
-        f"CPU us a delivery: leader {leader:4.0f}, followers {f1:3.0f} {f2:3.0f}{errors}"
+        f"CPU us a delivery: leader {leader:4.0f}, followers {f1:3.0f} {f2:3.0f}{errors_note(load)}"
     )
 
 

@@ -491,6 +491,17 @@ def load_cluster(
     return load, spent
 
 
+def cpu_us_per_operation(spent_s: Sequence[float], load: LoadResult) -> tuple[float, float, float]:
+    """The leader's and each follower's CPU microseconds an operation of ``load``."""
+    leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent_s)
+    return leader_us, f1_us, f2_us
+
+
+def errors_note(load: LoadResult) -> str:
+    """The load's errors, for the end of a result line ("" when none)."""
+    return f"  errors {load.errors} {load.error_kinds}" if load.errors else ""
+
+
 @dataclass(frozen=True)
 class Measured:
     shape: Shape
@@ -505,18 +516,16 @@ def measure(shape: Shape, fsync: Fsync, connections: int, duration_s: float) -> 
     spec = LoadSpec("http://unset:1", "put", connections, duration_s)
     load, spent = load_cluster("bench.write_floor", ["--shape", shape, "--fsync", fsync], spec)
     # The CPU readings also span the client's connecting and closing: a little over the window.
-    leader_us, f1_us, f2_us = (1e6 * seconds / max(load.requests, 1) for seconds in spent)
-    return Measured(shape, fsync, load, (leader_us, f1_us, f2_us))
+    return Measured(shape, fsync, load, cpu_us_per_operation(spent, load))
 
 
 def describe(measured: Measured) -> str:
     load, (leader, f1, f2) = measured.load, measured.cpu_us_per_put
-    errors = f"  errors {load.errors} {load.error_kinds}" if load.errors else ""
     return (
         f"{measured.shape:<7} fsync {measured.fsync:<6} c={load.connections:<3} "
         f"{load.ops_per_s:7.0f} puts/s  p50 {load.latency.p50_ms:5.2f}  "
         f"p99 {load.latency.p99_ms:5.2f} ms  CPU us a put: leader {leader:4.0f}, followers "
-        f"{f1:4.0f} {f2:4.0f}, cluster {leader + f1 + f2:5.0f}{errors}"
+        f"{f1:4.0f} {f2:4.0f}, cluster {leader + f1 + f2:5.0f}{errors_note(load)}"
     )
 
 
