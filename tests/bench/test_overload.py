@@ -55,7 +55,11 @@ def test_a_tiny_overload_loses_nothing(tmp_path: Path, api: str) -> None:
     assert sample.acknowledged > 0, sample.error_kinds
     assert sample.lost == 0
     assert len(sample.rss_series_mib["m1"]) >= 2 and sample.rss_max_mib["m1"] > 10
-    assert sample.rss_peak_mib["m1"] >= sample.rss_max_mib["m1"]
+    # VmHWM is the kernel's peak kept lazily (raised on some of the paths that shrink the
+    # resident set, and to the current one when read), and VmRSS is read from approximate
+    # per-CPU counters, so a sample may pass the peak read after it by a little: one run
+    # sampled 58.7 MiB against a VmHWM of 58.5.
+    assert sample.rss_peak_mib["m1"] >= sample.rss_max_mib["m1"] - 1.0
     assert format_samples([sample]).splitlines()[1].split()[:2] == ["troika", api]
 
 
