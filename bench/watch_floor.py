@@ -49,6 +49,7 @@ from bench.write_floor import (
     http_response,
     lead_direct,
     lead_staged,
+    run_fsync_floor,
     serve_leader,
     serve_requests,
     start_listening,
@@ -196,21 +197,14 @@ def describe(measured: Measured, writes: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bench.watch_floor``."""
+    """``python -m bench.watch_floor`` (``-c``: watchers)."""
+
+    def line(arguments: argparse.Namespace, shape: Shape, fsync: Fsync, watchers: int) -> str:
+        return describe(measure(shape, fsync, watchers, arguments.writes), arguments.writes)
+
     parser = floor_parser("python -m bench.watch_floor", __doc__)
-    parser.add_argument("--fsync", action="append", choices=("thread", "inline"))
     parser.add_argument("--writes", type=int, default=400, help="puts the writer makes")
-    arguments = parser.parse_args(argv)
-    if arguments.role:
-        arguments.shape, arguments.fsync = arguments.shape[0], arguments.fsync[0]
-        trio.run(serve_role, arguments)
-        return
-    for _ in range(arguments.runs):
-        for watchers in arguments.connections or [16]:
-            for fsync in arguments.fsync or ["thread"]:
-                for shape in arguments.shape or ["direct", "staged"]:
-                    measured = measure(shape, fsync, watchers, arguments.writes)
-                    print(describe(measured, arguments.writes))
+    run_fsync_floor(parser, argv, serve_role, line, connections_default=16)
 
 
 if __name__ == "__main__":

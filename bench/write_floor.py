@@ -529,20 +529,36 @@ def describe(measured: Measured) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bench.write_floor``."""
-    parser = floor_parser("python -m bench.write_floor", __doc__)
+def run_fsync_floor(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    serve: Callable[[argparse.Namespace], Awaitable[None]],
+    line: Callable[[argparse.Namespace, Shape, Fsync, int], str],
+    connections_default: int,
+) -> None:
+    """A floor with ``--fsync`` (this one, ``bench.watch_floor``): play the hidden role a
+    process was started with, or measure every combination asked, ``line`` printing each."""
     parser.add_argument("--fsync", action="append", choices=("thread", "inline"))
     arguments = parser.parse_args(argv)
     if arguments.role:
         arguments.shape, arguments.fsync = arguments.shape[0], arguments.fsync[0]
-        trio.run(serve_role, arguments)
+        trio.run(serve, arguments)
         return
     for _ in range(arguments.runs):
-        for connections in arguments.connections or [1]:
+        for connections in arguments.connections or [connections_default]:
             for fsync in arguments.fsync or ["thread"]:
                 for shape in arguments.shape or ["direct", "staged"]:
-                    print(describe(measure(shape, fsync, connections, arguments.duration)))
+                    print(line(arguments, shape, fsync, connections))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m bench.write_floor``."""
+
+    def line(arguments: argparse.Namespace, shape: Shape, fsync: Fsync, connections: int) -> str:
+        return describe(measure(shape, fsync, connections, arguments.duration))
+
+    parser = floor_parser("python -m bench.write_floor", __doc__)
+    run_fsync_floor(parser, argv, serve_role, line, connections_default=1)
 
 
 if __name__ == "__main__":
