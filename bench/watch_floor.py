@@ -79,12 +79,13 @@ class WatchHub:
             b'{"action":"set","node":{"key":"%s","value":"%s","modifiedIndex":%d,'
             b'"createdIndex":%d}}' % (node_key, value, index, index)
         )
+        if not self._answers:
+            self._first = index  # a follower's first entry may come after index 1
         self._answers[index] = http_response(b"200 OK", body, index)
         self._last = index
         while len(self._answers) > HISTORY_EVENTS:
             del self._answers[self._first]
             self._first += 1
-        self._first = min(self._answers)
         self._published.set()
         self._published = trio.Event()
 
