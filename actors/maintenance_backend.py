@@ -67,7 +67,7 @@ def records_crc(kv: KeyValueStore) -> int:
     """CRC-32 of the MVCC and lease records, keys and values, in key order."""
     crc = 0
     for prefix in RECORD_PREFIXES:
-        for key, value in kv.scan(prefix, prefix_end(prefix)):
+        for key, value in kv.scan(prefix, prefix_end(prefix), bulk=True):
             crc = zlib.crc32(value, zlib.crc32(key, crc))
     return crc
 
@@ -131,7 +131,7 @@ class MemberMaintenanceBackend(MemberView):
             records = [
                 record
                 for prefix in RECORD_PREFIXES
-                for record in checked_records(member.kv.scan(prefix, prefix_end(prefix)))
+                for record in checked_records(member.kv.scan(prefix, prefix_end(prefix), bulk=True))
             ]
         except StorageCorrupted as error:
             log.error("%x: refused a snapshot: %s", member.member_id, error)

@@ -540,15 +540,15 @@ class StateMachine:
         # in key order: auth/, lease/, mvcc/, snapshot/alarms, snapshot/members, snapshot/qos,
         # v2/
         return itertools.chain(
-            checked_records(kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX))),
-            checked_records(kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX))),
-            checked_records(kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX))),
+            checked_records(kv.scan(AUTH_PREFIX, prefix_end(AUTH_PREFIX), bulk=True)),
+            checked_records(kv.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX), bulk=True)),
+            checked_records(kv.scan(MVCC_PREFIX, prefix_end(MVCC_PREFIX), bulk=True)),
             [
                 (SNAPSHOT_ALARMS_KEY, alarms),
                 (SNAPSHOT_MEMBERS_KEY, members),
                 (SNAPSHOT_QOS_KEY, qos),
             ],
-            checked_records(kv.scan(V2_PREFIX, prefix_end(V2_PREFIX))),
+            checked_records(kv.scan(V2_PREFIX, prefix_end(V2_PREFIX), bulk=True)),
         )
 
     @staticmethod

@@ -104,8 +104,10 @@ class SimKeyValueStore(MemoryKeyValueStore):
         value = super().get(key)
         return value if value is None else self._disk.read_back(key, value)
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self._disk.read_items(super().scan(start, end))
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._disk.read_items(super().scan(start, end, bulk=bulk))
 
     def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return self._disk.read_items(super().scan_reverse(start, end))

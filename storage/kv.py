@@ -252,9 +252,17 @@ class KeyValueStore(Protocol):
         """The value of ``key``, or None."""
         ...
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` for every key in ``[start, end)``, in ascending key order, as the
-        store was at the call."""
+        store was at the call.
+
+        ``bulk``: a pass over much of the store that reads each record once (a snapshot, a
+        load at start): its blocks stay out of the engine's block cache, which would otherwise
+        grow by what the pass read and keep it (issue 13: about 8 MiB of a member's peak at
+        100,000 keys) while evicting what the member reads again (the log's tail).
+        """
         ...
 
     def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -424,11 +432,16 @@ class RocksKeyValueStore:
         assert value is None or isinstance(value, bytes), type(value)
         return value
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         db = self._open_db()
         if start >= end:
             return iter(())
         options = rocksdict.ReadOptions()
+        if bulk:
+            # rocksdict's stub omits the flag the binding takes
+            options.fill_cache(False)  # type: ignore[call-arg]
         options.set_iterate_upper_bound(end)
         iterator = db.iter(options)  # created now, so the scan sees the store as of now
         iterator.seek(start)
@@ -578,8 +591,10 @@ class MemoryKeyValueStore:
         self._check_open()
         return self._values.get(key)
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return iter(self._range(start, end))
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._range(start, end))  # no cache to keep a bulk scan out of
 
     def scan_reverse(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return reversed(self._range(start, end))

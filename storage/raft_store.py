@@ -514,7 +514,7 @@ class RaftStore:
                 ``chunks`` (the message names the key).
         """
         start = self._chunk_key(index, received, 0)
-        scan = self._kv.scan(start, self._chunk_set_end(index, received))
+        scan = self._kv.scan(start, self._chunk_set_end(index, received), bulk=True)
         return self._checked_chunks(scan, index, received, chunks)
 
     def _checked_chunks(

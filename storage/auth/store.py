@@ -155,7 +155,9 @@ class _Rights:
 class ReadableKV(Protocol):
     """What ``load`` reads: an ordered scan."""
 
-    def scan(self, start: bytes, end: bytes) -> Iterable[tuple[bytes, bytes]]: ...
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def has_root_role(user: auth_pb2.User) -> bool:
@@ -526,7 +528,7 @@ class AuthStore:
             StorageCorrupted: a record fails validation.
         """
         store = cls()
-        for key, value in kv.scan(PREFIX, prefix_end(PREFIX)):
+        for key, value in kv.scan(PREFIX, prefix_end(PREFIX), bulk=True):
             store._load_record(key, value)
         store._rights = {name: store._merged(user) for name, user in store._users.items()}
         return store

@@ -70,7 +70,9 @@ class Lease:
 class ReadableKV(Protocol):
     """What ``load`` reads: an ordered scan."""
 
-    def scan(self, start: bytes, end: bytes) -> Iterable[tuple[bytes, bytes]]: ...
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def record_key(lease_id: int) -> bytes:
@@ -224,7 +226,7 @@ class LeaseTable:
         self._changes.clear()
 
     def _install(self, kv: ReadableKV, store: MvccStore) -> None:
-        for key, value in kv.scan(PREFIX, prefix_end(PREFIX)):
+        for key, value in kv.scan(PREFIX, prefix_end(PREFIX), bulk=True):
             lease_id, ttl_s = decode_record(key, value)
             self._leases[lease_id] = Lease(lease_id, ttl_s)
         for version in store.range(b"", GTE_RANGE_END).kvs:

@@ -52,7 +52,6 @@ caller's concern (etcd caps a request at 1.5 MiB). Revisions and leases are sign
 
 from __future__ import annotations
 
-import bisect
 import logging
 import zlib
 from collections.abc import Iterable, Iterator
@@ -110,7 +109,9 @@ GTE_RANGE_END: Final = b"\0"
 class ReadableKV(Protocol):
     """What ``MvccStore.load`` reads: an ordered scan."""
 
-    def scan(self, start: bytes, end: bytes) -> Iterable[tuple[bytes, bytes]]: ...
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def _check_bytes(name: str, value: object) -> None:
@@ -233,11 +234,10 @@ class MvccStore:
         count = 0
         limited = limit > 0 and not count_only
         for history in self._histories(key, range_end):
-            # the common case: nothing written after ``at`` (no bisect)
-            if history.mains[-1] <= at:
-                kv: KeyValue | None = history.kvs[-1]
-                if kv is not None and kv.version == 0:
-                    kv = None
+            newest = history[-1]
+            kv: KeyValue | None
+            if newest.mod_revision <= at:  # the common case: nothing written since (no bisect)
+                kv = None if newest.version == 0 else newest
             else:
                 kv = history.at(at)
             if kv is None:
@@ -315,15 +315,15 @@ class MvccStore:
         for key in keys or ():
             history = self._index.get(key)
             assert history is not None, key
-            first = bisect.bisect_left(history.mains, revision)
+            first = history.first_at(revision)
             position = first + occurrences.get(key, 0)  # the store allows a key twice
             occurrences[key] = occurrences.get(key, 0) + 1
-            assert history.mains[position] == revision, (key, revision)
-            kv = history.kvs[position]
+            kv = history[position]
+            assert kv.mod_revision == revision, (key, revision)
             prev: KeyValue | None = None
             creation = not kv.is_tombstone and kv.create_revision == revision
             if revision - 1 >= compacted and first > 0 and not creation:
-                before = history.kvs[first - 1]
+                before = history[first - 1]
                 prev = None if before.is_tombstone else before
             kind = EventType.DELETE if kv.is_tombstone else EventType.PUT
             events.append(Event(kind, kv, prev))
@@ -387,7 +387,7 @@ class MvccStore:
             self._events.append(TxnEvents(self._revision, tuple(events)))
 
     def _record(self, main: int, sub: int, kv: KeyValue) -> None:
-        self._index.history_for_write(kv.key).append(main, sub, kv)
+        self._index.history_for_write(kv.key).add(main, sub, kv)
         self._changes[record_key(self._prefix, main, sub)] = encode_record(kv)
 
     # -- compaction -----------------------------------------------------------------------
@@ -490,7 +490,7 @@ class MvccStore:
             StorageCorrupted: a record fails validation, or the records are inconsistent.
         """
         store = cls(prefix=prefix, track_events=track_events)
-        if store._install(kv.scan(prefix, prefix_end(prefix))):
+        if store._install(kv.scan(prefix, prefix_end(prefix), bulk=True)):
             store._revision_persisted = store._revision
         return store
 
@@ -534,9 +534,9 @@ class MvccStore:
                 raise StorageCorrupted(f"mvcc record at {entries[-1][0]} past revision {revision}")
             history = History()
             for main, sub, kv in entries:
-                if history.mains and (main, sub) <= (history.mains[-1], history.subs[-1]):
+                if history and (main, sub) <= history.last_revision():
                     raise StorageCorrupted(f"two mvcc records at revision {(main, sub)}")
-                history.append(main, sub, kv)
+                history.add(main, sub, kv)
             histories[key] = history
         self._index = KeyIndex.from_histories(histories)
         self._revision_floor = max(scheduled, FIRST_REVISION + 1)

@@ -44,12 +44,12 @@ class PrefixUse:
 
     def add_history(self, history: History) -> None:
         """Count one key's retained versions."""
-        latest = history.kvs[-1]
+        latest = history[-1]
         if not latest.is_tombstone:
             self.keys += 1
             self.bytes += len(latest.key) + len(latest.value)
-        self.revisions += len(history.kvs)
-        self.history_bytes += sum(len(kv.key) + len(kv.value) for kv in history.kvs)
+        self.revisions += len(history)
+        self.history_bytes += sum(len(kv.key) + len(kv.value) for kv in history)
 
     def add(self, other: PrefixUse) -> None:
         """Sum another row into this one."""
@@ -100,7 +100,7 @@ class UsageScan:
             return True
         page = index.histories_page(self._cursor, self._end, page_keys)
         for history in page:
-            if not history.kvs:  # emptied by a compaction since the page was taken
+            if not history:  # emptied by a compaction since the page was taken
                 continue
             self._count(history)
         self.keys_scanned += len(page)
@@ -108,11 +108,11 @@ class UsageScan:
             self._close_group()
             self._done = True
         else:
-            self._cursor = page[-1].kvs[-1].key + b"\0"
+            self._cursor = page[-1][-1].key + b"\0"
         return self._done
 
     def _count(self, history: History) -> None:
-        key = history.kvs[-1].key
+        key = history[-1].key
         group_prefix = prefix_at_depth(key, self.depth) if self.depth else self.prefix
         if self._group is None or self._group.prefix != group_prefix:
             self._close_group()

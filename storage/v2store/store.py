@@ -109,7 +109,9 @@ def system_path(path: str) -> str:
 class ReadableKV(Protocol):
     """What ``V2Store.load`` reads: a prefix scan in key order."""
 
-    def scan(self, start: bytes, end: bytes) -> Iterable[tuple[bytes, bytes]]: ...
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def clean_path(path: str) -> str:
@@ -1014,7 +1016,7 @@ class V2Store:
         nodes: list[tuple[str, _Node]] = []
         system_nodes: list[tuple[str, _Node]] = []
         events: list[Event] = []
-        for key, sealed in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX)):
+        for key, sealed in kv.scan(KV_PREFIX, prefix_end(KV_PREFIX), bulk=True):
             value = bytes(unseal(key, sealed))
             if key == KV_META_KEY:
                 meta = _loads(value)

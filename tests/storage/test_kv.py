@@ -127,6 +127,12 @@ async def test_scan_is_in_key_order_over_a_half_open_range(kv: KeyValueStore) ->
     assert [key for key, _ in kv.scan_reverse(b"", b"\xff" * 4)] == sorted(KEYS, reverse=True)
 
 
+async def test_a_bulk_scan_reads_what_a_scan_reads(kv: KeyValueStore) -> None:
+    await fill(kv, KEYS)
+    for start, end in [(b"", b"\xff" * 4), (b"a", b"b"), (b"b", b"a")]:
+        assert list(kv.scan(start, end, bulk=True)) == list(kv.scan(start, end))
+
+
 async def test_empty_and_backwards_ranges_scan_nothing(kv: KeyValueStore) -> None:
     await fill(kv, KEYS)
     for start, end in [(b"a", b"a"), (b"b", b"a"), (b"a\x01", b"ab")]:

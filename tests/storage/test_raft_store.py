@@ -344,9 +344,11 @@ class CountingStore(MemoryKeyValueStore):
         self.reads += 1
         return super().get(key)
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         self.reads += start < end
-        return super().scan(start, end)
+        return super().scan(start, end, bulk=bulk)
 
 
 async def test_reads_near_the_tail_are_answered_from_the_cache() -> None:

@@ -38,7 +38,9 @@ class DictKV:
             else:
                 self.data[key] = value
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, *, bulk: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         keys = sorted(self.data)
         low, high = bisect.bisect_left(keys, start), bisect.bisect_left(keys, end)
         return iter([(key, self.data[key]) for key in keys[low:high]])
