@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -72,5 +73,34 @@ async def test_unsynced_writes_survive_a_clean_close(tmp_path: Path) -> None:
     store = RocksKeyValueStore(tmp_path)
     try:
         assert store.get(b"k") == b"v"
+    finally:
+        store.close()
+
+
+def block_cache_bytes(store: RocksKeyValueStore) -> int:
+    usage = store._open_db().property_int_value("rocksdb.block-cache-usage")
+    assert usage is not None
+    return usage
+
+
+def test_bulk_reads_leave_the_block_cache_as_it_was(tmp_path: Path) -> None:
+    """A snapshot or a load at start reads the store once; its blocks must not fill the cache
+    (issue 13: they stayed resident in every member at the snapshot)."""
+    store = RocksKeyValueStore(tmp_path / "kv")
+    values = random.Random(13)
+    for first in range(0, 4000, 500):
+        batch = WriteBatch()
+        for key in range(first, first + 500):
+            batch.put(b"k%05d" % key, values.randbytes(300))  # incompressible
+        store.apply(batch)
+    store.close()  # flushed into table files: reads now go through the block cache
+
+    store = RocksKeyValueStore(tmp_path / "kv")  # its check of every block included
+    try:
+        before = block_cache_bytes(store)
+        assert len(list(store.scan(b"k", b"l", bulk=True))) == 4000
+        assert block_cache_bytes(store) - before < 64 * 1024
+        assert len(list(store.scan(b"k", b"l"))) == 4000
+        assert block_cache_bytes(store) - before > 1024 * 1024  # the blocks a plain scan keeps
     finally:
         store.close()
