@@ -274,30 +274,35 @@ class ApplyActor:
     async def _store_chunks(
         self, index: int, records: Iterator[tuple[bytes, bytes]]
     ) -> tuple[int, int]:
-        """Cut the records (the state persisted up to ``index``) into chunks and store each
-        in the RaftStore as it closes, a bounded step at a time; returns how many chunks,
-        and their bytes (sealed)."""
+        """Cut the records (the state persisted up to ``index``) into chunks and write each
+        to the RaftStore's chunk writer as it closes, a bounded step at a time, then commit
+        them; returns how many chunks, and their bytes (sealed)."""
         self.raft_store.clear_snapshot_chunks(index, received=False)
+        writer = self.raft_store.snapshot_chunk_writer(index, received=False)
         builder = ChunkBuilder()
-        chunks = size_bytes = 0
+        size_bytes = 0
 
         def store(body: bytes) -> None:
-            nonlocal chunks, size_bytes
-            value = encode_snapshot_chunk(index, chunks, body)
-            self.raft_store.put_snapshot_chunk(index, False, chunks, value)
-            chunks += 1
+            nonlocal size_bytes
+            value = encode_snapshot_chunk(index, writer.chunks, body)
+            writer.put(writer.chunks, value)
             size_bytes += len(value)
 
-        while step := list(itertools.islice(records, SNAPSHOT_RECORDS_PER_STEP)):
-            for key, value in step:
-                body = builder.add(key, value)
-                if body is not None:
-                    store(body)
-            await trio.lowlevel.checkpoint()
-        last = builder.finish()
-        if last is not None:
-            store(last)
-        return chunks, size_bytes
+        try:
+            while step := list(itertools.islice(records, SNAPSHOT_RECORDS_PER_STEP)):
+                for key, value in step:
+                    body = builder.add(key, value)
+                    if body is not None:
+                        store(body)
+                await trio.lowlevel.checkpoint()
+            last = builder.finish()
+            if last is not None:
+                store(last)
+            await writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.chunks, size_bytes
 
     def _leader_snapshot_pending(self, index: int) -> bool:
         """Whether the log already holds a snapshot at or past ``index``.

@@ -21,7 +21,6 @@ actor; one from anywhere else (the stream channel) is dropped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from actors.rates import RateMeter
 from net.frames import Payload
 from net.peers import PeerTransport, SnapshotRefused
 from storage.errors import InvalidWrite, StorageCorrupted
-from storage.raft_store import RaftStore
+from storage.raft_store import RaftStore, SnapshotChunkWriter
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,9 @@ class RaftStoreSnapshotSink:
             raise SnapshotRefused(f"a snapshot at {index} is not newer than ours")
         self.written.pop((sender, index), None)
         self.raft_store.clear_snapshot_chunks(index, received=True)
-        return _ReceivedSnapshot(self, sender, index, SnapshotManifest(chunks, size_bytes, True))
+        writer = self.raft_store.snapshot_chunk_writer(index, received=True)
+        manifest = SnapshotManifest(chunks, size_bytes, True)
+        return _ReceivedSnapshot(self, sender, index, manifest, writer)
 
     def take_written(self, sender: int, index: int) -> SnapshotManifest | None:
         """The manifest of ``sender``'s snapshot at ``index`` if all its chunks are written
@@ -90,31 +91,39 @@ class RaftStoreSnapshotSink:
 
 
 class _ReceivedSnapshot:
-    """One incoming snapshot's chunks into the RaftStore (``SnapshotWriter``)."""
+    """One incoming snapshot's chunks into the RaftStore (``SnapshotWriter``), as one bulk
+    write committed when the last has come."""
 
     def __init__(
-        self, sink: RaftStoreSnapshotSink, sender: int, index: int, manifest: SnapshotManifest
+        self,
+        sink: RaftStoreSnapshotSink,
+        sender: int,
+        index: int,
+        manifest: SnapshotManifest,
+        writer: SnapshotChunkWriter,
     ) -> None:
         self.sink = sink
         self.sender = sender
         self.index = index
         self.manifest = manifest
+        self.writer = writer
 
     async def chunk(self, seq: int, data: bytes) -> None:
         try:
-            self.sink.raft_store.put_snapshot_chunk(self.index, True, seq, data)
+            self.writer.put(seq, data)
         except (StorageCorrupted, InvalidWrite) as error:
             raise SnapshotRefused(f"snapshot chunk {seq}: {error}") from None
         await trio.lowlevel.checkpoint()
 
     async def finish(self) -> None:
+        try:
+            await self.writer.commit()
+        except InvalidWrite as error:  # a snapshot at that index came in another way meanwhile
+            raise SnapshotRefused(f"snapshot {self.index}: {error}") from None
         self.sink.written[(self.sender, self.index)] = self.manifest
-        await trio.lowlevel.checkpoint()
 
     def abort(self) -> None:
-        # InvalidWrite: a snapshot at that index came in another way meanwhile, and is current.
-        with contextlib.suppress(InvalidWrite):
-            self.sink.raft_store.clear_snapshot_chunks(self.index, received=True)
+        self.writer.abort()
 
 
 class TransportActor:

@@ -118,6 +118,13 @@ class SimKeyValueStore(MemoryKeyValueStore):
             self._disk.check_armed("write")
         super().apply(batch)
 
+    async def _commit_bulk(self, records: list[tuple[bytes, bytes]]) -> None:
+        """A bulk commit is a write and an fsync: either may fail as the disk is told."""
+        self._check_open()
+        if records:
+            self._disk.check_armed("write")
+        await super()._commit_bulk(records)
+
     async def sync(self) -> None:
         """As the memory store's, but a failed fsync dooms the batches it covered, and so
         fails every sync in flight that covered one of them."""

@@ -26,9 +26,11 @@ Key layout, under a prefix (``b"raft/"`` by default)::
 Snapshot chunks. A snapshot's state is a sequence of opaque chunks, each at most
 ``SNAPSHOT_CHUNK_BYTES_MAX`` and checked (seal, index, sequence) wherever it is read, so that
 no one ever holds a whole snapshot as one value. The chunks of a snapshot are written first,
-in as many batches as it takes (``put_snapshot_chunk``, unsynced), under a key set of their
-own (index, and whether it was made here or received), which the metadata does not name yet:
-a crash meanwhile leaves the current snapshot whole. ``save`` or ``create_snapshot`` then
+in as many batches as it takes (``put_snapshot_chunk``, unsynced) or, for the large ones a
+member makes or receives, through one bulk write (``snapshot_chunk_writer``: its chunks pass
+through neither RocksDB's memtables nor its write-ahead log), under a key set of their own
+(index, and whether it was made here or received), which the metadata does not name yet: a
+crash meanwhile leaves the current snapshot whole. ``save`` or ``create_snapshot`` then
 writes the metadata that names them, in one batch whose fsync also covers the chunks (a crash
 keeps a prefix of the batches, never the metadata without its chunks). Older chunk sets stay
 until ``drop_snapshot_chunks_below`` (a reader that holds a scan of them, a sender or an
@@ -85,7 +87,7 @@ from storage.errors import (
     SnapshotOutOfDate,
     StorageCorrupted,
 )
-from storage.kv import KeyValueStore, WriteBatch, prefix_end
+from storage.kv import BulkWriter, KeyValueStore, WriteBatch, prefix_end
 from storage.sealed import U64_MAX, check_u64, seal, unpack_exact, unseal
 
 logger = logging.getLogger(__name__)
@@ -550,6 +552,17 @@ class RaftStore:
         batch.put(key, value)
         self._kv.apply(batch)
 
+    def snapshot_chunk_writer(self, index: int, received: bool) -> SnapshotChunkWriter:
+        """A writer of the chunks of the set (index, received), in order from 0, added at once
+        and durably by its commit (``KeyValueStore.bulk_writer``); clear the set first.
+
+        Raises:
+            InvalidWrite: that set is the current snapshot's.
+        """
+        check_u64("index", index, minimum=1)
+        self._check_not_current(index, received)
+        return SnapshotChunkWriter(self, index, received, self._kv.bulk_writer())
+
     def clear_snapshot_chunks(self, index: int, received: bool) -> None:
         """Drop the chunks of the set (index, received), which must not be the current one's
         (unsynced: a crash may bring them back, unnamed)."""
@@ -911,3 +924,42 @@ class RaftStore:
 
 def _cache_cost(record: LogRecord) -> int:
     return len(record.data) + CACHE_RECORD_OVERHEAD_BYTES
+
+
+class SnapshotChunkWriter:
+    """The chunks of one snapshot, in order, as one bulk write (``RaftStore``)."""
+
+    def __init__(
+        self, raft_store: RaftStore, index: int, received: bool, writer: BulkWriter
+    ) -> None:
+        self._raft_store = raft_store
+        self._index = index
+        self._received = received
+        self._writer = writer
+        self.chunks = 0
+        """How many chunks were put."""
+
+    def put(self, seq: int, value: bytes) -> None:
+        """Add chunk ``seq``, the next one, sealed (``encode_snapshot_chunk``).
+
+        Raises:
+            StorageCorrupted: the value is not chunk ``seq`` of the snapshot (names the key).
+            InvalidWrite: ``seq`` is not the next chunk, or over ``SNAPSHOT_CHUNKS_MAX``.
+        """
+        if seq != self.chunks:
+            raise InvalidWrite(f"chunk {seq} of snapshot {self._index}, not {self.chunks}")
+        if seq >= SNAPSHOT_CHUNKS_MAX:
+            raise InvalidWrite(f"chunk {seq} is over the limit of {SNAPSHOT_CHUNKS_MAX} chunks")
+        key = self._raft_store._chunk_key(self._index, self._received, seq)
+        decode_snapshot_chunk(key, value, self._index, seq)
+        self._writer.put(key, value)
+        self.chunks += 1
+
+    async def commit(self) -> None:
+        """Add the chunks put, durably (``BulkWriter.commit``)."""
+        self._raft_store._check_not_current(self._index, self._received)
+        await self._writer.commit()
+
+    def abort(self) -> None:
+        """Add nothing; harmless after commit."""
+        self._writer.abort()

@@ -72,7 +72,7 @@ from storage.mvcc.codec import (
     record_key,
 )
 from storage.mvcc.errors import Compacted, FutureRevision
-from storage.mvcc.index import History, KeyIndex
+from storage.mvcc.index import History, KeyIndex, RevisionKeys
 from storage.mvcc.model import (
     Event,
     EventType,
@@ -147,9 +147,7 @@ class MvccStore:
         self._changes: dict[bytes, bytes | None] = {}
         self._events: list[TxnEvents] = []
         self._txn: WriteTxn | None = None
-        self._revision_keys: dict[int, tuple[bytes, ...]] = {}
-        """The keys each revision from ``_revision_floor`` on wrote, in write order."""
-        self._revision_floor = FIRST_REVISION + 1
+        self._revision_keys = RevisionKeys(FIRST_REVISION + 1)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -168,7 +166,7 @@ class MvccStore:
         """Whether ``compaction_step`` has records (or revision index entries) to reclaim."""
         return (
             self._compact_finished < self._compact_revision
-            or self._revision_floor < self._compact_revision
+            or self._revision_keys.floor < self._compact_revision
         )
 
     @property
@@ -382,7 +380,7 @@ class MvccStore:
             return
         self._revision += 1
         assert txn.revision == self._revision
-        self._revision_keys[self._revision] = tuple(event.kv.key for event in events)
+        self._revision_keys.add(self._revision, tuple(event.kv.key for event in events))
         if self._track_events:
             self._events.append(TxnEvents(self._revision, tuple(events)))
 
@@ -432,10 +430,8 @@ class MvccStore:
     def _trim_revisions(self, revisions_max: int) -> None:
         """Forget up to ``revisions_max`` revisions below the compact revision in the
         revision index (no watcher reads them: a watch from there is cancelled)."""
-        stop = min(self._compact_revision, self._revision_floor + revisions_max)
-        for revision in range(self._revision_floor, stop):
-            self._revision_keys.pop(revision, None)
-        self._revision_floor = max(self._revision_floor, stop)
+        keys = self._revision_keys
+        keys.drop_below(min(self._compact_revision, keys.floor + revisions_max))
 
     def _reclaim_records(self, keys_max: int) -> None:
         keys = self._index.keys_after(self._compaction_cursor, keys_max)
@@ -539,8 +535,7 @@ class MvccStore:
                 history.add(main, sub, kv)
             histories[key] = history
         self._index = KeyIndex.from_histories(histories)
-        self._revision_floor = max(scheduled, FIRST_REVISION + 1)
-        self._revision_keys = _revision_index(histories, self._revision_floor)
+        self._revision_keys = _revision_index(histories, max(scheduled, FIRST_REVISION + 1))
         self._revision = revision
         self._compact_revision = scheduled
         self._compact_finished = finished
@@ -604,7 +599,6 @@ class MvccStore:
         changes[prefix + META_COMPACT_FINISHED] = encode_meta(fresh._compact_finished)
         self._index = fresh._index
         self._revision_keys = fresh._revision_keys
-        self._revision_floor = fresh._revision_floor
         self._revision = fresh._revision
         self._revision_persisted = None
         self._compact_revision = fresh._compact_revision
@@ -623,7 +617,6 @@ class MvccStore:
         fresh = MvccStore.load(kv, prefix=self._prefix, track_events=False)
         self._index = fresh._index
         self._revision_keys = fresh._revision_keys
-        self._revision_floor = fresh._revision_floor
         self._revision = fresh._revision
         self._revision_persisted = fresh._revision_persisted
         self._compact_revision = fresh._compact_revision
@@ -660,14 +653,17 @@ class MvccStore:
         return HashResult(crc, self._compact_revision, self._revision)
 
 
-def _revision_index(histories: dict[bytes, History], floor: int) -> dict[int, tuple[bytes, ...]]:
+def _revision_index(histories: dict[bytes, History], floor: int) -> RevisionKeys:
     """The keys each revision from ``floor`` on wrote, in write order, from the histories."""
     writes: dict[int, list[tuple[int, bytes]]] = {}
     for key, history in histories.items():
         for main, sub, _kv in history.versions():
             if main >= floor:
                 writes.setdefault(main, []).append((sub, key))
-    return {main: tuple(key for _, key in sorted(writes[main])) for main in sorted(writes)}
+    index = RevisionKeys(floor)
+    for main in sorted(writes):
+        index.add(main, tuple(key for _, key in sorted(writes[main])))
+    return index
 
 
 class WriteTxn:

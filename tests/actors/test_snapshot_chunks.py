@@ -147,6 +147,8 @@ async def test_a_crash_in_the_middle_of_a_transfer_leaves_the_old_state_and_a_re
     raft_store, applied, machine = await founded(kv)
     old_chunks = chunk_keys(kv)
     await receive(raft_store, chunks, up_to=len(chunks) // 2)
+    assert chunk_keys(kv) == old_chunks  # a bulk write: nothing is stored before its commit
+    await receive(raft_store, chunks)  # all of it, committed, but no snapshot names it yet
     assert len(chunk_keys(kv)) > len(old_chunks)
     kv = kv.crash(keep_unsynced_batches=kv.unsynced_batch_count)  # the staged chunks survive
     raft_store = RaftStore.open(kv)

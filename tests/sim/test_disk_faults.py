@@ -25,6 +25,26 @@ def _batch(key: bytes, value: bytes) -> WriteBatch:
     return batch
 
 
+def test_a_bulk_commit_fails_as_a_write_or_an_fsync_would() -> None:
+    async def main() -> None:
+        disk = SimDisk("m1", Random(1))
+        disk.fail_next("write", "EIO")
+        writer = disk.store.bulk_writer()
+        writer.put(b"chunk", b"v")
+        with pytest.raises(StorageFailed, match="Input/output error"):
+            await writer.commit()
+        assert disk.store.get(b"chunk") is None
+        disk.fail_next("fsync", "ENOSPC")
+        writer = disk.store.bulk_writer()
+        writer.put(b"chunk", b"v")
+        with pytest.raises(StorageFailed, match="No space left on device"):
+            await writer.commit()
+        disk.crash()  # what the failed fsync covered is lost
+        assert disk.store.get(b"chunk") is None
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 def test_a_failed_write_changes_nothing_and_fails_once() -> None:
     async def main() -> None:
         disk = SimDisk("m1", Random(1))

@@ -7,8 +7,8 @@ import trio
 import trio.testing
 
 import storage.kv
-from storage.errors import InvalidWrite, StorageClosed
-from storage.kv import KeyValueStore, WriteBatch, prefix_end
+from storage.errors import InvalidWrite, StorageClosed, StorageError
+from storage.kv import KeyValueStore, MemoryKeyValueStore, WriteBatch, prefix_end
 from tests.storage.conftest import Backend
 
 KEYS = [b"", b"\x00", b"a", b"a\x00", b"ab", b"b", b"\x7f", b"\xff", b"\xff\xff"]
@@ -308,3 +308,88 @@ async def test_a_closed_store_refuses_every_call(kv: KeyValueStore) -> None:
         await kv.sync()
     with pytest.raises(StorageClosed):
         await kv.write(batch_of((b"k", b"v")), sync=False)
+
+
+# -- bulk writes -------------------------------------------------------------------------------
+
+
+async def test_a_bulk_write_is_read_only_after_its_commit(backend: Backend) -> None:
+    kv = backend.open()
+    await fill(kv, [b"a"])
+    writer = kv.bulk_writer()
+    for key in (b"b1", b"b2", b"b3"):
+        writer.put(key, b"v" + key)
+    assert kv.get(b"b1") is None
+    assert [key for key, _ in everything(kv)] == [b"a"]
+    await writer.commit()
+    assert everything(kv) == [(b"a", b"va"), (b"b1", b"vb1"), (b"b2", b"vb2"), (b"b3", b"vb3")]
+    kv = backend.reopen(kv)
+    assert [key for key, _ in everything(kv)] == [b"a", b"b1", b"b2", b"b3"]
+
+
+async def test_a_bulk_write_takes_only_ascending_keys(kv: KeyValueStore) -> None:
+    writer = kv.bulk_writer()
+    writer.put(b"b", b"1")
+    for key in (b"b", b"a"):
+        with pytest.raises(InvalidWrite, match="keys must ascend"):
+            writer.put(key, b"2")
+    with pytest.raises(TypeError):
+        writer.put("c", b"3")  # type: ignore[arg-type]
+    await writer.commit()
+    assert everything(kv) == [(b"b", b"1")]
+
+
+async def test_a_bulk_write_replaces_and_is_replaced_in_write_order(kv: KeyValueStore) -> None:
+    await fill(kv, [b"a", b"b"])
+    batch = WriteBatch()
+    batch.delete_range(b"a", b"z")
+    kv.apply(batch)
+    writer = kv.bulk_writer()
+    writer.put(b"b", b"bulk")
+    await writer.commit()
+    assert everything(kv) == [(b"b", b"bulk")]  # after the range delete applied before it
+    await kv.write(batch_of((b"b", b"later")), sync=False)
+    assert everything(kv) == [(b"b", b"later")]
+
+
+async def test_an_aborted_or_empty_bulk_write_adds_nothing(kv: KeyValueStore) -> None:
+    writer = kv.bulk_writer()
+    writer.put(b"a", b"1")
+    writer.abort()
+    writer.abort()
+    with pytest.raises(StorageError, match="done"):
+        await writer.commit()
+    empty = kv.bulk_writer()
+    await empty.commit()
+    with pytest.raises(StorageError, match="done"):
+        empty.put(b"b", b"2")
+    empty.abort()  # harmless after commit
+    assert everything(kv) == []
+
+
+async def test_a_bulk_commit_runs_to_its_end_if_cancelled(kv: KeyValueStore) -> None:
+    writer = kv.bulk_writer()
+    writer.put(b"a", b"1")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await writer.commit()
+    assert everything(kv) == [(b"a", b"1")]
+
+
+async def test_a_crash_after_a_bulk_commit_keeps_it_and_every_batch_before_it() -> None:
+    kv = MemoryKeyValueStore()
+    kv.apply(batch_of((b"before", b"1")))
+    writer = kv.bulk_writer()
+    writer.put(b"bulk", b"2")
+    await writer.commit()
+    kv.apply(batch_of((b"after", b"3")))
+    kv = kv.crash()
+    assert everything(kv) == [(b"before", b"1"), (b"bulk", b"2")]
+
+
+async def test_a_crash_before_a_bulk_commit_keeps_none_of_it() -> None:
+    kv = MemoryKeyValueStore()
+    writer = kv.bulk_writer()
+    writer.put(b"bulk", b"2")
+    kv = kv.crash()
+    assert everything(kv) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.mvcc.index import History
+from storage.mvcc.index import History, RevisionKeys
 from storage.mvcc.model import KeyValue, tombstone
 
 
@@ -47,3 +47,26 @@ def test_a_compaction_at_a_tombstone_keeps_nothing_before_it() -> None:
     history.add(4, 0, tombstone(b"k", 4))
     assert history.retained_from(4) == 2
     assert history.retained_from(3) == 0
+
+
+def test_the_revision_index_answers_from_its_floor_and_drops_below() -> None:
+    keys = RevisionKeys(floor=2)
+    keys.add(2, (b"a",))
+    keys.add(3, (b"a", b"b"))
+    keys.add(6, (b"c",))  # revisions 4 and 5 wrote nothing it knows of
+    assert [keys.get(revision) for revision in range(1, 8)] == [
+        None,
+        (b"a",),
+        (b"a", b"b"),
+        None,
+        None,
+        (b"c",),
+        None,
+    ]
+    keys.drop_below(4)
+    assert keys.floor == 4
+    assert [keys.get(revision) for revision in (3, 4, 6)] == [None, None, (b"c",)]
+    keys.drop_below(2)  # never back
+    assert keys.floor == 4
+    keys.add(7, (b"d",))
+    assert keys.get(7) == (b"d",)

@@ -607,6 +607,29 @@ async def test_a_corrupt_snapshot_chunk_is_detected_when_read_naming_its_key(
         list(RaftStore(kv).snapshot_chunks(20, True, 3))
 
 
+async def test_a_chunk_writer_takes_checked_chunks_in_order_and_commits_them_at_once(
+    kv: KeyValueStore,
+) -> None:
+    store = RaftStore(kv)
+    bodies = [b"first chunk", b"second chunk", b"third chunk"]
+    values = [encode_snapshot_chunk(20, seq, body) for seq, body in enumerate(bodies)]
+    writer = store.snapshot_chunk_writer(20, received=True)
+    with pytest.raises(InvalidWrite, match="not 0"):
+        writer.put(1, values[1])
+    with pytest.raises(StorageCorrupted, match="is chunk 1 of snapshot 20, not chunk 0"):
+        writer.put(0, values[1])
+    for seq, value in enumerate(values):
+        writer.put(seq, value)
+    assert writer.chunks == 3
+    assert list(kv.scan(b"raft/snapshot/chunk/", b"raft/snapshot/chunk0")) == []
+    await writer.commit()
+    record = SnapshotRecord(20, 3, (1, 2, 3), (), b"", 3, sum(map(len, values)), True)
+    await store.save(HardStateRecord(3, 0, 20), [], record)
+    assert [bytes(body) for _, body, _ in store.snapshot_chunks(20, True, 3)] == bodies
+    with pytest.raises(InvalidWrite, match="current snapshot"):
+        store.snapshot_chunk_writer(20, received=True)
+
+
 async def test_a_snapshot_needs_its_chunks_written_first(kv: KeyValueStore) -> None:
     store = RaftStore(kv)
     record = SnapshotRecord(20, 3, (1, 2, 3), (), b"", 2, 100, True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.errors import StorageError, StorageLocked
-from storage.kv import RocksKeyValueStore, WriteBatch
+from storage.kv import BULK_DIRECTORY, RocksKeyValueStore, WriteBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +104,27 @@ def test_bulk_reads_leave_the_block_cache_as_it_was(tmp_path: Path) -> None:
         assert block_cache_bytes(store) - before > 1024 * 1024  # the blocks a plain scan keeps
     finally:
         store.close()
+
+
+async def test_a_bulk_write_goes_around_the_memtables_and_leaves_no_file(tmp_path: Path) -> None:
+    store = RocksKeyValueStore(tmp_path / "kv")
+    try:
+        writer = store.bulk_writer()
+        for key in range(2000):
+            writer.put(b"chunk/%05d" % key, bytes(1000))
+        await writer.commit()
+        memtables = store._open_db().property_int_value("rocksdb.cur-size-all-mem-tables")
+        assert memtables is not None and memtables < 256 * 1024  # 2 MB written
+        assert len(list(store.scan(b"chunk/", b"chunk0"))) == 2000
+        assert list((tmp_path / "kv" / BULK_DIRECTORY).iterdir()) == []
+    finally:
+        store.close()
+
+
+def test_a_bulk_write_a_crash_interrupted_is_removed_at_open(tmp_path: Path) -> None:
+    RocksKeyValueStore(tmp_path / "kv").close()
+    leftover = tmp_path / "kv" / BULK_DIRECTORY / "0.sst"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"half a table file")
+    RocksKeyValueStore(tmp_path / "kv").close()
+    assert not leftover.exists()
