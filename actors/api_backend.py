@@ -144,6 +144,9 @@ class MemberV2Backend(MemberView):
     def watch(self, path: str, recursive: bool, stream: bool, since_index: int) -> Watcher:
         return self.reader.watch(path, recursive=recursive, stream=stream, since_index=since_index)
 
+    def store_index(self) -> int:
+        return self.reader.index
+
     async def add_member(self, peer_urls: tuple[str, ...], is_learner: bool = False) -> MemberInfo:
         if self.member.membership.peer_url_in_use(list(peer_urls)):
             raise PeerUrlExists()

@@ -130,6 +130,11 @@ class V2Reader(Protocol):
         """``/v2/stats/store``."""
         ...
 
+    @property
+    def index(self) -> int:
+        """The store index (``X-Etcd-Index``)."""
+        ...
+
 
 class KvReader(Protocol):
     """What the v3 API may do with the MVCC store: ranges, read-only txns, its revision and

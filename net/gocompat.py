@@ -22,7 +22,7 @@ import json
 import math
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from storage.v2store.store import clean_path
@@ -172,6 +172,10 @@ def html_escape(text: str) -> str:
 _ESCAPES = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
 _GO_SHORT = {"b": "\\u0008", "f": "\\u000c"}
 _HTML_UNSAFE = re.compile("[<>&\u2028\u2029]")
+_HTML_UNSAFE_CHARACTERS: Final = "<>&\u2028\u2029"
+_COMPACT_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Made once: ``json.dumps`` with options makes an encoder a call (0.8 us of 3.2 for a v2
+event)."""
 _HTML_ESCAPES = {
     "<": "\\u003c",
     ">": "\\u003e",
@@ -193,10 +197,10 @@ def encode_json(value: Any, *, newline: bool = False) -> bytes:
     if _has_float(value):
         text = _dump_with_go_floats(value)
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = _COMPACT_JSON.encode(value)
     if "\\" in text:
         text = _ESCAPES.sub(_go_escape, text)
-    if _HTML_UNSAFE.search(text):
+    if any(character in text for character in _HTML_UNSAFE_CHARACTERS):
         text = _HTML_UNSAFE.sub(lambda match: _HTML_ESCAPES[match.group()], text)
     if newline:
         text += "\n"
@@ -208,13 +212,18 @@ def _go_escape(match: re.Match[str]) -> str:
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, list | tuple):
-        return False
-    return any(isinstance(item, float | dict | list | tuple) and _has_float(item) for item in value)
+    """Whether a float is anywhere in ``value``: a walk without recursion or generators, as
+    every JSON answer takes it (a third of a v2 get's JSON encoding before; issue 13)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
 
 
 def _dump_with_go_floats(value: Any) -> str:

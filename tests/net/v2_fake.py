@@ -58,6 +58,9 @@ class FakeBackend:
     def now_ns(self) -> int:
         return self.clock_ns
 
+    def store_index(self) -> int:
+        return self.store.index
+
     def advance(self, seconds: float) -> None:
         self.clock_ns += int(seconds * 1e9)
 
