@@ -592,33 +592,37 @@ class RocksKeyValueStore:
     async def _ingest(self, writer: rocksdict.SstFileWriter | None, path: Path) -> None:
         """A bulk commit: fsync the batches applied so far, then finish the table file and
         ingest it (RocksDB moves it in, fsyncs it and records it in its manifest), off the
-        event loop as the fsync is."""
+        event loop as the fsync is, and one at a time with the fsyncs (``close`` waits for
+        neither). Batches applied meanwhile are not covered: their own sync is."""
         with trio.CancelScope(shield=True):
-            await self.sync()
-            if writer is None:
-                return  # nothing was put
-            db = self._writable_db()
-
-            def finish_and_ingest() -> None:
-                writer.finish()
-                options = rocksdict.IngestExternalFileOptions()
-                options.set_move_files(True)
-                db.ingest_external_file([str(path)], options)
-
-            self._fsync_in_flight = True
             try:
-                if self._fsync_in_thread:
-                    # nondeterminism-ok: the RocksDB store only; the simulator runs the memory one
-                    await trio.to_thread.run_sync(finish_and_ingest, limiter=self._fsync_limiter)
-                else:
-                    finish_and_ingest()
-            except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
-                raise self._fail(_engine_error(error, "cannot ingest into", self._path)) from error
+                await self.sync()
+                if writer is not None:  # else nothing was put
+                    async with self._sync_lock:
+                        await self._finish_and_ingest(writer, path)
             finally:
-                self._fsync_in_flight = False
                 path.unlink(missing_ok=True)  # a hard link once ingested: only the name goes
-            self._applied_batches += 1
-            self._synced_batches = self._applied_batches
+
+    async def _finish_and_ingest(self, writer: rocksdict.SstFileWriter, path: Path) -> None:
+        db = self._writable_db()
+
+        def finish_and_ingest() -> None:
+            writer.finish()
+            options = rocksdict.IngestExternalFileOptions()
+            options.set_move_files(True)
+            db.ingest_external_file([str(path)], options)
+
+        self._fsync_in_flight = True
+        try:
+            if self._fsync_in_thread:
+                # nondeterminism-ok: the RocksDB store only; the simulator runs the memory one
+                await trio.to_thread.run_sync(finish_and_ingest, limiter=self._fsync_limiter)
+            else:
+                finish_and_ingest()
+        except Exception as error:  # rocksdict raises plain Exception; we re-raise typed
+            raise self._fail(_engine_error(error, "cannot ingest into", self._path)) from error
+        finally:
+            self._fsync_in_flight = False
 
     def _fail(self, error: StorageError) -> StorageError:
         """Mark the store failed (it takes no more writes), remembering why; ``error``."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from storage.errors import StorageError, StorageLocked
 from storage.kv import BULK_DIRECTORY, RocksKeyValueStore, WriteBatch
@@ -128,3 +129,24 @@ def test_a_bulk_write_a_crash_interrupted_is_removed_at_open(tmp_path: Path) -> 
     leftover.write_bytes(b"half a table file")
     RocksKeyValueStore(tmp_path / "kv").close()
     assert not leftover.exists()
+
+
+async def test_a_batch_applied_during_a_bulk_commit_waits_for_its_own_fsync(
+    tmp_path: Path,
+) -> None:
+    store = RocksKeyValueStore(tmp_path / "kv")
+    try:
+        writer = store.bulk_writer()
+        writer.put(b"chunk", bytes(1000))
+        batch = WriteBatch()
+        batch.put(b"later", b"v")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.commit)
+            while not store._fsync_in_flight:  # the ingest is running, in its thread
+                await trio.sleep(0)
+            store.apply(batch)
+        assert store._synced_batches < store._applied_batches  # not covered by the commit
+        await store.sync()
+        assert store._synced_batches == store._applied_batches
+    finally:
+        store.close()
