@@ -34,7 +34,7 @@ from actors.raft_actor import FromPeer, RaftInput, SnapshotReport
 from actors.rates import RateMeter
 from net.frames import Payload
 from net.peers import PeerTransport, SnapshotRefused
-from storage.errors import InvalidWrite, StorageCorrupted
+from storage.errors import InvalidWrite, StorageCorrupted, StorageFailed
 from storage.raft_store import RaftStore, SnapshotChunkWriter
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,28 @@ INBOUND_BATCH_MAX = 256
 
 
 class RaftStoreSnapshotSink:
-    """Writes incoming snapshots' chunks into the RaftStore as they arrive (``SnapshotSink``)."""
+    """Writes incoming snapshots' chunks into the RaftStore as they arrive (``SnapshotSink``).
+
+    The writes run in the peer transport's connection tasks, where a failed write would end
+    only that connection; a member must stop at its store's first failure (DESIGN.md), so the
+    sink refuses the snapshot and keeps the failure for the transport actor to raise
+    (``storage_failure``), as the storage actor raises its own.
+    """
 
     def __init__(self, member_id: int, raft_store: RaftStore) -> None:
         self.member_id = member_id
         self.raft_store = raft_store
         self.written: dict[tuple[int, int], SnapshotManifest] = {}
         """(sender, index) of each snapshot whose chunks are all written, not yet delivered."""
+        self.storage_failure: StorageFailed | None = None
+        self.storage_failed = trio.Event()
+
+    def failed(self, error: StorageFailed) -> SnapshotRefused:
+        """Keep the store's first failure for the transport actor; the refusal to answer."""
+        if self.storage_failure is None:
+            self.storage_failure = error
+            self.storage_failed.set()
+        return SnapshotRefused(f"the store failed: {error}")
 
     def begin(
         self, sender: int, payload: Payload, chunks: int, size_bytes: int
@@ -79,8 +94,11 @@ class RaftStoreSnapshotSink:
         if index == 0 or (stored is not None and stored.index >= index):
             raise SnapshotRefused(f"a snapshot at {index} is not newer than ours")
         self.written.pop((sender, index), None)
-        self.raft_store.clear_snapshot_chunks(index, received=True)
-        writer = self.raft_store.snapshot_chunk_writer(index, received=True)
+        try:
+            self.raft_store.clear_snapshot_chunks(index, received=True)
+            writer = self.raft_store.snapshot_chunk_writer(index, received=True)
+        except StorageFailed as error:
+            raise self.failed(error) from None
         manifest = SnapshotManifest(chunks, size_bytes, True)
         return _ReceivedSnapshot(self, sender, index, manifest, writer)
 
@@ -113,6 +131,8 @@ class _ReceivedSnapshot:
             self.writer.put(seq, data)
         except (StorageCorrupted, InvalidWrite) as error:
             raise SnapshotRefused(f"snapshot chunk {seq}: {error}") from None
+        except StorageFailed as error:
+            raise self.sink.failed(error) from None
         await trio.lowlevel.checkpoint()
 
     async def finish(self) -> None:
@@ -120,6 +140,8 @@ class _ReceivedSnapshot:
             await self.writer.commit()
         except InvalidWrite as error:  # a snapshot at that index came in another way meanwhile
             raise SnapshotRefused(f"snapshot {self.index}: {error}") from None
+        except StorageFailed as error:
+            raise self.sink.failed(error) from None
         self.sink.written[(self.sender, self.index)] = self.manifest
 
     def abort(self) -> None:
@@ -205,7 +227,15 @@ class TransportActor:
         """Forward inbound messages and snapshot reports until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._forward_reports)
+            nursery.start_soon(self._stop_on_storage_failure)
             await self._receive()
+
+    async def _stop_on_storage_failure(self) -> None:
+        """Raise the failure a snapshot's write met (``RaftStoreSnapshotSink``)."""
+        sink = self.snapshot_sink
+        await sink.storage_failed.wait()
+        assert sink.storage_failure is not None
+        raise sink.storage_failure
 
     async def _receive(self) -> None:
         """Take the inbound payloads waiting (up to ``INBOUND_BATCH_MAX``) in one task step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from random import Random
 from typing import Any
 
 import pytest
@@ -13,11 +14,16 @@ import net.peers as peers_module
 from actors.bootstrap import IDENTITY_KEY, Identity, MemberConfig, open_state
 from actors.codec import SnapshotManifest, message_to_wire, snapshot_to_record
 from actors.raft import ConfState, Message, MessageType, Snapshot, SnapshotMetadata
+from actors.raft_actor import RaftInput
 from actors.state_machine import SNAPSHOT_CHUNK_BYTES, StateMachine
-from actors.transport_actor import RaftStoreSnapshotSink
+from actors.transport_actor import RaftStoreSnapshotSink, TransportActor
 from actors.v3_backend import MemberV3Backend
 from net import frames
+from net.peers import PeerTransport, SnapshotRefused
+from sim.disk import SimDisk
+from sim.network import SimNetwork
 from storage.applied_state import AppliedState
+from storage.errors import StorageFailed
 from storage.kv import MemoryKeyValueStore, WriteBatch, prefix_end
 from storage.raft_store import HardStateRecord, RaftStore, encode_snapshot_chunk
 from storage.v2store.model import V2Request
@@ -198,3 +204,29 @@ async def test_a_crash_in_the_middle_of_an_install_is_installed_again_at_the_nex
     event = opened.machine.store.get("/k059", now_ns=0)
     assert event.node is not None and event.node.value == "v" * 100
     assert opened.machine.membership.members == {}
+
+
+async def test_a_store_failure_while_a_snapshot_comes_in_stops_the_transport_actor() -> None:
+    """The write runs in a connection task; the member must stop all the same (the store's
+    first failure ends it, DESIGN.md), not just lose the connection."""
+    chunks = await leader_chunks(60)
+    disk = SimDisk("m2", Random(1))
+    raft_store, _, _ = await founded(disk.store)
+    inbound_send, inbound = trio.open_memory_channel[tuple[int, dict[str, object]]](1)
+    to_raft, _ = trio.open_memory_channel[RaftInput](8)
+    transport = PeerTransport(SimNetwork(Random(1)).host("m2"), 2, 1, inbound_send, Random(1))
+    actor = TransportActor(2, transport, inbound, to_raft, raft_store=raft_store)
+    message = snapshot_message(chunks)
+    manifest = SnapshotManifest.decode(message.snapshot.data)  # type: ignore[union-attr]
+    writer = actor.snapshot_sink.begin(
+        1, message_to_wire(message), manifest.chunks, manifest.size_bytes
+    )
+    for seq, value in enumerate(chunks):
+        await writer.chunk(seq, value)
+    disk.fail_next("fsync", "EIO")
+    with pytest.raises(SnapshotRefused, match="the store failed"):
+        await writer.finish()
+    with pytest.raises(ExceptionGroup) as stopped, trio.fail_after(1):
+        await actor.run()
+    failures = stopped.value.subgroup(StorageFailed)
+    assert failures is not None and "Input/output error" in str(failures.exceptions[0])
