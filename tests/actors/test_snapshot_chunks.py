@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from random import Random
 from typing import Any
@@ -230,3 +231,33 @@ async def test_a_store_failure_while_a_snapshot_comes_in_stops_the_transport_act
         await actor.run()
     failures = stopped.value.subgroup(StorageFailed)
     assert failures is not None and "Input/output error" in str(failures.exceptions[0])
+
+
+async def test_the_snapshot_we_hold_is_handed_to_raft_with_ours_and_kept_nowhere() -> None:
+    """A leader whose probes are compacted sends the snapshot we hold until our Raft answers
+    it; refusing it kept a follower stuck (the simulator's seed 85 of corrupt-reads, v3)."""
+    chunks = await leader_chunks(60)
+    kv = MemoryKeyValueStore()
+    raft_store, _, _ = await founded(kv)
+    await receive(raft_store, chunks)
+    snapshot = received_snapshot(chunks)
+    await raft_store.save(HardStateRecord(2, 0, SNAPSHOT_INDEX), [], snapshot_to_record(snapshot))
+    stored_chunks = chunk_keys(kv)
+    message = snapshot_message(chunks)
+    sink = RaftStoreSnapshotSink(2, raft_store)
+    manifest = SnapshotManifest.decode(message.snapshot.data)  # type: ignore[union-attr]
+    writer = sink.begin(1, message_to_wire(message), manifest.chunks, manifest.size_bytes)
+    for seq, value in enumerate(chunks):
+        await writer.chunk(seq, value)
+    await writer.finish()
+    assert chunk_keys(kv) == stored_chunks  # nothing written: ours hold the same state
+    assert sink.take_written(1, SNAPSHOT_INDEX) == SnapshotManifest(
+        manifest.chunks, manifest.size_bytes, True
+    )
+    assert message.snapshot is not None
+    older_metadata = SnapshotMetadata(SNAPSHOT_INDEX - 1, 2, ConfState((1, 2, 3), ()))
+    older = dataclasses.replace(
+        message, snapshot=dataclasses.replace(message.snapshot, metadata=older_metadata)
+    )
+    with pytest.raises(SnapshotRefused, match="not newer than ours"):
+        sink.begin(1, message_to_wire(older), manifest.chunks, manifest.size_bytes)
