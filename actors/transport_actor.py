@@ -69,9 +69,7 @@ class RaftStoreSnapshotSink:
             self.storage_failed.set()
         return SnapshotRefused(f"the store failed: {error}")
 
-    def begin(
-        self, sender: int, payload: Payload, chunks: int, size_bytes: int
-    ) -> SnapshotWriter:
+    def begin(self, sender: int, payload: Payload, chunks: int, size_bytes: int) -> SnapshotWriter:
         """A writer for the snapshot ``payload`` announces, if it is newer than ours; if it is
         the one we hold, a writer that keeps nothing and hands Raft ours (``_HeldSnapshot``).
 
