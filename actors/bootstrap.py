@@ -65,7 +65,11 @@ QUORUM_READ_WITHOUT_READ_INDEX = "quorum-read-without-read-index"
 locally, without ReadIndex (the simulator's checkers must catch it)."""
 WATCH_SKIP_EVENT_WHEN_FULL = "watch-skip-event-when-full"
 """A planted bug: the watch hub skips the revision a synced watcher's full queue did not take,
-instead of catching the watcher up from it (the simulator's watch checker must catch it)."""
+instead of catching the watcher up from it (the simulator's watch checker must catch it). It
+comes with queues of ``PLANTED_FULL_QUEUE_RESPONSES`` responses, so that runs reach the path it
+breaks: with the default the simulated watchers' queues seldom fill (on 7081ad1 the first seed
+to catch it was 160 of the 200 its test allows, and a change of timing put it past 200)."""
+PLANTED_FULL_QUEUE_RESPONSES = 2
 LESSOR_EXPIRES_ON_FOLLOWERS = "lessor-expires-on-followers"
 """A planted bug: followers' lessors decide expiry too, on their own clocks, which never see a
 renewal (the simulator's lease checker must catch it)."""

@@ -39,6 +39,7 @@ from actors.bootstrap import (
     LESSOR_NO_PROMOTION_EXTENSION,
     PEER_KEEP_STALE_STREAMS,
     PEER_NO_REDIAL,
+    PLANTED_FULL_QUEUE_RESPONSES,
     RETRY_FAILED_FSYNC,
     TXN_FIRST_COMPARE_ONLY,
     WATCH_SKIP_EVENT_WHEN_FULL,
@@ -205,7 +206,9 @@ class Member:
             catch_up_entries=config.snapshot_catch_up_entries,
         )
         hub = self.apply_actor.watch_hub
-        hub.planted_skip_when_full = WATCH_SKIP_EVENT_WHEN_FULL in config.planted_bugs
+        if WATCH_SKIP_EVENT_WHEN_FULL in config.planted_bugs:
+            hub.planted_skip_when_full = True
+            hub.responses_buffered_max = PLANTED_FULL_QUEUE_RESPONSES
         first_only = TXN_FIRST_COMPARE_ONLY in config.planted_bugs
         state.machine.kv.planted_first_compare_only = first_only
         self.leases = MemberLeases(
