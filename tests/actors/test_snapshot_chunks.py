@@ -233,9 +233,10 @@ async def test_a_store_failure_while_a_snapshot_comes_in_stops_the_transport_act
     assert failures is not None and "Input/output error" in str(failures.exceptions[0])
 
 
-async def test_the_snapshot_we_hold_is_handed_to_raft_with_ours_and_kept_nowhere() -> None:
-    """A leader whose probes are compacted sends the snapshot we hold until our Raft answers
-    it; refusing it kept a follower stuck (the simulator's seed 85 of corrupt-reads, v3)."""
+async def test_a_snapshot_at_or_below_ours_is_handed_to_raft_with_ours_and_kept_nowhere() -> None:
+    """A leader whose probes are compacted sends its snapshot until our Raft answers it;
+    refusing one at or below ours kept a follower stuck (the simulator's seed 85 of
+    corrupt-reads, v3, and seed 2784 of swarm, v2)."""
     chunks = await leader_chunks(60)
     kv = MemoryKeyValueStore()
     raft_store, _, _ = await founded(kv)
@@ -259,5 +260,19 @@ async def test_the_snapshot_we_hold_is_handed_to_raft_with_ours_and_kept_nowhere
     older = dataclasses.replace(
         message, snapshot=dataclasses.replace(message.snapshot, metadata=older_metadata)
     )
-    with pytest.raises(SnapshotRefused, match="not newer than ours"):
-        sink.begin(1, message_to_wire(older), manifest.chunks, manifest.size_bytes)
+    writer = sink.begin(1, message_to_wire(older), manifest.chunks, manifest.size_bytes)
+    for seq, value in enumerate(chunks):
+        await writer.chunk(seq, value)
+    await writer.finish()
+    assert chunk_keys(kv) == stored_chunks  # an older leader snapshot: the same loop
+    assert sink.take_written(1, SNAPSHOT_INDEX - 1) == SnapshotManifest(
+        manifest.chunks, manifest.size_bytes, True
+    )
+    at_zero = dataclasses.replace(
+        message,
+        snapshot=dataclasses.replace(
+            message.snapshot, metadata=dataclasses.replace(older_metadata, index=0)
+        ),
+    )
+    with pytest.raises(SnapshotRefused, match="index 0"):
+        sink.begin(1, message_to_wire(at_zero), manifest.chunks, manifest.size_bytes)
