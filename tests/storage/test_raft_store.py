@@ -581,12 +581,17 @@ async def test_random_operations_match_a_model_and_survive_reopening(
     assert state_of(RaftStore.open(kv)) == before
 
 
+def three_chunks_of_snapshot_20() -> tuple[list[bytes], list[bytes]]:
+    """Three chunk bodies and their sealed values, chunks 0-2 of snapshot 20."""
+    bodies = [b"first chunk", b"second chunk", b"third chunk"]
+    return bodies, [encode_snapshot_chunk(20, seq, body) for seq, body in enumerate(bodies)]
+
+
 async def test_a_corrupt_snapshot_chunk_is_detected_when_read_naming_its_key(
     kv: KeyValueStore,
 ) -> None:
     store = RaftStore(kv)
-    bodies = [b"first chunk", b"second chunk", b"third chunk"]
-    values = [encode_snapshot_chunk(20, seq, body) for seq, body in enumerate(bodies)]
+    bodies, values = three_chunks_of_snapshot_20()
     for seq, value in enumerate(values):
         store.put_snapshot_chunk(20, True, seq, value)
     record = SnapshotRecord(20, 3, (1, 2, 3), (), b"", 3, sum(map(len, values)), True)
@@ -611,8 +616,7 @@ async def test_a_chunk_writer_takes_checked_chunks_in_order_and_commits_them_at_
     kv: KeyValueStore,
 ) -> None:
     store = RaftStore(kv)
-    bodies = [b"first chunk", b"second chunk", b"third chunk"]
-    values = [encode_snapshot_chunk(20, seq, body) for seq, body in enumerate(bodies)]
+    bodies, values = three_chunks_of_snapshot_20()
     writer = store.snapshot_chunk_writer(20, received=True)
     with pytest.raises(InvalidWrite, match="not 0"):
         writer.put(1, values[1])
