@@ -227,10 +227,15 @@ class Stream:
     """One open Watch stream; ``batch()`` gathers what arrives until it is quiet."""
 
     def __init__(self) -> None:
-        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.inbox: queue.Queue[tuple[float, Any]] = queue.Queue()
 
     def batch(self) -> list[Any]:
-        found: list[Any] = []
+        return [document for _, document in self.timed_batch()]
+
+    def timed_batch(self) -> list[tuple[float, Any]]:
+        """What arrives until the stream is quiet, each with its arrival time (monotonic s), for
+        checks that must count what came within a window and not what a slow batch gathered."""
+        found: list[tuple[float, Any]] = []
         deadline = time.monotonic() + BATCH_WAIT_S
         while time.monotonic() < deadline:
             try:
@@ -238,6 +243,9 @@ class Stream:
             except queue.Empty:
                 break
         return found
+
+    def deliver(self, document: Any) -> None:
+        self.inbox.put((time.monotonic(), document))
 
     def close(self) -> None:
         raise NotImplementedError
@@ -265,10 +273,10 @@ class GrpcStream(Stream):
         try:
             for response in self._call:
                 document = json_format.MessageToDict(response, preserving_proto_field_name=True)
-                self.inbox.put(document)
+                self.deliver(document)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
-                self.inbox.put({"grpc error": error.code().name, "details": error.details()})
+                self.deliver({"grpc error": error.code().name, "details": error.details()})
 
     def close(self) -> None:
         self._outbox.put(None)
@@ -290,7 +298,7 @@ class GatewayStream(Stream):
         try:
             while line := self._response.readline():
                 document = json.loads(line)
-                self.inbox.put(document.get("result", document))
+                self.deliver(document.get("result", document))
         except (OSError, ValueError, AttributeError, http.client.HTTPException):
             # the stream was closed under the reader (http.client is not thread-safe there)
             return
@@ -424,11 +432,14 @@ def test_progress_notify_every_interval_on_both(tmp_path_factory: pytest.TempPat
             stream = open_stream(target, "grpc", [normalizer.fill(r) for r in requests])
             time.sleep(PROGRESS_OBSERVED_S)
             idle = normalized(stream.batch(), normalizer)
+            busy_from = time.monotonic()
             target.put("/progress/k", "v")
             time.sleep(1.0)
             target.put("/progress/j", "v")  # an event for the other watcher only
             time.sleep(PROGRESS_OBSERVED_S - 1.0)
-            busy = normalized(stream.batch(), normalizer)
+            busy_until = busy_from + PROGRESS_OBSERVED_S  # the puts' own time left out
+            timed = stream.timed_batch()
+            busy = normalized([d for t, d in timed if busy_from <= t < busy_until], normalizer)
             stream.close()
             target.close()
             seen.append((cluster.system, idle, busy))
