@@ -437,9 +437,9 @@ def test_progress_notify_every_interval_on_both(tmp_path_factory: pytest.TempPat
             time.sleep(1.0)
             target.put("/progress/j", "v")  # an event for the other watcher only
             time.sleep(PROGRESS_OBSERVED_S - 1.0)
-            busy_until = busy_from + PROGRESS_OBSERVED_S  # the puts' own time left out
-            timed = stream.timed_batch()
-            busy = normalized([d for t, d in timed if busy_from <= t < busy_until], normalizer)
+            busy_until = busy_from + PROGRESS_OBSERVED_S  # fixed, however long the puts took
+            arrived = stream.timed_batch()
+            busy = normalized([d for t, d in arrived if busy_from <= t < busy_until], normalizer)
             stream.close()
             target.close()
             seen.append((cluster.system, idle, busy))
