@@ -82,8 +82,10 @@ def test_every_put_is_in_every_log_in_order(
             port = await start_cluster(nursery, tmp_path, leader, follower, fsync)
             client = await trio.open_tcp_stream("127.0.0.1", port)
             answers = [await put(client, f"k{i}", f"v{i}") for i in range(PUTS)]
-            with trio.fail_after(5):  # the second follower may still be syncing the last
-                while any(len(entries(tmp_path / n)) < PUTS for n in ("f1", "f2")):
+            # A put is answered at a quorum, which may be the two followers: the leader's
+            # own sync (in a thread) and the other follower's may still be going on.
+            with trio.fail_after(5):
+                while any(len(entries(tmp_path / n)) < PUTS for n in ("leader", "f1", "f2")):
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         return answers
