@@ -9,8 +9,9 @@ Three processes on loopback TCP, as a three-member cluster: a leader and two fol
 load generator (``bench.loadgen``, the same client as ``troika bench``) sends v2-shaped puts to
 the leader. For each put the leader parses the request (httptools, as troika does), encodes an
 entry (cbor2, as troika's peer frames), appends it to its log file and ``fdatasync``s it,
-sends it to both followers, and answers once its own append and one follower's are durable
-(a quorum of three). A follower appends and syncs each entry it receives, then acknowledges it.
+sends it to both followers, and answers once two of the three copies are durable (a quorum of
+three: ``direct`` waits for its own and one follower's, ``staged`` counts any two, as Raft's
+commit does). A follower appends and syncs each entry it receives, then acknowledges it.
 There is no batching: at one connection troika's puts do not batch either.
 
 Two shapes of the same work:
@@ -318,7 +319,7 @@ async def lead_staged(
                 continue
             assert isinstance(message, int)  # an index made durable: ours or a follower's
             votes[message] = votes.get(message, 0) + 1
-            if votes[message] == 2:  # a quorum of three: the leader and one follower
+            if votes[message] == 2:  # a quorum of three: any two, the followers' included
                 await to_apply.send((message, pending.pop(message)))
             elif votes[message] == 3:
                 del votes[message]
