@@ -32,6 +32,8 @@ SHAPES: list[tuple[str, Leader, Follower]] = [
     ("staged", lead_staged, follow_staged),
 ]
 PUTS = 5
+LOGS = ("leader", "f1", "f2")
+"""The cluster's log files, each of which must end with every put."""
 
 
 def entries(path: Path) -> list[object]:
@@ -85,7 +87,7 @@ def test_every_put_is_in_every_log_in_order(
             # A put is answered at a quorum, which may be the two followers: the leader's
             # own sync (in a thread) and the other follower's may still be going on.
             with trio.fail_after(5):
-                while any(len(entries(tmp_path / n)) < PUTS for n in ("leader", "f1", "f2")):
+                while any(len(entries(tmp_path / n)) < PUTS for n in LOGS):
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         return answers
@@ -95,7 +97,7 @@ def test_every_put_is_in_every_log_in_order(
         assert answer.startswith(b"HTTP/1.1 201 Created")
         assert f'"key":"/v2/keys/k{i}","value":"v{i}","modifiedIndex":{i + 1}}}'.encode() in answer
     expected = [[1, i + 1, f"/v2/keys/k{i}".encode(), f"v{i}".encode()] for i in range(PUTS)]
-    for name in ("leader", "f1", "f2"):
+    for name in LOGS:
         assert entries(tmp_path / name) == expected
 
 
