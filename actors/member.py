@@ -75,7 +75,7 @@ from actors.read_batcher import ReadBatcher
 from actors.state_machine import StateMachine, conf_change_context
 from actors.storage_actor import StorageActor
 from actors.transport_actor import TransportActor
-from actors.waiters import PENDING_REQUESTS_MAX, Waiter, Waiters, check_apply_gap
+from actors.waiters import PENDING_REQUESTS_MAX, Timeouts, Waiter, Waiters, check_apply_gap
 from actors.watch_hub import WatchHubShell
 from net.etcdpb.raft_internal_pb2 import InternalRaftRequest
 from net.network import Network
@@ -140,6 +140,7 @@ class Member:
         self.member_id = state.identity.member_id
         self.cluster_id = state.identity.cluster_id
         self.waiters = Waiters()
+        self.timeouts = Timeouts(lambda: RequestTimeout("etcdserver: request timed out"))
         self.read_batcher = ReadBatcher(
             self._read_index_round,
             round_timeout_s=config.request_timeout_s,
@@ -290,6 +291,7 @@ class Member:
                 nursery.start_soon(self.apply_actor.run)
                 nursery.start_soon(self.watch_hub.run)
                 nursery.start_soon(self.read_batcher.run)
+                nursery.start_soon(self.timeouts.run)
                 nursery.start_soon(self.leases.run)
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._expire_ttl_keys)
@@ -375,10 +377,11 @@ class Member:
     # -- request paths -------------------------------------------------------------------
 
     async def _await_outcome(self, waiter: Waiter, deadline: float) -> object:
-        with trio.move_on_at(deadline):
+        self.timeouts.watch(waiter, deadline)  # no cancel scope per request: see Timeouts
+        try:
             await waiter.done.wait()
-        if not waiter.done.is_set():
-            raise RequestTimeout("etcdserver: request timed out")
+        finally:
+            waiter.abandon()  # a cancelled wait: the timeouts may drop it at once
         if waiter.error is not None:
             raise waiter.error
         return waiter.result

@@ -13,6 +13,7 @@ port can be reported.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import trio
@@ -87,3 +88,50 @@ async def _serve_one(bound: str, handler: StreamHandler, stream: trio.SocketStre
 def _set_no_delay(stream: trio.SocketStream) -> None:
     """Frames are written whole; do not let Nagle hold the last segment of one back."""
     stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
+
+class DirectSocket:
+    """A plain TCP stream's socket, read and written without Trio's wrapper around each call.
+
+    Trio's ``SocketStream`` tries every ``send`` at once and then yields to the scheduler
+    even when the kernel took it all, and tries every ``recv`` before waiting, which fails
+    whenever the client has not sent its next request yet. For a request-answer loop that
+    is a run-loop pass per answer and a wasted system call per request. This writes what the
+    kernel takes without waiting (the caller waits through the stream for the rest) and
+    waits for readability before reading. It reads the socket's file descriptor with
+    ``os.read``/``os.write`` (no private attribute of Trio), so it must be used only while
+    the stream is open, by the stream's one owner.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._fd = stream.socket.fileno()
+
+    def send_now(self, data: bytes) -> int:
+        """How many leading bytes of ``data`` the kernel took without waiting.
+
+        Raises:
+            trio.BrokenResourceError: the peer reset or closed the connection.
+        """
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            raise trio.BrokenResourceError(str(error)) from error
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Wait until the socket is readable, then read; b"" at the end of the stream (or on
+        a reset, as a client that left)."""
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            try:
+                return os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return b""
+
+
+def direct_socket(stream: trio.abc.Stream) -> DirectSocket | None:
+    """The :class:`DirectSocket` of a plain TCP stream; None for any other (TLS, simulated)."""
+    return DirectSocket(stream) if isinstance(stream, trio.SocketStream) else None

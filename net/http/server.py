@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from net.http.messages import (
     status_has_body,
 )
 from net.network import Network
+from net.tcp import direct_socket
 from net.tls import verified_common_name
 
 logger = logging.getLogger(__name__)
@@ -225,6 +227,7 @@ class _RequestParser:
         self.expect_continue = False
         self._url = bytearray()
         self._headers: list[tuple[str, str]] = []
+        self._parsed_headers = Headers()
         self._header_bytes = 0
         self._body = bytearray()
 
@@ -262,7 +265,7 @@ class _RequestParser:
     def on_headers_complete(self) -> None:
         self.phase = _Phase.BODY
         self.phase_started = trio.current_time()
-        headers = Headers(self._headers)
+        headers = self._parsed_headers = Headers(self._headers)
         if self._parser.get_http_version() == "1.1" and "host" not in headers:
             self._reject(400, "missing required Host header")
         length_text = headers.get("content-length")
@@ -289,7 +292,7 @@ class _RequestParser:
                 target=target,
                 path=path,
                 query=query,
-                headers=Headers(self._headers),
+                headers=self._parsed_headers,
                 body=bytes(self._body),
                 http_version=self._parser.get_http_version(),
                 keep_alive=self._parser.should_keep_alive(),
@@ -344,6 +347,10 @@ class _Connection:
         self._limits = limits
         self._http2 = http2
         self._parser = _RequestParser(limits)
+        self._direct = direct_socket(stream)
+        self._receive_deadline = trio.CancelScope()
+        """Around the whole connection, its deadline set only while a receive waits: the
+        receives share it because a scope of their own costs each request some 6 us."""
         self._client_eof = False
         self._linger = False
         self._failed = False
@@ -353,14 +360,10 @@ class _Connection:
 
     async def run(self) -> None:
         try:
-            if self._http2 is not None and await self._sniffed_http2(self._http2):
-                return
-            while True:
-                request = await self._next_request()
-                if request is None:
-                    break
-                if not await self._answer(request):
-                    break
+            with self._receive_deadline:
+                await self._serve()
+            if self._receive_deadline.cancelled_caught:
+                await self._missed_deadline()
         except _ClientGone:
             pass
         finally:
@@ -368,6 +371,16 @@ class _Connection:
                 await _close_lingering(self._stream)
             else:
                 await trio.aclose_forcefully(self._stream)
+
+    async def _serve(self) -> None:
+        if self._http2 is not None and await self._sniffed_http2(self._http2):
+            return
+        while True:
+            request = await self._next_request()
+            if request is None:
+                return
+            if not await self._answer(request):
+                return
 
     async def _sniffed_http2(self, http2: Http2Handler) -> bool:
         """Read the first bytes; hand the connection to ``http2`` if they are its preface.
@@ -405,6 +418,10 @@ class _Connection:
     async def _next_request(self) -> Request | None:
         """The next request to answer, or None when the connection should close."""
         parser = self._parser
+        if parser.ready:
+            # A pipelined request, answered without a receive: the answer's send does not
+            # yield either (``_send``), so yield here to let the other connections run.
+            await trio.lowlevel.checkpoint()
         while not parser.ready:
             if parser.rejection is not None:
                 await self._reject(parser.rejection)
@@ -422,31 +439,55 @@ class _Connection:
         return parser.ready.popleft()
 
     async def _receive(self) -> bytes | bytearray | None:
-        """Bytes from the client; None on EOF or on a missed deadline (after answering it)."""
+        """Bytes from the client; None on EOF. A missed deadline cancels the connection's
+        ``_receive_deadline`` (``_missed_deadline`` answers it)."""
         parser = self._parser
-        timeout = {
-            _Phase.IDLE: self._limits.idle_timeout_seconds,
-            _Phase.HEADERS: self._limits.header_timeout_seconds,
-            _Phase.BODY: self._limits.body_timeout_seconds,
-        }[parser.phase]
-        started = parser.phase_started if parser.phase is not _Phase.IDLE else trio.current_time()
-        with trio.move_on_at(started + timeout):
-            try:
-                data = await self._stream.receive_some(self._limits.receive_bytes_max)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self._client_eof = True
-                if parser.phase is not _Phase.IDLE:
-                    logger.debug("client left in the middle of a request (%s)", parser.phase.value)
-                return None
-            return data
+        limits = self._limits
         if parser.phase is _Phase.IDLE:
-            logger.debug("closing an idle connection")
+            timeout = limits.idle_timeout_seconds
+            started = trio.current_time()
         else:
-            logger.info("request %s not received in %.1f s", parser.phase.value, timeout)
-            await self._reject(_Rejection(408, f"request {parser.phase.value} too slow"))
-        return None
+            timeout = (
+                limits.header_timeout_seconds
+                if parser.phase is _Phase.HEADERS
+                else limits.body_timeout_seconds
+            )
+            started = parser.phase_started
+        deadline = self._receive_deadline
+        deadline.deadline = started + timeout
+        try:
+            if self._direct is not None:
+                data = await self._direct.receive_some(limits.receive_bytes_max)
+            else:
+                data = await self._stream.receive_some(limits.receive_bytes_max)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        deadline.deadline = math.inf
+        if deadline.cancel_called:
+            # The deadline passed as the bytes came: missed all the same (and the handler
+            # must not start inside a cancelled scope).
+            await trio.lowlevel.checkpoint()
+        if not data:
+            self._client_eof = True
+            if parser.phase is not _Phase.IDLE:
+                logger.debug("client left in the middle of a request (%s)", parser.phase.value)
+            return None
+        return data
+
+    async def _missed_deadline(self) -> None:
+        """A receive's deadline passed: close an idle connection, answer 408 to a slow one."""
+        phase = self._parser.phase
+        if phase is _Phase.IDLE:
+            logger.debug("closing an idle connection")
+            return
+        limits = self._limits
+        timeout = (
+            limits.header_timeout_seconds
+            if phase is _Phase.HEADERS
+            else limits.body_timeout_seconds
+        )
+        logger.info("request %s not received in %.1f s", phase.value, timeout)
+        await self._reject(_Rejection(408, f"request {phase.value} too slow"))
 
     async def _reject(self, rejection: _Rejection) -> None:
         self._linger = True
@@ -549,6 +590,15 @@ class _Connection:
         await trio.sleep_forever()
 
     async def _send(self, data: bytes) -> None:
+        if self._direct is not None:
+            # Most answers fit the socket's buffer: written at once, with no wait to bound.
+            try:
+                sent = self._direct.send_now(data)
+            except trio.BrokenResourceError as error:
+                raise _ClientGone from error
+            if sent == len(data):
+                return
+            data = data[sent:]
         with trio.move_on_after(self._limits.send_timeout_seconds):
             try:
                 await self._stream.send_all(data)
@@ -610,7 +660,7 @@ def _head(
     lines = [f"HTTP/{version} {response.status} {reason_phrase(response.status)}\r\n"]
     for name, value in response.headers:
         if name.lower() not in _SERVER_SET:
-            lines.append(f"{_one_line(name)}: {_one_line(value)}\r\n")
+            lines.append(f"{name}: {value}\r\n")
     if content_length is not None and response.status >= 200 and response.status not in (204, 304):
         lines.append(f"Content-Length: {content_length}\r\n")
     for name, value in extra:
@@ -620,7 +670,19 @@ def _head(
     elif version == "1.0":
         lines.append("Connection: keep-alive\r\n")
     lines.append("\r\n")
-    return "".join(lines).encode()
+    head = "".join(lines)
+    if head.count("\r") != len(lines) or head.count("\n") != len(lines):
+        # A CR or LF inside a field (each line ends in its one CRLF): rare, so the fields
+        # are made single-line only then.
+        one_lined = _one_lined(response)
+        return _head(version, one_lined, keep_alive, content_length=content_length, extra=extra)
+    return head.encode()
+
+
+def _one_lined(response: Response | StreamingResponse) -> Response | StreamingResponse:
+    """``response`` with CR and LF in its header fields turned into spaces."""
+    headers = tuple((_one_line(name), _one_line(value)) for name, value in response.headers)
+    return dataclasses.replace(response, headers=headers)
 
 
 def _one_line(text: str) -> str:

@@ -434,3 +434,18 @@ async def test_a_request_read_ahead_during_a_long_stream_gets_its_deadline_afres
         await trio.sleep(1)
         await stream.send_all(b"\r\n")
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_line_break_in_a_response_header_cannot_inject_a_field() -> None:
+    async def handler(request: Request) -> Response:
+        del request
+        return Response(200, (("X-Echo", "a\r\nX-Injected: 1"), ("X-Plain", "b")), b"ok")
+
+    async with serving(handler) as served:
+        stream = await served.connect()
+        await stream.send_all(get("/x"))
+        [response] = await read_responses(stream, 1)
+        assert response.header("X-Echo") == "a  X-Injected: 1"
+        assert response.header("X-Injected") is None
+        assert response.header("X-Plain") == "b"
+        assert response.body == b"ok"
