@@ -455,6 +455,7 @@ class _Connection:
             started = parser.phase_started
         deadline = self._receive_deadline
         deadline.deadline = started + timeout
+        data: bytes | bytearray
         try:
             if self._direct is not None:
                 data = await self._direct.receive_some(limits.receive_bytes_max)
