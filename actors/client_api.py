@@ -27,7 +27,7 @@ from actors.v3_backend import MemberV3Backend
 from actors.watch_backend import MemberWatchBackend
 from net.grpc.limits import GRPC_OVERHEAD_BYTES, GrpcLimits
 from net.grpc.server import GrpcServer
-from net.http.messages import Handler
+from net.http.messages import Handler, Request, Response, StreamingResponse
 from net.http.server import HttpServer, ServerLimits
 from net.inspect_api import inspect_routes
 from net.v2api import V2Api
@@ -36,7 +36,7 @@ from net.v3.auth_service import auth_methods
 from net.v3.cluster_service import cluster_methods
 from net.v3.concurrency import ServiceBackend, waits_for_others
 from net.v3.election_service import election_methods
-from net.v3.gateway import JsonGateway, route_v3
+from net.v3.gateway import V3_PREFIX, V3BETA_PREFIX, JsonGateway
 from net.v3.lease_service import LeaseService, lease_methods
 from net.v3.lock_service import lock_methods
 from net.v3.maintenance_service import maintenance_methods
@@ -171,6 +171,27 @@ def concurrency_backend(
     return ServiceBackend(service, lease.grant, watch.open_watch)
 
 
+TROIKA_PATHS_PREFIX = "/troika/v1/"
+"""troika's own HTTP paths (``qos_routes``, ``inspect_routes``)."""
+
+
+def route_client_paths(gateway: Handler, troika_paths: Handler, v2: Handler) -> Handler:
+    """The client port's HTTP/1.1 requests by path: ``/v3/`` and ``/v3beta/`` to the JSON
+    gateway, ``/troika/v1/`` to troika's own paths, everything else to the v2 API (which
+    answers ``/v3alpha/`` with Go's 404, as etcd 3.4 does). One test per request, where a
+    chain of wrappers, each passing on what it does not serve, cost a call apiece."""
+
+    async def handle(request: Request) -> Response | StreamingResponse:
+        path = request.path
+        if path.startswith((V3_PREFIX, V3BETA_PREFIX)):
+            return await gateway(request)
+        if path.startswith(TROIKA_PATHS_PREFIX):
+            return await troika_paths(request)
+        return await v2(request)
+
+    return handle
+
+
 async def serve_client_api(
     member: Member,
     address: str,
@@ -222,8 +243,8 @@ async def serve_client_api(
         )
         v2 = record_v2(usage, v2_api)
         inspect = partial(usage_answer, member)
-        routes = qos_routes(member, inspect_routes(usage, inspect, route_v3(gateway, v2)))
-        http = gate_until_published(member, routes)
+        troika_paths = qos_routes(member, inspect_routes(usage, inspect, v2))
+        http = gate_until_published(member, route_client_paths(gateway, troika_paths, v2))
         server = HttpServer(
             member.network,
             http if wrap_http is None else wrap_http(http),

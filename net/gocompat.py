@@ -172,7 +172,6 @@ def html_escape(text: str) -> str:
 _ESCAPES = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
 _GO_SHORT = {"b": "\\u0008", "f": "\\u000c"}
 _HTML_UNSAFE = re.compile("[<>&\u2028\u2029]")
-_HTML_UNSAFE_CHARACTERS: Final = "<>&\u2028\u2029"
 _COMPACT_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """Made once: ``json.dumps`` with options makes an encoder a call (0.8 us of 3.2 for a v2
 event)."""
@@ -200,7 +199,8 @@ def encode_json(value: Any, *, newline: bool = False) -> bytes:
         text = _COMPACT_JSON.encode(value)
     if "\\" in text:
         text = _ESCAPES.sub(_go_escape, text)
-    if any(character in text for character in _HTML_UNSAFE_CHARACTERS):
+    # Five ``in`` tests: a tenth of a generator over the characters or a regex search.
+    if "<" in text or ">" in text or "&" in text or "\u2028" in text or "\u2029" in text:
         text = _HTML_UNSAFE.sub(lambda match: _HTML_ESCAPES[match.group()], text)
     if newline:
         text += "\n"
