@@ -655,16 +655,34 @@ class RocksKeyValueStore:
                 logger.warning("closing %s after its failure: %s", self._path, error)
 
 
-class _RocksBulkWriter:
+class _OnceUsed:
+    """What both bulk writers share: once committed or aborted, a writer takes nothing more."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._done = False
+
+    def _check_not_done(self) -> None:
+        if self._done:
+            raise StorageError(f"{self._name} is done")
+
+    def _finish_once(self) -> bool:
+        """Mark the writer done; whether it was not done before."""
+        first = not self._done
+        self._done = True
+        return first
+
+
+class _RocksBulkWriter(_OnceUsed):
     """A ``BulkWriter`` into one table file (``rocksdict.SstFileWriter``, opened at the first
     record), which commit ingests."""
 
     def __init__(self, store: RocksKeyValueStore, path: Path) -> None:
+        super().__init__(f"the bulk writer of {path}")
         self._store = store
         self._path = path
         self._writer: rocksdict.SstFileWriter | None = None
         self._last: bytes | None = None
-        self._done = False
 
     def put(self, key: bytes, value: bytes) -> None:
         self._check_not_done()
@@ -683,20 +701,14 @@ class _RocksBulkWriter:
 
     async def commit(self) -> None:
         self._check_not_done()
-        self._done = True
+        self._finish_once()
         writer, self._writer = self._writer, None
         await self._store._ingest(writer, self._path)
 
     def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._writer = None
-        self._path.unlink(missing_ok=True)
-
-    def _check_not_done(self) -> None:
-        if self._done:
-            raise StorageError(f"the bulk writer of {self._path} is done")
+        if self._finish_once():
+            self._writer = None
+            self._path.unlink(missing_ok=True)
 
 
 def _remove_bulk_leftovers(directory: Path) -> None:
@@ -913,13 +925,13 @@ class MemoryKeyValueStore:
             raise StorageClosed("the store is closed")
 
 
-class _MemoryBulkWriter:
+class _MemoryBulkWriter(_OnceUsed):
     """A ``BulkWriter`` that keeps its records in a list until commit."""
 
     def __init__(self, store: MemoryKeyValueStore) -> None:
+        super().__init__("this bulk writer")
         self._store = store
         self._records: list[tuple[bytes, bytes]] = []
-        self._done = False
 
     def put(self, key: bytes, value: bytes) -> None:
         self._check_not_done()
@@ -929,14 +941,10 @@ class _MemoryBulkWriter:
 
     async def commit(self) -> None:
         self._check_not_done()
-        self._done = True
+        self._finish_once()
         records, self._records = self._records, []
         await self._store._commit_bulk(records)
 
     def abort(self) -> None:
-        self._done = True
+        self._finish_once()
         self._records = []
-
-    def _check_not_done(self) -> None:
-        if self._done:
-            raise StorageError("this bulk writer is done")
