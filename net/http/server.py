@@ -442,25 +442,16 @@ class _Connection:
         """Bytes from the client; None on EOF. A missed deadline cancels the connection's
         ``_receive_deadline`` (``_missed_deadline`` answers it)."""
         parser = self._parser
-        limits = self._limits
-        if parser.phase is _Phase.IDLE:
-            timeout = limits.idle_timeout_seconds
-            started = trio.current_time()
-        else:
-            timeout = (
-                limits.header_timeout_seconds
-                if parser.phase is _Phase.HEADERS
-                else limits.body_timeout_seconds
-            )
-            started = parser.phase_started
+        started = parser.phase_started if parser.phase is not _Phase.IDLE else trio.current_time()
         deadline = self._receive_deadline
-        deadline.deadline = started + timeout
+        deadline.deadline = started + self._timeout_of(parser.phase)
+        receive_bytes_max = self._limits.receive_bytes_max
         data: bytes | bytearray
         try:
             if self._direct is not None:
-                data = await self._direct.receive_some(limits.receive_bytes_max)
+                data = await self._direct.receive_some(receive_bytes_max)
             else:
-                data = await self._stream.receive_some(limits.receive_bytes_max)
+                data = await self._stream.receive_some(receive_bytes_max)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         deadline.deadline = math.inf
@@ -481,14 +472,16 @@ class _Connection:
         if phase is _Phase.IDLE:
             logger.debug("closing an idle connection")
             return
-        limits = self._limits
-        timeout = (
-            limits.header_timeout_seconds
-            if phase is _Phase.HEADERS
-            else limits.body_timeout_seconds
-        )
-        logger.info("request %s not received in %.1f s", phase.value, timeout)
+        logger.info("request %s not received in %.1f s", phase.value, self._timeout_of(phase))
         await self._reject(_Rejection(408, f"request {phase.value} too slow"))
+
+    def _timeout_of(self, phase: _Phase) -> float:
+        limits = self._limits
+        if phase is _Phase.IDLE:
+            return limits.idle_timeout_seconds
+        if phase is _Phase.HEADERS:
+            return limits.header_timeout_seconds
+        return limits.body_timeout_seconds
 
     async def _reject(self, rejection: _Rejection) -> None:
         self._linger = True
