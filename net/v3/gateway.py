@@ -29,7 +29,7 @@ Where we differ: the HTTP trailer ``Grpc-Trailer-Content-Type`` is announced but
 HTTP server writes no trailers; clients ignore it); invalid UTF-8 in a body is replaced, not
 refused; Go's error texts for a few malformed literals (``tru``, ``-``) are approximations.
 
-:func:`route_v3` puts the gateway in front of another handler (the v2 API).
+The member routes ``/v3/`` and ``/v3beta/`` here (``actors.client_api.route_client_paths``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from net.etcdpb.routes import GATEWAY_ROUTES, grpc_path
 from net.gocompat import encode_json
 from net.grpc.framing import too_large_to_receive
 from net.grpc.limits import RECEIVE_MESSAGE_BYTES_MAX
-from net.http.messages import Handler, Request, Response, StreamingResponse, reason_phrase
+from net.http.messages import Request, Response, StreamingResponse, reason_phrase
 from net.v2api import CORS_HEADERS
 from net.v3.errors import RpcError, StatusCode, http_status
 from net.v3.methods import CallContext, Methods, StreamMethod, UnaryMethod
@@ -822,18 +822,6 @@ async def _stream_chunks(
             return
 
 
-def route_v3(gateway: Handler, fallback: Handler) -> Handler:
-    """A handler that sends ``/v3/`` and ``/v3beta/`` paths to ``gateway``, all else to
-    ``fallback`` (the v2 API, which answers ``/v3alpha/`` with Go's 404, as etcd 3.4 does)."""
-
-    async def handle(request: Request) -> Response | StreamingResponse:
-        if request.path.startswith((V3_PREFIX, V3BETA_PREFIX)):
-            return await gateway(request)
-        return await fallback(request)
-
-    return handle
-
-
 __all__ = [
     "InputError",
     "JsonGateway",
@@ -841,5 +829,4 @@ __all__ = [
     "encode_message",
     "go_base64",
     "json_values",
-    "route_v3",
 ]

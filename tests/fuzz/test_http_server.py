@@ -19,9 +19,10 @@ import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from actors.client_api import route_client_paths
 from net.http import HttpServer, ServerLimits
 from net.v2api import V2Api
-from net.v3.gateway import JsonGateway, route_v3
+from net.v3.gateway import JsonGateway
 from net.v3.service import v3_methods
 from tests.fuzz.budget import fuzz_settings
 from tests.fuzz.harness import ConnectionHandler, Conversation, LogRecords, converse, run_virtual
@@ -139,7 +140,7 @@ async def client_port() -> AsyncIterator[tuple[ConnectionHandler, FakeBackend, F
     v3 = FakeV3Backend()
     async with trio.open_nursery() as streams:
         gateway = JsonGateway(v3_methods(v3), streams)
-        server = HttpServer(_NoNetwork(), route_v3(gateway, V2Api(v2)), LIMITS)  # type: ignore[arg-type]
+        server = HttpServer(_NoNetwork(), route_client_paths(gateway, V2Api(v2), V2Api(v2)), LIMITS)  # type: ignore[arg-type]
         yield server.serve_stream, v2, v3
         streams.cancel_scope.cancel()
 

@@ -12,13 +12,14 @@ import pytest
 import trio
 from google.protobuf.message import Message
 
+from actors.client_api import route_client_paths
 from net.etcdpb import rpc_pb2
 from net.etcdpb.routes import grpc_path
 from net.http import HttpServer
 from net.http.messages import Headers, Request, Response, StreamingResponse
 from net.tcp import TcpNetwork
 from net.v3.errors import RpcError, StatusCode
-from net.v3.gateway import InputError, JsonGateway, decode_message, go_base64, route_v3
+from net.v3.gateway import InputError, JsonGateway, decode_message, go_base64
 from net.v3.methods import CallContext, Methods, SendMessage, StreamMethod, UnaryMethod
 from net.v3.service import v3_methods
 from tests.net.test_v3_service import OTHER, FakeV3Backend
@@ -301,17 +302,24 @@ async def test_paths_methods_and_aliases(backend: FakeV3Backend) -> None:
         assert (await gateway(post("/v3beta/kv/range", '{"key":"YQ=="}'))).status == 200
 
 
-async def test_route_v3_sends_the_rest_to_the_fallback(backend: FakeV3Backend) -> None:
-    async def fallback(request: Request) -> Response:
+async def test_the_client_port_routes_v3_to_the_gateway_and_the_rest_elsewhere(
+    backend: FakeV3Backend,
+) -> None:
+    async def v2(request: Request) -> Response:
         return Response(404, (), b"404 page not found\n")
 
+    async def troika_paths(request: Request) -> Response:
+        return Response(200, (), b"troika " + request.path.encode())
+
     async with gateway_for(v3_methods(backend)) as gateway:
-        handler = route_v3(gateway, fallback)
+        handler = route_client_paths(gateway, troika_paths, v2)
         assert (await handler(post("/v3/kv/range", '{"key":"YQ=="}'))).status == 200
         assert (await handler(post("/v3beta/kv/range", '{"key":"YQ=="}'))).status == 200
-        for path in ("/v3alpha/kv/range", "/v2/keys/a", "/v3"):
+        for path in ("/v3alpha/kv/range", "/v2/keys/a", "/v3", "/troika/v2/x"):
             response = await handler(post(path, "{}"))
             assert await body_of(response) == b"404 page not found\n"
+        response = await handler(post("/troika/v1/hot", "{}"))
+        assert await body_of(response) == b"troika /troika/v1/hot"
 
 
 async def test_metadata_and_unauthenticated() -> None:
@@ -519,7 +527,7 @@ async def test_etcd3gw_against_the_gateway_on_tcp(backend: FakeV3Backend) -> Non
 
     async with trio.open_nursery() as nursery:
         gateway = JsonGateway(v3_methods(backend), nursery)
-        server = HttpServer(TcpNetwork(), route_v3(gateway, version))
+        server = HttpServer(TcpNetwork(), route_client_paths(gateway, version, version))
         address = await nursery.start(server.serve, "127.0.0.1:0")
         port = int(str(address).rsplit(":", 1)[1])
         results = await trio.to_thread.run_sync(lambda: list(_etcd3gw_session(port)))
