@@ -96,25 +96,28 @@ class SpaceSaving:
         """Count one operation of ``kind`` (READ, WRITE or EVENT) on ``key``."""
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._monitor(key)
-        entry[0] += 1
-        entry[kind] += 1
-        entry[BYTES] += size_bytes
+            self._monitor(key, kind, size_bytes)
+        else:
+            entry[0] += 1
+            entry[kind] += 1
+            entry[BYTES] += size_bytes
         self.total += 1
 
-    def _monitor(self, key: bytes) -> list[int]:
+    def _monitor(self, key: bytes, kind: int, size_bytes: int) -> None:
+        """Monitor ``key`` with its first operation counted. Its heap entry carries the count
+        after that operation: pushed before it, the entry would be stale at once, and the
+        next eviction would pay a heap step to refresh it."""
         heap = self._heap
         if len(self._entries) < self.capacity:
-            base = self.base_floor
-            entry = [base, base, 0, 0, 0, 0]
-            heapq.heappush(heap, (base, key))
+            floor = self.base_floor
+            heapq.heappush(heap, (floor + 1, key))
         else:
             floor = self._refresh_top()
             del self._entries[heap[0][1]]
-            entry = [floor, floor, 0, 0, 0, 0]
-            heapq.heapreplace(heap, (floor, key))
+            heapq.heapreplace(heap, (floor + 1, key))
+        entry = [floor + 1, floor, 0, 0, 0, size_bytes]
+        entry[kind] = 1
         self._entries[key] = entry
-        return entry
 
     def _refresh_top(self) -> int:
         """Make the heap's top exact; the smallest monitored count."""

@@ -82,10 +82,10 @@ def test_an_item_absent_from_a_full_part_gets_its_floor() -> None:
 
 def test_planted_bug_an_evicted_count_not_inherited_breaks_the_bounds() -> None:
     class Forgetful(SpaceSaving):
-        def _monitor(self, key: bytes) -> list[int]:
-            entry = super()._monitor(key)
-            entry[0] = entry[1] = 0  # the bug: a newcomer starts from zero
-            return entry
+        def _monitor(self, key: bytes, kind: int, size_bytes: int) -> None:
+            super()._monitor(key, kind, size_bytes)
+            entry = self._entries[key]
+            entry[0], entry[1] = 1, 0  # the bug: a newcomer starts from zero
 
     stream = zipf_stream(20_000, 5_000, seed=5)
     sketch = Forgetful(20)
