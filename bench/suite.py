@@ -264,14 +264,19 @@ def _cpu_ms_per_op(sample: Sample) -> float:
     return 1000.0 * sum(sample.member_cpu_s.values()) / operations if operations else 0.0
 
 
-def pair_ratio(troika: Sequence[Sample], etcd: Sequence[Sample]) -> float | None:
-    """troika ops/s over etcd ops/s, pair by pair (same repetition), then the median."""
+def pairwise_ratios(troika: Sequence[Sample], etcd: Sequence[Sample]) -> list[float]:
+    """troika ops/s over etcd ops/s, pair by pair (same repetition)."""
     by_run = {sample.run: sample for sample in etcd}
-    ratios = [
+    return [
         sample.load.ops_per_s / by_run[sample.run].load.ops_per_s
         for sample in troika
         if sample.run in by_run and by_run[sample.run].load.ops_per_s > 0
     ]
+
+
+def pair_ratio(troika: Sequence[Sample], etcd: Sequence[Sample]) -> float | None:
+    """The median of the pairwise ratios (``pairwise_ratios``)."""
+    ratios = pairwise_ratios(troika, etcd)
     return round(statistics.median(ratios), 3) if ratios else None
 
 
@@ -296,17 +301,17 @@ class BenchReport:
             )
         return [cell_of(group) for group in groups.values()]
 
+    def samples_of(self, system: str, workload: str, connections: int) -> list[Sample]:
+        """One system's repetitions at one workload and connection count."""
+        key = (system, workload, connections)
+        return [s for s in self.samples if (s.system, s.workload, s.connections) == key]
+
     def ratio(self, workload: str, connections: int) -> float | None:
         """troika/etcd at one workload and connection count (None without etcd)."""
-
-        def of(system: str) -> list[Sample]:
-            return [
-                s
-                for s in self.samples
-                if (s.system, s.workload, s.connections) == (system, workload, connections)
-            ]
-
-        return pair_ratio(of("troika"), of("etcd"))
+        return pair_ratio(
+            self.samples_of("troika", workload, connections),
+            self.samples_of("etcd", workload, connections),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Everything, samples included, for a results file."""
@@ -589,7 +594,7 @@ def format_table(report: BenchReport) -> str:
                     continue
                 row += (
                     f" {cell.ops_per_s:>{width}.0f} {cell.p50_ms:>7.2f} {cell.p99_ms:>7.2f} "
-                    f"{_short_ms(cell.cpu_ms_per_op):>6} {cell.rss_peak_mib:>5.0f} "
+                    f"{short_ms(cell.cpu_ms_per_op):>6} {cell.rss_peak_mib:>5.0f} "
                     f"{cell.client_cpu_us_per_op:>6.1f} |"
                 )
             ratio = report.ratio(workload, count)
@@ -608,7 +613,7 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-def _short_ms(value_ms: float) -> str:
+def short_ms(value_ms: float) -> str:
     """Milliseconds in 6 characters: ``0.25``, or microseconds (``3.1us``) below 0.01 ms."""
     if value_ms >= 0.01 or value_ms == 0:
         return f"{value_ms:.2f}"

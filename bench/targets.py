@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.suite import BenchReport, Cell, Sample, report_from_json
+from bench.suite import BenchReport, Cell, Sample, pairwise_ratios, report_from_json, short_ms
 
 RATE_TARGETS: Final = {
     "put": 1.0,
@@ -85,11 +85,7 @@ def _cpu_text(troika: Cell | None, etcd: Cell | None) -> str:
         return "-"
     times = troika.cpu_ms_per_op / etcd.cpu_ms_per_op
     mark = "" if times <= CPU_TARGET else " over"
-    return f"{_ms(troika.cpu_ms_per_op)} / {_ms(etcd.cpu_ms_per_op)} ({times:.1f}x{mark})"
-
-
-def _ms(value_ms: float) -> str:
-    return f"{value_ms:.2f}" if value_ms >= 0.01 else f"{value_ms * 1000:.1f} us"
+    return f"{short_ms(troika.cpu_ms_per_op)} / {short_ms(etcd.cpu_ms_per_op)} ({times:.1f}x{mark})"
 
 
 def _ratio_text(ratio: float | None, target: float | None) -> str:
@@ -107,10 +103,6 @@ class TargetTables:
         self.report = report
         self.cells = {(c.system, c.workload, c.connections): c for c in report.cells()}
         self.rate_connections = [c for c in report.plan.connections if c != 1]
-
-    def _samples(self, system: str, workload: str, connections: int) -> list[Sample]:
-        key = (system, workload, connections)
-        return [s for s in self.report.samples if (s.system, s.workload, s.connections) == key]
 
     def rates(self) -> list[str]:
         """Ratio (bold where it meets its target) and CPU per operation, per workload."""
@@ -142,12 +134,9 @@ class TargetTables:
 
     def pairs(self, workload: str, connections: int) -> list[float]:
         """The pairwise ratios (run by run) behind one cell's median."""
-        etcd = {s.run: s for s in self._samples("etcd", workload, connections)}
-        return [
-            round(s.load.ops_per_s / etcd[s.run].load.ops_per_s, 2)
-            for s in self._samples("troika", workload, connections)
-            if s.run in etcd and etcd[s.run].load.ops_per_s > 0
-        ]
+        troika = self.report.samples_of("troika", workload, connections)
+        etcd = self.report.samples_of("etcd", workload, connections)
+        return [round(ratio, 2) for ratio in pairwise_ratios(troika, etcd)]
 
     def one_connection(self) -> list[str]:
         """p50 and p99 at one connection, troika / etcd, against the put's targets."""
@@ -182,7 +171,7 @@ class TargetTables:
         for workload in self.report.plan.rate_workloads:
             texts = []
             for system, count in columns:
-                used = cores_of(self._samples(system, workload, count))
+                used = cores_of(self.report.samples_of(system, workload, count))
                 texts.append("-" if used is None else f"{used.leader:.2f} + {used.others:.2f}")
             lines.append(f"| {workload} | " + " | ".join(texts) + " |")
         return lines
