@@ -45,6 +45,7 @@ def test_a_text_found_twice_is_refused(tmp_path: Path) -> None:
         ablate(tree, (*EDITS, Edit(CLIENT_API, "# ablated\n", "")))
 
 
+@pytest.mark.skipif(not (REPOSITORY / ".git").exists(), reason="not a git checkout")
 def test_the_exported_copy_imports(tmp_path: Path) -> None:
     out = tmp_path / "ablated"
     assert main(["--commit", "HEAD", "--out", str(out), "--repository", str(REPOSITORY)]) == 0
