@@ -1,7 +1,7 @@
 """A copy of troika with the layers wrapped around every client request taken out.
 
 Why: a workload below its issue 13 target needs, in the closing note, the profile that says
-where the rest goes. On the reads and the gateway's transaction a tenth of the serving
+where the rest goes. On the reads and the gateway's transaction 5-14 % of the serving
 member's samples fall in the layers each request passes through before and after its work:
 the gRPC method counters (``/metrics``), the hot-key count (``/troika/v1/hot``), the
 per-tenant rates (QoS), the auth gate and the wait for the member to publish. Making those
@@ -72,7 +72,7 @@ def ablate(tree: Path, edits: tuple[Edit, ...] = EDITS) -> None:
     """Apply ``edits`` to the files under ``tree``, all or none.
 
     Raises:
-        AblationError: an edit's text is missing, or there more than once.
+        AblationError: an edit's text is missing, or found more than once.
     """
     texts: dict[str, str] = {}
     for edit in edits:
