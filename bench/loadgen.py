@@ -112,6 +112,9 @@ class LoadSpec:
     read_consistency: Literal["l", "s"] = "s"
     prefix: str = "bench"
     seed: int = 1
+    preload: bool = True
+    """False: the read keys are written already (a caller that runs several loads at once
+    writes them first, so that every load's window starts after the same warm-up)."""
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -525,7 +528,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         return await run_v3_load(spec)
     requests = Requests(spec)
     host, port = split_endpoint(spec.endpoint)
-    if spec.workload in ("get-linearizable", "get-serializable", "mixed"):
+    if spec.preload and spec.workload in ("get-linearizable", "get-serializable", "mixed"):
         await preload(spec, requests)
     now = time.perf_counter_ns()
     window_start = now + int(spec.warmup_s * 1e9)

@@ -365,7 +365,7 @@ async def run_v3_load(spec: LoadSpec) -> LoadResult:
     """Run a v3 ``spec``: preload if it reads, warm up, measure; the result of the window."""
     operation, transport = operation_and_transport(spec.workload)
     requests = V3Requests(spec)
-    if operation in ("v3-range", "v3-range-serializable"):
+    if spec.preload and operation in ("v3-range", "v3-range-serializable"):
         await preload_grpc(requests)
     now = time.perf_counter_ns()
     window_start = now + int(spec.warmup_s * 1e9)

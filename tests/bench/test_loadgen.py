@@ -102,3 +102,47 @@ async def test_chunked_responses_and_errors_are_read(nursery: trio.Nursery) -> N
     assert (status, body, etcd_index(head)) == (404, b"{}", 42)
     connection.close()
     listener.close()
+
+
+async def _serve_recording(
+    methods: list[bytes], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The trivial server's answer to everything, keeping each request's method (the load
+    generator sends one request at a time on a connection, so each read starts with one)."""
+    listener = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        task_status.started(listener.getsockname()[1])
+
+        async def answer(sock: trio.socket.SocketType) -> None:
+            with sock:
+                while data := await sock.recv(65536):
+                    methods.append(data.split(b" ", 1)[0])
+                    await sock.send(TRIVIAL_RESPONSE)
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                sock, _ = await listener.accept()
+                nursery.start_soon(answer, sock)
+
+
+@pytest.mark.parametrize("preload", [True, False])
+async def test_a_read_run_writes_its_keys_first_unless_told_they_are_there(
+    nursery: trio.Nursery, preload: bool
+) -> None:
+    methods: list[bytes] = []
+    port = await nursery.start(_serve_recording, methods)
+    spec = LoadSpec(
+        f"http://127.0.0.1:{port}",
+        workload="get-serializable",
+        connections=2,
+        duration_s=0.1,
+        warmup_s=0.0,
+        read_keys=5,
+        preload=preload,
+    )
+    result = await run_load(spec)
+    assert result.errors == 0, result.error_kinds
+    assert methods.count(b"PUT") == (5 if preload else 0)
+    assert methods.count(b"GET") >= result.requests > 0
