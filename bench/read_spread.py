@@ -1,12 +1,13 @@
-"""Serializable reads served by one process or by two: what a second core per member buys.
+"""Reads served by one process or by two: what a second core per member buys.
 
-Why: issue 13 lists "more than one core per member" among its levers, and the serializable
-reads are where it would show. One member serves them; troika's member is one thread,
-saturated at about one core, where etcd's uses 1.3-1.4 cores of this machine. Building a
-member of several processes is a design of its own. This measures what it could give before
-anything is built: a follower serving serializable reads stands in for the member's second
-process. With no writes during the load its reads take the same path as the leader's (the
-same API, the same applied state) on a process of its own.
+Why: issue 13 lists "more than one core per member" among its levers, and the reads are where
+it would show. One member serves them; troika's member is one thread, saturated at about one
+core, where etcd's uses 1.3-1.4 cores of this machine. Building a member of several processes
+is a design of its own. This measures what it could give before anything is built: a
+follower serving reads stands in for the member's second process. With no writes during the
+load a serializable read takes the same path on the follower as on the leader (the same API,
+the same applied state) on a process of its own; a linearizable one also costs the leader a
+share of a ReadIndex round, as a second process of the leader's own would.
 
 For each system a 3-member cluster (``bench.clusters``, as ``troika bench`` starts them), and
 in each run, one after the other:
@@ -15,7 +16,7 @@ in each run, one after the other:
 - ``two``: C/2 against the leader and C/2 against a follower, at once, from this process.
 
 Reported per system and arrangement: reads a second (the median of the runs; in ``two`` the
-sum of the two loads, each over its own window), the serving members' CPU per read, and
+sum of the two loads, each over its own window), the CPU per read of the members loaded, and
 troika's rate over etcd's in the same run, with one process and with two. Run::
 
     python -m bench.read_spread -w v3-range-serializable-gw -c 64 --runs 3
@@ -42,7 +43,14 @@ from bench.loadgen import LoadResult, LoadSpec, process_cpu_s, run_load
 
 Arrangement = Literal["one", "two"]
 ARRANGEMENTS: Final[tuple[Arrangement, ...]] = ("one", "two")
-READ_WORKLOADS: Final = ("get-serializable", "v3-range-serializable", "v3-range-serializable-gw")
+READ_WORKLOADS: Final = (
+    "get-linearizable",
+    "get-serializable",
+    "v3-range",
+    "v3-range-serializable",
+    "v3-range-gw",
+    "v3-range-serializable-gw",
+)
 CLUSTER_SIZE: Final = 3
 
 
@@ -57,6 +65,9 @@ class SpreadSample:
     errors: int
     cpu_us_per_read: float
     """The CPU of the members the load went to, per read, while every load was measuring."""
+    cluster_cpu_us_per_read: float
+    """The same for all the members (a linearizable read costs the leader and the voters
+    their share of a ReadIndex round wherever it is served)."""
     windows_apart_s: float
     """How far apart the loads' measured windows ended (0 for ``one``)."""
 
@@ -108,8 +119,10 @@ class CpuTrace:
         return before[1] + share * (after[1] - before[1])
 
 
-async def _loads(specs: Sequence[LoadSpec], trace: CpuTrace) -> list[tuple[LoadResult, float]]:
-    """Run the loads at once, ``trace`` beside them; each result with when its window ended
+async def _loads(
+    specs: Sequence[LoadSpec], traces: Sequence[CpuTrace]
+) -> list[tuple[LoadResult, float]]:
+    """Run the loads at once, ``traces`` beside them; each result with when its window ended
     (``perf_counter`` seconds: a load returns as its window closes)."""
     results: list[tuple[LoadResult, float] | None] = [None] * len(specs)
 
@@ -118,7 +131,8 @@ async def _loads(specs: Sequence[LoadSpec], trace: CpuTrace) -> list[tuple[LoadR
         results[index] = (result, time.perf_counter())
 
     async with trio.open_nursery() as outer:
-        outer.start_soon(trace.record)
+        for trace in traces:
+            outer.start_soon(trace.record)
         async with trio.open_nursery() as nursery:
             for index, spec in enumerate(specs):
                 nursery.start_soon(one, index, spec)
@@ -159,20 +173,26 @@ def measure(
         run_load,
         dataclasses.replace(specs[0], duration_s=PRELOAD_RUN_S, warmup_s=0.0, preload=True),
     )
-    trace = CpuTrace(pids)
-    ended = trio.run(_loads, specs, trace)
+    serving_trace = CpuTrace(pids)
+    cluster_trace = CpuTrace([cluster.pid(index) for index in range(cluster.size)])
+    ended = trio.run(_loads, specs, [serving_trace, cluster_trace])
     ends = [at for _, at in ended]
     reads_per_s = sum(result.ops_per_s for result, _ in ended)
     common_start_s, common_end_s = max(ends) - plan.duration_s, min(ends)
-    common_s = common_end_s - common_start_s
-    cpu_s = trace.cpu_s_between(common_start_s, common_end_s)
+    read_count = reads_per_s * (common_end_s - common_start_s)
+
+    def us_per_read(trace: CpuTrace) -> float:
+        spent_s = trace.cpu_s_between(common_start_s, common_end_s)
+        return round(1e6 * spent_s / read_count, 1) if read_count > 0 else 0.0
+
     return SpreadSample(
         system=cluster.system,
         arrangement=arrangement,
         run=run,
         reads_per_s=reads_per_s,
         errors=sum(result.errors for result, _ in ended),
-        cpu_us_per_read=round(1e6 * cpu_s / (reads_per_s * common_s), 1) if common_s > 0 else 0.0,
+        cpu_us_per_read=us_per_read(serving_trace),
+        cluster_cpu_us_per_read=us_per_read(cluster_trace),
         windows_apart_s=round(max(ends) - min(ends), 3),
     )
 
@@ -201,8 +221,9 @@ def run_spread(plan: SpreadPlan, systems: Sequence[str]) -> list[SpreadSample]:
 def describe(sample: SpreadSample) -> str:
     return (
         f"{sample.system:6s} {sample.arrangement:3s} run {sample.run + 1}: "
-        f"{sample.reads_per_s:,.0f} reads/s, {sample.errors} errors, the serving members' CPU "
-        f"{sample.cpu_us_per_read:.0f} us a read, windows {sample.windows_apart_s:.2f} s apart"
+        f"{sample.reads_per_s:,.0f} reads/s, {sample.errors} errors, CPU a read: the members "
+        f"loaded {sample.cpu_us_per_read:.0f} us, all {sample.cluster_cpu_us_per_read:.0f} us; "
+        f"windows {sample.windows_apart_s:.2f} s apart"
     )
 
 
@@ -222,19 +243,20 @@ def median_rate(samples: Sequence[SpreadSample], system: str, arrangement: Arran
 def summary(samples: Sequence[SpreadSample]) -> str:
     """The medians as a Markdown table, and troika over etcd with one process and with two."""
     lines = [
-        "| system | one process: reads/s | CPU a read | two processes: reads/s | CPU a read "
-        "| two over one |",
+        "| system | one process: reads/s | CPU a read: loaded / all | two processes: reads/s "
+        "| CPU a read: loaded / all | two over one |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     systems = sorted({s.system for s in samples}, reverse=True)
     for system in systems:
+        cells = []
+        for arrangement in ARRANGEMENTS:
+            loaded = _median(samples, system, arrangement, "cpu_us_per_read")
+            every = _median(samples, system, arrangement, "cluster_cpu_us_per_read")
+            rate = median_rate(samples, system, arrangement)
+            cells.append(f"{rate:,.0f} | {loaded:.0f} / {every:.0f} us")
         one, two = median_rate(samples, system, "one"), median_rate(samples, system, "two")
-        cpu_one = _median(samples, system, "one", "cpu_us_per_read")
-        cpu_two = _median(samples, system, "two", "cpu_us_per_read")
-        lines.append(
-            f"| {system} | {one:,.0f} | {cpu_one:.0f} us | {two:,.0f} | {cpu_two:.0f} us "
-            f"| {two / one if one else 0:.2f} |"
-        )
+        lines.append(f"| {system} | {' | '.join(cells)} | {two / one if one else 0:.2f} |")
     etcd_one = median_rate(samples, "etcd", "one")
     if etcd_one and "troika" in systems:
         etcd_two = median_rate(samples, "etcd", "two")

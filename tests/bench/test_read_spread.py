@@ -25,7 +25,7 @@ def test_the_cpu_between_two_instants_is_read_between_samples() -> None:
 
 
 def _sample(system: str, arrangement: str, run: int, reads_per_s: float) -> SpreadSample:
-    return SpreadSample(system, arrangement, run, reads_per_s, 0, 150.0, 0.0)  # type: ignore[arg-type]
+    return SpreadSample(system, arrangement, run, reads_per_s, 0, 150.0, 200.0, 0.0)  # type: ignore[arg-type]
 
 
 def test_the_summary_compares_troika_with_etcds_one_and_two_processes() -> None:
@@ -35,7 +35,7 @@ def test_the_summary_compares_troika_with_etcds_one_and_two_processes() -> None:
         _sample("etcd", "one", 0, 10_000), _sample("etcd", "two", 0, 12_500),
     ]  # fmt: skip
     text = summary(samples)
-    assert "| troika | 5,000 | 150 us | 8,000 | 150 us | 1.60 |" in text
-    assert "| etcd | 10,000 | 150 us | 12,500 | 150 us | 1.25 |" in text
+    assert "| troika | 5,000 | 150 / 200 us | 8,000 | 150 / 200 us | 1.60 |" in text
+    assert "| etcd | 10,000 | 150 / 200 us | 12,500 | 150 / 200 us | 1.25 |" in text
     assert "troika with one: 0.50x etcd's one process, 0.40x etcd's two" in text
     assert "troika with two: 0.80x etcd's one process, 0.64x etcd's two" in text
