@@ -1,25 +1,31 @@
-"""Reads served by one process or by two: what a second core per member buys.
+"""A member's client load served by one process or by two: what a second core buys.
 
-Why: issue 13 lists "more than one core per member" among its levers, and the reads are where
-it would show. One member serves them; troika's member is one thread, saturated at about one
-core, where etcd's uses 1.3-1.4 cores of this machine. Building a member of several processes
-is a design of its own. This measures what it could give before anything is built: a
-follower serving reads stands in for the member's second process. With no writes during the
-load a serializable read takes the same path on the follower as on the leader (the same API,
-the same applied state) on a process of its own; a linearizable one also costs the leader a
-share of a ReadIndex round, as a second process of the leader's own would.
+Why: issue 13 lists "more than one core per member" among its levers (client-facing work in
+worker processes). troika's member is one thread, saturated at about one core under load,
+where etcd's member uses 1.3-1.4 cores of this machine. Building a member of several
+processes is a design of its own; this measures what it could give before anything is
+built. A follower stands in for the member's second process:
+
+- a serializable read takes the same path on the follower as on the leader (the same API,
+  the same applied state) on a process of its own;
+- a linearizable read on the follower also costs the leader a share of a ReadIndex round, as
+  a second process of the leader's own would;
+- a write on the follower is parsed and answered there and reaches the leader as a forwarded
+  proposal, so the leader keeps Raft and its apply and sheds the client's HTTP and JSON.
 
 For each system a 3-member cluster (``bench.clusters``, as ``troika bench`` starts them), and
 in each run, one after the other:
 
 - ``one``: C connections against the leader, as ``troika bench`` loads it;
-- ``two``: C/2 against the leader and C/2 against a follower, at once, from this process.
+- ``two``: C/2 against the leader and C/2 against a follower, at once, from this process
+  (writers on their own key prefixes).
 
-Reported per system and arrangement: reads a second (the median of the runs; in ``two`` the
-sum of the two loads, each over its own window), the CPU per read of the members loaded, and
-troika's rate over etcd's in the same run, with one process and with two. Run::
+Reported per system and arrangement: operations a second (the median of the runs; in ``two``
+the sum of the two loads, each over its own window), the CPU an operation of the members
+loaded and of all of them, and troika's rate over etcd's in the same run, with one process
+and with two. Run::
 
-    python -m bench.read_spread -w v3-range-serializable-gw -c 64 --runs 3
+    python -m bench.second_process -w v3-range-serializable-gw -c 64 --runs 3
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ READ_WORKLOADS: Final = (
     "v3-range-gw",
     "v3-range-serializable-gw",
 )
+WRITE_WORKLOADS: Final = ("put", "v3-put", "v3-put-gw", "v3-txn", "v3-txn-gw")
+"""Each load of these writes under a prefix of its own (``bench0``, ``bench1``): two
+loads' compare-and-swap workers would otherwise swap the same keys."""
 CLUSTER_SIZE: Final = 3
 
 
@@ -61,13 +70,13 @@ class SpreadSample:
     system: str
     arrangement: Arrangement
     run: int
-    reads_per_s: float
+    ops_per_s: float
     errors: int
-    cpu_us_per_read: float
-    """The CPU of the members the load went to, per read, while every load was measuring."""
-    cluster_cpu_us_per_read: float
+    cpu_us_per_op: float
+    """The CPU of the members the load went to, per operation, while every load measured."""
+    cluster_cpu_us_per_op: float
     """The same for all the members (a linearizable read costs the leader and the voters
-    their share of a ReadIndex round wherever it is served)."""
+    their share of a ReadIndex round wherever it is served, a write its replication)."""
     windows_apart_s: float
     """How far apart the loads' measured windows ended (0 for ``one``)."""
 
@@ -149,26 +158,32 @@ class SpreadPlan:
     warmup_s: float
 
 
+def load_specs(plan: SpreadPlan, endpoints: Sequence[str], run: int) -> list[LoadSpec]:
+    """One load a serving member, the connections split among them; the read keys are
+    written before (``preload=False``), and writers keep to a key prefix of their own."""
+    counts = split_connections(plan.connections, len(endpoints))
+    return [
+        LoadSpec(
+            endpoint=endpoint,
+            workload=plan.workload,  # type: ignore[arg-type]  # checked in main
+            connections=count,
+            duration_s=plan.duration_s,
+            warmup_s=plan.warmup_s,
+            seed=run + 1,
+            prefix=f"bench{number}" if plan.workload in WRITE_WORKLOADS else "bench",
+            preload=False,
+        )
+        for number, (endpoint, count) in enumerate(zip(endpoints, counts, strict=True))
+    ]
+
+
 def measure(
     plan: SpreadPlan, cluster: ProcessCluster, arrangement: Arrangement, run: int
 ) -> SpreadSample:
     """One run of ``arrangement`` against ``cluster``."""
     serving = endpoints_of(cluster, arrangement)
     pids = [cluster.pid(index) for index in serving]
-    specs = [
-        LoadSpec(
-            endpoint=cluster.client_urls[index],
-            workload=plan.workload,  # type: ignore[arg-type]  # checked in main
-            connections=count,
-            duration_s=plan.duration_s,
-            warmup_s=plan.warmup_s,
-            seed=run + 1,
-            preload=False,
-        )
-        for index, count in zip(
-            serving, split_connections(plan.connections, len(serving)), strict=True
-        )
-    ]
+    specs = load_specs(plan, [cluster.client_urls[index] for index in serving], run)
     trio.run(
         run_load,
         dataclasses.replace(specs[0], duration_s=PRELOAD_RUN_S, warmup_s=0.0, preload=True),
@@ -177,22 +192,22 @@ def measure(
     cluster_trace = CpuTrace([cluster.pid(index) for index in range(cluster.size)])
     ended = trio.run(_loads, specs, [serving_trace, cluster_trace])
     ends = [at for _, at in ended]
-    reads_per_s = sum(result.ops_per_s for result, _ in ended)
+    ops_per_s = sum(result.ops_per_s for result, _ in ended)
     common_start_s, common_end_s = max(ends) - plan.duration_s, min(ends)
-    read_count = reads_per_s * (common_end_s - common_start_s)
+    op_count = ops_per_s * (common_end_s - common_start_s)
 
-    def us_per_read(trace: CpuTrace) -> float:
+    def us_per_op(trace: CpuTrace) -> float:
         spent_s = trace.cpu_s_between(common_start_s, common_end_s)
-        return round(1e6 * spent_s / read_count, 1) if read_count > 0 else 0.0
+        return round(1e6 * spent_s / op_count, 1) if op_count > 0 else 0.0
 
     return SpreadSample(
         system=cluster.system,
         arrangement=arrangement,
         run=run,
-        reads_per_s=reads_per_s,
+        ops_per_s=ops_per_s,
         errors=sum(result.errors for result, _ in ended),
-        cpu_us_per_read=us_per_read(serving_trace),
-        cluster_cpu_us_per_read=us_per_read(cluster_trace),
+        cpu_us_per_op=us_per_op(serving_trace),
+        cluster_cpu_us_per_op=us_per_op(cluster_trace),
         windows_apart_s=round(max(ends) - min(ends), 3),
     )
 
@@ -202,7 +217,7 @@ def run_spread(plan: SpreadPlan, systems: Sequence[str]) -> list[SpreadSample]:
     kinds: dict[str, type[ProcessCluster]] = {"troika": TroikaCluster, "etcd": EtcdCluster}
     samples: list[SpreadSample] = []
     with (
-        tempfile.TemporaryDirectory(prefix="troika-spread-") as scratch,
+        tempfile.TemporaryDirectory(prefix="troika-second-process-") as scratch,
         contextlib.ExitStack() as stack,
     ):
         clusters = {
@@ -221,8 +236,8 @@ def run_spread(plan: SpreadPlan, systems: Sequence[str]) -> list[SpreadSample]:
 def describe(sample: SpreadSample) -> str:
     return (
         f"{sample.system:6s} {sample.arrangement:3s} run {sample.run + 1}: "
-        f"{sample.reads_per_s:,.0f} reads/s, {sample.errors} errors, CPU a read: the members "
-        f"loaded {sample.cpu_us_per_read:.0f} us, all {sample.cluster_cpu_us_per_read:.0f} us; "
+        f"{sample.ops_per_s:,.0f} ops/s, {sample.errors} errors, CPU an op: the members "
+        f"loaded {sample.cpu_us_per_op:.0f} us, all {sample.cluster_cpu_us_per_op:.0f} us; "
         f"windows {sample.windows_apart_s:.2f} s apart"
     )
 
@@ -237,22 +252,22 @@ def _median(
 
 
 def median_rate(samples: Sequence[SpreadSample], system: str, arrangement: Arrangement) -> float:
-    return _median(samples, system, arrangement, "reads_per_s")
+    return _median(samples, system, arrangement, "ops_per_s")
 
 
 def summary(samples: Sequence[SpreadSample]) -> str:
     """The medians as a Markdown table, and troika over etcd with one process and with two."""
     lines = [
-        "| system | one process: reads/s | CPU a read: loaded / all | two processes: reads/s "
-        "| CPU a read: loaded / all | two over one |",
+        "| system | one process: ops/s | CPU an op: loaded / all | two processes: ops/s "
+        "| CPU an op: loaded / all | two over one |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     systems = sorted({s.system for s in samples}, reverse=True)
     for system in systems:
         cells = []
         for arrangement in ARRANGEMENTS:
-            loaded = _median(samples, system, arrangement, "cpu_us_per_read")
-            every = _median(samples, system, arrangement, "cluster_cpu_us_per_read")
+            loaded = _median(samples, system, arrangement, "cpu_us_per_op")
+            every = _median(samples, system, arrangement, "cluster_cpu_us_per_op")
             rate = median_rate(samples, system, arrangement)
             cells.append(f"{rate:,.0f} | {loaded:.0f} / {every:.0f} us")
         one, two = median_rate(samples, system, "one"), median_rate(samples, system, "two")
@@ -272,7 +287,9 @@ def summary(samples: Sequence[SpreadSample]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-w", "--workload", choices=READ_WORKLOADS, default=READ_WORKLOADS[-1])
+    parser.add_argument(
+        "-w", "--workload", choices=READ_WORKLOADS + WRITE_WORKLOADS, default=READ_WORKLOADS[-1]
+    )
     parser.add_argument("-c", "--connections", type=int, default=64, help="in all")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds measured")
