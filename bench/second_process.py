@@ -307,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments.duration,
         arguments.warmup,
     )
-    split_connections(plan.connections, 2)  # refuses a count too small before anything starts
+    if plan.connections < len(ARRANGEMENTS):
+        parser.error("--connections must be at least 2: the arrangement 'two' splits them")
     samples = run_spread(plan, systems)
     if arguments.json is not None:
         arguments.json.write_text(json.dumps([asdict(s) for s in samples], indent=1) + "\n")
