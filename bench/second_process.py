@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments.duration,
         arguments.warmup,
     )
-    if plan.connections < len(ARRANGEMENTS):
+    if plan.connections < 2:
         parser.error("--connections must be at least 2: the arrangement 'two' splits them")
     samples = run_spread(plan, systems)
     if arguments.json is not None:
