@@ -44,8 +44,9 @@ from typing import Final, Literal
 
 import trio
 
-from bench.clusters import EtcdCluster, ProcessCluster, TroikaCluster, etcd_available
+from bench.clusters import ProcessCluster, etcd_available
 from bench.loadgen import LoadResult, LoadSpec, process_cpu_s, run_load
+from bench.suite import KINDS
 
 Arrangement = Literal["one", "two"]
 ARRANGEMENTS: Final[tuple[Arrangement, ...]] = ("one", "two")
@@ -214,14 +215,13 @@ def measure(
 
 def run_spread(plan: SpreadPlan, systems: Sequence[str]) -> list[SpreadSample]:
     """Every system up at once; each run takes ``one`` then ``two``, troika then etcd."""
-    kinds: dict[str, type[ProcessCluster]] = {"troika": TroikaCluster, "etcd": EtcdCluster}
     samples: list[SpreadSample] = []
     with (
         tempfile.TemporaryDirectory(prefix="troika-second-process-") as scratch,
         contextlib.ExitStack() as stack,
     ):
         clusters = {
-            system: stack.enter_context(kinds[system](CLUSTER_SIZE, Path(scratch) / system))
+            system: stack.enter_context(KINDS[system](CLUSTER_SIZE, Path(scratch) / system))
             for system in systems
         }
         for run in range(plan.runs):
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--system", action="append", choices=("troika", "etcd"))
+    parser.add_argument("--system", action="append", choices=sorted(KINDS))
     parser.add_argument("--json", type=Path, help="keep every sample here")
     arguments = parser.parse_args(argv)
     systems = arguments.system or ["troika", "etcd"]
