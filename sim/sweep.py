@@ -18,11 +18,14 @@ trace hash differs: the sweep checks its own premise, that a seed replays.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -304,6 +307,38 @@ OutcomeSource = Callable[[list[RunOptions]], Iterator[SeedOutcome]]
 """Runs seeds somewhere and yields each outcome as it ends (in any order)."""
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux's prctl option: the signal the kernel sends a process when its parent ends."""
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """A pool worker's start: end when the sweep that started it ends, however it ends.
+
+    A sweep killed with SIGTERM (or SIGKILL) cannot shut its pool down, and each worker
+    would go on running the seeds already handed to it, for results that go nowhere, on
+    cores a measurement wants. On Linux the kernel sends the worker SIGKILL when its parent
+    ends; elsewhere the workers still outlive it. ``parent_pid`` closes the race of a
+    parent that ended before the request was made.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` fresh processes (spawned, not forked) that end with this one."""
+    return concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
 def local_outcomes(workers: int, report_dir: str) -> OutcomeSource:
     """Seeds on ``workers`` local processes (here, with one)."""
 
@@ -312,8 +347,7 @@ def local_outcomes(workers: int, report_dir: str) -> OutcomeSource:
             for options in options_list:
                 yield run_one(options, report_dir)
             return
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with worker_pool(workers) as pool:
             futures = {
                 pool.submit(run_one, options, report_dir): options for options in options_list
             }

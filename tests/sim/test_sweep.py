@@ -4,7 +4,12 @@ determinism self-check, and a remote seed's report files."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +120,50 @@ def test_a_remote_seed_sends_its_report_files_back(tmp_path: Path) -> None:
     written = write_remote_report(outcome, files, str(tmp_path))
     assert Path(written.report_dir) == tmp_path / "seed-2-split-brain"
     assert (tmp_path / "seed-2-split-brain" / "report.txt").read_text().startswith("SEED=2 ")
+
+
+WORKER_PID_SCRIPT = """
+import os, sys, time
+from sim.sweep import worker_pool
+pool = worker_pool(1)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 120)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+def test_a_killed_sweeps_workers_end_with_it() -> None:
+    """Killed with SIGTERM, a sweep cannot shut its pool down; its workers must not go on
+    running seeds nobody will read (found when they ran on beside a measurement)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", WORKER_PID_SCRIPT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    worker = 0
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), f"worker {worker} outlived its sweep"
+    finally:
+        parent.kill()
+        parent.wait()
+        if worker and _alive(worker):  # the failure's orphan: not left to sleep on
+            os.kill(worker, signal.SIGKILL)
