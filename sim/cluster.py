@@ -129,6 +129,9 @@ class SimCluster:
             self.slots[name] = SimMember(name, disk, SimClock(wall_origin_ns, boot_s, started_s))
         self.events: list[tuple[float, str]] = []
         self.open_failures: list[str] = []
+        self.healed = False
+        """The faults are over (``sim.liveness.heal_and_restart``): a member that stops on one
+        from before is started again (``restart_if_healed``)."""
         self.clock_extremes = ClockExtremes()
         """The fastest and slowest rates clock faults ran a monotonic clock at."""
 
@@ -201,12 +204,16 @@ class SimCluster:
                     if self.slots[name].member is member:
                         self.note(f"{name} stopped: {failure.exceptions[0]}")
                         self.crash(name)
+                        self.restart_if_healed(name)
                 except* StorageCorrupted as found:  # a damaged read: it stops, never uses it
                     if self.slots[name].member is member:
                         self.note(f"{name} stopped on damaged data: {_leaf(found)}")
-                        if slot.disk.damaged_reads == damaged_before:  # not injected: a bug
+                        injected = slot.disk.damaged_reads != damaged_before
+                        if not injected:  # a bug
                             self.open_failures.append(f"{name} read damaged data: {found}")
                         self.crash(name)
+                        if injected:
+                            self.restart_if_healed(name)
                 except* ValueError as malformed:  # data that passed its seal but is malformed
                     if self.slots[name].member is member:  # (what decoders raise): a bug
                         self.note(f"{name} stopped on malformed data: {_leaf(malformed)}")
@@ -234,6 +241,13 @@ class SimCluster:
         self.network.crash_host(name)
         slot.disk.crash()
         self.note(f"crash {name}")
+
+    def restart_if_healed(self, name: str) -> None:
+        """Start ``name`` again if the faults are over: it stopped on one that came before
+        the healing (a damaged value read just before it, say, its stop done just after)."""
+        if self.healed:
+            self.note(f"restart {name}: it stopped after healing, on a fault from before")
+            self.nursery.start_soon(self.restart, name)
 
     async def restart(self, name: str) -> None:
         """Start a crashed member again."""

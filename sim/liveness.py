@@ -2,8 +2,9 @@
 
 Safety checkers cannot see a cluster that does nothing: no history, no violation. So once
 the faulty phase is over, the run heals every fault (network cuts, clogs, latency) and
-restarts every crashed member, and then the cluster must make progress within bounds set
-from its own timing, one step after another:
+restarts every crashed member (and any member that stops later on a fault from before the
+healing: a damaged value read just before it, its stop done just after), and then the
+cluster must make progress within bounds set from its own timing, one step after another:
 
 1. a leader, within ``LEADER_ELECTION_TIMEOUTS_MAX`` election timeouts;
 2. a write through that leader commits and every member applies it, within
@@ -43,6 +44,7 @@ async def heal_and_restart(cluster: SimCluster) -> None:
     """End every fault: heal the network, disarm every disk, restart every crashed member."""
     cluster.network.heal()
     disarm_all(cluster)
+    cluster.healed = True
     for name in cluster.names:
         await cluster.restart(name)
     cluster.note("heal everything, restart every member")
@@ -101,7 +103,10 @@ async def _commit(cluster: SimCluster, value: str, deadline_s: float) -> int | N
 
 async def _applied_everywhere(cluster: SimCluster, index: int, deadline_s: float) -> bool:
     while trio.current_time() < deadline_s:
-        if all(cluster.member(name).applied_index() >= index for name in cluster.names):
+        up = cluster.up()  # one restarting after a late stop is not there yet
+        if len(up) == len(cluster.names) and all(
+            cluster.member(name).applied_index() >= index for name in up
+        ):
             return True
         await trio.sleep(MONITOR_INTERVAL_S)
     return False
