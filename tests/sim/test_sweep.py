@@ -123,7 +123,7 @@ def test_a_remote_seed_sends_its_report_files_back(tmp_path: Path) -> None:
 
 
 WORKER_PID_SCRIPT = """
-import os, sys, time
+import os, time
 from sim.sweep import worker_pool
 pool = worker_pool(1)
 print(pool.submit(os.getpid).result(), flush=True)
