@@ -76,7 +76,7 @@ def test_a_planted_bug_is_caught_within_200_seeds(
     pytest.fail(f"{bug} went unnoticed for {PLANTED_BUG_SEEDS_MAX} seeds of {scenario}")
 
 
-# Slow (34 s on a slow machine), so in .ci/run's longer simulator step, not the README's 5 minutes.
+# Slow: .ci/run's longer simulator step runs it, outside the README's 5 minutes.
 @pytest.mark.slow
 def test_shrinking_keeps_a_failing_run_and_makes_it_smaller() -> None:
     options = RunOptions(
