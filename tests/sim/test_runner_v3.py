@@ -50,7 +50,7 @@ def test_a_v3_seed_replays_bit_for_bit_and_passes() -> None:
     assert any(ack.what == "keep-alive" for ack in log.acks) and log.lease_puts
 
 
-# Slow: .ci/run's longer simulator step runs it; the fast suite keeps the v2 read's (test_runner.py).
+# Slow: .ci/run's longer simulator step runs it; the fast suite keeps the v2 read's twin.
 @pytest.mark.slow
 def test_a_linearizable_range_without_read_index_is_caught_and_the_seed_passes_without() -> None:
     for seed in range(PLANTED_BUG_SEEDS_MAX):
