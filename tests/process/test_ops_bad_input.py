@@ -64,7 +64,7 @@ OVER_REQUEST_BYTES = 100 * 1024
 OVER_GRPC_BYTES = 700 * 1024
 """Over gRPC's receive limit too."""
 GRPC_TIMEOUT_S = 10
-REFUSED_HANDSHAKE_TIMEOUT = "--command-timeout=3s"
+REFUSED_HANDSHAKE_TIMEOUT_S = 3
 """A refused handshake ends etcdctl only at its command timeout (15 s by default here), the
 same for both systems: a shorter one keeps each refusal from costing 15 s."""
 ROOT = "root:rootpw"
@@ -97,9 +97,15 @@ def ctl(
     cert: str = "client",
     user: str | None = None,
     stdin: str | None = None,
+    command_timeout_s: int = 15,
 ) -> subprocess.CompletedProcess[str]:
     return etcdctl(
-        cluster.endpoints[0], *args, tls=tls_flags(cluster.pki, cert), user=user, stdin=stdin
+        cluster.endpoints[0],
+        *args,
+        tls=tls_flags(cluster.pki, cert),
+        user=user,
+        stdin=stdin,
+        command_timeout_s=command_timeout_s,
     )
 
 
@@ -139,15 +145,22 @@ def test_invalid_client_certificates_are_refused_as_etcd_refuses_them(
         before = state(cluster, "/certs/")
         answers: list[Any] = []
         for cert in ("stranger", "expired"):
-            refused = ctl(cluster, REFUSED_HANDSHAKE_TIMEOUT, "put", "/certs/k", "v1", cert=cert)
+            refused = ctl(
+                cluster,
+                "put",
+                "/certs/k",
+                "v1",
+                cert=cert,
+                command_timeout_s=REFUSED_HANDSHAKE_TIMEOUT_S,
+            )
             answers.append((cert, shown(refused)))
         no_cert = etcdctl(
             cluster.endpoints[0],
-            REFUSED_HANDSHAKE_TIMEOUT,
             "put",
             "/certs/k",
             "v1",
             tls=[f"--cacert={cluster.pki / 'ca.pem'}"],
+            command_timeout_s=REFUSED_HANDSHAKE_TIMEOUT_S,
         )
         answers.append(("no client certificate", shown(no_cert)))
         answers.append(("unchanged", state(cluster, "/certs/") == before))
@@ -173,7 +186,9 @@ def test_a_server_certificate_for_another_host_is_refused_by_the_client(
         cluster = UnitCluster(system, binary, tmp_path / system, wrong, ports, size=1)
         try:
             cluster.start()  # ready by its metrics listener's /health (plain HTTP)
-            done = ctl(cluster, REFUSED_HANDSHAKE_TIMEOUT, "put", "/wrong-host/k", "v")
+            done = ctl(
+                cluster, "put", "/wrong-host/k", "v", command_timeout_s=REFUSED_HANDSHAKE_TIMEOUT_S
+            )
             seen[system] = [shown(done)]
         finally:
             cluster.stop()

@@ -304,12 +304,18 @@ def etcdctl(
     tls: Sequence[str],
     user: str | None = None,
     stdin: str | None = None,
+    command_timeout_s: int = 15,
 ) -> subprocess.CompletedProcess[str]:
     """``ETCDCTL_API=3 etcdctl`` over TLS (``tls``: its certificate flags)."""
     assert ETCDCTL is not None
     if not isinstance(endpoints, str):
         endpoints = ",".join(endpoints)
-    command = [ETCDCTL, f"--endpoints={endpoints}", "--dial-timeout=5s", "--command-timeout=15s"]
+    command = [
+        ETCDCTL,
+        f"--endpoints={endpoints}",
+        "--dial-timeout=5s",
+        f"--command-timeout={command_timeout_s}s",
+    ]
     if user is not None:
         command.append(f"--user={user}")
     return subprocess.run(
