@@ -23,9 +23,9 @@ from sim.shrink import shrink
 from sim.sweep import scenario_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP_CHUNKS = 10
-FAST_SWEEP_CHUNKS = 1  # default run: seeds 0-9, ten scenarios; the slow 100 cover every one
-SEEDS_PER_CHUNK = 10
+SWEEP_CHUNKS = 20
+FAST_SWEEP_CHUNKS = 1  # default run: seeds 0-4, five scenarios; the slow 100 cover every one
+SEEDS_PER_CHUNK = 5
 SWEEP_DURATION_S = 6.0
 PLANTED_BUG_SEEDS_MAX = 200
 
