@@ -35,6 +35,7 @@ from net.etcdpb import rpc_pb2
 from tests.process.test_ops_systemd_tls_auth import (
     ETCD,
     ETCDCTL,
+    ETCDCTL_COMMAND_TIMEOUT_S,
     NAMES,
     PORTS_PER_MEMBER,
     TROIKA,
@@ -65,8 +66,8 @@ OVER_GRPC_BYTES = 700 * 1024
 """Over gRPC's receive limit too."""
 GRPC_TIMEOUT_S = 10
 REFUSED_HANDSHAKE_TIMEOUT_S = 3
-"""A refused handshake ends etcdctl only at its command timeout (15 s by default here), the
-same for both systems: a shorter one keeps each refusal from costing 15 s."""
+"""A refused handshake ends etcdctl only at its command timeout (``ETCDCTL_COMMAND_TIMEOUT_S``
+by default), the same for both systems: a shorter one keeps each refusal from costing that."""
 ROOT = "root:rootpw"
 
 
@@ -97,7 +98,7 @@ def ctl(
     cert: str = "client",
     user: str | None = None,
     stdin: str | None = None,
-    command_timeout_s: int = 15,
+    command_timeout_s: int = ETCDCTL_COMMAND_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
     return etcdctl(
         cluster.endpoints[0],

@@ -65,6 +65,8 @@ PORTS_PER_MEMBER = 3
 """client, peer, metrics."""
 START_TIMEOUT_S = 40.0
 COMMAND_TIMEOUT_S = 30
+ETCDCTL_COMMAND_TIMEOUT_S = 15
+"""etcdctl's own ``--command-timeout``, under the subprocess's ``COMMAND_TIMEOUT_S``."""
 GRPC_TIMEOUT_S = 10
 JWT_KEY_BITS = 2048
 STOP_TIMEOUT_S = 10
@@ -304,7 +306,7 @@ def etcdctl(
     tls: Sequence[str],
     user: str | None = None,
     stdin: str | None = None,
-    command_timeout_s: int = 15,
+    command_timeout_s: int = ETCDCTL_COMMAND_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
     """``ETCDCTL_API=3 etcdctl`` over TLS (``tls``: its certificate flags)."""
     assert ETCDCTL is not None
