@@ -66,7 +66,8 @@ PORTS_PER_MEMBER = 3
 START_TIMEOUT_S = 40.0
 COMMAND_TIMEOUT_S = 30
 ETCDCTL_COMMAND_TIMEOUT_S = 15
-"""etcdctl's own ``--command-timeout``, under the subprocess's ``COMMAND_TIMEOUT_S``."""
+"""The ``--command-timeout`` these helpers give etcdctl (etcdctl's own default is 5 s), under
+the subprocess's ``COMMAND_TIMEOUT_S``."""
 GRPC_TIMEOUT_S = 10
 JWT_KEY_BITS = 2048
 STOP_TIMEOUT_S = 10
